@@ -1,0 +1,46 @@
+"""Installs vit_jax: Vision Transformer models, checkpoints, input pipelines and training in JAX."""
+
+import setuptools
+
+# Lower bounds are the versions this project is tested with; older releases lack APIs we use
+# (jax.make_array_from_process_local_data, flax logical partitioning, orbax CheckpointManager).
+INSTALL_REQUIRES = [
+    'absl-py>=2.1',
+    'chex>=0.1.90',
+    'etils[epath]>=1.7',
+    'flax>=0.12',
+    'jax>=0.9',
+    'ml-collections>=1.0',
+    'numpy>=1.26',
+    'optax>=0.2.5',
+    'orbax-checkpoint>=0.11.28',
+    'pillow>=10',
+    'scikit-learn>=1.3',  # ships the offline `digits` dataset used by the default job.
+    'tensorboard>=2.15',  # event files (written without TensorFlow).
+    'tensorflow-cpu>=2.16',  # tf.data only; TensorFlow never sees the accelerators.
+    'tensorflow-datasets>=4.9.6',
+]
+
+TEST_REQUIRES = [
+    'pytest>=8',
+    'pytest-xdist>=3.5',
+    'scipy>=1.11',  # reference implementation of the original's position-embedding zoom.
+]
+
+setuptools.setup(
+    name='vit_jax',
+    version='0.1.0',
+    description='Vision Transformer (ViT), hybrids and MLP-Mixer in JAX/Flax: models, '
+    'released-checkpoint compatibility, tf.data input and sharded training.',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    python_requires='>=3.10',
+    packages=setuptools.find_packages(include=['vit_jax', 'vit_jax.*']),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={'test': TEST_REQUIRES},
+    license='Apache 2.0',
+    classifiers=[
+        'Programming Language :: Python :: 3',
+        'Topic :: Scientific/Engineering :: Artificial Intelligence',
+    ],
+)

@@ -1,0 +1,105 @@
+"""Building blocks shared by the ViT, hybrid and Mixer models.
+
+Every parameter carries logical axis names (`embed`, `mlp`, `heads`, `kv`, `classes`, ...) via
+`nn.with_logical_partitioning`, so that sharding is decided by a rules table outside the
+models. Without a mesh and rules the names are inert metadata.
+"""
+
+from typing import Any, Callable, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+Initializer = Callable[..., jax.Array]
+
+
+def logical(init: Initializer, names: Sequence[Optional[str]]) -> Initializer:
+  """Wraps an initializer so that its parameter carries logical axis `names`."""
+  return nn.with_logical_partitioning(init, tuple(names))
+
+
+def constrain(x: jax.Array, names: Sequence[Optional[str]]) -> jax.Array:
+  """Activation sharding hint by logical axes; a no-op when no mesh/rules are active."""
+  return nn.with_logical_constraint(x, tuple(names))
+
+
+class MlpBlock(nn.Module):
+  """Transformer MLP: Dense(mlp_dim) -> GELU (tanh approximation) -> Dropout -> Dense -> Dropout.
+
+  Matches the original: xavier-uniform kernels, biases ~ N(0, 1e-6).
+
+  Attributes:
+    mlp_dim: hidden width.
+    out_dim: output width; defaults to the input width.
+  """
+  mlp_dim: int
+  out_dim: Optional[int] = None
+  dropout_rate: float = 0.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  # Logical names of the (input, hidden) axes; the Mixer's token MLP uses other names.
+  axes: tuple[str, str] = ('embed', 'mlp')
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
+    """[..., d] -> [..., out_dim or d]."""
+    out_dim = x.shape[-1] if self.out_dim is None else self.out_dim
+    io_axis, hidden_axis = self.axes
+    dense = lambda features, names, bias_name, name: nn.Dense(
+        features=features,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        kernel_init=logical(nn.initializers.xavier_uniform(), names),
+        bias_init=logical(nn.initializers.normal(stddev=1e-6), (bias_name,)),
+        name=name)
+    x = dense(self.mlp_dim, (io_axis, hidden_axis), hidden_axis, 'Dense_0')(x)
+    x = nn.gelu(x)
+    x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
+    x = dense(out_dim, (hidden_axis, io_axis), io_axis, 'Dense_1')(x)
+    return nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
+
+
+class DropPath(nn.Module):
+  """Stochastic depth: drops a whole residual branch per example with probability `rate`.
+
+  Kept branches are scaled by 1 / (1 - rate) so the expectation is unchanged. Uses the
+  `dropout` RNG stream.
+  """
+  rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
+    if deterministic or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+    mask = jax.random.bernoulli(self.make_rng('dropout'), keep, shape)
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+def layer_norm(name: str, dtype: Dtype, param_dtype: Dtype, axis: str = 'embed') -> nn.LayerNorm:
+  """LayerNorm with the original's epsilon (1e-6) and logical names on scale and bias."""
+  return nn.LayerNorm(
+      epsilon=1e-6,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      scale_init=logical(nn.initializers.ones, (axis,)),
+      bias_init=logical(nn.initializers.zeros, (axis,)),
+      name=name)
+
+
+def check_images(images: jax.Array, stride: int, model: str) -> None:
+  """Validates an NHWC image batch; raises a one-line ValueError saying what to change."""
+  if images.ndim != 4:
+    raise ValueError(f'{model} expects NHWC images of rank 4, got shape {tuple(images.shape)}.')
+  _, h, w, c = images.shape
+  if c != 3:
+    raise ValueError(
+        f'{model} expects 3-channel RGB images, got {c} channels (shape {tuple(images.shape)}); '
+        'convert grayscale/RGBA inputs to RGB first.')
+  if h % stride or w % stride:
+    raise ValueError(
+        f'{model}: image size {h}x{w} is not divisible by the patch stride {stride}; '
+        f'resize or crop to a multiple of {stride} (e.g. {max(stride, h // stride * stride)}).')

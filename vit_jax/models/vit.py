@@ -1,0 +1,208 @@
+"""Vision Transformer (Dosovitskiy et al., 2021) and its hybrid (ResNet stem + ViT) variant.
+
+Parameter paths are the keys of the released `.npz` checkpoints, e.g.
+`Transformer/encoderblock_3/MultiHeadDotProductAttention_1/query/kernel` (the blocks keep the
+pre-Linen numbering LayerNorm_0, MultiHeadDotProductAttention_1, LayerNorm_2, MlpBlock_3).
+"""
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vit_jax.models import attention
+from vit_jax.models import layers
+from vit_jax.models import posemb as posemb_lib
+from vit_jax.models import resnet
+
+CLASSIFIERS = ('token', 'gap', 'map', 'unpooled', 'token_unpooled')
+
+
+class Encoder1DBlock(nn.Module):
+  """Pre-LN transformer block: x + Attn(LN(x)), then x + MLP(LN(x)); [B, L, D] -> [B, L, D]."""
+  mlp_dim: int
+  num_heads: int
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  drop_path_rate: float = 0.0
+  relative_grid: Optional[tuple[int, int]] = None
+  num_prefix: int = 0
+  dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, inputs: jax.Array, *, deterministic: bool = True) -> jax.Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    drop_path = layers.DropPath(rate=self.drop_path_rate)
+    x = layers.layer_norm('LayerNorm_0', **kw)(inputs)
+    x = attention.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, attention_dropout_rate=self.attention_dropout_rate,
+        relative_grid=self.relative_grid, num_prefix=self.num_prefix,
+        name='MultiHeadDotProductAttention_1', **kw)(x, x, deterministic=deterministic)
+    x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
+    x = inputs + drop_path(x, deterministic=deterministic)
+    x = layers.constrain(x, ('batch', 'length', 'embed'))
+    y = layers.layer_norm('LayerNorm_2', **kw)(x)
+    y = layers.MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate, name='MlpBlock_3',
+                        **kw)(y, deterministic=deterministic)
+    return layers.constrain(x + drop_path(y, deterministic=deterministic),
+                            ('batch', 'length', 'embed'))
+
+
+class Encoder(nn.Module):
+  """Position embedding + `num_layers` blocks + final LayerNorm (`encoder_norm`).
+
+  Stochastic depth grows linearly from 0 at the first block to `stochastic_depth` at the last.
+  """
+  num_layers: int
+  mlp_dim: int
+  num_heads: int
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  stochastic_depth: float = 0.0
+  posemb: str = 'learn'
+  num_prefix: int = 0
+  dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, grid: tuple[int, int], *, train: bool = False) -> jax.Array:
+    """x: [B, num_prefix + h*w, D] tokens of an h x w `grid` -> [B, same, D]."""
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = posemb_lib.AddPositionEmbs(
+        kind=self.posemb, num_prefix=self.num_prefix, param_dtype=self.param_dtype,
+        name='posembed_input')(x, grid)
+    x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=not train)
+    relative_grid = tuple(grid) if self.posemb == 'relative' else None
+    for i in range(self.num_layers):
+      rate = self.stochastic_depth * i / max(self.num_layers - 1, 1)
+      x = Encoder1DBlock(
+          mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
+          attention_dropout_rate=self.attention_dropout_rate, drop_path_rate=rate,
+          relative_grid=relative_grid, num_prefix=self.num_prefix,
+          name=f'encoderblock_{i}', **kw)(x, deterministic=not train)
+    return layers.layer_norm('encoder_norm', **kw)(x)
+
+
+class MAPHead(nn.Module):
+  """Multihead attention pooling: a learned probe attends over the tokens; [B, L, D] -> [B, D]."""
+  num_heads: int
+  mlp_dim: int
+  dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    probe = self.param(
+        'probe', layers.logical(nn.initializers.xavier_uniform(), (None, None, 'embed')),
+        (1, 1, x.shape[-1]), self.param_dtype)
+    probe = jnp.broadcast_to(probe.astype(x.dtype), (x.shape[0], 1, x.shape[-1]))
+    x = attention.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, name='MultiHeadDotProductAttention_0', **kw)(probe, x)
+    y = layers.layer_norm('LayerNorm_0', **kw)(x)
+    x = x + layers.MlpBlock(mlp_dim=self.mlp_dim, name='MlpBlock_0', **kw)(y)
+    return x[:, 0]
+
+
+class VisionTransformer(nn.Module):
+  """ViT classifier: NHWC float images -> logits [B, num_classes] (or features, see below).
+
+  Attributes:
+    num_classes: head width; 0/None returns the pooled (pre-logits) features instead.
+    patch_size: (ph, pw) patch size; the patch embedding is a conv named `embedding`.
+    hidden_size, num_layers, num_heads, mlp_dim: transformer sizes.
+    classifier: 'token' (class token), 'gap' (mean of tokens), 'map' (attention-pooling
+      probe), 'unpooled' (all tokens [B, L, D]), 'token_unpooled' (with class token, all tokens).
+    posemb: 'learn' | 'learn_2d' | 'sincos2d' | 'none' | 'relative' (see posemb.py).
+    representation_size: width of the tanh `pre_logits` layer; None for no such layer.
+    resnet_layers / resnet_width: if `resnet_layers` is not None the model is a hybrid: a BiT
+      ResNet root (+ stages with these block counts; () = root only) feeds the patch embedding.
+    dropout_rate, attention_dropout_rate, stochastic_depth: regularisation (train only).
+    dtype / param_dtype: compute / storage dtype of every layer.
+  """
+  num_classes: Optional[int]
+  patch_size: tuple[int, int] = (16, 16)
+  hidden_size: int = 768
+  num_layers: int = 12
+  num_heads: int = 12
+  mlp_dim: int = 3072
+  classifier: str = 'token'
+  posemb: str = 'learn'
+  representation_size: Optional[int] = None
+  resnet_layers: Optional[tuple[int, ...]] = None
+  resnet_width: float = 1.0
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  stochastic_depth: float = 0.0
+  head_bias_init: float = 0.0
+  dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
+  model_name: Optional[str] = None
+
+  @property
+  def stride(self) -> int:
+    """Pixels per token along each axis (patch size times the ResNet stem's downsampling)."""
+    stem = 1 if self.resnet_layers is None else resnet.stem_stride(self.resnet_layers)
+    return stem * self.patch_size[0]
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    self._validate(images)
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    x = images.astype(self.dtype)
+    if self.resnet_layers is not None:
+      x = resnet.apply_stem(x, self.resnet_layers, self.resnet_width, **kw)
+    x = nn.Conv(
+        features=self.hidden_size, kernel_size=self.patch_size, strides=self.patch_size,
+        padding='VALID',
+        kernel_init=layers.logical(nn.initializers.lecun_normal(), (None, None, None, 'embed')),
+        bias_init=layers.logical(nn.initializers.zeros, ('embed',)),
+        name='embedding', **kw)(x)
+    n, h, w, d = x.shape
+    x = jnp.reshape(x, (n, h * w, d))
+    num_prefix = 1 if self.classifier in ('token', 'token_unpooled') else 0
+    if num_prefix:
+      cls = self.param('cls', layers.logical(nn.initializers.zeros, (None, None, 'embed')),
+                       (1, 1, d), self.param_dtype)
+      x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (n, 1, d)), x], axis=1)
+    x = layers.constrain(x, ('batch', 'length', 'embed'))
+    x = Encoder(
+        num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
+        dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
+        stochastic_depth=self.stochastic_depth, posemb=self.posemb, num_prefix=num_prefix,
+        name='Transformer', **kw)(x, (h, w), train=train)
+
+    if self.classifier == 'token':
+      x = x[:, 0]
+    elif self.classifier == 'gap':
+      x = jnp.mean(x, axis=1)
+    elif self.classifier == 'map':
+      x = MAPHead(num_heads=self.num_heads, mlp_dim=self.mlp_dim, name='MAPHead_0', **kw)(x)
+
+    if self.representation_size is not None:
+      x = nn.Dense(
+          features=self.representation_size,
+          kernel_init=layers.logical(nn.initializers.lecun_normal(), ('embed', 'mlp')),
+          bias_init=layers.logical(nn.initializers.zeros, ('mlp',)),
+          name='pre_logits', **kw)(x)
+      x = jnp.tanh(x)
+    if self.num_classes:
+      x = nn.Dense(
+          features=self.num_classes,
+          kernel_init=layers.logical(nn.initializers.zeros,
+                                     ('mlp' if self.representation_size else 'embed', 'classes')),
+          bias_init=layers.logical(nn.initializers.constant(self.head_bias_init), ('classes',)),
+          name='head', **kw)(x)
+    return x
+
+  def _validate(self, images: jax.Array) -> None:
+    name = self.model_name or 'VisionTransformer'
+    if self.classifier not in CLASSIFIERS:
+      raise ValueError(f'{name}: unknown classifier {self.classifier!r}; choose one of '
+                       f'{CLASSIFIERS}.')
+    if self.posemb not in posemb_lib.POSEMB_KINDS:
+      raise ValueError(f'{name}: unknown posemb {self.posemb!r}; choose one of '
+                       f'{posemb_lib.POSEMB_KINDS}.')
+    layers.check_images(images, self.stride, name)
