@@ -1,0 +1,229 @@
+"""Bad input: each case is handled with a count, a name or a one-line error; nothing hangs."""
+
+import io
+import logging
+import os
+import re
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from PIL import Image
+
+from vit_jax import data
+from vit_jax.data import synthetic
+
+UNREADABLE = ('cat/corrupt.jpg', 'cat/zero.jpg', 'dog/notimage.png', 'dog/truncated.jpg')
+
+
+def _save(path, array, **kwargs):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  Image.fromarray(array).save(path, **kwargs)
+
+
+@pytest.fixture(scope='module')
+def bad_folder(tmp_path_factory):
+  """train/cat: 3 good + corrupt + zero-byte; train/dog: 3 good + truncated + text + 2 odd PNGs.
+
+  Returns (root, {relative path: expected uint8 [10, 10, 3] of the readable images}).
+  """
+  root = str(tmp_path_factory.mktemp('bad'))
+  split = os.path.join(root, 'train')
+  images = synthetic.smooth_images(8, 10, 10, seed=5)
+  readable = {}
+  for i in range(3):
+    for k, name in enumerate(('cat', 'dog')):
+      rel = f'{name}/{name[0]}{i}.png'
+      _save(os.path.join(split, rel), images[2 * i + k])
+      readable[rel] = images[2 * i + k]
+  buf = io.BytesIO()
+  Image.fromarray(images[6]).save(buf, format='JPEG', quality=90)
+  good_jpeg = buf.getvalue()
+  rng = np.random.default_rng(0)
+  with open(os.path.join(split, 'cat', 'corrupt.jpg'), 'wb') as f:  # Header garbled.
+    f.write(good_jpeg[:20] + rng.integers(0, 256, 200, dtype=np.uint8).tobytes()
+            + good_jpeg[220:])
+  open(os.path.join(split, 'cat', 'zero.jpg'), 'wb').close()
+  with open(os.path.join(split, 'dog', 'truncated.jpg'), 'wb') as f:
+    f.write(good_jpeg[:len(good_jpeg) // 2])
+  with open(os.path.join(split, 'dog', 'notimage.png'), 'w') as f:
+    f.write('this is not an image\n')
+  deep = (images[7, ..., 0].astype(np.uint16) * 257 + 100).astype(np.uint16)
+  _save(os.path.join(split, 'dog', 'deep16.png'), deep)  # 16-bit grayscale PNG.
+  readable['dog/deep16.png'] = np.repeat((deep >> 8).astype(np.uint8)[..., None], 3, -1)
+  palette = Image.fromarray(images[6]).convert('P')
+  palette.save(os.path.join(split, 'dog', 'palette.png'))
+  readable['dog/palette.png'] = np.asarray(palette.convert('RGB'))
+  return root, readable
+
+
+def _one_line(excinfo):
+  message = str(excinfo.value)
+  assert '\n' not in message, message
+  return message
+
+
+def test_eval_skips_unreadable_counts_and_names_them(bad_folder, caplog):
+  root, readable = bad_folder
+  ev = data.eval_iterator(root, 'train', global_batch=4, crop=10, process_index=0,
+                          process_count=1)
+  assert len(ev) == 3 and ev.num_examples == 12
+  with caplog.at_level(logging.WARNING):
+    batches = list(ev)
+  masks = np.concatenate([b['mask'] for b in batches])
+  assert masks.sum() == 8 and ev.num_skipped == 4
+  # Readable images arrive in (class, file name) order, with exact pixels (16-bit: high byte).
+  order = sorted(readable)
+  images = np.concatenate([b['image'] for b in batches])[masks > 0]
+  labels = np.concatenate([b['label'] for b in batches])[masks > 0]
+  pixels = np.round((images + 1.0) * 127.5).astype(np.uint8)
+  for rel, got, label in zip(order, pixels, labels):
+    np.testing.assert_array_equal(got, readable[rel], err_msg=rel)
+    assert label == ('cat', 'dog').index(rel.split('/')[0])
+  warnings = [r.getMessage() for r in caplog.records if 'unreadable' in r.getMessage()]
+  assert len(warnings) == 1
+  assert 'Skipped 4 unreadable images (of 12)' in warnings[0]
+  for rel in UNREADABLE:
+    assert os.path.join(root, 'train', rel) in warnings[0]
+
+
+def test_train_skips_unreadable_and_keeps_going(bad_folder, caplog):
+  root, _ = bad_folder
+  with caplog.at_level(logging.WARNING):
+    it = data.train_iterator(root, 'train', global_batch=8, crop=10, process_index=0,
+                             process_count=1)
+    first, second = next(it), next(it)  # Each is one epoch's 8 readable images.
+  for batch in (first, second):
+    assert sorted(batch['label'].tolist()) == [0, 0, 0, 1, 1, 1, 1, 1]
+  assert it.num_skipped >= 4
+  warnings = [r.getMessage() for r in caplog.records if 'unreadable' in r.getMessage()]
+  assert warnings and re.search(r'Skipped [1-4] unreadable images so far', warnings[0])
+  assert any(os.path.join(root, 'train', rel) in warnings[0] for rel in UNREADABLE)
+
+
+def test_skip_unreadable_false_raises_naming_the_file(bad_folder):
+  root, _ = bad_folder
+  ev = data.eval_iterator(root, 'train', global_batch=4, crop=10, process_index=0,
+                          process_count=1, skip_unreadable=False)
+  with pytest.raises(data.UnreadableImageError) as excinfo:
+    list(ev)
+  assert os.path.join(root, 'train', 'cat', 'corrupt.jpg') in _one_line(excinfo)
+  it = data.train_iterator(root, 'train', global_batch=4, crop=10, process_index=0,
+                           process_count=1, skip_unreadable=False)
+  with pytest.raises(data.UnreadableImageError, match='skip_unreadable=True'):
+    for _ in range(4):
+      next(it)
+
+
+def test_nothing_readable_fails_instead_of_hanging(tmp_path):
+  for i in range(3):
+    os.makedirs(tmp_path / 'train' / 'x', exist_ok=True)
+    (tmp_path / 'train' / 'x' / f'{i}.jpg').write_bytes(b'')
+  it = data.train_iterator(str(tmp_path), 'train', global_batch=2, crop=8, process_index=0,
+                           process_count=1)
+  with pytest.raises(data.DataError, match='No image of a whole epoch') as excinfo:
+    next(it)
+  _one_line(excinfo)
+  ev = data.eval_iterator(str(tmp_path), 'train', global_batch=2, crop=8, process_index=0,
+                          process_count=1)
+  with pytest.raises(data.DataError, match='No image of'):
+    list(ev)
+
+
+def test_empty_class_folder_is_an_error(tmp_path):
+  _save(str(tmp_path / 'train' / 'a' / '0.png'), np.zeros((4, 4, 3), np.uint8))
+  os.makedirs(tmp_path / 'train' / 'b')
+  (tmp_path / 'train' / 'b' / 'notes.txt').write_text('x')
+  with pytest.raises(data.DataError) as excinfo:
+    data.get_dataset_info(str(tmp_path))
+  message = _one_line(excinfo)
+  assert str(tmp_path / 'train' / 'b') in message and 'has no images' in message
+  assert '1 other files' in message
+
+
+def test_folder_layout_errors(tmp_path):
+  with pytest.raises(data.DataError, match='does not exist') as excinfo:
+    data.get_dataset_info(str(tmp_path / 'nowhere'))
+  _one_line(excinfo)
+  _save(str(tmp_path / 'train' / '0.png'), np.zeros((4, 4, 3), np.uint8))
+  with pytest.raises(data.DataError, match='holds images directly') as excinfo:
+    data.get_dataset_info(str(tmp_path))
+  _one_line(excinfo)
+
+
+def test_missing_split_folder_and_bad_split_strings(tmp_path):
+  _save(str(tmp_path / 'train' / 'a' / '0.png'), np.zeros((4, 4, 3), np.uint8))
+  for split, pattern in (('validation', "Split 'validation' does not exist; available "
+                          'splits: train'), ('train[:5%', 'Cannot parse split'),
+                         ('train[0:7]', 'has 1 examples')):
+    with pytest.raises(data.DataError, match=pattern.replace('[', r'\[')) as excinfo:
+      data.eval_iterator(str(tmp_path), split, global_batch=1, crop=4, process_index=0,
+                         process_count=1)
+    _one_line(excinfo)
+
+
+def test_unknown_tfds_name(tmp_path):
+  with pytest.raises(data.DataError) as excinfo:
+    data.get_dataset_info('cifar_ten', data_dir=str(tmp_path))
+  message = _one_line(excinfo)
+  assert "Unknown dataset 'cifar_ten'" in message and 'cifar10' in message
+  assert 'image folder' in message
+
+
+def test_unprepared_tfds_dataset_says_how_to_prepare(tmp_path):
+  with pytest.raises(data.DataError) as excinfo:
+    data.train_iterator('cifar10', 'train', global_batch=8, crop=32, data_dir=str(tmp_path))
+  message = _one_line(excinfo)
+  assert "'cifar10' is not prepared in data_dir=" + str(tmp_path) in message
+  assert f'tfds build cifar10 --data_dir={tmp_path}' in message
+  assert 'image folder' in message
+  assert not os.listdir(tmp_path)  # Nothing downloaded or created.
+  with pytest.raises(data.DataError, match='manual_dir') as excinfo:
+    data.get_dataset_info('imagenet2012', data_dir=str(tmp_path))
+
+
+def test_non_classification_tfds_dataset(tmp_path):
+  with pytest.raises(data.DataError, match='no `image` Image and `label` ClassLabel'):
+    data.get_dataset_info('glue/cola', data_dir=str(tmp_path))
+
+
+def test_batch_not_divisible_by_processes_or_devices(tmp_path):
+  _save(str(tmp_path / 'train' / 'a' / '0.png'), np.zeros((4, 4, 3), np.uint8))
+  with pytest.raises(data.DataError, match='global_batch=5 is not divisible by the 2 processes'
+                     ) as excinfo:
+    data.train_iterator(str(tmp_path), 'train', global_batch=5, crop=4, process_index=0,
+                        process_count=2)
+  _one_line(excinfo)
+  sharding = NamedSharding(Mesh(np.array(jax.devices()), ('data',)), P('data'))
+  with pytest.raises(data.DataError, match='global_batch=12 is not divisible by the 8 batch '
+                     'shards') as excinfo:
+    data.eval_iterator(str(tmp_path), 'train', global_batch=12, crop=4, sharding=sharding)
+  _one_line(excinfo)
+  with pytest.raises(data.DataError, match='simulated processes need sharding=None'):
+    data.train_iterator(str(tmp_path), 'train', global_batch=16, crop=4, sharding=sharding,
+                        process_index=0, process_count=2)
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path):
+  _save(str(tmp_path / 'train' / 'a' / '0.png'), np.zeros((4, 4, 3), np.uint8))
+  base = dict(dataset=str(tmp_path), split='train', global_batch=2, crop=4, process_index=0,
+              process_count=1)
+  for override, pattern in ((dict(crop=0), 'crop=0'), (dict(area_range=(0.5, 0.1)), 'area_range'),
+                            (dict(aspect_range=(0, 1)), 'aspect_range'),
+                            (dict(randaugment=(2, 50)), 'randaugment'),
+                            (dict(process_index=2, process_count=2), 'process_index=2'),
+                            (dict(seed=1.5), 'seed=1.5')):
+    with pytest.raises(data.DataError, match=pattern.replace('(', r'\(')) as excinfo:
+      data.train_iterator(**dict(base, **override))
+    _one_line(excinfo)
+
+
+def test_unknown_tfds_split(tmp_path):
+  with pytest.raises(data.DataError) as excinfo:
+    data.eval_iterator('sklearn_digits', 'validation', global_batch=8, crop=8,
+                       data_dir=str(tmp_path), process_index=0, process_count=1)
+  message = _one_line(excinfo)
+  assert "bad split 'validation'" in message and "'train', 'test'" in message

@@ -1,0 +1,171 @@
+"""Image folders: DIR/<split>/<class_name>/*.{jpg,jpeg,png,bmp,gif}, read with random access.
+
+Labels are indices into the sorted union of the class folder names of all split folders, so
+train and test folders agree on labels even when a class is missing from one of them. Files
+are listed once, sorted by (class, file name); each process takes a contiguous, near-equal
+part of that list, and each epoch visits the part in a fresh pseudo-random order
+(`tf.random.experimental.index_shuffle`), so resuming needs no re-reading.
+"""
+
+import logging
+import os
+
+import numpy as np
+
+from vit_jax.data import errors
+from vit_jax.data import preprocess
+from vit_jax.data import splits
+from vit_jax.data import tf_setup
+
+FOREVER = 2**62  # Length of endless ranges.
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
+_LAYOUT = 'expected DIR/<split>/<class_name>/*.jpg (or .jpeg, .png, .bmp, .gif)'
+
+
+def _is_image(name: str) -> bool:
+  return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith('.')
+
+
+def _subdirs(path: str) -> list[str]:
+  with os.scandir(path) as entries:
+    return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith('.'))
+
+
+def _files(path: str) -> tuple[list[str], int]:
+  """Sorted image file names directly in `path`, and the number of other (ignored) files."""
+  with os.scandir(path) as entries:
+    names = [e.name for e in entries if e.is_file()]
+  images = sorted(n for n in names if _is_image(n))
+  return images, len(names) - len(images)
+
+
+class FolderSource:
+  """An image folder dataset. Listing happens once, at construction."""
+
+  kind = 'folder'
+
+  def __init__(self, root: str):
+    self.root = os.path.abspath(os.path.expanduser(str(root)))
+    self.name = self.root
+    if not os.path.isdir(self.root):
+      raise errors.DataError(f'Image folder {self.root} does not exist; pass an existing '
+                             f'folder ({_LAYOUT}) or a TFDS dataset name.')
+    split_names = _subdirs(self.root)
+    if not split_names:
+      raise errors.DataError(f'Image folder {self.root} has no split folders; {_LAYOUT}.')
+    listing = {}  # split -> {class: [file names]}
+    for split in split_names:
+      split_dir = os.path.join(self.root, split)
+      loose, _ = _files(split_dir)
+      classes = _subdirs(split_dir)
+      if loose and not classes:
+        raise errors.DataError(
+            f'{split_dir} holds images directly, not in class folders; {_LAYOUT} (the class '
+            'folder names are the labels).')
+      if loose:
+        logging.warning('Ignoring %d images directly in %s (not in a class folder), e.g. %s.',
+                        len(loose), split_dir, loose[0])
+      listing[split] = {}
+      for name in classes:
+        class_dir = os.path.join(split_dir, name)
+        images, others = _files(class_dir)
+        if not images:
+          raise errors.DataError(
+              f'Class folder {class_dir} has no images ({", ".join(IMAGE_EXTENSIONS)}'
+              f'{f"; it has {others} other files" if others else ""}); add images or remove '
+              'the folder, since labels are the sorted class folder names.')
+        listing[split][name] = images
+    self.class_names = tuple(sorted({c for classes in listing.values() for c in classes}))
+    label_of = {name: i for i, name in enumerate(self.class_names)}
+    self._paths, self._labels = {}, {}
+    for split, classes in listing.items():
+      self._paths[split] = [os.path.join(self.root, split, c, f)
+                            for c, files in classes.items() for f in files]
+      self._labels[split] = np.array([label_of[c] for c, files in classes.items()
+                                      for _ in files], np.int64)
+    self.split_sizes = {split: len(paths) for split, paths in self._paths.items()}
+    self.num_classes = len(self.class_names)
+    self.data_dir = None
+
+  def describe(self) -> str:
+    return f'image folder {self.root}'
+
+  def num_examples(self, split: str) -> int:
+    return sum(stop - start for _, start, stop in self._resolve(split))
+
+  def _resolve(self, split: str):
+    try:
+      return splits.resolve(split, self.split_sizes)
+    except errors.DataError as e:
+      raise errors.DataError(f'{self.describe()}: {e}') from None
+
+  def part_sizes(self, split: str, process_count: int) -> list[int]:
+    return splits.part_sizes(self.num_examples(split), process_count)
+
+  def part(self, split: str, process_index: int, process_count: int) -> 'FolderPart':
+    """This process's part of `split`: files [start, stop) of the split's file list."""
+    ranges = self._resolve(split)
+    paths = [p for n, a, b in ranges for p in self._paths[n][a:b]]
+    labels = np.concatenate([self._labels[n][a:b] for n, a, b in ranges])
+    start, stop = splits.even_part(len(paths), process_index, process_count)
+    return FolderPart(paths[start:stop], labels[start:stop])
+
+
+class FolderPart:
+  """A process's files of a split. The parallel decode map reads the files (see `pipeline`)."""
+
+  def __init__(self, paths: list[str], labels: np.ndarray):
+    tf = tf_setup.tf()
+    self.paths = paths
+    self.num_examples = len(paths)
+    # Eager tensors, captured by reference in the tf.data functions below.
+    self._paths = tf.constant(paths, tf.string)
+    self._labels = tf.constant(labels, tf.int64)
+
+  def eval_stream(self):
+    """(dataset of indices, load): load(i) reads file i of the list, in list order."""
+    tf = tf_setup.tf()
+
+    def load(i):
+      return {'data': tf.io.read_file(self._paths[i]), 'label': self._labels[i], 'pos': i}
+
+    return tf.data.Dataset.range(self.num_examples), load
+
+  def train_stream(self, start: int, epoch_seed, shuffle_buffer: int):
+    """(endless dataset of slots, load): the train stream of `pipeline`, from position `start`.
+
+    Epoch e has n + 1 slots: its n records, in the order index_shuffle(., epoch_seed(e))
+    gives, then its marker. One slot is one int64, so leaving out the start of an epoch
+    costs nothing, and all the work (index math, reading, decoding) happens in the
+    parallel map that calls `load`.
+
+    Args:
+      start: stream position of the first record.
+      epoch_seed: int64 epoch tensor -> int64 [2] seed of that epoch's order.
+      shuffle_buffer: unused: every epoch is a full permutation.
+    """
+    del shuffle_buffer
+    tf = tf_setup.tf()
+    n = self.num_examples
+    epoch, skip = divmod(start, n)
+    placeholder = preprocess.placeholder_png()
+
+    def load(slot):
+      epoch, i = slot // (n + 1), slot % (n + 1)
+      is_marker = tf.equal(i, n)
+      j = tf.random.experimental.index_shuffle(tf.minimum(i, n - 1), epoch_seed(epoch), n - 1)
+      data = tf.cond(is_marker, lambda: placeholder, lambda: tf.io.read_file(self._paths[j]))
+      return {'data': data, 'label': tf.where(is_marker, tf.constant(-1, tf.int64),
+                                              self._labels[j]),
+              'pos': tf.where(is_marker, tf.constant(-1, tf.int64), epoch * n + i),
+              'epoch_start': epoch * n}
+
+    return tf.data.Dataset.range(epoch * (n + 1) + skip, FOREVER), load
+
+  def name_of(self, index: int, epoch_seed=None) -> str:
+    """Path of the `index`-th record of an epoch (of the eval order when epoch_seed is None)."""
+    if epoch_seed is not None:
+      tf = tf_setup.tf()
+      index = int(tf.random.experimental.index_shuffle(
+          tf.constant(index, tf.int64), epoch_seed, self.num_examples - 1))
+    return self.paths[index]
