@@ -59,6 +59,37 @@ def attend(q, k, v, bias, dropout_rate, dropout_rng, deterministic):
   return jnp.einsum('bnts,bsnh->btnh', weights, v)
 
 
+class HeadProjection(nn.Module):
+  """Dense layer to/from heads with the released layout.
+
+  in:  x [..., D] -> [..., heads, head_dim]; kernel [D, heads, head_dim], bias [heads, head_dim]
+  out: x [..., heads, head_dim] -> [..., D]; kernel [heads, head_dim, D], bias [D]
+  (Own module rather than flax's DenseGeneral, whose init reshapes a boxed kernel and then
+  trips over its 3-D logical names when a mesh is active.)
+  """
+  kernel_shape: tuple[int, int, int]
+  to_heads: bool
+  dtype: layers.Dtype = jnp.float32
+  param_dtype: layers.Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    names = ('embed', 'heads', 'kv') if self.to_heads else ('heads', 'kv', 'embed')
+    bias_shape = self.kernel_shape[1:] if self.to_heads else self.kernel_shape[2:]
+    # Fan-in / fan-out as flax's DenseGeneral computes them for the xavier initializer.
+    in_axis, out_axis = ((0,), (1, 2)) if self.to_heads else ((0, 1), (2,))
+    init = nn.initializers.variance_scaling(1.0, 'fan_avg', 'uniform', in_axis=in_axis,
+                                            out_axis=out_axis)
+    kernel = self.param('kernel', layers.logical(init, names), self.kernel_shape,
+                        self.param_dtype)
+    bias = self.param('bias', layers.logical(nn.initializers.zeros, names[-len(bias_shape):]),
+                      bias_shape, self.param_dtype)
+    x, kernel, bias = (t.astype(self.dtype) for t in (x, kernel, bias))
+    if self.to_heads:
+      return jnp.einsum('...d,dhk->...hk', x, kernel) + bias
+    return jnp.einsum('...hk,hkd->...d', x, kernel) + bias
+
+
 class MultiHeadDotProductAttention(nn.Module):
   """Multi-head attention of `inputs_q` [B, T, D] over `inputs_kv` [B, S, D] -> [B, T, D].
 
@@ -82,15 +113,10 @@ class MultiHeadDotProductAttention(nn.Module):
     if dim % self.num_heads:
       raise ValueError(f'hidden size {dim} is not divisible by num_heads={self.num_heads}.')
     head_dim = dim // self.num_heads
-    xavier = nn.initializers.xavier_uniform()
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
     def project(name):
-      return nn.DenseGeneral(
-          features=(self.num_heads, head_dim), axis=-1, dtype=self.dtype,
-          param_dtype=self.param_dtype,
-          kernel_init=layers.logical(xavier, ('embed', 'heads', 'kv')),
-          bias_init=layers.logical(nn.initializers.zeros, ('heads', 'kv')),
-          name=name)
+      return HeadProjection((dim, self.num_heads, head_dim), to_heads=True, name=name, **kw)
 
     q = project('query')(inputs_q)
     k = project('key')(inputs_kv)
@@ -104,11 +130,7 @@ class MultiHeadDotProductAttention(nn.Module):
     if not deterministic and self.attention_dropout_rate > 0.0:
       rng = self.make_rng('dropout')
     x = attend(q, k, v, bias, self.attention_dropout_rate, rng, deterministic)
-    return nn.DenseGeneral(
-        features=dim, axis=(-2, -1), dtype=self.dtype, param_dtype=self.param_dtype,
-        kernel_init=layers.logical(xavier, ('heads', 'kv', 'embed')),
-        bias_init=layers.logical(nn.initializers.zeros, ('embed',)),
-        name='out')(x)
+    return HeadProjection((self.num_heads, head_dim, dim), to_heads=False, name='out', **kw)(x)
 
   def _relative_bias(self, len_q: int, len_kv: int) -> jax.Array:
     """Gathers the learned table into a [1, heads, L, L] additive bias."""
