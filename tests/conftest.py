@@ -23,3 +23,9 @@ def shared_dir():
   if not (SHARED_DIR / 'data').is_dir():
     pytest.skip('../shared is not present beside the checkout')
   return SHARED_DIR
+
+
+@pytest.fixture(scope='session')
+def digits_data_dir(tmp_path_factory):
+  """A TFDS data_dir private to the test session (the built-in dataset prepares itself)."""
+  return str(tmp_path_factory.mktemp('tfds'))

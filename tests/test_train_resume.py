@@ -1,0 +1,135 @@
+"""Checkpoints: a run killed (SIGKILL) or preempted (SIGTERM) and restarted ends bit-identical
+to one that never stopped; checkpoints restore onto another mesh."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from helpers import ROOT
+from vit_jax import config_lib
+from vit_jax import models
+from vit_jax import orbax_io
+from vit_jax import sharding
+from vit_jax.train import optim
+from vit_jax.train import state as state_lib
+
+STEPS, EVERY = 240, 20
+
+
+def command(workdir, data_dir):
+  return [sys.executable, '-m', 'vit_jax.main', '--config=configs/default.py',
+          f'--workdir={workdir}', f'--config.data_dir={data_dir}',
+          f'--config.total_steps={STEPS}', '--config.warmup_steps=20',
+          f'--config.checkpoint_every={EVERY}', '--config.progress_every=10',
+          '--config.eval_every=100000', '--config.keep_checkpoints=20']
+
+
+def environment():
+  env = dict(os.environ)
+  # Two simulated devices: a real (2-way data-parallel) mesh, cheaper than eight.
+  env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'
+  env['PYTHONUNBUFFERED'] = '1'
+  return env
+
+
+def run_to_completion(workdir, data_dir):
+  result = subprocess.run(command(workdir, data_dir), cwd=ROOT, env=environment(),
+                          capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stdout
+
+
+def start_and_interrupt(workdir, data_dir, sig):
+  """Starts a run; once its first checkpoint is complete, sends `sig`; returns stdout."""
+  proc = subprocess.Popen(command(workdir, data_dir), cwd=ROOT, env=environment(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  first = os.path.join(workdir, 'checkpoints', str(EVERY))
+  deadline = time.time() + 300
+  while not os.path.isdir(first) and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  proc.send_signal(sig)
+  output, _ = proc.communicate(timeout=300)
+  return proc.returncode, output
+
+
+def saved_steps(workdir):
+  return sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')) if s.isdigit())
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory, digits_data_dir):
+  workdir = str(tmp_path_factory.mktemp('uninterrupted'))
+  run_to_completion(workdir, digits_data_dir)
+  return orbax_io.load_params(workdir)
+
+
+def assert_bit_identical(a, b):
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(leaves_a) == len(leaves_b) > 0
+  for x, y in zip(leaves_a, leaves_b):
+    assert x.dtype == y.dtype
+    np.testing.assert_array_equal(x, y)
+
+
+def test_sigkill_then_restart_is_bit_identical(tmp_path, digits_data_dir, uninterrupted):
+  workdir = str(tmp_path)
+  code, _ = start_and_interrupt(workdir, digits_data_dir, signal.SIGKILL)
+  assert code == -signal.SIGKILL
+  steps = saved_steps(workdir)
+  assert steps and max(steps) < STEPS, f'the run was not interrupted mid-way: {steps}'
+  output = run_to_completion(workdir, digits_data_dir)
+  assert f'Resumed from {workdir}/checkpoints at step {max(steps)}' in output
+  assert_bit_identical(orbax_io.load_params(workdir), uninterrupted)
+
+
+def test_sigterm_saves_then_resume_is_bit_identical(tmp_path, digits_data_dir, uninterrupted):
+  workdir = str(tmp_path)
+  code, output = start_and_interrupt(workdir, digits_data_dir, signal.SIGTERM)
+  assert code == 0, output[-3000:]
+  assert 'Preempted (SIGTERM): saved step' in output
+  preempted_at = int(output.split('Preempted (SIGTERM): saved step ')[1].split()[0])
+  assert EVERY <= preempted_at < STEPS and preempted_at in saved_steps(workdir)
+  run_to_completion(workdir, digits_data_dir)
+  assert_bit_identical(orbax_io.load_params(workdir), uninterrupted)
+
+
+def _state_on(mesh_axes, rules, devices):
+  c = config_lib.base_config()
+  schedule = optim.make_schedule(0.1, 10, 1, 'cosine')
+  tx = optim.make_optimizer(c, schedule)
+  model = models.VisionTransformer(num_classes=8, patch_size=(4, 4), hidden_size=32,
+                                   num_layers=1, num_heads=4, mlp_dim=64)
+  mesh = sharding.make_mesh(mesh_axes, devices)
+  init = state_lib.init_fn(model, tx, (1, 16, 16, 3))
+  abstract, shardings = state_lib.abstract_state_and_shardings(init, mesh, rules)
+  return init, abstract, shardings
+
+
+def test_restore_onto_another_mesh(tmp_path):
+  rules = config_lib.SHARDING_RULES['fsdp']
+  init, _, shardings = _state_on({'data': 1, 'fsdp': 8, 'model': 1}, rules, jax.devices())
+  state = state_lib.create_sharded(init, jax.random.key(3), shardings)
+  # Make the momentum non-zero, so that optimizer state is checked too.
+  state = state.replace(opt_state=jax.tree.map(
+      lambda x: x + 0.5 if x.dtype == np.float32 else x, state.opt_state))
+  kernel = state.params['Transformer']['encoderblock_0']['MlpBlock_3']['Dense_0']['kernel']
+  assert kernel.addressable_shards[0].data.shape == (4, 64)  # really sharded 8 ways.
+  io = orbax_io.CheckpointIO(str(tmp_path))
+  io.save(state, {'position': 7})
+  io.close()
+
+  _, abstract, _ = _state_on({'data': 1, 'fsdp': 1, 'model': 1}, rules, jax.devices()[:1])
+  io = orbax_io.CheckpointIO(str(tmp_path))
+  restored, data_state = io.restore(abstract)
+  io.close()
+  assert data_state == {'position': 7}
+  restored_kernel = restored.params['Transformer']['encoderblock_0']['MlpBlock_3']['Dense_0'][
+      'kernel']
+  assert restored_kernel.sharding.device_set == {jax.devices()[0]}
+  assert_bit_identical(jax.device_get(restored), jax.device_get(state))

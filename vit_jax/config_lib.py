@@ -1,0 +1,99 @@
+"""The fields every training config has, with defaults, and the sharding-rule presets.
+
+Config files in `configs/` start from `base_config()`, set what they need and return the
+ConfigDict; `main` locks it, so a misspelt field (in a file or on the command line) is an
+error. Field names keep the original repo's where it had them.
+"""
+
+from ml_collections import config_dict
+
+# Logical axes of the models -> mesh axes. 'batch' comes first so that activations, which
+# carry both 'batch' and 'embed', give the data axes to the batch (a mesh axis is used at
+# most once per array).
+SHARDING_RULES = {
+    # Data parallel: params replicated on every device.
+    'dp': (('batch', ('data', 'fsdp')),),
+    # FSDP: params, gradients and optimizer state sharded over `fsdp` (largest dims first).
+    'fsdp': (('batch', ('data', 'fsdp')), ('embed', 'fsdp'), ('mlp', 'fsdp'),
+             ('heads', 'fsdp'), ('classes', 'fsdp')),
+    # Tensor parallel: attention heads and MLP hidden units split over `model`.
+    'tp': (('batch', ('data', 'fsdp')), ('heads', 'model'), ('mlp', 'model')),
+    # Both: FSDP over `fsdp`, tensor parallel over `model`.
+    'fsdp_tp': (('batch', ('data', 'fsdp')), ('heads', 'model'), ('mlp', 'model'),
+                ('embed', 'fsdp'), ('mlp', 'fsdp'), ('classes', 'fsdp')),
+}
+
+
+def base_config() -> config_dict.ConfigDict:
+  """Defaults shared by all configs (unlocked; main locks it)."""
+  c = config_dict.ConfigDict()
+  c.seed = 0
+
+  # Data: a TFDS name, 'sklearn_digits' (built in, offline) or an image-folder path.
+  c.dataset = 'sklearn_digits'
+  c.data_dir = config_dict.placeholder(str)  # TFDS data_dir (default: TFDS's own).
+  c.manual_dir = config_dict.placeholder(str)  # TFDS manual_dir (imagenet2012).
+  c.download = False  # let TFDS download and prepare a missing dataset.
+  c.train_split = 'train'
+  c.test_split = 'test'
+  c.val_split = config_dict.placeholder(str)  # optional held-out split, e.g. 'train[98%:]'.
+  c.pp = config_dict.ConfigDict()
+  c.pp.crop = 224  # train and eval image size.
+  c.pp.area_min = 0.05  # inception crop area range [area_min, 1]; 1.0 = plain resize.
+  c.pp.flip = True
+  c.pp.randaugment = config_dict.placeholder(tuple)  # (num_layers, magnitude)
+  c.pp.resize_mode = 'resize'  # eval: 'resize' or 'resize_crop' (short side, central crop).
+  c.shuffle_buffer = 50_000
+  c.prefetch = 2
+
+  # Model: a registered name plus overrides of its fields (None = the registered value).
+  c.model_name = 'ViT-B_16'
+  c.model = config_dict.ConfigDict()
+  for field, kind in [('classifier', str), ('posemb', str), ('representation_size', int),
+                      ('dropout_rate', float), ('attention_dropout_rate', float),
+                      ('stochastic_depth', float), ('hidden_size', int), ('num_layers', int),
+                      ('num_heads', int), ('mlp_dim', int), ('patch_size', tuple)]:
+    c.model[field] = config_dict.placeholder(kind)
+  c.dtype = 'float32'  # compute dtype: 'bfloat16' for mixed precision (params stay float32).
+
+  # Optimisation.
+  c.batch = 512
+  c.batch_eval = 512
+  c.accum_steps = 1  # gradient accumulation: micro-batches of batch / accum_steps.
+  c.total_steps = 10_000
+  c.warmup_steps = 500
+  c.base_lr = 0.03
+  c.decay_type = 'cosine'  # 'cosine', 'linear' or 'constant'.
+  c.grad_norm_clip = 1.0
+  c.optim = config_dict.ConfigDict()
+  c.optim.name = 'sgd'  # 'sgd' (momentum; fine-tuning) or 'adamw' (pre-training).
+  c.optim.momentum = 0.9
+  c.optim.nesterov = False
+  c.optim.momentum_dtype = 'float32'  # the original fine-tuned with bfloat16 momentum.
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.999
+  c.optim.eps = 1e-8
+  c.optim.weight_decay = 0.0  # adamw: decoupled, times lr(t) / base_lr (big_vision).
+  c.label_smoothing = 0.0
+  c.mixup = 0.0  # Beta(alpha, alpha) mixup; 0 = off.
+
+  # Fine-tuning: a released-format .npz or an earlier run's workdir/checkpoint.
+  c.pretrained_path = config_dict.placeholder(str)
+  c.pretrained_align = 'corners'  # position-embedding resampling ('corners'|'half_pixel').
+
+  # Cadence (in steps) and checkpoints.
+  c.progress_every = 100
+  c.eval_every = 1000
+  c.checkpoint_every = 1000
+  c.keep_checkpoints = 3
+
+  # Mesh: axis name -> size (-1 = all remaining devices), and the sharding rules.
+  c.mesh = config_dict.ConfigDict({'data': -1, 'fsdp': 1, 'model': 1})
+  c.sharding_rules = SHARDING_RULES['dp']
+  return c
+
+
+def model_overrides(config: config_dict.ConfigDict) -> dict:
+  """The model fields the config sets (placeholders left at None are not overrides)."""
+  return {k: (tuple(v) if isinstance(v, list) else v)
+          for k, v in config.model.items() if v is not None}

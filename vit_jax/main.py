@@ -1,0 +1,61 @@
+r"""Trains and evaluates a model from a config.
+
+  python -m vit_jax.main --config=configs/default.py --workdir=/tmp/vit_default
+  python -m vit_jax.main --config=configs/vit.py:ViT-B_16,cifar10 --workdir=DIR \
+      --config.pretrained_path=ViT-B_16.npz --config.batch=128
+
+The workdir receives `checkpoints/` (Orbax; rerunning the same command resumes),
+`metrics.jsonl`, `tensorboard/` event files, `config.json` and `final_metrics.json`.
+Multi-host (one process per host): add `--jax_distributed`, which calls
+jax.distributed.initialize() (cluster auto-detection on Cloud TPU, SLURM, Open MPI, k8s), or
+give `--coordinator_address=host:port --num_processes=N --process_id=i` explicitly.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from vit_jax.train import loop
+from vit_jax.train import setup_run
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file: configs/<file>.py[:args]; fields overridable with '
+    '--config.<field>=value.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints and metrics are written.')
+_DISTRIBUTED = flags.DEFINE_bool('jax_distributed', False,
+                                 'Call jax.distributed.initialize() (multi-host jobs).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0, for --jax_distributed.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'For --jax_distributed.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'For --jax_distributed.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if _DISTRIBUTED.value:
+    # Collectives between CPU processes (tests, CPU clusters); accelerators use their own.
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+  logging.set_verbosity(logging.WARNING)
+  try:
+    run = setup_run.build(_CONFIG.value, _WORKDIR.value)
+  except setup_run.ConfigError as e:
+    print(f'Config error: {e}', file=sys.stderr)
+    sys.exit(2)
+  try:
+    final = loop.train_and_evaluate(run)
+  except loop.NonFiniteLossError as e:
+    print(f'Error: {e}', file=sys.stderr)
+    sys.exit(3)
+  loop.dump_final(run.workdir, final)
+
+
+if __name__ == '__main__':
+  app.run(main)

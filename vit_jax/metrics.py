@@ -1,0 +1,97 @@
+"""Where metrics go: a stdout line (or a progress bar on a terminal), TensorBoard event files,
+and `WORKDIR/metrics.jsonl` (one JSON object per line, each with `step`).
+
+Only the main process (process 0) writes; the others get a writer that does nothing.
+"""
+
+import json
+import os
+import sys
+import time
+from typing import Mapping, Optional, TextIO
+
+from vit_jax import tensorboard_events
+
+
+def _format_duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+
+
+class MetricWriter:
+  """Writes train/eval metrics of the main process to stdout, TensorBoard and metrics.jsonl."""
+
+  def __init__(self, workdir: str, *, total_steps: int, is_main: bool = True,
+               stream: Optional[TextIO] = None):
+    self.total_steps = total_steps
+    self.is_main = is_main
+    self.stream = stream or sys.stdout
+    self._tty = hasattr(self.stream, 'isatty') and self.stream.isatty()
+    self._jsonl = self._events = None
+    if is_main:
+      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
+      self._events = tensorboard_events.EventFileWriter(os.path.join(workdir, 'tensorboard'))
+
+  def _record(self, step: int, values: Mapping[str, float]) -> None:
+    self._jsonl.write(json.dumps({'step': int(step), **{k: float(v) for k, v in values.items()}})
+                      + '\n')
+    self._jsonl.flush()
+    self._events.scalars(step, values)
+
+  def write_train(self, step: int, metrics: Mapping[str, float], *, images_per_sec: float,
+                  num_devices: int, eta_seconds: float) -> None:
+    """Records `train/<name>` values and prints one progress line."""
+    if not self.is_main:
+      return
+    values = {f'train/{k}': v for k, v in metrics.items()}
+    values['train/images_per_sec'] = images_per_sec
+    values['train/images_per_sec_per_device'] = images_per_sec / num_devices
+    self._record(step, values)
+    line = (f'step {step}/{self.total_steps} | loss {metrics["loss"]:.4f} | '
+            f'acc {metrics["accuracy"]:.3f} | lr {metrics["learning_rate"]:.2e} | '
+            f'{images_per_sec:,.1f} img/s ({images_per_sec / num_devices:,.1f}/device) | '
+            f'ETA {_format_duration(eta_seconds)}')
+    self._print(line, progress_step=step)
+
+  def write_eval(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
+    """Records `<split>/<name>` values (e.g. `test/accuracy` in 0..1) and prints them."""
+    if not self.is_main:
+      return
+    self._record(step, {f'{split}/{k}': v for k, v in metrics.items()})
+    shown = ' | '.join(f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
+                       for k, v in metrics.items())
+    self._print(f'step {step}/{self.total_steps} | {split}: {shown}')
+
+  def log(self, message: str) -> None:
+    if self.is_main:
+      self._print(message)
+
+  def _print(self, line: str, progress_step: Optional[int] = None) -> None:
+    # On a terminal, progress lines overwrite each other (a progress bar); elsewhere (logs,
+    # CI) every line stays.
+    if self._tty and progress_step is not None:
+      done = int(30 * progress_step / max(self.total_steps, 1))
+      self.stream.write('\r\033[K[' + '#' * done + '.' * (30 - done) + '] ' + line)
+    else:
+      self.stream.write(('\n' if self._tty else '') + line + '\n')
+    self.stream.flush()
+
+  def close(self) -> None:
+    if self.is_main:
+      if self._tty:
+        self.stream.write('\n')
+      self._jsonl.close()
+      self._events.close()
+
+
+class Timer:
+  """Images/s between reports and ETA from the recent step rate."""
+
+  def __init__(self, step: int):
+    self._step, self._time = step, time.perf_counter()
+
+  def lap(self, step: int, batch: int, total_steps: int) -> tuple[float, float]:
+    now = time.perf_counter()
+    elapsed, steps = now - self._time, max(step - self._step, 1)
+    self._step, self._time = step, now
+    return batch * steps / elapsed, (total_steps - step) * elapsed / steps

@@ -1,0 +1,100 @@
+"""Orbax checkpoints of the train state and the data position under `WORKDIR/checkpoints`.
+
+Saves are asynchronous (training continues while arrays are written), atomic (a step folder
+appears only when complete, so a run killed mid-save resumes from the previous one) and the
+last `keep` are kept. Restoring takes the *target* shardings, so a checkpoint written under
+one mesh (say 8-device FSDP) restores onto another (say 1 device).
+"""
+
+import contextlib
+import logging
+import os
+from typing import Any, Optional
+
+from etils import epath
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class CheckpointIO:
+  """The run's CheckpointManager: items `state` (TrainState) and `data` (iterator position)."""
+
+  def __init__(self, workdir: str, *, keep: int = 3, asynchronous: bool = True):
+    self.directory = epath.Path(workdir) / 'checkpoints'
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous),
+        item_names=('state', 'data'))
+
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def save(self, state: Any, data_state: dict[str, Any]) -> None:
+    """Starts saving `state` at its step (returns before the write finishes)."""
+    step = int(jax.device_get(state.step))
+    if step in self._manager.all_steps():
+      return  # e.g. a final save right after a periodic one.
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
+
+  def restore(self, abstract_state: Any, step: Optional[int] = None):
+    """(state, data_state) of `step` (default: latest), placed by abstract_state's shardings."""
+    step = self.latest_step() if step is None else step
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+    return restored['state'], restored['data']
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def find_checkpoint(path: str) -> tuple[epath.Path, int]:
+  """Resolves a run's workdir, its `checkpoints` folder or one step folder -> (folder, step)."""
+  path = epath.Path(path)
+  for directory in (path / 'checkpoints', path):
+    if directory.is_dir():
+      steps = ocp.utils.checkpoint_steps(directory)
+      if steps:
+        return directory, max(steps)
+  if (path / 'state').is_dir() and path.name.isdigit():
+    return path.parent, int(path.name)
+  raise ValueError(f'No Orbax checkpoint found at {path}; give a run workdir, its checkpoints '
+                   'folder or one step folder.')
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+  """Hides orbax's warning that a step-level metadata file is not in the item folder."""
+  logger = logging.getLogger('absl')
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
+def load_params(path: str) -> dict[str, Any]:
+  """Params (host NumPy arrays) of an earlier run's Orbax checkpoint, for fine-tuning."""
+  directory, step = find_checkpoint(path)
+  item = directory / str(step) / 'state'
+  checkpointer = ocp.PyTreeCheckpointer()
+  with _quiet_orbax():
+    metadata = checkpointer.metadata(item).item_metadata.tree
+  params_meta = metadata['params']
+  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), params_meta)
+  restored = checkpointer.restore(item, args=ocp.args.PyTreeRestore(
+      item={'params': params_meta}, restore_args={'params': restore_args},
+      partial_restore=True))
+  return restored['params']
+
+
+def is_orbax_checkpoint(path: str) -> bool:
+  """True for a run workdir / checkpoints folder / step folder; False for a `.npz` file."""
+  return not os.fspath(path).endswith('.npz') and epath.Path(path).is_dir()

@@ -1,0 +1,201 @@
+"""The training loop: steps, periodic evaluation, logging, checkpoints, preemption, NaN stop.
+
+    run = setup_run.build(config, workdir)   # validates; nothing compiled yet
+    final_metrics = loop.train_and_evaluate(run)
+
+A workdir that holds a checkpoint is resumed: params, optimizer state, step, RNG and the data
+position, so that a run killed at any moment and restarted ends with the same parameters as
+one that never stopped.
+"""
+
+import json
+import math
+import os
+import signal
+import threading
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vit_jax import metrics as metrics_lib
+from vit_jax import orbax_io
+from vit_jax import sharding
+from vit_jax.train import setup_run
+from vit_jax.train import state as state_lib
+from vit_jax.train import step as step_lib
+
+
+class NonFiniteLossError(RuntimeError):
+  """The training loss became NaN or inf."""
+
+
+class _Preemption:
+  """Notes SIGTERM (how schedulers preempt) so the loop can checkpoint before exiting."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def agreed(self) -> bool:
+    """True once any process was asked to stop (all processes must stop at the same step)."""
+    if jax.process_count() == 1:
+      return self.requested
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
+
+  def restore(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _data_iterators(run: setup_run.Run, data_state: Optional[dict]):
+  from vit_jax import data  # pylint: disable=g-import-not-at-top
+  c = run.config
+  common = dict(data_dir=c.data_dir, manual_dir=c.manual_dir, download=c.download,
+                crop=c.pp.crop, sharding=run.batch_sharding, prefetch=c.prefetch)
+  train_iter = data.train_iterator(
+      c.dataset, c.train_split, global_batch=c.batch, seed=c.seed,
+      area_range=(c.pp.area_min, 1.0), flip=c.pp.flip, randaugment=c.pp.randaugment,
+      shuffle_buffer=c.shuffle_buffer, state=data_state, **common)
+  evals = {}
+  for name, split in (('test', c.test_split), ('val', c.val_split)):
+    if split:
+      evals[name] = data.eval_iterator(c.dataset, split, global_batch=c.batch_eval,
+                                       resize_mode=c.pp.resize_mode, **common)
+  return train_iter, evals
+
+
+def _jit_steps(run: setup_run.Run):
+  c = run.config
+  train_step = step_lib.make_train_step(
+      run.model, run.tx, run.schedule, num_classes=run.info.num_classes,
+      accum_steps=c.accum_steps, label_smoothing=c.label_smoothing, mixup_alpha=c.mixup)
+  replicated = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
+  train_step = jax.jit(train_step, in_shardings=(run.state_shardings, run.batch_sharding),
+                       out_shardings=(run.state_shardings, replicated), donate_argnums=0)
+  eval_step = jax.jit(step_lib.make_eval_step(run.model, run.info.num_classes),
+                      in_shardings=(run.state_shardings.params, run.batch_sharding),
+                      out_shardings=replicated)
+  return train_step, eval_step
+
+
+def evaluate(eval_step, params, iterator) -> dict[str, float]:
+  """top-1 / top-5 accuracy and mean loss over every example of the split (padding masked)."""
+  totals = None
+  for batch in iterator:
+    sums = eval_step(params, batch)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = float(totals['count'])
+  return {'accuracy': float(totals['correct_top1']) / count,
+          'accuracy_top5': float(totals['correct_top5']) / count,
+          'loss': float(totals['loss']) / count, 'examples': int(count)}
+
+
+def _initial_state(run: setup_run.Run, ckpt: orbax_io.CheckpointIO, writer):
+  """(state, data_state): from the latest checkpoint, else fresh (+ pre-trained params)."""
+  if ckpt.latest_step() is not None:
+    state, data_state = ckpt.restore(run.abstract_state)
+    writer.log(f'Resumed from {ckpt.directory} at step {int(state.step)}.')
+    return state, data_state
+  rng = jax.random.key(run.config.seed)
+  state = state_lib.create_sharded(run.init, rng, run.state_shardings)
+  if run.pretrained is not None:
+    shardings = run.state_shardings.params
+    loaded = jax.device_put({k: v for k, v in run.pretrained.items()},
+                            {k: shardings[k] for k in run.pretrained})
+    state = state.replace(params={**state.params, **loaded})
+    writer.log(f'Initialised from {run.config.pretrained_path} (new head).')
+  return state, None
+
+
+def _save_config(run: setup_run.Run) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(run.workdir, 'config.json'), 'w') as f:
+      f.write(run.config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
+  """Trains to config.total_steps (or until preempted); returns the last metrics."""
+  c = run.config
+  writer = metrics_lib.MetricWriter(run.workdir, total_steps=c.total_steps,
+                                    is_main=jax.process_index() == 0)
+  ckpt = orbax_io.CheckpointIO(run.workdir, keep=c.keep_checkpoints)
+  preemption = _Preemption()
+  _save_config(run)
+  final: dict[str, Any] = {}
+  try:
+    with sharding.activate(run.mesh, run.rules):
+      state, data_state = _initial_state(run, ckpt, writer)
+      train_iter, evals = _data_iterators(run, data_state)
+      train_step, eval_step = _jit_steps(run)
+      step = int(jax.device_get(state.step))
+      pending: list[tuple[int, Any]] = []  # (step, metrics) not yet fetched from devices.
+      last_saved = step if ckpt.latest_step() is not None else None
+      timer = metrics_lib.Timer(step)
+
+      def flush() -> Optional[dict[str, float]]:
+        """Fetches pending metrics; stops the run at the first non-finite loss."""
+        if not pending:
+          return None
+        fetched = jax.device_get([m for _, m in pending])
+        for (s, _), m in zip(pending, fetched):
+          if not math.isfinite(float(m['loss'])):
+            raise NonFiniteLossError(
+                f'Training loss became {float(m["loss"])} at step {s}; stopped. The last good '
+                f'checkpoint is step {last_saved} in {ckpt.directory}. Lower config.base_lr, '
+                'raise config.warmup_steps or set config.grad_norm_clip.')
+        pending.clear()
+        return {k: float(v) for k, v in fetched[-1].items()}
+
+      def save():
+        nonlocal last_saved
+        flush()  # never checkpoint a state whose loss already went NaN.
+        ckpt.save(state, train_iter.get_state())
+        last_saved = step
+
+      while step < c.total_steps:
+        batch = next(train_iter)
+        state, step_metrics = train_step(state, batch)
+        step += 1
+        pending.append((step, step_metrics))
+        last = step == c.total_steps
+        if step % c.progress_every == 0 or last:
+          values = flush()
+          images_per_sec, eta = timer.lap(step, c.batch, c.total_steps)
+          writer.write_train(step, values, images_per_sec=images_per_sec,
+                             num_devices=jax.device_count(), eta_seconds=eta)
+          final.update({f'train/{k}': v for k, v in values.items()})
+        if step % c.eval_every == 0 or last:
+          for name, iterator in evals.items():
+            result = evaluate(eval_step, state.params, iterator)
+            writer.write_eval(step, name, result)
+            final.update({f'{name}/{k}': v for k, v in result.items()})
+        if step % c.checkpoint_every == 0 or last:
+          save()
+        if preemption.agreed():
+          save()
+          writer.log(f'Preempted (SIGTERM): saved step {step} to {ckpt.directory}; rerun the '
+                     'same command to resume.')
+          final['preempted_at'] = step
+          break
+      final['step'] = step
+  finally:
+    ckpt.close()
+    writer.close()
+    preemption.restore()
+  return final
+
+
+def dump_final(workdir: str, final: dict[str, Any]) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'final_metrics.json'), 'w') as f:
+      json.dump(final, f, indent=2, sort_keys=True)

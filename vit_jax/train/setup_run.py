@@ -1,0 +1,150 @@
+"""Turns a config into the pieces of a run, validating everything before anything compiles.
+
+Every problem a user can fix (batch sizes, mesh, model or dataset name, pre-trained file,
+workdir) is reported as one `ConfigError` line naming the field and what to change.
+"""
+
+import dataclasses
+import os
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vit_jax import checkpoint
+from vit_jax import config_lib
+from vit_jax import models
+from vit_jax import orbax_io
+from vit_jax import sharding
+from vit_jax.train import optim
+from vit_jax.train import state as state_lib
+
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message says which field and what to do."""
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything the loop needs, built from the config (nothing compiled yet)."""
+  config: Any
+  workdir: str
+  mesh: jax.sharding.Mesh
+  rules: tuple
+  info: Any  # vit_jax.data.DatasetInfo
+  model: nn.Module
+  tx: optax.GradientTransformation
+  schedule: Any
+  init: Any  # rng -> boxed TrainState
+  abstract_state: Any
+  state_shardings: Any
+  batch_sharding: jax.sharding.NamedSharding
+  pretrained: Optional[dict] = None  # host params to start from (fine-tuning).
+
+
+def _check_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError(f'workdir {workdir} is not writable ({e.strerror}); pass a --workdir you '
+                      'can write to.') from None
+
+
+def _check_batches(config, mesh, rules) -> None:
+  dp = sharding.data_parallel_size(mesh, rules)
+  procs = jax.process_count()
+  for field in ('batch', 'batch_eval'):
+    value = config[field]
+    if value <= 0 or value % dp or value % procs:
+      raise ConfigError(
+          f'config.{field}={value} is not divisible by the data-parallel size {dp} (mesh axes '
+          f'{sharding.batch_axes(rules)}) and {procs} process(es); use a multiple of '
+          f'{np.lcm(dp, procs)}.')
+  if config.accum_steps < 1 or config.batch % (config.accum_steps * dp):
+    raise ConfigError(
+        f'config.batch={config.batch} must split into accum_steps={config.accum_steps} '
+        f'micro-batches that are each divisible by the data-parallel size {dp}.')
+
+
+def _model(config, num_classes: int) -> nn.Module:
+  if config.dtype not in DTYPES:
+    raise ConfigError(f'config.dtype={config.dtype!r}; use one of {sorted(DTYPES)}.')
+  try:
+    model = models.get_model(config.model_name, num_classes=num_classes,
+                             dtype=DTYPES[config.dtype], **config_lib.model_overrides(config))
+  except ValueError as e:
+    raise ConfigError(f'config.model_name / config.model: {e}') from None
+  stride = model.stride
+  if config.pp.crop % stride:
+    raise ConfigError(f'config.pp.crop={config.pp.crop} is not divisible by the patch stride '
+                      f'{stride} of {config.model_name}; use a multiple of {stride}.')
+  return model
+
+
+def _dataset_info(config):
+  from vit_jax import data  # pylint: disable=g-import-not-at-top  (imports TF lazily)
+  try:
+    info = data.get_dataset_info(config.dataset, data_dir=config.data_dir,
+                                 manual_dir=config.manual_dir, download=config.download)
+    for field in ('train_split', 'test_split', 'val_split'):
+      if config[field]:
+        info.num_examples(config[field])
+  except data.DataError as e:
+    raise ConfigError(str(e)) from None
+  return info
+
+
+def _pretrained(config, abstract_params) -> Optional[dict]:
+  """Host params from config.pretrained_path fitted to the model (head left to the model)."""
+  path = config.pretrained_path
+  if not path:
+    return None
+  zeros = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract_params)
+  try:
+    source = orbax_io.load_params(path) if orbax_io.is_orbax_checkpoint(path) else path
+    params = checkpoint.load_pretrained(source, zeros, align=config.pretrained_align)
+  except (ValueError, FileNotFoundError) as e:
+    raise ConfigError(f'config.pretrained_path={path}: {e}') from None
+  params.pop('head', None)  # the fresh head of the initialised state is kept.
+  return params
+
+
+def build(config, workdir: str) -> Run:
+  """Validates `config` and builds mesh, data info, model, optimizer and abstract state."""
+  _check_workdir(workdir)
+  try:
+    mesh = sharding.make_mesh(dict(config.mesh))
+    rules = tuple((name, tuple(a) if isinstance(a, list) else a)
+                  for name, a in config.sharding_rules)
+    sharding.validate_rules(rules, mesh)
+  except ValueError as e:
+    raise ConfigError(f'config.mesh / config.sharding_rules: {e}') from None
+  _check_batches(config, mesh, rules)
+  for field in ('total_steps', 'progress_every', 'eval_every', 'checkpoint_every'):
+    if config[field] <= 0:
+      raise ConfigError(f'config.{field}={config[field]} must be a positive number of steps.')
+  info = _dataset_info(config)
+  model = _model(config, info.num_classes)
+  try:
+    schedule = optim.make_schedule(config.base_lr, config.total_steps, config.warmup_steps,
+                                   config.decay_type)
+    tx = optim.make_optimizer(config, schedule)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  crop = config.pp.crop
+  init = state_lib.init_fn(model, tx, (1, crop, crop, 3))
+  abstract, shardings = state_lib.abstract_state_and_shardings(init, mesh, rules)
+  pretrained = _pretrained(config, abstract.params)
+  return Run(config=config, workdir=workdir, mesh=mesh, rules=rules, info=info, model=model,
+             tx=tx, schedule=schedule, init=init, abstract_state=abstract,
+             state_shardings=shardings, batch_sharding=sharding.batch_sharding(mesh, rules),
+             pretrained=pretrained)
