@@ -1,0 +1,81 @@
+"""The command line: locked configs, one-line config errors before anything compiles, every
+config field read somewhere, and the inference-time mode."""
+
+import pathlib
+import re
+import subprocess
+import sys
+
+import pytest
+
+from helpers import ROOT
+from vit_jax import config_lib
+from vit_jax import inference_time
+
+
+def run_main(*args, timeout=300):
+  return subprocess.run([sys.executable, '-m', 'vit_jax.main', *args], cwd=ROOT,
+                        capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_unknown_config_field_is_an_error(tmp_path):
+  result = run_main('--config=configs/default.py', f'--workdir={tmp_path}',
+                    '--config.batchsize=64')
+  assert result.returncode != 0
+  assert 'batchsize' in result.stderr
+  assert not (tmp_path / 'metrics.jsonl').exists()
+
+
+def test_config_error_is_one_line_with_exit_code_2(tmp_path, digits_data_dir):
+  result = run_main('--config=configs/default.py', f'--workdir={tmp_path}',
+                    f'--config.data_dir={digits_data_dir}', '--config.batch=100')
+  assert result.returncode == 2
+  errors = [l for l in result.stderr.splitlines() if l.startswith('Config error:')]
+  assert len(errors) == 1 and 'config.batch=100 is not divisible' in errors[0]
+
+
+def _leaf_fields(config, prefix=''):
+  for key, value in config.items():
+    if hasattr(value, 'items') and key != 'mesh':
+      yield from _leaf_fields(value, f'{prefix}{key}.')
+    else:
+      yield prefix + key
+
+
+def test_every_config_field_is_read():
+  sources = '\n'.join(p.read_text() for p in (ROOT / 'vit_jax').rglob('*.py')
+                      if p.name != 'config_lib.py')
+  unread = []
+  for field in _leaf_fields(config_lib.base_config()):
+    name = field.split('.')[-1]
+    if field.startswith('model.'):
+      continue  # passed as a whole by config_lib.model_overrides.
+    if not re.search(rf'\.{name}\b|\[[\'"]{name}[\'"]\]|\bfield in \(.*{name}', sources):
+      unread.append(field)
+  assert not unread, f'config fields nothing reads: {unread}'
+
+
+def test_all_configs_load_and_lock():
+  from helpers import load_config  # pylint: disable=g-import-not-at-top
+  for name, arg in [('default', None), ('pretrain', None), ('vit', 'ViT-B_16,cifar10'),
+                    ('vit', 'R50+ViT-B_16,imagenet2012'), ('vit', 'ViT-L_16,oxford_iiit_pet'),
+                    ('vit', 'ViT-B_32,oxford_flowers102'), ('vit', 'Mixer-B_16,cifar100')]:
+    config = load_config(name, arg)
+    assert config.is_locked
+    with pytest.raises(AttributeError):
+      config.not_a_field = 1
+  with pytest.raises(ValueError, match='dataset must be one of'):
+    load_config('vit', 'ViT-B_16,mnist')
+  pretrain = load_config('pretrain')
+  assert (pretrain.model_name, pretrain.batch, pretrain.base_lr, pretrain.warmup_steps,
+          tuple(pretrain.pp.randaugment), pretrain.mixup) == ('ViT-S_16', 1024, 1e-3, 10_000,
+                                                              (2, 10), 0.2)
+
+
+def test_inference_time_measures_a_model():
+  result = inference_time.measure('testing', batch=8, image_size=32, steps=3, warmup=1)
+  assert result['devices'] == 8
+  assert result['images_per_sec'] == pytest.approx(8 / result['seconds_per_step'])
+  assert result['images_per_sec_per_device'] == pytest.approx(result['images_per_sec'] / 8)
+  with pytest.raises(ValueError, match='batch=6 is not divisible by the 8 devices'):
+    inference_time.measure('testing', batch=6, image_size=32)

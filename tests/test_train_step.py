@@ -1,0 +1,96 @@
+"""Train/eval step details: mixup, label smoothing, masked top-1/top-5, bf16 compute."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from vit_jax import config_lib
+from vit_jax import models
+from vit_jax.train import optim
+from vit_jax.train import state as state_lib
+from vit_jax.train import step as step_lib
+
+
+class FixedLogits(nn.Module):
+  """'Model' whose logits are the first C pixels of each image: eval math by hand."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, images, train=False):
+    self.param('unused', nn.initializers.zeros, (1,))
+    return images.reshape(images.shape[0], -1)[:, :self.num_classes]
+
+
+def test_eval_step_counts_masked_top1_top5_and_loss():
+  logits = np.array([
+      [9, 1, 2, 3, 4, 5, 6],  # label 0: top-1.
+      [1, 9, 8, 7, 6, 5, 4],  # label 3: rank 3 -> top-5 only.
+      [0, 1, 2, 3, 4, 5, 6],  # label 0: rank 7 -> neither.
+      [5, 5, 5, 5, 5, 5, 5],  # padding row (mask 0): must not count.
+  ], np.float32)
+  images = np.zeros((4, 1, 7, 1), np.float32)
+  images[:, 0, :, 0] = logits
+  batch = {'image': images, 'label': np.array([0, 3, 0, 1]), 'mask': np.array([1, 1, 1, 0.])}
+  model = FixedLogits(7)
+  sums = step_lib.make_eval_step(model, 7)({'unused': jnp.zeros(1)}, batch)
+  assert float(sums['count']) == 3
+  assert float(sums['correct_top1']) == 1
+  assert float(sums['correct_top5']) == 2
+  expected_loss = sum(
+      float(optax.softmax_cross_entropy_with_integer_labels(logits[i], batch['label'][i]))
+      for i in range(3))
+  assert float(sums['loss']) == pytest.approx(expected_loss, rel=1e-6)
+
+
+def test_top5_with_fewer_than_five_classes_is_always_right():
+  images = np.random.default_rng(0).normal(size=(5, 1, 3, 1)).astype(np.float32)
+  batch = {'image': images, 'label': np.array([0, 1, 2, 0, 1]), 'mask': np.ones(5)}
+  sums = step_lib.make_eval_step(FixedLogits(3), 3)({'unused': jnp.zeros(1)}, batch)
+  assert float(sums['correct_top5']) == 5
+
+
+def test_mixup_mixes_neighbours_with_one_ratio():
+  images = jnp.arange(4, dtype=jnp.float32).reshape(4, 1) * 10
+  labels = jax.nn.one_hot(jnp.arange(4), 4)
+  mixed_images, mixed_labels = step_lib.mixup(jax.random.key(0), images, labels, alpha=0.2)
+  lam = float(mixed_labels[1, 1])
+  assert 0 < lam < 1
+  np.testing.assert_allclose(mixed_images[:, 0], lam * images[:, 0] +
+                             (1 - lam) * jnp.roll(images[:, 0], 1), rtol=1e-6)
+  np.testing.assert_allclose(mixed_labels.sum(-1), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(mixed_labels[1, 0], 1 - lam, rtol=1e-6)
+
+
+def _one_step(label_smoothing=0.0, dtype=jnp.float32):
+  model = models.VisionTransformer(num_classes=4, patch_size=(4, 4), hidden_size=16,
+                                   num_layers=1, num_heads=2, mlp_dim=16, dtype=dtype)
+  c = config_lib.base_config()
+  schedule = optim.make_schedule(0.1, 10, 1, 'cosine')
+  tx = optim.make_optimizer(c, schedule)
+  state = jax.jit(lambda r: nn.meta.unbox(state_lib.init_fn(model, tx, (1, 8, 8, 3))(r)))(
+      jax.random.key(0))
+  train_step = jax.jit(step_lib.make_train_step(model, tx, schedule, num_classes=4,
+                                                label_smoothing=label_smoothing))
+  batch = {'image': np.ones((2, 8, 8, 3), np.float32), 'label': np.array([0, 1])}
+  return train_step(state, batch)
+
+
+def test_label_smoothing_changes_the_loss_as_expected():
+  # The head starts at zero, so logits are uniform: the loss is log(4) whatever the targets...
+  _, plain = _one_step()
+  _, smooth = _one_step(label_smoothing=0.1)
+  assert float(plain['loss']) == pytest.approx(np.log(4), rel=1e-6)
+  assert float(smooth['loss']) == pytest.approx(np.log(4), rel=1e-6)
+  # ...but the gradient differs: smoothed targets pull the head less.
+  assert float(smooth['grad_norm']) < float(plain['grad_norm'])
+  assert float(plain['learning_rate']) == pytest.approx(0.1)
+
+
+def test_bfloat16_compute_trains_float32_params():
+  state, metrics = _one_step(dtype=jnp.bfloat16)
+  assert np.isfinite(float(metrics['loss']))
+  assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.float32)}
+  assert int(state.step) == 1
