@@ -51,6 +51,11 @@ def test_default_config_learns(tmp_path, digits_data_dir):
   assert sorted(os.listdir(tmp_path / 'checkpoints'))[:2] == ['250', '500']
   assert json.loads((tmp_path / 'config.json').read_text())['total_steps'] == 500
 
+  # Starting the finished run again restores it and reports the same evaluation.
+  again = loop.train_and_evaluate(setup_run.build(config, str(tmp_path)))
+  assert again['step'] == 500 and again['test/accuracy'] == final['test/accuracy']
+  assert len([l for l in read_jsonl(tmp_path) if 'train/loss' in l]) == len(train)
+
 
 def build_error(tmp_path, digits_data_dir, name='default', arg=None, **overrides):
   config = load_config(name, arg, data_dir=digits_data_dir, **overrides)

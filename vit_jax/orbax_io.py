@@ -6,8 +6,6 @@ last `keep` are kept. Restoring takes the *target* shardings, so a checkpoint wr
 one mesh (say 8-device FSDP) restores onto another (say 1 device).
 """
 
-import contextlib
-import logging
 import os
 from typing import Any, Optional
 
@@ -15,6 +13,8 @@ from etils import epath
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from vit_jax import quiet_logs
 
 
 class CheckpointIO:
@@ -68,24 +68,12 @@ def find_checkpoint(path: str) -> tuple[epath.Path, int]:
                    'folder or one step folder.')
 
 
-@contextlib.contextmanager
-def _quiet_orbax():
-  """Hides orbax's warning that a step-level metadata file is not in the item folder."""
-  logger = logging.getLogger('absl')
-  level = logger.level
-  logger.setLevel(logging.ERROR)
-  try:
-    yield
-  finally:
-    logger.setLevel(level)
-
-
 def load_params(path: str) -> dict[str, Any]:
   """Params (host NumPy arrays) of an earlier run's Orbax checkpoint, for fine-tuning."""
   directory, step = find_checkpoint(path)
   item = directory / str(step) / 'state'
   checkpointer = ocp.PyTreeCheckpointer()
-  with _quiet_orbax():
+  with quiet_logs.absl_errors_only():
     metadata = checkpointer.metadata(item).item_metadata.tree
   params_meta = metadata['params']
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), params_meta)

@@ -6,10 +6,10 @@ downloaded unless the caller asks (`download=True`), except `sklearn_digits`, wh
 prepared from the copy inside scikit-learn.
 """
 
-import contextlib
 import difflib
 import logging
 
+from vit_jax import quiet_logs
 from vit_jax.data import errors
 from vit_jax.data import preprocess
 from vit_jax.data import tf_setup
@@ -23,18 +23,6 @@ def _base_name(name: str) -> str:
   return name.split(':')[0].split('/')[0].strip()
 
 
-@contextlib.contextmanager
-def _quiet_absl():
-  """TFDS warns about every unprepared folder it inspects; we report that ourselves."""
-  logger = logging.getLogger('absl')
-  level = logger.level
-  logger.setLevel(logging.ERROR)
-  try:
-    yield
-  finally:
-    logger.setLevel(level)
-
-
 class TfdsSource:
   """A TFDS dataset, prepared in `data_dir` (TFDS's default when None)."""
 
@@ -46,7 +34,7 @@ class TfdsSource:
     if _base_name(name) == BUILTIN:
       from vit_jax.data import digits_builder  # pylint: disable=g-import-not-at-top,unused-import
     try:
-      with _quiet_absl():
+      with quiet_logs.absl_errors_only():
         self.builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
       close = difflib.get_close_matches(_base_name(name), tfds.list_builders() + [BUILTIN], 3)
@@ -60,7 +48,7 @@ class TfdsSource:
       raise errors.DataError(f'TFDS dataset {name!r} cannot be built: {first}') from None
     self.data_dir = str(self.builder.data_dir_root)
     self._check_features()
-    with _quiet_absl():
+    with quiet_logs.absl_errors_only():
       prepared = self.builder.is_prepared()
     if not prepared:
       self._prepare(download=download, manual_dir=manual_dir)
@@ -93,7 +81,7 @@ class TfdsSource:
             f'with `tfds build {name} --data_dir={self.data_dir}` or use an image folder.'
         ) from e
     # Re-open the builder so that its info (splits, sizes) comes from the prepared files.
-    with _quiet_absl():
+    with quiet_logs.absl_errors_only():
       self.builder = tfds.builder(name, data_dir=self.data_dir)
 
   def _check_features(self):
@@ -143,7 +131,7 @@ class TfdsPart:
         {'image': True, 'label': True}, decoders={'image': tfds.decode.SkipDecoding()})
     # Built once, eagerly; the per-epoch datasets below capture it. Small splits are cached
     # in memory by TFDS (autocache), so later epochs do not re-read the files.
-    with _quiet_absl():
+    with quiet_logs.absl_errors_only():
       ds = builder.as_dataset(split=split, decoders=decoders, shuffle_files=False)
     self._records = ds.map(lambda x: (x['image'], tf.cast(x['label'], tf.int64)))
 

@@ -90,6 +90,27 @@ def layer_norm(name: str, dtype: Dtype, param_dtype: Dtype, axis: str = 'embed')
       name=name)
 
 
+def patch_embedding(features: int, patch_size: tuple[int, int], name: str, dtype: Dtype,
+                    param_dtype: Dtype) -> nn.Conv:
+  """Non-overlapping patches -> `features` channels: a conv with kernel = stride = patch."""
+  return nn.Conv(
+      features=features, kernel_size=patch_size, strides=patch_size, padding='VALID',
+      dtype=dtype, param_dtype=param_dtype,
+      kernel_init=logical(nn.initializers.lecun_normal(), (None, None, None, 'embed')),
+      bias_init=logical(nn.initializers.zeros, ('embed',)),
+      name=name)
+
+
+def classifier_head(num_classes: int, bias_init: float, dtype: Dtype, param_dtype: Dtype,
+                    in_axis: str = 'embed') -> nn.Dense:
+  """The `head` layer: zero-initialised kernel (as the original), constant bias."""
+  return nn.Dense(
+      features=num_classes, dtype=dtype, param_dtype=param_dtype,
+      kernel_init=logical(nn.initializers.zeros, (in_axis, 'classes')),
+      bias_init=logical(nn.initializers.constant(bias_init), ('classes',)),
+      name='head')
+
+
 def check_images(images: jax.Array, stride: int, model: str) -> None:
   """Validates an NHWC image batch; raises a one-line ValueError saying what to change."""
   if images.ndim != 4:

@@ -58,11 +58,8 @@ class MlpMixer(nn.Module):
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     layers.check_images(images, self.stride, self.model_name or 'MlpMixer')
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    x = nn.Conv(
-        self.hidden_dim, self.patch_size, strides=self.patch_size, padding='VALID',
-        kernel_init=layers.logical(nn.initializers.lecun_normal(), (None, None, None, 'embed')),
-        bias_init=layers.logical(nn.initializers.zeros, ('embed',)),
-        name='stem', **kw)(images.astype(self.dtype))
+    x = layers.patch_embedding(self.hidden_dim, self.patch_size, 'stem', **kw)(
+        images.astype(self.dtype))
     n, h, w, d = x.shape
     x = jnp.reshape(x, (n, h * w, d))
     for i in range(self.num_blocks):
@@ -72,9 +69,5 @@ class MlpMixer(nn.Module):
     x = layers.layer_norm('pre_head_layer_norm', **kw)(x)
     x = jnp.mean(x, axis=1)
     if self.num_classes:
-      x = nn.Dense(
-          self.num_classes,
-          kernel_init=layers.logical(nn.initializers.zeros, ('embed', 'classes')),
-          bias_init=layers.logical(nn.initializers.constant(self.head_bias_init), ('classes',)),
-          name='head', **kw)(x)
+      x = layers.classifier_head(self.num_classes, self.head_bias_init, **kw)(x)
     return x

@@ -154,12 +154,7 @@ class VisionTransformer(nn.Module):
     x = images.astype(self.dtype)
     if self.resnet_layers is not None:
       x = resnet.apply_stem(x, self.resnet_layers, self.resnet_width, **kw)
-    x = nn.Conv(
-        features=self.hidden_size, kernel_size=self.patch_size, strides=self.patch_size,
-        padding='VALID',
-        kernel_init=layers.logical(nn.initializers.lecun_normal(), (None, None, None, 'embed')),
-        bias_init=layers.logical(nn.initializers.zeros, ('embed',)),
-        name='embedding', **kw)(x)
+    x = layers.patch_embedding(self.hidden_size, self.patch_size, 'embedding', **kw)(x)
     n, h, w, d = x.shape
     x = jnp.reshape(x, (n, h * w, d))
     num_prefix = 1 if self.classifier in ('token', 'token_unpooled') else 0
@@ -189,12 +184,8 @@ class VisionTransformer(nn.Module):
           name='pre_logits', **kw)(x)
       x = jnp.tanh(x)
     if self.num_classes:
-      x = nn.Dense(
-          features=self.num_classes,
-          kernel_init=layers.logical(nn.initializers.zeros,
-                                     ('mlp' if self.representation_size else 'embed', 'classes')),
-          bias_init=layers.logical(nn.initializers.constant(self.head_bias_init), ('classes',)),
-          name='head', **kw)(x)
+      x = layers.classifier_head(self.num_classes, self.head_bias_init, **kw,
+                                 in_axis='mlp' if self.representation_size else 'embed')(x)
     return x
 
   def _validate(self, images: jax.Array) -> None:

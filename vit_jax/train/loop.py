@@ -162,6 +162,14 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
         ckpt.save(state, train_iter.get_state())
         last_saved = step
 
+      def run_evals():
+        for name, iterator in evals.items():
+          result = evaluate(eval_step, state.params, iterator)
+          writer.write_eval(step, name, result)
+          final.update({f'{name}/{k}': v for k, v in result.items()})
+
+      if step >= c.total_steps:  # a finished run started again: report its results.
+        run_evals()
       while step < c.total_steps:
         batch = next(train_iter)
         state, step_metrics = train_step(state, batch)
@@ -175,10 +183,7 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
                              num_devices=jax.device_count(), eta_seconds=eta)
           final.update({f'train/{k}': v for k, v in values.items()})
         if step % c.eval_every == 0 or last:
-          for name, iterator in evals.items():
-            result = evaluate(eval_step, state.params, iterator)
-            writer.write_eval(step, name, result)
-            final.update({f'{name}/{k}': v for k, v in result.items()})
+          run_evals()
         if step % c.checkpoint_every == 0 or last:
           save()
         if preemption.agreed():
