@@ -1,7 +1,6 @@
 """The command line: locked configs, one-line config errors before anything compiles, every
 config field read somewhere, and the inference-time mode."""
 
-import pathlib
 import re
 import subprocess
 import sys

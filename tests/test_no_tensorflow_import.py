@@ -52,7 +52,8 @@ io = orbax_io.CheckpointIO('DIR/run')
 io.save(state, {})
 io.close()
 restored, _ = orbax_io.CheckpointIO('DIR/run').restore(abstract)
-print(int(restored.step), sorted(m for m, v in sys.modules.items() if m.startswith('tensorflow') and v))
+loaded = sorted(m for m, v in sys.modules.items() if m.startswith('tensorflow') and v)
+print(int(restored.step), loaded)
 '''
   import tempfile  # pylint: disable=g-import-not-at-top
   with tempfile.TemporaryDirectory() as tmp:

@@ -122,6 +122,7 @@ def test_restore_onto_another_mesh(tmp_path):
   assert kernel.addressable_shards[0].data.shape == (4, 64)  # really sharded 8 ways.
   io = orbax_io.CheckpointIO(str(tmp_path))
   io.save(state, {'position': 7})
+  io.save(state, {'position': 7})  # same step again (e.g. preemption right after): a no-op.
   io.close()
 
   _, abstract, _ = _state_on({'data': 1, 'fsdp': 1, 'model': 1}, rules, jax.devices()[:1])

@@ -27,6 +27,7 @@ class CheckpointIO:
         options=ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous),
         item_names=('state', 'data'))
+    self._last_saved: Optional[int] = None
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -34,8 +35,9 @@ class CheckpointIO:
   def save(self, state: Any, data_state: dict[str, Any]) -> None:
     """Starts saving `state` at its step (returns before the write finishes)."""
     step = int(jax.device_get(state.step))
-    if step in self._manager.all_steps():
-      return  # e.g. a final save right after a periodic one.
+    if step == self._last_saved or step in self._manager.all_steps():
+      return  # e.g. a preemption save right after a periodic one (maybe still in flight).
+    self._last_saved = step
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
 

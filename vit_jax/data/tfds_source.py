@@ -137,7 +137,6 @@ class TfdsPart:
 
   def eval_stream(self):
     """(dataset of records in the stored order, load)."""
-    tf = tf_setup.tf()
     stream = self._records.enumerate().map(
         lambda pos, r: {'data': r[0], 'label': r[1], 'pos': pos})
     return stream, lambda record: record

@@ -78,7 +78,8 @@ class AddPositionEmbs(nn.Module):
       return
     have = tuple(np.shape(nn.meta.unbox(self.get_variable('params', name))))
     if have != shape:
+      path = '/'.join(self.path + (name,))
       raise ValueError(
-          f'{"/".join(self.path + (name,))} has shape {have} but the input needs {shape} ({what}): the '
+          f'{path} has shape {have} but the input needs {shape} ({what}): the '
           'image size differs from the one the params were made for; use '
           'vit_jax.checkpoint.load_pretrained to resample the position embeddings.')

@@ -48,6 +48,7 @@ def abstract_state_and_shardings(init: Callable[[jax.Array], TrainState], mesh, 
   return abstract, shardings
 
 
-def create_sharded(init: Callable[[jax.Array], TrainState], rng: jax.Array, shardings) -> TrainState:
+def create_sharded(init: Callable[[jax.Array], TrainState], rng: jax.Array,
+                   shardings) -> TrainState:
   """Runs `init` under jit with out_shardings: every array is born on its devices."""
   return jax.jit(lambda r: nn.meta.unbox(init(r)), out_shardings=shardings)(rng)
