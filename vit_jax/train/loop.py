@@ -110,8 +110,7 @@ def _initial_state(run: setup_run.Run, ckpt: orbax_io.CheckpointIO, writer):
   state = state_lib.create_sharded(run.init, rng, run.state_shardings)
   if run.pretrained is not None:
     shardings = run.state_shardings.params
-    loaded = jax.device_put({k: v for k, v in run.pretrained.items()},
-                            {k: shardings[k] for k in run.pretrained})
+    loaded = jax.device_put(run.pretrained, {k: shardings[k] for k in run.pretrained})
     state = state.replace(params={**state.params, **loaded})
     writer.log(f'Initialised from {run.config.pretrained_path} (new head).')
   return state, None
