@@ -8,6 +8,18 @@ learned bias per head for every 2-D offset between two patches of an h x w grid 
 embedding variant "relative" of the ViT paper's ablation, in the 2-D form of Swin/BEiT). Extra
 prefix tokens (the class token) get three learned entries per head: prefix->patch, patch->prefix
 and prefix->prefix.
+
+How the same function is computed (`implementation`; all give the same numbers up to rounding):
+  'per_head' (XLA:CPU) one fused [D, 3D] projection with 1/sqrt(head_dim) folded into the query
+             kernel, then per head two plain batched matmuls [B, T, d] x [B, S, d] and a float32
+             softmax, heads concatenated into one [D, D] output projection. On CPU the batched
+             4-D einsums make XLA transpose operands and pick slow kernels (27-80 GFLOP/s vs
+             ~170 for these), and bfloat16 4-D dots are upcast; this layout avoids both.
+  'xla'      the batched-heads einsum form via `jax.nn.dot_product_attention` (TPU; GPU float32).
+  'cudnn'    `jax.nn.dot_product_attention(implementation='cudnn')`: fused flash attention on
+             NVIDIA GPUs (bfloat16/float16, head_dim a multiple of 8).
+  'auto'     per_head on CPU, cudnn on GPU where it applies, else xla.
+Attention dropout (train only) always takes the explicit softmax path.
 """
 
 from typing import Optional
@@ -18,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_jax.models import layers
+
+IMPLEMENTATIONS = ('auto', 'per_head', 'xla', 'cudnn')
 
 
 def relative_position_index(h: int, w: int, num_prefix: int) -> np.ndarray:
@@ -46,34 +60,79 @@ def relative_table_size(h: int, w: int, num_prefix: int) -> int:
   return (2 * h - 1) * (2 * w - 1) + (3 if num_prefix else 0)
 
 
-def attend(q, k, v, bias, dropout_rate, dropout_rng, deterministic):
-  """softmax(q k^T / sqrt(d) + bias) v for q [B, T, N, H], k/v [B, S, N, H], bias [1, N, T, S]."""
+def resolve_implementation(implementation: str, dtype, head_dim: int) -> str:
+  """The implementation 'auto' stands for on the default backend (others pass through)."""
+  if implementation not in IMPLEMENTATIONS:
+    raise ValueError(f'unknown attention implementation {implementation!r}; choose one of '
+                     f'{IMPLEMENTATIONS}.')
+  if implementation != 'auto':
+    return implementation
+  backend = jax.default_backend()
+  if backend == 'cpu':
+    return 'per_head'
+  if (backend == 'gpu' and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+      and head_dim % 8 == 0):
+    return 'cudnn'
+  return 'xla'
+
+
+def _dropout(weights, rate, rng):
+  keep = jax.random.bernoulli(rng, 1.0 - rate, weights.shape)
+  return jnp.where(keep, weights / (1.0 - rate), 0.0)
+
+
+def attend(q, k, v, bias, dropout_rate, dropout_rng, deterministic, implementation='xla'):
+  """softmax(q k^T / sqrt(d) + bias) v for q [B, T, N, H], k/v [B, S, N, H], bias [1, N, T, S].
+
+  The batched-heads forms ('xla', 'cudnn'); returns [B, T, N, H] in q's dtype.
+  """
   if deterministic or dropout_rate == 0.0:
-    return jax.nn.dot_product_attention(q, k, v, bias=bias)
-  logits = jnp.einsum('btnh,bsnh->bnts', q, k) / np.sqrt(q.shape[-1]).astype(q.dtype)
+    bias = None if bias is None else bias.astype(q.dtype)
+    return jax.nn.dot_product_attention(
+        q, k, v, bias=bias, implementation=None if implementation == 'xla' else implementation)
+  logits = jnp.einsum('btnh,bsnh->bnts', q, k, preferred_element_type=jnp.float32)
+  logits = logits / np.sqrt(q.shape[-1])
   if bias is not None:
-    logits = logits + bias.astype(logits.dtype)
-  weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-  keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
-  weights = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0).astype(v.dtype)
-  return jnp.einsum('bnts,bsnh->btnh', weights, v)
+    logits = logits + bias.astype(jnp.float32)
+  weights = _dropout(jax.nn.softmax(logits, axis=-1), dropout_rate, dropout_rng)
+  return jnp.einsum('bnts,bsnh->btnh', weights.astype(v.dtype), v,
+                    preferred_element_type=jnp.float32).astype(q.dtype)
+
+
+def attend_per_head(q, k, v, bias, dropout_rate, dropout_rng, dtype):
+  """Per-head attention: q [B, T, N, H] (already scaled by 1/sqrt(H)), k/v [B, S, N, H], bias
+  [N, T, S] or None -> float32 [B, T, N*H], heads concatenated (head-major, as `out` expects).
+
+  Slices of the fused projection are strided views; XLA:CPU feeds them to its matmul kernels
+  without copies. Matmul operands are `dtype`, accumulation and softmax float32.
+  """
+  outputs = []
+  for head in range(q.shape[2]):
+    logits = jnp.einsum('btd,bsd->bts', q[:, :, head].astype(dtype),
+                        k[:, :, head].astype(dtype), preferred_element_type=jnp.float32)
+    if bias is not None:
+      logits = logits + bias[head].astype(jnp.float32)
+    weights = jax.nn.softmax(logits, axis=-1)
+    if dropout_rng is not None:
+      weights = _dropout(weights, dropout_rate, jax.random.fold_in(dropout_rng, head))
+    outputs.append(jnp.einsum('bts,bsd->btd', weights.astype(dtype), v[:, :, head].astype(dtype),
+                              preferred_element_type=jnp.float32))
+  return jnp.concatenate(outputs, axis=-1)
 
 
 class HeadProjection(nn.Module):
-  """Dense layer to/from heads with the released layout.
+  """Declares a projection to/from heads in the released layout; returns (kernel, bias).
 
-  in:  x [..., D] -> [..., heads, head_dim]; kernel [D, heads, head_dim], bias [heads, head_dim]
-  out: x [..., heads, head_dim] -> [..., D]; kernel [heads, head_dim, D], bias [D]
-  (Own module rather than flax's DenseGeneral, whose init reshapes a boxed kernel and then
-  trips over its 3-D logical names when a mesh is active.)
+  to heads:   kernel [D, heads, head_dim], bias [heads, head_dim]
+  from heads: kernel [heads, head_dim, D], bias [D]
+  (Parameters only: the attention module decides how to multiply, e.g. fusing q, k and v.)
   """
   kernel_shape: tuple[int, int, int]
   to_heads: bool
-  dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self) -> tuple[jax.Array, jax.Array]:
     names = ('embed', 'heads', 'kv') if self.to_heads else ('heads', 'kv', 'embed')
     bias_shape = self.kernel_shape[1:] if self.to_heads else self.kernel_shape[2:]
     # Fan-in / fan-out as flax's DenseGeneral computes them for the xavier initializer.
@@ -84,25 +143,25 @@ class HeadProjection(nn.Module):
                         self.param_dtype)
     bias = self.param('bias', layers.logical(nn.initializers.zeros, names[-len(bias_shape):]),
                       bias_shape, self.param_dtype)
-    x, kernel, bias = (t.astype(self.dtype) for t in (x, kernel, bias))
-    if self.to_heads:
-      return jnp.einsum('...d,dhk->...hk', x, kernel) + bias
-    return jnp.einsum('...hk,hkd->...d', x, kernel) + bias
+    return kernel, bias
 
 
 class MultiHeadDotProductAttention(nn.Module):
-  """Multi-head attention of `inputs_q` [B, T, D] over `inputs_kv` [B, S, D] -> [B, T, D].
+  """Multi-head attention of `inputs_q` [B, T, D] over `inputs_kv` [B, S, D] -> [B, T, D] f32.
 
   Attributes:
     num_heads: number of heads; D must be divisible by it.
     attention_dropout_rate: dropout on the attention weights (train only).
     relative_grid: (h, w) patch grid to enable the learned relative position bias (self-
       attention only); `num_prefix` tokens (class token) precede the h*w patches.
+    implementation: see the module docstring.
+    dtype: matmul operand dtype (accumulation is float32).
   """
   num_heads: int
   attention_dropout_rate: float = 0.0
   relative_grid: Optional[tuple[int, int]] = None
   num_prefix: int = 0
+  implementation: str = 'auto'
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
 
@@ -113,27 +172,65 @@ class MultiHeadDotProductAttention(nn.Module):
     if dim % self.num_heads:
       raise ValueError(f'hidden size {dim} is not divisible by num_heads={self.num_heads}.')
     head_dim = dim // self.num_heads
-    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-
-    def project(name):
-      return HeadProjection((dim, self.num_heads, head_dim), to_heads=True, name=name, **kw)
-
-    q = project('query')(inputs_q)
-    k = project('key')(inputs_kv)
-    v = project('value')(inputs_kv)
-    q, k, v = (layers.constrain(t, ('batch', 'length', 'heads', 'kv')) for t in (q, k, v))
-
+    params = {}
+    for name in ('query', 'key', 'value'):
+      params[name] = HeadProjection((dim, self.num_heads, head_dim), to_heads=True, name=name,
+                                    param_dtype=self.param_dtype)()
+    out_kernel, out_bias = HeadProjection((self.num_heads, head_dim, dim), to_heads=False,
+                                          name='out', param_dtype=self.param_dtype)()
     bias = None
     if self.relative_grid is not None:
       bias = self._relative_bias(inputs_q.shape[1], inputs_kv.shape[1])
     rng = None
     if not deterministic and self.attention_dropout_rate > 0.0:
       rng = self.make_rng('dropout')
-    x = attend(q, k, v, bias, self.attention_dropout_rate, rng, deterministic)
-    return HeadProjection((self.num_heads, head_dim, dim), to_heads=False, name='out', **kw)(x)
+
+    implementation = resolve_implementation(self.implementation, self.dtype, head_dim)
+    if implementation == 'per_head':
+      q, k, v = self._project_fused(params, inputs_q, inputs_kv, 1.0 / np.sqrt(head_dim))
+      x = attend_per_head(q, k, v, bias, self.attention_dropout_rate, rng, self.dtype)
+      x = layers.matmul(x, out_kernel.reshape(dim, dim), self.dtype) + out_bias
+    else:
+      q, k, v = (self._project(params[n], x) for n, x in (
+          ('query', inputs_q), ('key', inputs_kv), ('value', inputs_kv)))
+      x = attend(q, k, v, None if bias is None else bias[None], self.attention_dropout_rate,
+                 rng, deterministic, implementation)
+      x = jnp.einsum('...hk,hkd->...d', x, out_kernel.astype(self.dtype),
+                     preferred_element_type=jnp.float32) + out_bias
+    return x
+
+  def _project(self, kernel_bias, x):
+    """x [B, L, D] -> [B, L, heads, head_dim] in `dtype` (batched-heads forms)."""
+    kernel, bias = kernel_bias
+    y = jnp.einsum('...d,dhk->...hk', x.astype(self.dtype), kernel.astype(self.dtype),
+                   preferred_element_type=jnp.float32) + bias
+    return layers.constrain(y.astype(self.dtype), ('batch', 'length', 'heads', 'kv'))
+
+  def _project_fused(self, params, inputs_q, inputs_kv, scale):
+    """q, k, v [B, L, heads, head_dim] float32 from one matmul (two for cross-attention).
+
+    The 1/sqrt(head_dim) scale is folded into the (small) query kernel and bias rather than
+    applied to the [B, heads, T, S] logits.
+    """
+    (wq, bq), (wk, bk), (wv, bv) = params['query'], params['key'], params['value']
+    wq, bq = wq * scale, bq * scale
+    heads, head_dim = wq.shape[1:]
+    if inputs_q is inputs_kv:
+      groups = [(inputs_q, (wq, wk, wv), (bq, bk, bv))]
+    else:
+      groups = [(inputs_q, (wq,), (bq,)), (inputs_kv, (wk, wv), (bk, bv))]
+    outputs = []
+    for x, kernels, biases in groups:
+      kernel = jnp.stack(kernels, axis=1)  # [D, n, heads, head_dim]
+      y = layers.matmul(x, kernel.reshape(kernel.shape[0], -1), self.dtype)
+      y = y + jnp.stack(biases).reshape(-1)
+      y = y.reshape(*x.shape[:-1], len(kernels), heads, head_dim)
+      y = layers.constrain(y, ('batch', 'length', None, 'heads', 'kv'))
+      outputs.extend(y[..., i, :, :] for i in range(len(kernels)))
+    return outputs
 
   def _relative_bias(self, len_q: int, len_kv: int) -> jax.Array:
-    """Gathers the learned table into a [1, heads, L, L] additive bias."""
+    """Gathers the learned table into a [heads, L, L] additive bias (float32)."""
     h, w = self.relative_grid
     length = self.num_prefix + h * w
     if len_q != length or len_kv != length:
@@ -146,4 +243,4 @@ class MultiHeadDotProductAttention(nn.Module):
         (relative_table_size(h, w, self.num_prefix), self.num_heads), self.param_dtype)
     index = relative_position_index(h, w, self.num_prefix)
     bias = jnp.take(table, index.reshape(-1), axis=0).reshape(length, length, self.num_heads)
-    return jnp.transpose(bias, (2, 0, 1))[None].astype(self.dtype)
+    return jnp.transpose(bias, (2, 0, 1)).astype(jnp.float32)

@@ -25,6 +25,36 @@ def constrain(x: jax.Array, names: Sequence[Optional[str]]) -> jax.Array:
   return nn.with_logical_constraint(x, tuple(names))
 
 
+def matmul(x: jax.Array, kernel: jax.Array, dtype: Dtype) -> jax.Array:
+  """x [..., K] @ kernel [K, N] -> float32 [..., N], operands cast to `dtype`.
+
+  The mixed-precision rule of every model here: matmul (and conv) operands in the compute
+  dtype, accumulation and everything elementwise (LayerNorm, softmax, GELU, residuals) in
+  float32. On CPU bfloat16 elementwise math is slower than float32, and float32 residuals
+  keep bfloat16 rounding out of the residual stream.
+  """
+  return jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype),
+                             (((x.ndim - 1,), (0,)), ((), ())),
+                             preferred_element_type=jnp.float32)
+
+
+class Dense(nn.Module):
+  """`nn.Dense` with the same parameters (kernel [K, N], bias [N]) computed by `matmul`."""
+  features: int
+  kernel_init: Initializer
+  bias_init: Initializer
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """[..., K] -> float32 [..., features]."""
+    kernel = self.param('kernel', self.kernel_init, (x.shape[-1], self.features),
+                        self.param_dtype)
+    bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype)
+    return matmul(x, kernel, self.dtype) + bias
+
+
 class MlpBlock(nn.Module):
   """Transformer MLP: Dense(mlp_dim) -> GELU (tanh approximation) -> Dropout -> Dense -> Dropout.
 
@@ -44,10 +74,10 @@ class MlpBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
-    """[..., d] -> [..., out_dim or d]."""
+    """[..., d] -> float32 [..., out_dim or d]."""
     out_dim = x.shape[-1] if self.out_dim is None else self.out_dim
     io_axis, hidden_axis = self.axes
-    dense = lambda features, names, bias_name, name: nn.Dense(
+    dense = lambda features, names, bias_name, name: Dense(
         features=features,
         dtype=self.dtype,
         param_dtype=self.param_dtype,
@@ -79,11 +109,11 @@ class DropPath(nn.Module):
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
-def layer_norm(name: str, dtype: Dtype, param_dtype: Dtype, axis: str = 'embed') -> nn.LayerNorm:
-  """LayerNorm with the original's epsilon (1e-6) and logical names on scale and bias."""
+def layer_norm(name: str, param_dtype: Dtype, axis: str = 'embed') -> nn.LayerNorm:
+  """LayerNorm with the original's epsilon (1e-6) and logical names; float32 in and out."""
   return nn.LayerNorm(
       epsilon=1e-6,
-      dtype=dtype,
+      dtype=jnp.float32,
       param_dtype=param_dtype,
       scale_init=logical(nn.initializers.ones, (axis,)),
       bias_init=logical(nn.initializers.zeros, (axis,)),
@@ -102,9 +132,9 @@ def patch_embedding(features: int, patch_size: tuple[int, int], name: str, dtype
 
 
 def classifier_head(num_classes: int, bias_init: float, dtype: Dtype, param_dtype: Dtype,
-                    in_axis: str = 'embed') -> nn.Dense:
-  """The `head` layer: zero-initialised kernel (as the original), constant bias."""
-  return nn.Dense(
+                    in_axis: str = 'embed') -> Dense:
+  """The `head` layer: zero-initialised kernel (as the original), constant bias; float32 out."""
+  return Dense(
       features=num_classes, dtype=dtype, param_dtype=param_dtype,
       kernel_init=logical(nn.initializers.zeros, (in_axis, 'classes')),
       bias_init=logical(nn.initializers.constant(bias_init), ('classes',)),

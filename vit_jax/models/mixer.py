@@ -26,12 +26,12 @@ class MixerBlock(nn.Module):
     """[B, L, D] -> [B, L, D]."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     drop_path = layers.DropPath(rate=self.drop_path_rate)
-    y = layers.layer_norm('LayerNorm_0', **kw)(x)
+    y = layers.layer_norm('LayerNorm_0', self.param_dtype)(x)
     y = jnp.swapaxes(y, 1, 2)
     y = layers.MlpBlock(mlp_dim=self.tokens_mlp_dim, axes=('length', 'mlp'), name='token_mixing',
                         **kw)(y)
     x = x + drop_path(jnp.swapaxes(y, 1, 2), deterministic=deterministic)
-    y = layers.layer_norm('LayerNorm_1', **kw)(x)
+    y = layers.layer_norm('LayerNorm_1', self.param_dtype)(x)
     y = layers.MlpBlock(mlp_dim=self.channels_mlp_dim, name='channel_mixing', **kw)(y)
     return x + drop_path(y, deterministic=deterministic)
 
@@ -59,14 +59,14 @@ class MlpMixer(nn.Module):
     layers.check_images(images, self.stride, self.model_name or 'MlpMixer')
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     x = layers.patch_embedding(self.hidden_dim, self.patch_size, 'stem', **kw)(
-        images.astype(self.dtype))
+        images.astype(self.dtype)).astype(jnp.float32)
     n, h, w, d = x.shape
     x = jnp.reshape(x, (n, h * w, d))
     for i in range(self.num_blocks):
       rate = self.stochastic_depth * i / max(self.num_blocks - 1, 1)
       x = MixerBlock(self.tokens_mlp_dim, self.channels_mlp_dim, drop_path_rate=rate,
                      name=f'MixerBlock_{i}', **kw)(x, deterministic=not train)
-    x = layers.layer_norm('pre_head_layer_norm', **kw)(x)
+    x = layers.layer_norm('pre_head_layer_norm', self.param_dtype)(x)
     x = jnp.mean(x, axis=1)
     if self.num_classes:
       x = layers.classifier_head(self.num_classes, self.head_bias_init, **kw)(x)

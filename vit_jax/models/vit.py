@@ -28,6 +28,7 @@ class Encoder1DBlock(nn.Module):
   drop_path_rate: float = 0.0
   relative_grid: Optional[tuple[int, int]] = None
   num_prefix: int = 0
+  attention_impl: str = 'auto'
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
 
@@ -35,15 +36,15 @@ class Encoder1DBlock(nn.Module):
   def __call__(self, inputs: jax.Array, *, deterministic: bool = True) -> jax.Array:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     drop_path = layers.DropPath(rate=self.drop_path_rate)
-    x = layers.layer_norm('LayerNorm_0', **kw)(inputs)
+    x = layers.layer_norm('LayerNorm_0', self.param_dtype)(inputs)
     x = attention.MultiHeadDotProductAttention(
         num_heads=self.num_heads, attention_dropout_rate=self.attention_dropout_rate,
         relative_grid=self.relative_grid, num_prefix=self.num_prefix,
-        name='MultiHeadDotProductAttention_1', **kw)(x, x, deterministic=deterministic)
+        implementation=self.attention_impl, name='MultiHeadDotProductAttention_1', **kw)(x, x, deterministic=deterministic)
     x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
     x = inputs + drop_path(x, deterministic=deterministic)
     x = layers.constrain(x, ('batch', 'length', 'embed'))
-    y = layers.layer_norm('LayerNorm_2', **kw)(x)
+    y = layers.layer_norm('LayerNorm_2', self.param_dtype)(x)
     y = layers.MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate, name='MlpBlock_3',
                         **kw)(y, deterministic=deterministic)
     return layers.constrain(x + drop_path(y, deterministic=deterministic),
@@ -63,6 +64,7 @@ class Encoder(nn.Module):
   stochastic_depth: float = 0.0
   posemb: str = 'learn'
   num_prefix: int = 0
+  attention_impl: str = 'auto'
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
 
@@ -81,14 +83,15 @@ class Encoder(nn.Module):
           mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
           attention_dropout_rate=self.attention_dropout_rate, drop_path_rate=rate,
           relative_grid=relative_grid, num_prefix=self.num_prefix,
-          name=f'encoderblock_{i}', **kw)(x, deterministic=not train)
-    return layers.layer_norm('encoder_norm', **kw)(x)
+          attention_impl=self.attention_impl, name=f'encoderblock_{i}', **kw)(x, deterministic=not train)
+    return layers.layer_norm('encoder_norm', self.param_dtype)(x)
 
 
 class MAPHead(nn.Module):
   """Multihead attention pooling: a learned probe attends over the tokens; [B, L, D] -> [B, D]."""
   num_heads: int
   mlp_dim: int
+  attention_impl: str = 'auto'
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
 
@@ -98,10 +101,11 @@ class MAPHead(nn.Module):
     probe = self.param(
         'probe', layers.logical(nn.initializers.xavier_uniform(), (None, None, 'embed')),
         (1, 1, x.shape[-1]), self.param_dtype)
-    probe = jnp.broadcast_to(probe.astype(x.dtype), (x.shape[0], 1, x.shape[-1]))
+    probe = jnp.broadcast_to(probe, (x.shape[0], 1, x.shape[-1]))
     x = attention.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, name='MultiHeadDotProductAttention_0', **kw)(probe, x)
-    y = layers.layer_norm('LayerNorm_0', **kw)(x)
+        num_heads=self.num_heads, implementation=self.attention_impl,
+        name='MultiHeadDotProductAttention_0', **kw)(probe, x)
+    y = layers.layer_norm('LayerNorm_0', self.param_dtype)(x)
     x = x + layers.MlpBlock(mlp_dim=self.mlp_dim, name='MlpBlock_0', **kw)(y)
     return x[:, 0]
 
@@ -120,7 +124,10 @@ class VisionTransformer(nn.Module):
     resnet_layers / resnet_width: if `resnet_layers` is not None the model is a hybrid: a BiT
       ResNet root (+ stages with these block counts; () = root only) feeds the patch embedding.
     dropout_rate, attention_dropout_rate, stochastic_depth: regularisation (train only).
-    dtype / param_dtype: compute / storage dtype of every layer.
+    attention_impl: 'auto' | 'per_head' | 'xla' | 'cudnn' (see attention.py); 'auto' picks the
+      fastest for the backend. All compute the same function.
+    dtype: matmul/conv operand dtype (e.g. bfloat16); accumulation, LayerNorm, softmax, GELU
+      and the residual stream are float32 (see layers.matmul). param_dtype: storage dtype.
   """
   num_classes: Optional[int]
   patch_size: tuple[int, int] = (16, 16)
@@ -137,6 +144,7 @@ class VisionTransformer(nn.Module):
   attention_dropout_rate: float = 0.0
   stochastic_depth: float = 0.0
   head_bias_init: float = 0.0
+  attention_impl: str = 'auto'
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
   model_name: Optional[str] = None
@@ -155,6 +163,7 @@ class VisionTransformer(nn.Module):
     if self.resnet_layers is not None:
       x = resnet.apply_stem(x, self.resnet_layers, self.resnet_width, **kw)
     x = layers.patch_embedding(self.hidden_size, self.patch_size, 'embedding', **kw)(x)
+    x = x.astype(jnp.float32)  # the residual stream is float32 (see layers.matmul).
     n, h, w, d = x.shape
     x = jnp.reshape(x, (n, h * w, d))
     num_prefix = 1 if self.classifier in ('token', 'token_unpooled') else 0
@@ -167,17 +176,18 @@ class VisionTransformer(nn.Module):
         num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
         dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
         stochastic_depth=self.stochastic_depth, posemb=self.posemb, num_prefix=num_prefix,
-        name='Transformer', **kw)(x, (h, w), train=train)
+        attention_impl=self.attention_impl, name='Transformer', **kw)(x, (h, w), train=train)
 
     if self.classifier == 'token':
       x = x[:, 0]
     elif self.classifier == 'gap':
       x = jnp.mean(x, axis=1)
     elif self.classifier == 'map':
-      x = MAPHead(num_heads=self.num_heads, mlp_dim=self.mlp_dim, name='MAPHead_0', **kw)(x)
+      x = MAPHead(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
+                  attention_impl=self.attention_impl, name='MAPHead_0', **kw)(x)
 
     if self.representation_size is not None:
-      x = nn.Dense(
+      x = layers.Dense(
           features=self.representation_size,
           kernel_init=layers.logical(nn.initializers.lecun_normal(), ('embed', 'mlp')),
           bias_init=layers.logical(nn.initializers.zeros, ('mlp',)),
