@@ -87,6 +87,11 @@ def base_config() -> config_dict.ConfigDict:
   c.checkpoint_every = 1000
   c.keep_checkpoints = 3
 
+  # Speed reporting. MFU needs the peak FLOP/s of one device: None = the bf16 peak from
+  # vit_jax.throughput's table when it knows the device (not CPUs); set it to log MFU anyway.
+  c.peak_flops_per_device = config_dict.placeholder(float)
+  c.profile_steps = 0  # > 0: a jax.profiler trace of that many steps into WORKDIR/profile.
+
   # Mesh: axis name -> size (-1 = all remaining devices), and the sharding rules.
   c.mesh = config_dict.ConfigDict({'data': -1, 'fsdp': 1, 'model': 1})
   c.sharding_rules = SHARDING_RULES['dp']

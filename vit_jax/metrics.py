@@ -7,7 +7,6 @@ Only the main process (process 0) writes; the others get a writer that does noth
 import json
 import os
 import sys
-import time
 from typing import Mapping, Optional, TextIO
 
 from vit_jax import tensorboard_events
@@ -38,20 +37,31 @@ class MetricWriter:
     self._jsonl.flush()
     self._events.scalars(step, values)
 
-  def write_train(self, step: int, metrics: Mapping[str, float], *, images_per_sec: float,
-                  num_devices: int, eta_seconds: float) -> None:
-    """Records `train/<name>` values and prints one progress line."""
+  def write_train(self, step: int, metrics: Mapping[str, float], *,
+                  throughput: Mapping[str, float], eta_seconds: Optional[float]) -> None:
+    """Records `train/<name>` values and prints one progress line.
+
+    throughput: `images_per_sec`, `images_per_sec_per_device`, `step_seconds` and, when the
+    peak FLOP/s is known, `mfu` (0..1); empty when no step was timed since the last report.
+    """
     if not self.is_main:
       return
-    values = {f'train/{k}': v for k, v in metrics.items()}
-    values['train/images_per_sec'] = images_per_sec
-    values['train/images_per_sec_per_device'] = images_per_sec / num_devices
-    self._record(step, values)
+    self._record(step, {f'train/{k}': v for k, v in {**metrics, **throughput}.items()})
     line = (f'step {step}/{self.total_steps} | loss {metrics["loss"]:.4f} | '
-            f'acc {metrics["accuracy"]:.3f} | lr {metrics["learning_rate"]:.2e} | '
-            f'{images_per_sec:,.1f} img/s ({images_per_sec / num_devices:,.1f}/device) | '
-            f'ETA {_format_duration(eta_seconds)}')
+            f'acc {metrics["accuracy"]:.3f} | lr {metrics["learning_rate"]:.2e}')
+    if throughput:
+      line += (f' | {throughput["images_per_sec"]:,.1f} img/s '
+               f'({throughput["images_per_sec_per_device"]:,.1f}/device)')
+    if 'mfu' in throughput:
+      line += f' | MFU {100 * throughput["mfu"]:.1f}%'
+    if eta_seconds is not None:
+      line += f' | ETA {_format_duration(eta_seconds)}'
     self._print(line, progress_step=step)
+
+  def write_scalars(self, step: int, values: Mapping[str, float]) -> None:
+    """Records values as they are named (e.g. the one-time `train/compile_seconds`)."""
+    if self.is_main:
+      self._record(step, values)
 
   def write_eval(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
     """Records `<split>/<name>` values (e.g. `test/accuracy` in 0..1) and prints them."""
@@ -83,15 +93,3 @@ class MetricWriter:
       self._jsonl.close()
       self._events.close()
 
-
-class Timer:
-  """Images/s between reports and ETA from the recent step rate."""
-
-  def __init__(self, step: int):
-    self._step, self._time = step, time.perf_counter()
-
-  def lap(self, step: int, batch: int, total_steps: int) -> tuple[float, float]:
-    now = time.perf_counter()
-    elapsed, steps = now - self._time, max(step - self._step, 1)
-    self._step, self._time = step, now
-    return batch * steps / elapsed, (total_steps - step) * elapsed / steps

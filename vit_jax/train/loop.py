@@ -13,6 +13,7 @@ import math
 import os
 import signal
 import threading
+import time
 from typing import Any, Optional
 
 import jax
@@ -22,6 +23,7 @@ import numpy as np
 from vit_jax import metrics as metrics_lib
 from vit_jax import orbax_io
 from vit_jax import sharding
+from vit_jax import throughput
 from vit_jax.train import setup_run
 from vit_jax.train import state as state_lib
 from vit_jax.train import step as step_lib
@@ -87,6 +89,29 @@ def _jit_steps(run: setup_run.Run):
   return train_step, eval_step
 
 
+def _compile_train_step(run: setup_run.Run, train_step, state, batch, writer, step: int):
+  """Compiles the step ahead of time for these inputs; logs compile time and FLOPs once.
+
+  Returns (compiled step, FLOPs per step per device or None, peak FLOP/s per device or None).
+  """
+  c = run.config
+  begin = time.perf_counter()
+  compiled = train_step.lower(state, batch).compile()
+  seconds = time.perf_counter() - begin
+  flops = throughput.step_flops_per_device(compiled, c.accum_steps)
+  kind = jax.devices()[0].device_kind
+  peak = throughput.peak_flops_per_device(kind, c.peak_flops_per_device)
+  writer.write_scalars(step, {'train/compile_seconds': seconds,
+                              **({'train/step_flops_per_device': flops} if flops else {})})
+  message = f'Compiled the train step in {seconds:.1f}s'
+  if flops:
+    message += f'; XLA counts {flops:.3g} FLOPs per step per device'
+    message += (f'; MFU against a peak of {peak:.3g} FLOP/s per {kind!r} device.' if peak else
+                f'; no MFU: peak FLOP/s of {kind!r} unknown (set config.peak_flops_per_device).')
+  writer.log(message)
+  return compiled, flops, peak
+
+
 def evaluate(eval_step, params, iterator) -> dict[str, float]:
   """top-1 / top-5 accuracy and mean loss over every example of the split (padding masked)."""
   totals = None
@@ -129,6 +154,8 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
                                     is_main=jax.process_index() == 0)
   ckpt = orbax_io.CheckpointIO(run.workdir, keep=c.keep_checkpoints)
   preemption = _Preemption()
+  trace = throughput.StepTrace(os.path.join(run.workdir, 'profile'), c.profile_steps,
+                               enabled=jax.process_index() == 0)
   _save_config(run)
   final: dict[str, Any] = {}
   try:
@@ -139,7 +166,10 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
       step = int(jax.device_get(state.step))
       pending: list[tuple[int, Any]] = []  # (step, metrics) not yet fetched from devices.
       last_saved = step if ckpt.latest_step() is not None else None
-      timer = metrics_lib.Timer(step)
+      # Speed counts training steps only: from the end of this run's first step (compilation,
+      # warm-up) on, with evals and checkpoints paused (see vit_jax.throughput).
+      timer = throughput.TrainTimer()
+      first_step, flops, peak = step + 1, None, None
 
       def flush() -> Optional[dict[str, float]]:
         """Fetches pending metrics; stops the run at the first non-finite loss."""
@@ -157,29 +187,51 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
 
       def save():
         nonlocal last_saved
-        flush()  # never checkpoint a state whose loss already went NaN.
-        ckpt.save(state, train_iter.get_state())
+        with timer.paused('checkpoint', wait_for=state):
+          flush()  # never checkpoint a state whose loss already went NaN.
+          ckpt.save(state, train_iter.get_state())
         last_saved = step
 
       def run_evals():
-        for name, iterator in evals.items():
-          result = evaluate(eval_step, state.params, iterator)
-          writer.write_eval(step, name, result)
-          final.update({f'{name}/{k}': v for k, v in result.items()})
+        with timer.paused('eval', wait_for=state):
+          for name, iterator in evals.items():
+            result = evaluate(eval_step, state.params, iterator)
+            writer.write_eval(step, name, result)
+            final.update({f'{name}/{k}': v for k, v in result.items()})
+
+      def report(values):
+        lap = timer.lap(step)
+        speed, eta = {}, None
+        if lap:
+          speed = throughput.speed(lap, batch=c.batch, num_devices=jax.device_count(),
+                                   flops_per_device=flops, peak_per_device=peak)
+          upcoming = {'eval': throughput.events_left(step, c.eval_every, c.total_steps),
+                      'checkpoint': throughput.events_left(step, c.checkpoint_every,
+                                                           c.total_steps)}
+          eta = timer.eta(c.total_steps - step, lap.seconds_per_step, upcoming)
+        writer.write_train(step, values, throughput=speed, eta_seconds=eta)
 
       if step >= c.total_steps:  # a finished run started again: report its results.
         run_evals()
       while step < c.total_steps:
         batch = next(train_iter)
+        if step + 1 == first_step:
+          train_step, flops, peak = _compile_train_step(run, train_step, state, batch, writer,
+                                                        step)
         state, step_metrics = train_step(state, batch)
         step += 1
         pending.append((step, step_metrics))
+        if step == first_step:
+          jax.block_until_ready(state)  # a sync point: the clock starts with the device idle.
+          timer.start(step)
+          trace.start(step)
+        elif trace.should_stop(step):
+          with timer.paused('profile', wait_for=state):
+            trace.stop(wait_for=state)
         last = step == c.total_steps
         if step % c.progress_every == 0 or last:
           values = flush()
-          images_per_sec, eta = timer.lap(step, c.batch, c.total_steps)
-          writer.write_train(step, values, images_per_sec=images_per_sec,
-                             num_devices=jax.device_count(), eta_seconds=eta)
+          report(values)
           final.update({f'train/{k}': v for k, v in values.items()})
         if step % c.eval_every == 0 or last:
           run_evals()
@@ -191,8 +243,10 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
                      'same command to resume.')
           final['preempted_at'] = step
           break
+      trace.stop(wait_for=state)  # a run that ended inside the traced steps.
       final['step'] = step
   finally:
+    trace.stop()
     ckpt.close()
     writer.close()
     preemption.restore()

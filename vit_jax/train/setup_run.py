@@ -132,6 +132,13 @@ def build(config, workdir: str) -> Run:
   for field in ('total_steps', 'progress_every', 'eval_every', 'checkpoint_every'):
     if config[field] <= 0:
       raise ConfigError(f'config.{field}={config[field]} must be a positive number of steps.')
+  if config.profile_steps < 0:
+    raise ConfigError(f'config.profile_steps={config.profile_steps}; use 0 (no trace) or the '
+                      'number of steps to trace.')
+  peak = config.peak_flops_per_device
+  if peak is not None and peak <= 0:
+    raise ConfigError(f'config.peak_flops_per_device={peak}; use a device\'s peak FLOP/s (e.g. '
+                      '989e12) or None for the built-in table.')
   info = _dataset_info(config)
   model = _model(config, info.num_classes)
   try:
