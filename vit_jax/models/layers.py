@@ -33,9 +33,47 @@ def matmul(x: jax.Array, kernel: jax.Array, dtype: Dtype) -> jax.Array:
   float32. On CPU bfloat16 elementwise math is slower than float32, and float32 residuals
   keep bfloat16 rounding out of the residual stream.
   """
-  return jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype),
-                             (((x.ndim - 1,), (0,)), ((), ())),
+  return _matmul(x.astype(dtype), kernel.astype(dtype))
+
+
+def _dot(x, kernel):
+  return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())),
                              preferred_element_type=jnp.float32)
+
+
+@jax.custom_vjp
+def _matmul(x, kernel):
+  return _dot(x, kernel)
+
+
+def _matmul_fwd(x, kernel):
+  return _dot(x, kernel), (x, kernel)
+
+
+def _matmul_bwd(residuals, grad):
+  """Gradients with matmul operands in the compute dtype, accumulated in float32.
+
+  Autodiff of a dot with float32 output would multiply the float32 cotangent with the
+  bfloat16 operand in float32; casting the cotangent keeps the backward pass as cheap as the
+  forward (the usual mixed-precision rule). The kernel is transposed explicitly (a small
+  copy) so that dx is a plain [M, N] x [N, K] matmul: XLA:CPU runs bfloat16 x bfloat16 ->
+  float32 dots only in that form (others fail with "Unsupported element type").
+  """
+  x, kernel = residuals
+  dx = _dot(grad.astype(kernel.dtype), jax.lax.optimization_barrier(kernel.T)).astype(x.dtype)
+  grad = grad.astype(x.dtype).reshape(-1, grad.shape[-1])
+  x = x.reshape(-1, x.shape[-1])
+  if x.dtype == jnp.float32:
+    # As (grad^T x)^T: asked for x^T grad, XLA:CPU stores the saved activation (e.g. the GELU
+    # output) transposed in the forward pass, with a slow transposing fusion.
+    dkernel = jax.lax.dot_general(grad, x, (((0,), (0,)), ((), ())),
+                                  preferred_element_type=jnp.float32).T
+  else:  # A plain matmul again, for the bfloat16 x bfloat16 -> float32 kernels.
+    dkernel = _dot(jax.lax.optimization_barrier(x.T), grad)
+  return dx, dkernel.astype(kernel.dtype)
+
+
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 class Dense(nn.Module):
