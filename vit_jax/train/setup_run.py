@@ -19,6 +19,7 @@ from vit_jax import config_lib
 from vit_jax import models
 from vit_jax import orbax_io
 from vit_jax import sharding
+from vit_jax.models import vit
 from vit_jax.train import optim
 from vit_jax.train import state as state_lib
 
@@ -81,6 +82,8 @@ def _model(config, num_classes: int) -> nn.Module:
   try:
     model = models.get_model(config.model_name, num_classes=num_classes,
                              dtype=DTYPES[config.dtype], **config_lib.model_overrides(config))
+    if hasattr(model, 'remat_policy'):
+      vit.remat_policy(model.remat_policy)  # fail before anything compiles.
   except ValueError as e:
     raise ConfigError(f'config.model_name / config.model: {e}') from None
   stride = model.stride
