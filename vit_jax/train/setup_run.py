@@ -82,8 +82,6 @@ def _model(config, num_classes: int) -> nn.Module:
   try:
     model = models.get_model(config.model_name, num_classes=num_classes,
                              dtype=DTYPES[config.dtype], **config_lib.model_overrides(config))
-    if hasattr(model, 'remat_policy'):
-      vit.remat_policy(model.remat_policy)  # fail before anything compiles.
   except ValueError as e:
     raise ConfigError(f'config.model_name / config.model: {e}') from None
   stride = model.stride
@@ -142,6 +140,10 @@ def build(config, workdir: str) -> Run:
   if peak is not None and peak <= 0:
     raise ConfigError(f'config.peak_flops_per_device={peak}; use a device\'s peak FLOP/s (e.g. '
                       '989e12) or None for the built-in table.')
+  policy = config.model.remat_policy
+  if policy is not None and policy not in vit.REMAT_POLICIES:
+    raise ConfigError(f'config.model.remat_policy={policy!r}; use one of '
+                      f'{tuple(vit.REMAT_POLICIES)}.')
   info = _dataset_info(config)
   model = _model(config, info.num_classes)
   try:
