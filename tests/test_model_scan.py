@@ -4,7 +4,7 @@ The scanned model gets the loop model's params converted (vit_jax.layouts), so a
 difference in logits or gradients is the model's. Train-mode randomness cannot be compared
 draw for draw (the loop folds each block's name into the dropout RNG, the scan splits it per
 layer), so stochastic depth is checked at rates 0 and 1 (deterministic) and dropout by its
-statistics.
+statistics. FLOPs of a scanned train step must count every layer.
 """
 
 import functools
@@ -15,10 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import load_config
 from vit_jax import config_lib
 from vit_jax import layouts
 from vit_jax import models
 from vit_jax import sharding
+from vit_jax import throughput
+from vit_jax.train import loop
+from vit_jax.train import setup_run
 
 TINY = dict(num_classes=5, patch_size=(4, 4), hidden_size=16, num_layers=3, num_heads=2,
             mlp_dim=24)
@@ -81,9 +85,14 @@ def test_remat_policies_give_the_same_gradients():
     assert max_diff(layouts.to_loop(grads), reference) < 1e-6, (scan, policy)
 
 
-def test_unknown_remat_policy_is_one_clear_line():
+def test_unknown_remat_policy_is_one_clear_line(tmp_path):
   with pytest.raises(ValueError, match=r"unknown remat_policy 'dots'; choose one of \('none', "):
     jax.eval_shape(tiny(remat_policy='dots').init, jax.random.key(0), IMAGES)
+  config = load_config('default', model__remat_policy='dots', model__scan=True)
+  with pytest.raises(setup_run.ConfigError, match=r"^config.model.remat_policy='dots'; use one "
+                     r"of \('none', 'nothing_saveable', 'dots_saveable', "
+                     r"'dots_with_no_batch_dims_saveable'\)\.$"):
+    setup_run.build(config, str(tmp_path))
 
 
 def test_stochastic_depth_rates_grow_linearly_over_scanned_layers():
@@ -142,3 +151,41 @@ def test_scanned_params_have_a_layers_axis_that_stays_unsharded():
   rules = config_lib.SHARDING_RULES['fsdp']
   assert sharding.logical_to_spec(kernel.names, kernel.value.shape, mesh, rules) == (
       jax.sharding.PartitionSpec(None, 'fsdp'))
+
+
+class Recorder:
+  """The metric writer's interface, keeping what the loop writes."""
+
+  def __init__(self):
+    self.scalars, self.lines = {}, []
+
+  def write_scalars(self, step, values):
+    self.scalars.update(values)
+
+  def log(self, line):
+    self.lines.append(line)
+
+
+def test_logged_flops_of_a_scanned_run_count_every_layer(tmp_path, digits_data_dir):
+  # The loop's own code path, from the config, on 8 devices (data parallel). Width 128: the
+  # missing layers are counted on uncompiled HLO, whose elementwise ops XLA's fusion changes a
+  # little, so the count is within 1% once matmuls dominate (as in real models).
+  flops, xla_only = {}, {}
+  for scan in (False, True):
+    config = load_config('default', data_dir=digits_data_dir, model__scan=scan,
+                         model__hidden_size=128, model__mlp_dim=512)
+    run = setup_run.build(config, str(tmp_path / str(scan)))
+    assert layouts.layout_of(run.abstract_state.params) == ('scan' if scan else 'loop')
+    batch = {'image': jax.ShapeDtypeStruct((128, 16, 16, 3), jnp.float32,
+                                           sharding=run.batch_sharding),
+             'label': jax.ShapeDtypeStruct((128,), jnp.int32, sharding=run.batch_sharding)}
+    writer = Recorder()
+    with sharding.activate(run.mesh, run.rules):
+      train_step, _ = loop._jit_steps(run)  # pylint: disable=protected-access
+      compiled, flops[scan], _ = loop._compile_train_step(  # pylint: disable=protected-access
+          run, train_step, run.abstract_state, batch, writer, 0)
+    assert writer.scalars['train/step_flops_per_device'] == flops[scan]
+    xla_only[scan] = throughput.step_flops_per_device(compiled)
+  assert xla_only[True] < 0.5 * xla_only[False]  # XLA alone counts one scanned layer of 4.
+  assert flops[False] == xla_only[False]
+  assert flops[True] == pytest.approx(flops[False], rel=0.01)

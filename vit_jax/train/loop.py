@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax import layouts
 from vit_jax import metrics as metrics_lib
 from vit_jax import orbax_io
 from vit_jax import sharding
@@ -75,11 +76,15 @@ def _data_iterators(run: setup_run.Run, data_state: Optional[dict]):
   return train_iter, evals
 
 
-def _jit_steps(run: setup_run.Run):
+def _train_step_fn(run: setup_run.Run, model):
   c = run.config
-  train_step = step_lib.make_train_step(
-      run.model, run.tx, run.schedule, num_classes=run.info.num_classes,
+  return step_lib.make_train_step(
+      model, run.tx, run.schedule, num_classes=run.info.num_classes,
       accum_steps=c.accum_steps, label_smoothing=c.label_smoothing, mixup_alpha=c.mixup)
+
+
+def _jit_steps(run: setup_run.Run):
+  train_step = _train_step_fn(run, run.model)
   replicated = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
   train_step = jax.jit(train_step, in_shardings=(run.state_shardings, run.batch_sharding),
                        out_shardings=(run.state_shardings, replicated), donate_argnums=0)
@@ -96,9 +101,14 @@ def _compile_train_step(run: setup_run.Run, train_step, state, batch, writer, st
   """
   c = run.config
   begin = time.perf_counter()
-  compiled = train_step.lower(state, batch).compile()
+  lowered = train_step.lower(state, batch)
+  compiled = lowered.compile()
   seconds = time.perf_counter() - begin
-  flops = throughput.step_flops_per_device(compiled, c.accum_steps)
+  uncounted = 0.0
+  if getattr(run.model, 'scan', False):  # XLA counts one layer of a scan over layers.
+    uncounted = throughput.uncounted_layer_flops(
+        lowered, _unscanned_lowering(run, state, batch), run.mesh.size)
+  flops = throughput.step_flops_per_device(compiled, c.accum_steps, uncounted)
   kind = jax.devices()[0].device_kind
   peak = throughput.peak_flops_per_device(kind, c.peak_flops_per_device)
   writer.write_scalars(step, {'train/compile_seconds': seconds,
@@ -110,6 +120,13 @@ def _compile_train_step(run: setup_run.Run, train_step, state, batch, writer, st
                 f'; no MFU: peak FLOP/s of {kind!r} unknown (set config.peak_flops_per_device).')
   writer.log(message)
   return compiled, flops, peak
+
+
+def _unscanned_lowering(run: setup_run.Run, state, batch):
+  """The same train step with the model's blocks unrolled, lowered but not compiled."""
+  state, batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), (state, batch))
+  step = _train_step_fn(run, run.model.clone(scan=False))
+  return jax.jit(step).lower(layouts.to_loop(state), batch)
 
 
 def evaluate(eval_step, params, iterator) -> dict[str, float]:
