@@ -76,14 +76,17 @@ def step_flops_per_device(compiled: Any, accum_steps: int = 1,
   return (float(flops) + uncounted) * accum_steps if flops and flops > 0 else None
 
 
-def uncounted_layer_flops(scanned: Any, unrolled: Any, num_devices: int) -> float:
+def uncounted_layer_flops(lower_unrolled: Callable[[int], Any], num_layers: int,
+                          num_devices: int) -> float:
   """FLOPs per device that XLA's count misses in a step whose model scans over its layers.
 
-  XLA counts the scan body (one layer) once. The missing layers are the difference between
-  the counts of the step lowered with its layers unrolled and lowered as scanned (both
-  `jax.stages.Lowered`: global counts of uncompiled HLO, which take seconds where compiling
-  the unrolled step would take minutes), spread evenly over the `num_devices` the step runs
-  on, as data, FSDP and tensor parallelism spread a layer's matmuls.
+  XLA counts the scan body (one layer) once, so num_layers - 1 layers are missing. One
+  layer's FLOPs are the difference between the counts of the step with the model unrolled to
+  2 layers and to 1 layer: `lower_unrolled(n)` returns that step as a `jax.stages.Lowered`
+  (XLA counts uncompiled HLO: no compilation, and tracing 2 layers instead of all of them).
+  The counts are global; the layers' work is spread evenly over the `num_devices` the step
+  runs on, as data, FSDP and tensor parallelism spread a layer's matmuls. (The difference
+  also holds one layer's optimizer update, O(its params): negligible.)
   """
   def count(lowered):
     analysis = lowered.cost_analysis()
@@ -91,7 +94,8 @@ def uncounted_layer_flops(scanned: Any, unrolled: Any, num_devices: int) -> floa
       analysis = analysis[0] if analysis else None
     return float((analysis or {}).get('flops') or 0.0)
 
-  return max(count(unrolled) - count(scanned), 0.0) / num_devices
+  layer = count(lower_unrolled(2)) - count(lower_unrolled(1))
+  return (num_layers - 1) * max(layer, 0.0) / num_devices
 
 
 def mfu(flops_per_device: float, seconds_per_step: float, peak_per_device: float) -> float:

@@ -16,11 +16,11 @@ import threading
 import time
 from typing import Any, Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax import layouts
 from vit_jax import metrics as metrics_lib
 from vit_jax import orbax_io
 from vit_jax import sharding
@@ -107,7 +107,7 @@ def _compile_train_step(run: setup_run.Run, train_step, state, batch, writer, st
   uncounted = 0.0
   if getattr(run.model, 'scan', False):  # XLA counts one layer of a scan over layers.
     uncounted = throughput.uncounted_layer_flops(
-        lowered, _unscanned_lowering(run, state, batch), run.mesh.size)
+        lambda n: _unrolled_lowering(run, batch, n), run.model.num_layers, run.mesh.size)
   flops = throughput.step_flops_per_device(compiled, c.accum_steps, uncounted)
   kind = jax.devices()[0].device_kind
   peak = throughput.peak_flops_per_device(kind, c.peak_flops_per_device)
@@ -122,11 +122,13 @@ def _compile_train_step(run: setup_run.Run, train_step, state, batch, writer, st
   return compiled, flops, peak
 
 
-def _unscanned_lowering(run: setup_run.Run, state, batch):
-  """The same train step with the model's blocks unrolled, lowered but not compiled."""
-  state, batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), (state, batch))
-  step = _train_step_fn(run, run.model.clone(scan=False))
-  return jax.jit(step).lower(layouts.to_loop(state), batch)
+def _unrolled_lowering(run: setup_run.Run, batch, num_layers: int):
+  """The train step of the model unrolled to `num_layers` layers, lowered but not compiled."""
+  model = run.model.clone(scan=False, num_layers=num_layers)
+  init = state_lib.init_fn(model, run.tx, (1, *batch['image'].shape[1:]))
+  state = jax.eval_shape(lambda r: nn.meta.unbox(init(r)), jax.random.key(0))
+  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
+  return jax.jit(_train_step_fn(run, model)).lower(state, batch)
 
 
 def evaluate(eval_step, params, iterator) -> dict[str, float]:
