@@ -185,6 +185,7 @@ def test_logged_flops_of_a_scanned_run_count_every_layer(tmp_path, digits_data_d
       compiled, flops[scan], _ = loop._compile_train_step(  # pylint: disable=protected-access
           run, train_step, run.abstract_state, batch, writer, 0)
     assert writer.scalars['train/step_flops_per_device'] == flops[scan]
+    assert ('(scanned layers: all 4 counted, XLA counts one)' in writer.lines[0]) == scan
     xla_only[scan] = throughput.step_flops_per_device(compiled)
   assert xla_only[True] < 0.5 * xla_only[False]  # XLA alone counts one scanned layer of 4.
   assert flops[False] == xla_only[False]

@@ -101,8 +101,7 @@ def _compile_train_step(run: setup_run.Run, train_step, state, batch, writer, st
   """
   c = run.config
   begin = time.perf_counter()
-  lowered = train_step.lower(state, batch)
-  compiled = lowered.compile()
+  compiled = train_step.lower(state, batch).compile()
   seconds = time.perf_counter() - begin
   uncounted = 0.0
   if getattr(run.model, 'scan', False):  # XLA counts one layer of a scan over layers.
@@ -116,6 +115,8 @@ def _compile_train_step(run: setup_run.Run, train_step, state, batch, writer, st
   message = f'Compiled the train step in {seconds:.1f}s'
   if flops:
     message += f'; XLA counts {flops:.3g} FLOPs per step per device'
+    if uncounted:
+      message += f' (scanned layers: all {run.model.num_layers} counted, XLA counts one)'
     message += (f'; MFU against a peak of {peak:.3g} FLOP/s per {kind!r} device.' if peak else
                 f'; no MFU: peak FLOP/s of {kind!r} unknown (set config.peak_flops_per_device).')
   writer.log(message)
