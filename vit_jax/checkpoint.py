@@ -8,6 +8,11 @@ files written by Linen code (MultiHeadDotProductAttention_0, LayerNorm_1, MlpBlo
 big_vision writes) load too. `save` always writes the released numbering, so tools that read
 released files (the original repo, timm's `_load_weights`) read ours unchanged.
 
+Encoder blocks come in two layouts (see vit_jax.layouts): one subtree per block (released) or
+stacked for `scan=True` models (big_vision's scanned files). `load` reads either, `save`
+always writes the released one, and `load_pretrained` returns the layout of the model it is
+given, so released files and scanned models mix freely.
+
 Paths may be local or remote (`gs://...`): they go through `etils.epath`.
 """
 
@@ -24,6 +29,7 @@ import jax
 import ml_dtypes
 import numpy as np
 
+from vit_jax import layouts
 from vit_jax import resample
 
 PathLike = Union[str, os.PathLike, epath.Path]
@@ -51,6 +57,12 @@ def flatten(params: Params) -> dict[str, Any]:
 
 def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
   return flax.traverse_util.unflatten_dict(dict(flat), sep='/')
+
+
+def _flatten_released(params: Params) -> dict[str, Any]:
+  """Params of either block layout and numbering -> flat, in the released layout/numbering."""
+  params = layouts.to_loop(flax.core.unfreeze(flax.linen.meta.unbox(params)))
+  return to_released_numbering(flatten(params))
 
 
 _LINEN_MARK = re.compile(r'encoderblock_\d+/(MlpBlock_0|MultiHeadDotProductAttention_0)/')
@@ -82,10 +94,12 @@ def _fix_array(key: str, value: np.ndarray) -> np.ndarray:
   return value
 
 
-def load(path: PathLike) -> dict[str, Any]:
+def load(path: PathLike, layout: str = layouts.LOOP) -> dict[str, Any]:
   """Reads a released-format `.npz` -> nested dict of NumPy arrays in our models' layout.
 
-  Accepts released and Linen numbering, bfloat16 arrays and GroupNorm [1,1,1,C] scales.
+  Accepts released and Linen numbering, either block layout (files written from scanned
+  models by big_vision included), bfloat16 arrays and GroupNorm [1,1,1,C] scales.
+  `layout='scan'` returns the blocks stacked, for models built with `scan=True`.
   """
   path = epath.Path(path)
   if not path.exists():
@@ -100,12 +114,14 @@ def load(path: PathLike) -> dict[str, Any]:
                      'released checkpoints are NumPy .npz files.') from None
   if not flat:
     raise ValueError(f'{path} is an empty .npz: it holds no parameters.')
-  return unflatten(to_released_numbering(flat))
+  flat = flax.traverse_util.flatten_dict(layouts.to_loop(unflatten(flat)), sep='/')
+  return layouts.convert(unflatten(to_released_numbering(flat)), layout)
 
 
 def save(path: PathLike, params: Params) -> None:
-  """Writes params (nested, boxed or not, host or device arrays) as a released-format `.npz`."""
-  flat = to_released_numbering(flatten(params))
+  """Writes params (nested, boxed or not, host or device arrays, either block layout) as a
+  released-format `.npz` (blocks unstacked into `encoderblock_{i}`)."""
+  flat = _flatten_released(params)
   flat = {k: np.asarray(jax.device_get(v)) for k, v in flat.items()}
   buffer = io.BytesIO()
   np.savez(buffer, **flat)
@@ -146,7 +162,7 @@ def load_pretrained(pretrained: Union[PathLike, Params], init_params: Params, *,
   Args:
     pretrained: path of a released-format `.npz`, or nested params.
     init_params: the new model's freshly initialised params (boxed or not); they give the
-      target structure, shapes and dtypes, and the new head.
+      target structure (block layout included), shapes and dtypes, and the new head.
     grid / pretrained_grid: (h, w) patch grids of the new / pre-trained model; only needed
       when a grid is not square (otherwise inferred from the position embeddings).
     align: 'corners' (the original's scipy.ndimage.zoom(order=1); default) or 'half_pixel'
@@ -154,19 +170,22 @@ def load_pretrained(pretrained: Union[PathLike, Params], init_params: Params, *,
     keep_head: load `head` (and `pre_logits`) instead of starting a new head.
 
   Returns:
-    Nested dict of NumPy arrays shaped and typed like `init_params` (unboxed): every
-    parameter from `pretrained`, except the `head` which is the new one (zero kernel), a
-    `pre_logits` layer the new model lacks (dropped), and position embeddings / relative
-    bias tables resampled to the new grid (class-token row kept).
+    Nested dict of NumPy arrays in the block layout of `init_params`, shaped and typed like
+    it (unboxed): every parameter from `pretrained`, except the `head` which is the new one
+    (zero kernel), a `pre_logits` layer the new model lacks (dropped), and position
+    embeddings / relative bias tables resampled to the new grid (class-token row kept).
 
   Raises:
     ValueError: naming the keys and shapes of any other mismatch.
   """
   if isinstance(pretrained, Mapping):
-    restored = to_released_numbering(flatten(pretrained))
+    restored = _flatten_released(pretrained)
   else:
     restored = flatten(load(pretrained))
-  target = flatten(init_params)
+  # Matching and resampling work per block in the released layout; the result goes back
+  # into the model's layout at the end.
+  layout = layouts.layout_of(init_params)
+  target = _flatten_released(init_params)
   grids = _Grids(restored, target, grid, pretrained_grid)
 
   fresh = () if keep_head else ('head/',)
@@ -204,7 +223,7 @@ def load_pretrained(pretrained: Union[PathLike, Params], init_params: Params, *,
                      '); pick the model_name the checkpoint was trained with.')
   if not keep_head and 'pre_logits/kernel' in restored and 'pre_logits/kernel' not in target:
     logging.info('Dropped the pre-trained pre_logits layer: the new model has none.')
-  return unflatten(out)
+  return layouts.convert(unflatten(out), layout) if layout else unflatten(out)
 
 
 class _Grids:

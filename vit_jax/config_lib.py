@@ -9,7 +9,8 @@ from ml_collections import config_dict
 
 # Logical axes of the models -> mesh axes. 'batch' comes first so that activations, which
 # carry both 'batch' and 'embed', give the data axes to the batch (a mesh axis is used at
-# most once per array).
+# most once per array). 'layers', the leading axis of a scanned model's stacked blocks, has
+# no rule: every device holds all layers' shards (the scan slices one layer per step).
 SHARDING_RULES = {
     # Data parallel: params replicated on every device.
     'dp': (('batch', ('data', 'fsdp')),),
@@ -52,7 +53,10 @@ def base_config() -> config_dict.ConfigDict:
   for field, kind in [('classifier', str), ('posemb', str), ('representation_size', int),
                       ('dropout_rate', float), ('attention_dropout_rate', float),
                       ('stochastic_depth', float), ('hidden_size', int), ('num_layers', int),
-                      ('num_heads', int), ('mlp_dim', int), ('patch_size', tuple)]:
+                      ('num_heads', int), ('mlp_dim', int), ('patch_size', tuple),
+                      # ViT only: blocks as one nn.scan (fast compiles) and the remat policy
+                      # ('none', 'nothing_saveable', 'dots_saveable', ...; see models/vit.py).
+                      ('scan', bool), ('remat_policy', str)]:
     c.model[field] = config_dict.placeholder(kind)
   c.dtype = 'float32'  # compute dtype: 'bfloat16' for mixed precision (params stay float32).
 

@@ -3,9 +3,12 @@
 Saves are asynchronous (training continues while arrays are written), atomic (a step folder
 appears only when complete, so a run killed mid-save resumes from the previous one) and the
 last `keep` are kept. Restoring takes the *target* shardings, so a checkpoint written under
-one mesh (say 8-device FSDP) restores onto another (say 1 device).
+one mesh (say 8-device FSDP) restores onto another (say 1 device), and the target's encoder
+block layout: a checkpoint of a `scan=True` run restores into a loop-layout run and vice
+versa (see vit_jax.layouts; params and optimizer state alike).
 """
 
+import functools
 import os
 from typing import Any, Optional
 
@@ -14,6 +17,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vit_jax import layouts
 from vit_jax import quiet_logs
 
 
@@ -42,11 +46,24 @@ class CheckpointIO:
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
 
   def restore(self, abstract_state: Any, step: Optional[int] = None):
-    """(state, data_state) of `step` (default: latest), placed by abstract_state's shardings."""
+    """(state, data_state) of `step` (default: latest), placed by abstract_state's shardings.
+
+    A checkpoint in the other block layout is restored as stored, then converted on device.
+    """
     step = self.latest_step() if step is None else step
+    target = layouts.layout_of(abstract_state.params)
+    stored = layouts.layout_of(_state_metadata(self.directory, step)['params'])
+    convert = target is not None and stored is not None and stored != target
     restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-    return restored['state'], restored['data']
+        state=ocp.args.StandardRestore(
+            layouts.convert(abstract_state, stored) if convert else abstract_state),
+        data=ocp.args.JsonRestore()))
+    state = restored['state']
+    if convert:
+      shardings = jax.tree.map(lambda x: x.sharding, abstract_state)
+      state = jax.jit(functools.partial(layouts.convert, layout=target),
+                      out_shardings=shardings)(state)
+    return state, restored['data']
 
   def close(self) -> None:
     self._manager.wait_until_finished()
@@ -67,14 +84,22 @@ def find_checkpoint(path: str) -> tuple[epath.Path, int]:
                    'folder or one step folder.')
 
 
+def _state_metadata(directory: epath.Path, step: int) -> Any:
+  """The tree of array metadata of a step's `state` item (no array is read)."""
+  with quiet_logs.absl_errors_only():
+    return ocp.PyTreeCheckpointer().metadata(
+        directory / str(step) / 'state').item_metadata.tree
+
+
 def load_params(path: str) -> dict[str, Any]:
-  """Params (host NumPy arrays) of an earlier run's Orbax checkpoint, for fine-tuning."""
+  """Params (host NumPy arrays) of an earlier run's Orbax checkpoint, for fine-tuning.
+
+  In the block layout of that run (checkpoint.load_pretrained converts to the new model's).
+  """
   directory, step = find_checkpoint(path)
   item = directory / str(step) / 'state'
   checkpointer = ocp.PyTreeCheckpointer()
-  with quiet_logs.absl_errors_only():
-    metadata = checkpointer.metadata(item).item_metadata.tree
-  params_meta = metadata['params']
+  params_meta = _state_metadata(directory, step)['params']
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), params_meta)
   restored = checkpointer.restore(item, args=ocp.args.PyTreeRestore(
       item={'params': params_meta}, restore_args={'params': restore_args},

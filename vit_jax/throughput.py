@@ -55,7 +55,8 @@ def peak_flops_per_device(device_kind: str, override: Optional[float] = None) ->
   return PEAK_FLOPS_PER_DEVICE.get(device_kind)
 
 
-def step_flops_per_device(compiled: Any, accum_steps: int = 1) -> Optional[float]:
+def step_flops_per_device(compiled: Any, accum_steps: int = 1,
+                          uncounted: float = 0.0) -> Optional[float]:
   """FLOPs one device executes per train step, from XLA's cost analysis of the compiled step.
 
   XLA partitions a sharded (SPMD) step into the program each device runs and counts that one:
@@ -63,14 +64,38 @@ def step_flops_per_device(compiled: Any, accum_steps: int = 1) -> Optional[float
   across devices (e.g. layer norms under tensor parallelism) counts on each; so does remat's
   recomputation. XLA counts the body of a loop once: the train step accumulates gradients in
   a `lax.scan` over `accum_steps` micro-batches, hence the factor (it over-counts the
-  optimizer update, O(params), negligible next to forward and backward); a model that scans
-  over its layers would be under-counted. CPUs have a count too; None if XLA gives none.
+  optimizer update, O(params), negligible next to forward and backward). A model that scans
+  over its layers is under-counted the same way: `uncounted` adds the FLOPs per device of one
+  micro-batch that the count misses (`uncounted_layer_flops`). CPUs have a count too; None if
+  XLA gives none.
   """
   analysis = compiled.cost_analysis()
   if isinstance(analysis, (list, tuple)):  # older JAX: one dict per program.
     analysis = analysis[0] if analysis else None
   flops = (analysis or {}).get('flops')
-  return float(flops) * accum_steps if flops and flops > 0 else None
+  return (float(flops) + uncounted) * accum_steps if flops and flops > 0 else None
+
+
+def uncounted_layer_flops(lower_unrolled: Callable[[int], Any], num_layers: int,
+                          num_devices: int) -> float:
+  """FLOPs per device that XLA's count misses in a step whose model scans over its layers.
+
+  XLA counts the scan body (one layer) once, so num_layers - 1 layers are missing. One
+  layer's FLOPs are the difference between the counts of the step with the model unrolled to
+  2 layers and to 1 layer: `lower_unrolled(n)` returns that step as a `jax.stages.Lowered`
+  (XLA counts uncompiled HLO: no compilation, and tracing 2 layers instead of all of them).
+  The counts are global; the layers' work is spread evenly over the `num_devices` the step
+  runs on, as data, FSDP and tensor parallelism spread a layer's matmuls. (The difference
+  also holds one layer's optimizer update, O(its params): negligible.)
+  """
+  def count(lowered):
+    analysis = lowered.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+      analysis = analysis[0] if analysis else None
+    return float((analysis or {}).get('flops') or 0.0)
+
+  layer = count(lower_unrolled(2)) - count(lower_unrolled(1))
+  return (num_layers - 1) * max(layer, 0.0) / num_devices
 
 
 def mfu(flops_per_device: float, seconds_per_step: float, peak_per_device: float) -> float:

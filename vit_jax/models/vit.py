@@ -3,6 +3,9 @@
 Parameter paths are the keys of the released `.npz` checkpoints, e.g.
 `Transformer/encoderblock_3/MultiHeadDotProductAttention_1/query/kernel` (the blocks keep the
 pre-Linen numbering LayerNorm_0, MultiHeadDotProductAttention_1, LayerNorm_2, MlpBlock_3).
+With `scan=True` the blocks are one `nn.scan` and their params are stacked along a leading
+[num_layers] axis (logical name 'layers') under `Transformer/encoderblock/...`, big_vision's
+scanned layout; vit_jax.layouts converts between the two at the checkpoint boundary.
 """
 
 from typing import Optional
@@ -17,6 +20,36 @@ from vit_jax.models import posemb as posemb_lib
 from vit_jax.models import resnet
 
 CLASSIFIERS = ('token', 'gap', 'map', 'unpooled', 'token_unpooled')
+# Rematerialisation of each encoder block: which intermediates the backward pass may keep
+# (the rest it recomputes). 'none' = no remat (keep everything).
+REMAT_POLICIES = {
+    'none': None,
+    'nothing_saveable': jax.checkpoint_policies.nothing_saveable,
+    'dots_saveable': jax.checkpoint_policies.dots_saveable,
+    'dots_with_no_batch_dims_saveable':
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def remat_policy(name: str):
+  """The jax.checkpoint policy called `name` (None for 'none'); ValueError if unknown."""
+  if name not in REMAT_POLICIES:
+    raise ValueError(f'unknown remat_policy {name!r}; choose one of {tuple(REMAT_POLICIES)}.')
+  return REMAT_POLICIES[name]
+
+
+class _TracedDropPath(nn.Module):
+  """layers.DropPath for a rate that is a traced scalar (each layer's rate under nn.scan)."""
+  rate: jax.Array
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
+    if deterministic:
+      return x
+    keep = 1.0 - self.rate
+    mask = jax.random.bernoulli(self.make_rng('dropout'), keep,
+                                (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
 class Encoder1DBlock(nn.Module):
@@ -33,9 +66,14 @@ class Encoder1DBlock(nn.Module):
   param_dtype: layers.Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, inputs: jax.Array, *, deterministic: bool = True) -> jax.Array:
+  def __call__(self, inputs: jax.Array, *, deterministic: bool = True,
+               drop_path_rate: Optional[jax.Array] = None) -> jax.Array:
+    """drop_path_rate: a traced scalar replacing the field (the scanned per-layer rate)."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-    drop_path = layers.DropPath(rate=self.drop_path_rate)
+    if drop_path_rate is None:
+      drop_path = layers.DropPath(rate=self.drop_path_rate)
+    else:
+      drop_path = _TracedDropPath(rate=drop_path_rate, name='DropPath_0')
     x = layers.layer_norm('LayerNorm_0', self.param_dtype)(inputs)
     x = attention.MultiHeadDotProductAttention(
         num_heads=self.num_heads, attention_dropout_rate=self.attention_dropout_rate,
@@ -55,6 +93,10 @@ class Encoder(nn.Module):
   """Position embedding + `num_layers` blocks + final LayerNorm (`encoder_norm`).
 
   Stochastic depth grows linearly from 0 at the first block to `stochastic_depth` at the last.
+  `scan`: the blocks run as one `nn.scan` (one block compiled instead of num_layers) with
+  params stacked under `encoderblock`; each layer's drop-path rate is a scanned input and
+  the `dropout` RNG is split per layer. `remat_policy` (see REMAT_POLICIES) recomputes each
+  block's activations in the backward pass instead of keeping them.
   """
   num_layers: int
   mlp_dim: int
@@ -65,6 +107,8 @@ class Encoder(nn.Module):
   posemb: str = 'learn'
   num_prefix: int = 0
   attention_impl: str = 'auto'
+  scan: bool = False
+  remat_policy: str = 'none'
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
 
@@ -76,14 +120,37 @@ class Encoder(nn.Module):
         kind=self.posemb, num_prefix=self.num_prefix, param_dtype=self.param_dtype,
         name='posembed_input')(x, grid)
     x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=not train)
-    relative_grid = tuple(grid) if self.posemb == 'relative' else None
-    for i in range(self.num_layers):
-      rate = self.stochastic_depth * i / max(self.num_layers - 1, 1)
-      x = Encoder1DBlock(
-          mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
-          attention_dropout_rate=self.attention_dropout_rate, drop_path_rate=rate,
-          relative_grid=relative_grid, num_prefix=self.num_prefix,
-          attention_impl=self.attention_impl, name=f'encoderblock_{i}', **kw)(x, deterministic=not train)
+    block_kw = dict(
+        mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate,
+        relative_grid=tuple(grid) if self.posemb == 'relative' else None,
+        num_prefix=self.num_prefix, attention_impl=self.attention_impl, **kw)
+    rates = [self.stochastic_depth * i / max(self.num_layers - 1, 1)
+             for i in range(self.num_layers)]
+
+    # Flax function transforms (not nn.remat(class)): `train` stays a Python bool, closed over.
+    def run_block(block, y, rate=None):
+      return block(y, deterministic=not train, drop_path_rate=rate)
+
+    policy = remat_policy(self.remat_policy)
+    if self.remat_policy != 'none':
+      # A scan body needs no CSE barrier (the loop keeps XLA from merging the recomputation
+      # back into the forward pass), and the barrier would slow it down.
+      run_block = nn.remat(run_block, policy=policy, prevent_cse=not self.scan)
+    if not self.scan:
+      for i, rate in enumerate(rates):
+        x = run_block(Encoder1DBlock(drop_path_rate=rate, name=f'encoderblock_{i}', **block_kw),
+                      x)
+    else:
+      scanned = nn.scan(
+          lambda block, y, *xs: (run_block(block, y, *xs), None),
+          # Params (and sown intermediates) get a leading [num_layers] axis named 'layers'.
+          variable_axes={'params': 0, 'intermediates': 0},
+          split_rngs={'params': True, 'dropout': True}, in_axes=0, length=self.num_layers,
+          metadata_params={nn.PARTITION_NAME: 'layers'})
+      # Without stochastic depth no rate is scanned: the block then draws no drop-path RNG.
+      xs = (jnp.asarray(rates, jnp.float32),) if self.stochastic_depth else ()
+      x, _ = scanned(Encoder1DBlock(name='encoderblock', **block_kw), x, *xs)
     return layers.layer_norm('encoder_norm', self.param_dtype)(x)
 
 
@@ -126,6 +193,10 @@ class VisionTransformer(nn.Module):
     dropout_rate, attention_dropout_rate, stochastic_depth: regularisation (train only).
     attention_impl: 'auto' | 'per_head' | 'xla' | 'cudnn' (see attention.py); 'auto' picks the
       fastest for the backend. All compute the same function.
+    scan: run the encoder blocks as one nn.scan (faster compiles; params stacked under
+      `Transformer/encoderblock`, see the module docstring). Same function as the loop.
+    remat_policy: rematerialise each block in the backward pass: 'none' (default),
+      'nothing_saveable', 'dots_saveable', 'dots_with_no_batch_dims_saveable'.
     dtype: matmul/conv operand dtype (e.g. bfloat16); accumulation, LayerNorm, softmax, GELU
       and the residual stream are float32 (see layers.matmul). param_dtype: storage dtype.
   """
@@ -145,6 +216,8 @@ class VisionTransformer(nn.Module):
   stochastic_depth: float = 0.0
   head_bias_init: float = 0.0
   attention_impl: str = 'auto'
+  scan: bool = False
+  remat_policy: str = 'none'
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
   model_name: Optional[str] = None
@@ -176,7 +249,8 @@ class VisionTransformer(nn.Module):
         num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
         dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
         stochastic_depth=self.stochastic_depth, posemb=self.posemb, num_prefix=num_prefix,
-        attention_impl=self.attention_impl, name='Transformer', **kw)(x, (h, w), train=train)
+        attention_impl=self.attention_impl, scan=self.scan, remat_policy=self.remat_policy,
+        name='Transformer', **kw)(x, (h, w), train=train)
 
     if self.classifier == 'token':
       x = x[:, 0]
@@ -206,4 +280,8 @@ class VisionTransformer(nn.Module):
     if self.posemb not in posemb_lib.POSEMB_KINDS:
       raise ValueError(f'{name}: unknown posemb {self.posemb!r}; choose one of '
                        f'{posemb_lib.POSEMB_KINDS}.')
+    try:
+      remat_policy(self.remat_policy)
+    except ValueError as e:
+      raise ValueError(f'{name}: {e}') from None
     layers.check_images(images, self.stride, name)

@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any, Optional
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,11 +76,15 @@ def _data_iterators(run: setup_run.Run, data_state: Optional[dict]):
   return train_iter, evals
 
 
-def _jit_steps(run: setup_run.Run):
+def _train_step_fn(run: setup_run.Run, model):
   c = run.config
-  train_step = step_lib.make_train_step(
-      run.model, run.tx, run.schedule, num_classes=run.info.num_classes,
+  return step_lib.make_train_step(
+      model, run.tx, run.schedule, num_classes=run.info.num_classes,
       accum_steps=c.accum_steps, label_smoothing=c.label_smoothing, mixup_alpha=c.mixup)
+
+
+def _jit_steps(run: setup_run.Run):
+  train_step = _train_step_fn(run, run.model)
   replicated = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
   train_step = jax.jit(train_step, in_shardings=(run.state_shardings, run.batch_sharding),
                        out_shardings=(run.state_shardings, replicated), donate_argnums=0)
@@ -98,7 +103,11 @@ def _compile_train_step(run: setup_run.Run, train_step, state, batch, writer, st
   begin = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()
   seconds = time.perf_counter() - begin
-  flops = throughput.step_flops_per_device(compiled, c.accum_steps)
+  uncounted = 0.0
+  if getattr(run.model, 'scan', False):  # XLA counts one layer of a scan over layers.
+    uncounted = throughput.uncounted_layer_flops(
+        lambda n: _unrolled_lowering(run, batch, n), run.model.num_layers, run.mesh.size)
+  flops = throughput.step_flops_per_device(compiled, c.accum_steps, uncounted)
   kind = jax.devices()[0].device_kind
   peak = throughput.peak_flops_per_device(kind, c.peak_flops_per_device)
   writer.write_scalars(step, {'train/compile_seconds': seconds,
@@ -106,10 +115,21 @@ def _compile_train_step(run: setup_run.Run, train_step, state, batch, writer, st
   message = f'Compiled the train step in {seconds:.1f}s'
   if flops:
     message += f'; XLA counts {flops:.3g} FLOPs per step per device'
+    if uncounted:
+      message += f' (scanned layers: all {run.model.num_layers} counted, XLA counts one)'
     message += (f'; MFU against a peak of {peak:.3g} FLOP/s per {kind!r} device.' if peak else
                 f'; no MFU: peak FLOP/s of {kind!r} unknown (set config.peak_flops_per_device).')
   writer.log(message)
   return compiled, flops, peak
+
+
+def _unrolled_lowering(run: setup_run.Run, batch, num_layers: int):
+  """The train step of the model unrolled to `num_layers` layers, lowered but not compiled."""
+  model = run.model.clone(scan=False, num_layers=num_layers)
+  init = state_lib.init_fn(model, run.tx, (1, *batch['image'].shape[1:]))
+  state = jax.eval_shape(lambda r: nn.meta.unbox(init(r)), jax.random.key(0))
+  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
+  return jax.jit(_train_step_fn(run, model)).lower(state, batch)
 
 
 def evaluate(eval_step, params, iterator) -> dict[str, float]:

@@ -19,6 +19,7 @@ from vit_jax import config_lib
 from vit_jax import models
 from vit_jax import orbax_io
 from vit_jax import sharding
+from vit_jax.models import vit
 from vit_jax.train import optim
 from vit_jax.train import state as state_lib
 
@@ -139,6 +140,10 @@ def build(config, workdir: str) -> Run:
   if peak is not None and peak <= 0:
     raise ConfigError(f'config.peak_flops_per_device={peak}; use a device\'s peak FLOP/s (e.g. '
                       '989e12) or None for the built-in table.')
+  policy = config.model.remat_policy
+  if policy is not None and policy not in vit.REMAT_POLICIES:
+    raise ConfigError(f'config.model.remat_policy={policy!r}; use one of '
+                      f'{tuple(vit.REMAT_POLICIES)}.')
   info = _dataset_info(config)
   model = _model(config, info.num_classes)
   try:
