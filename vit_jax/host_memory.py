@@ -10,9 +10,14 @@ PyTorch does not suffer from this because its tensors are allocated one by one, 
 glibc's adaptive mmap threshold.
 
 The cost: the process keeps its peak heap (it is not returned to the OS), and all threads
-share one malloc arena. Hence this is applied only where JAX computes on the host CPU (no
-accelerator plugin installed, or JAX_PLATFORMS=cpu), on Linux with glibc, and must run before
-JAX starts its threads: `import vit_jax` does it. Set VIT_JAX_SYSTEM_MALLOC=1 to opt out.
+share one malloc arena. Other threads then contend for it: with tf.data feeding the step and
+XLA compiling, the default job (configs/default.py) took 145 s instead of 107 s and its
+compile 19 s instead of 13 s. glibc offers no middle way (a thread arena serves blocks over
+64 MB only with `mmap`, and an arena cannot be chosen per thread), so this is opt-in: set
+VIT_JAX_RETAIN_HOST_MEMORY=1 for big models on the CPU fed from memory (benchmarks, CPU-only
+fine-tuning of ViT-Ti and larger). `import vit_jax` applies it then, on Linux with glibc and
+only where JAX computes on the host CPU (no accelerator plugin, or JAX_PLATFORMS=cpu); it must
+run before JAX starts its threads, hence at import.
 """
 
 import ctypes
@@ -27,10 +32,12 @@ _M_ARENA_MAX = -8
 _ACCELERATOR_PLUGINS = ('jax_cuda12_plugin', 'jax_cuda13_plugin', 'jax_rocm60_plugin',
                         'jax_rocm7_plugin', 'libtpu')
 
+ENV_VAR = 'VIT_JAX_RETAIN_HOST_MEMORY'
 _applied = False
 
 
-def _computes_on_cpu() -> bool:
+def computes_on_cpu() -> bool:
+  """True when JAX will compute on the host CPU (no accelerator plugin, or JAX_PLATFORMS=cpu)."""
   platforms = os.environ.get('JAX_PLATFORMS', '')
   if platforms:
     return platforms.split(',')[0].strip() == 'cpu'
@@ -41,15 +48,15 @@ def retain_freed_memory(force: bool = False) -> bool:
   """Tunes glibc malloc to keep and reuse freed blocks; True if it was applied.
 
   Effective only before JAX creates its CPU client (the first computation or device query),
-  since threads that already own an arena keep it. Without `force`, does nothing unless JAX
-  computes on the CPU (see the module docstring) or when VIT_JAX_SYSTEM_MALLOC=1.
+  since threads that already own an arena keep it. Without `force`, does nothing unless
+  VIT_JAX_RETAIN_HOST_MEMORY=1 is set and JAX computes on the CPU (see the module docstring).
   """
   global _applied
   if _applied:
     return True
   if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc':
     return False
-  if not force and (os.environ.get('VIT_JAX_SYSTEM_MALLOC') == '1' or not _computes_on_cpu()):
+  if not force and (os.environ.get(ENV_VAR) != '1' or not computes_on_cpu()):
     return False
   libc = ctypes.CDLL('libc.so.6')
   # -1 as a size_t is the largest threshold: never give the top of the heap back.
