@@ -3,7 +3,8 @@ r"""Inference throughput of a model: images/s and images/s/device after warm-up.
   python -m vit_jax.inference_time --model=ViT-B_16 --batch=64 --image_size=224 \
       [--dtype=bfloat16] [--steps=20] [--warmup=3]
 
-The batch is split over all devices (data parallel, params replicated); each timed step is one
+The batch is split over all devices (data parallel, params replicated; on a CPU host one
+device per core, see `vit_jax.cpu_devices`); each timed step is one
 jitted forward pass, timed to completion; the median step time is reported.
 """
 
@@ -16,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax import cpu_devices
 from vit_jax import models
 from vit_jax import sharding
 
@@ -60,6 +62,7 @@ def measure(model_name: str, batch: int, image_size: int, *, num_classes: int = 
 
 def main(argv):
   del argv
+  cpu_devices.split_host([_BATCH.value])  # On a CPU host: one device per core.
   result = measure(_MODEL.value, _BATCH.value, _IMAGE_SIZE.value,
                    num_classes=_NUM_CLASSES.value,
                    dtype=jnp.bfloat16 if _DTYPE.value == 'bfloat16' else jnp.float32,

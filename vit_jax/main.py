@@ -19,6 +19,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from vit_jax import cpu_devices
 from vit_jax.train import loop
 from vit_jax.train import setup_run
 
@@ -35,6 +36,19 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'For --jax_distributed.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def _split_cpu(config) -> None:
+  """One CPU device per core (see vit_jax.cpu_devices) where the mesh leaves the count open."""
+  sizes = list(config.mesh.values())
+  if sizes.count(-1) != 1 or any(s not in (-1, 1) for s in sizes):
+    return  # The user sized the mesh; the device count is theirs to choose.
+  accum = max(int(config.accum_steps), 1)
+  batch_sizes = [config.batch, config.batch_eval]
+  if config.batch % accum == 0:
+    batch_sizes.append(config.batch // accum)
+  if all(isinstance(b, int) and b > 0 for b in batch_sizes):
+    cpu_devices.split_host(batch_sizes)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -43,6 +57,8 @@ def main(argv):
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+  else:
+    _split_cpu(_CONFIG.value)
   logging.set_verbosity(logging.WARNING)
   try:
     run = setup_run.build(_CONFIG.value, _WORKDIR.value)

@@ -1,0 +1,33 @@
+"""One XLA device per core on a CPU host (`vit_jax.cpu_devices`), unless the user chose."""
+
+import os
+import subprocess
+import sys
+
+from vit_jax import cpu_devices
+
+
+def test_devices_for_divides_every_batch():
+  assert cpu_devices.devices_for([128, 128, 64], 2) == 2
+  assert cpu_devices.devices_for([6], 4) == 3
+  assert cpu_devices.devices_for([7], 2) == 1
+  assert cpu_devices.devices_for([96, 40], 16) == 8
+  assert cpu_devices.devices_for([], 4) == 4
+
+
+_PROBE = ('import jax; from vit_jax import cpu_devices; '
+          'n = cpu_devices.split_host([{batch}]); print(n, jax.device_count())')
+
+
+def _probe(batch: int, xla_flags: str = '') -> str:
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env.update(JAX_PLATFORMS='cpu', XLA_FLAGS=xla_flags)
+  return subprocess.run([sys.executable, '-c', _PROBE.format(batch=batch)], env=env,
+                        capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_split_host_one_device_per_core_unless_user_chose():
+  expected = cpu_devices.devices_for([12], cpu_devices.cores())
+  assert _probe(12) == f'{expected} {expected}'
+  # A device count the user set is left alone.
+  assert _probe(12, '--xla_force_host_platform_device_count=3') == '0 3'
