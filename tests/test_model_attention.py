@@ -15,6 +15,9 @@ import pytest
 from vit_jax import models
 from vit_jax.models import attention
 from vit_jax.models import layers
+from vit_jax.train import setup_run
+
+from helpers import load_config
 
 TINY = dict(patch_size=(4, 4), hidden_size=16, num_layers=2, num_heads=2, mlp_dim=24)
 IMAGES = np.random.default_rng(0).uniform(-1, 1, (2, 8, 12, 3)).astype(np.float32)
@@ -428,8 +431,11 @@ def test_resolve_implementation_on_cpu_and_explicit_values():
   assert jax.default_backend() == 'cpu'
   for dtype in (jnp.float32, jnp.bfloat16):
     assert attention.resolve_implementation('auto', dtype, 64) == 'per_head'
-  for impl in ('per_head', 'xla', 'cudnn'):
+  for impl in ('per_head', 'xla'):
     assert attention.resolve_implementation(impl, jnp.float32, 12) == impl
+  with pytest.raises(ValueError, match=r"^attention implementation 'cudnn' needs an NVIDIA GPU "
+                     r"but JAX computes on cpu; use 'auto'\.$"):
+    attention.resolve_implementation('cudnn', jnp.bfloat16, 64)
 
 
 @pytest.mark.parametrize('backend,dtype,head_dim,expected', [
@@ -445,6 +451,8 @@ def test_resolve_implementation_auto_on_other_backends(monkeypatch, backend, dty
   monkeypatch.setattr(jax, 'default_backend', lambda: backend)
   assert attention.resolve_implementation('auto', dtype, head_dim) == expected
   assert attention.resolve_implementation('per_head', dtype, head_dim) == 'per_head'
+  if backend == 'gpu':
+    assert attention.resolve_implementation('cudnn', dtype, head_dim) == 'cudnn'
 
 
 def test_unknown_implementation_is_one_clear_error():
@@ -470,3 +478,10 @@ def test_bfloat16_compute_tracks_float32(impl):
   # Measured rel_err (seed 14): per_head 9.3e-3, xla 6.9e-3 (seeds 15, 16: 3.5e-3 to 6.2e-3);
   # bound 3e-2, ~3x. Above 1e-4: the matmuls really ran in bfloat16.
   assert 1e-4 < rel_err(bf16, f32) < 3e-2, rel_err(bf16, f32)
+
+
+def test_config_rejects_unknown_attention_impl_in_one_line(tmp_path):
+  config = load_config('default', model__attention_impl='flash')
+  with pytest.raises(setup_run.ConfigError, match=r"^config.model.attention_impl='flash'; use "
+                     r"one of \('auto', 'per_head', 'xla', 'cudnn'\)\.$"):
+    setup_run.build(config, str(tmp_path))

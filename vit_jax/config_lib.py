@@ -56,7 +56,9 @@ def base_config() -> config_dict.ConfigDict:
                       ('num_heads', int), ('mlp_dim', int), ('patch_size', tuple),
                       # ViT only: blocks as one nn.scan (fast compiles) and the remat policy
                       # ('none', 'nothing_saveable', 'dots_saveable', ...; see models/vit.py).
-                      ('scan', bool), ('remat_policy', str)]:
+                      ('scan', bool), ('remat_policy', str),
+                      # 'auto' (per backend), 'per_head', 'xla', 'cudnn'; see models/attention.py.
+                      ('attention_impl', str)]:
     c.model[field] = config_dict.placeholder(kind)
   c.dtype = 'float32'  # compute dtype: 'bfloat16' for mixed precision (params stay float32).
 

@@ -9,7 +9,8 @@ embedding variant "relative" of the ViT paper's ablation, in the 2-D form of Swi
 prefix tokens (the class token) get three learned entries per head: prefix->patch, patch->prefix
 and prefix->prefix.
 
-How the same function is computed (`implementation`; all give the same numbers up to rounding):
+How the same function is computed (`implementation`; all give the same numbers up to rounding,
+except with attention dropout in training, where each draws its masks its own way):
   'per_head' (XLA:CPU) one fused [D, 3D] projection with 1/sqrt(head_dim) folded into the query
              kernel, then per head two plain batched matmuls [B, T, d] x [B, S, d] and a float32
              softmax, heads concatenated into one [D, D] output projection. On CPU the batched
@@ -66,9 +67,12 @@ def resolve_implementation(implementation: str, dtype, head_dim: int) -> str:
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f'unknown attention implementation {implementation!r}; choose one of '
                      f'{IMPLEMENTATIONS}.')
+  backend = jax.default_backend()
+  if implementation == 'cudnn' and backend != 'gpu':
+    raise ValueError(f"attention implementation 'cudnn' needs an NVIDIA GPU but JAX computes on "
+                     f"{backend}; use 'auto'.")
   if implementation != 'auto':
     return implementation
-  backend = jax.default_backend()
   if backend == 'cpu':
     return 'per_head'
   if (backend == 'gpu' and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)

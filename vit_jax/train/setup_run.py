@@ -19,6 +19,7 @@ from vit_jax import config_lib
 from vit_jax import models
 from vit_jax import orbax_io
 from vit_jax import sharding
+from vit_jax.models import attention
 from vit_jax.models import vit
 from vit_jax.train import optim
 from vit_jax.train import state as state_lib
@@ -144,6 +145,10 @@ def build(config, workdir: str) -> Run:
   if policy is not None and policy not in vit.REMAT_POLICIES:
     raise ConfigError(f'config.model.remat_policy={policy!r}; use one of '
                       f'{tuple(vit.REMAT_POLICIES)}.')
+  impl = config.model.attention_impl
+  if impl is not None and impl not in attention.IMPLEMENTATIONS:
+    raise ConfigError(f'config.model.attention_impl={impl!r}; use one of '
+                      f'{attention.IMPLEMENTATIONS}.')
   info = _dataset_info(config)
   model = _model(config, info.num_classes)
   try:
