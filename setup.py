@@ -21,6 +21,12 @@ INSTALL_REQUIRES = [
     'tensorflow-datasets>=4.9.6',
 ]
 
+# `benchmarks/vs_timm.py` compares against timm (PyTorch), which vit_jax itself never imports.
+BENCH_REQUIRES = [
+    'timm>=1.0',
+    'torch>=2.4',
+]
+
 TEST_REQUIRES = [
     'pytest>=8',
     'pytest-xdist>=3.5',
@@ -37,7 +43,7 @@ setuptools.setup(
     python_requires='>=3.10',
     packages=setuptools.find_packages(include=['vit_jax', 'vit_jax.*']),
     install_requires=INSTALL_REQUIRES,
-    extras_require={'test': TEST_REQUIRES},
+    extras_require={'test': TEST_REQUIRES, 'bench': BENCH_REQUIRES},
     license='Apache 2.0',
     classifiers=[
         'Programming Language :: Python :: 3',

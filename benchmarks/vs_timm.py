@@ -16,6 +16,11 @@ What is timed (random weights and images, 1000 classes):
          `clip_grad_norm_` and `torch.optim.AdamW`).
   bfloat16: vit_jax computes matmuls in bfloat16 (params and activations float32, see
          `vit_jax.models.layers.matmul`); timm runs under `torch.autocast(dtype=bfloat16)`.
+On the CPU, vit_jax's worker runs with VIT_JAX_RETAIN_HOST_MEMORY=1 (`--host_memory=retain`,
+see `vit_jax.host_memory`; `--host_memory=system` leaves malloc alone), and `--cpu_devices=N`
+splits the host into N XLA devices and the batch over them (data parallel, gradients
+all-reduced); the default, 0, is one device per core, as `python -m vit_jax.main` does (see
+`vit_jax.cpu_devices`): XLA:CPU runs that faster than one device with N threads.
 On GPU timm also uses `torch.compile` (`--compile`, default on for CUDA) and its default
 fused SDPA attention; MFU is printed when the device's peak is known (or `--peak_tflops`).
 """
@@ -42,11 +47,17 @@ INSTALL_HINT = ("timm/torch are not installed; install the benchmark extra: pip 
 # --------------------------------------------------------------------------- workers
 def _jax_worker(spec):
   import jax  # pylint: disable=g-import-not-at-top
+  from vit_jax import cpu_devices  # pylint: disable=g-import-not-at-top
+  if spec['cpu_devices']:
+    jax.config.update('jax_num_cpu_devices', spec['cpu_devices'])
+  else:
+    cpu_devices.split_host([spec['batch']])  # What vit_jax.main does on a CPU host.
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from vit_jax import config_lib  # pylint: disable=g-import-not-at-top
   from vit_jax import models  # pylint: disable=g-import-not-at-top
+  from vit_jax import sharding  # pylint: disable=g-import-not-at-top
   from vit_jax import throughput  # pylint: disable=g-import-not-at-top
   from vit_jax.train import optim  # pylint: disable=g-import-not-at-top
   from vit_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
@@ -66,13 +77,20 @@ def _jax_worker(spec):
   tx = optim.make_optimizer(config, schedule)
   state = jax.jit(lambda r: nn.meta.unbox(
       state_lib.init_fn(model, tx, (1, size, size, 3))(r)))(jax.random.key(0))
+  # Batch split over the devices (one unless --cpu_devices), everything else replicated.
+  mesh = sharding.make_mesh({'data': -1})
+  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  images, labels = jax.device_put(images, split), jax.device_put(labels, split)
+  state = jax.device_put(state, replicated)
   if spec['mode'] == 'infer':
-    fn = jax.jit(lambda p, x: model.apply({'params': p}, x, train=False))
+    fn = jax.jit(lambda p, x: model.apply({'params': p}, x, train=False),
+                 out_shardings=split)
     args = (state.params, images)
     carry = False
   else:
     fn = jax.jit(step_lib.make_train_step(model, tx, schedule, num_classes=1000),
-                 donate_argnums=0)
+                 out_shardings=(replicated, replicated), donate_argnums=0)
     args = (state, {'image': images, 'label': labels})
     carry = True
   start = time.perf_counter()
@@ -91,8 +109,10 @@ def _jax_worker(spec):
 
   run(4)  # warm-up: the first steps also grow the host heap (see vit_jax.host_memory).
   device = jax.devices()[0]
-  return run, {'compile_seconds': compile_seconds, 'flops': flops,
-               'device': device.device_kind, 'platform': device.platform}
+  from vit_jax import host_memory  # pylint: disable=g-import-not-at-top
+  return run, {'compile_seconds': compile_seconds, 'flops': flops, 'devices': len(jax.devices()),
+               'device': device.device_kind, 'platform': device.platform,
+               'retain_host_memory': host_memory.retain_freed_memory()}
 
 
 def _timm_worker(spec):
@@ -164,7 +184,10 @@ class Worker:
 
   def __init__(self, kind: str, spec: dict):
     self.kind = kind
-    self.proc = subprocess.Popen([sys.executable, __file__, f'--worker={kind}'],
+    env = dict(os.environ)
+    if kind == 'jax' and spec['host_memory'] == 'retain':
+      env['VIT_JAX_RETAIN_HOST_MEMORY'] = '1'
+    self.proc = subprocess.Popen([sys.executable, __file__, f'--worker={kind}'], env=env,
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     self.proc.stdin.write(json.dumps(spec) + '\n')
     self.proc.stdin.flush()
@@ -229,6 +252,11 @@ def main() -> None:
   parser.add_argument('--attention', default='auto', help="vit_jax attention_impl.")
   parser.add_argument('--compile', default=None, choices=['on', 'off'],
                       help='torch.compile for timm (default: on for CUDA, off on CPU).')
+  parser.add_argument('--host_memory', default='retain', choices=['retain', 'system'],
+                      help='vit_jax on the CPU: VIT_JAX_RETAIN_HOST_MEMORY=1 or plain malloc.')
+  parser.add_argument('--cpu_devices', type=int, default=0,
+                      help='vit_jax on the CPU: XLA devices to split the host into (data '
+                      'parallel); 0: one per core, as vit_jax.main does (vit_jax.cpu_devices).')
   parser.add_argument('--no_timm', action='store_true', help='Measure vit_jax only.')
   parser.add_argument('--peak_tflops', type=float, default=None,
                       help='Peak TFLOP/s of one device for the MFU column (GPUs/TPUs known).')
@@ -256,6 +284,7 @@ def main() -> None:
         for batch in (int(b) for b in args.batch.split(',')):
           spec = dict(model=model, mode=mode, dtype=dtype, batch=batch,
                       image_size=args.image_size, attention=args.attention,
+                      host_memory=args.host_memory, cpu_devices=args.cpu_devices,
                       compile=None if args.compile is None else args.compile == 'on')
           result = _measure(spec, args)
           jax_rate, jax_runs, jax_info = result['jax']
