@@ -13,6 +13,7 @@ max), the largest absolute logit difference, top-1 agreement, and each dtype's a
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
@@ -73,6 +74,7 @@ def compare(reference: np.ndarray, other: np.ndarray, labels: np.ndarray) -> dic
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   params = jax.tree.map(jnp.asarray, orbax_io.load_params(_WORKDIR.value))
   logits, labels = logits_per_dtype(config, params, _SPLIT.value or config.test_split)
