@@ -22,7 +22,10 @@ splits the host into N XLA devices and the batch over them (data parallel, gradi
 all-reduced); the default, 0, is one device per core, as `python -m vit_jax.main` does (see
 `vit_jax.cpu_devices`): XLA:CPU runs that faster than one device with N threads.
 On GPU timm also uses `torch.compile` (`--compile`, default on for CUDA) and its default
-fused SDPA attention; MFU is printed when the device's peak is known (or `--peak_tflops`).
+fused SDPA attention. MFU = model FLOPs/s (forward FLOPs of one image as XLA counts them on the
+plain model, x3 for a train step: recomputation and the optimizer do not count) / peak, against the
+dense bfloat16 matmul rate measured on the device itself (accelerators; 8192^3 `jnp.dot`, f32
+accumulation, median of 20) or `--peak_tflops`; the table's device peak is printed beside it.
 """
 
 import argparse
@@ -66,6 +69,10 @@ def _jax_worker(spec):
 
   batch, size = spec['batch'], spec['image_size']
   overrides = {} if spec['attention'] == 'auto' else {'attention_impl': spec['attention']}
+  if spec['scan']:
+    overrides['scan'] = True
+  if spec['remat_policy'] != 'none':
+    overrides['remat_policy'] = spec['remat_policy']
   model = models.get_model(spec['model'], num_classes=1000, dtype=jnp.dtype(spec['dtype']),
                            **overrides)
   rng = np.random.default_rng(0)
@@ -97,6 +104,15 @@ def _jax_worker(spec):
   compiled = fn.lower(*args).compile()
   compile_seconds = time.perf_counter() - start
   flops = throughput.step_flops_per_device(compiled)
+  # Model FLOPs for MFU: one image's forward pass, counted by XLA on the plain model (no
+  # scan, whose body XLA counts once; no remat; einsum attention, as a cuDNN call counts 0).
+  plain = models.get_model(spec['model'], num_classes=1000, dtype=jnp.dtype(spec['dtype']),
+                           attention_impl='xla')
+  one = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  plain_params = jax.eval_shape(lambda: nn.meta.unbox(
+      plain.init(jax.random.key(0), jnp.zeros(one.shape), train=False)['params']))
+  forward_flops = jax.jit(lambda p, x: plain.apply({'params': p}, x)).lower(
+      plain_params, one).cost_analysis()['flops']
 
   def run(steps):
     nonlocal args
@@ -109,10 +125,29 @@ def _jax_worker(spec):
 
   run(4)  # warm-up: the first steps also grow the host heap (see vit_jax.host_memory).
   device = jax.devices()[0]
+  measured_peak = _matmul_peak() if device.platform != 'cpu' else None
   from vit_jax import host_memory  # pylint: disable=g-import-not-at-top
   return run, {'compile_seconds': compile_seconds, 'flops': flops, 'devices': len(jax.devices()),
+               'forward_flops_per_image': forward_flops,
+               'measured_peak_flops': measured_peak,
                'device': device.device_kind, 'platform': device.platform,
                'retain_host_memory': host_memory.retain_freed_memory()}
+
+
+def _matmul_peak(n: int = 8192, repeats: int = 20) -> float:
+  """Dense bfloat16 matmul FLOP/s of one device (f32 accumulation), median of `repeats`."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  a = jax.random.normal(jax.random.key(1), (n, n), jnp.bfloat16)
+  b = jax.random.normal(jax.random.key(2), (n, n), jnp.bfloat16)
+  dot = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+  dot(a, b).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    dot(a, b).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return 2 * n ** 3 / statistics.median(times)
 
 
 def _timm_worker(spec):
@@ -232,10 +267,34 @@ def _measure(spec: dict, args) -> dict:
 
 
 def _peak(info: dict, override_tflops):
+  """Peak FLOP/s for MFU: --peak_tflops, else measured on the device, else none (CPU)."""
   if override_tflops:
     return override_tflops * 1e12
-  from vit_jax import throughput  # pylint: disable=g-import-not-at-top
-  return throughput.peak_flops_per_device(info['device'])
+  return info.get('measured_peak_flops')
+
+
+def _row(args, model, mode, dtype, batch, attention, remat, infos) -> None:
+  """Measures one configuration and prints its table row."""
+  spec = dict(model=model, mode=mode, dtype=dtype, batch=batch,
+              image_size=args.image_size, attention=attention,
+              host_memory=args.host_memory, cpu_devices=args.cpu_devices,
+              scan=args.scan, remat_policy=remat,
+              compile=None if args.compile is None else args.compile == 'on')
+  result = _measure(spec, args)
+  jax_rate, jax_runs, jax_info = result['jax']
+  peak = _peak(jax_info, args.peak_tflops)
+  model_flops = (3 if mode == 'train' else 1) * jax_info['forward_flops_per_image']
+  mfu = f'{model_flops * jax_rate / (peak * jax_info["devices"]):.1%}' if peak else '-'
+  timm_rate, timm_runs, timm_info = result.get('timm', (None, [], {}))
+  infos.update({'vit_jax': jax_info, 'timm': timm_info})
+  fmt = lambda runs: ' '.join(f'{r:.1f}' for r in runs)
+  label = model + ''.join(f' {k}={v}' for k, v in (('attention', attention), ('remat', remat),
+                                                   ('scan', args.scan))
+                          if v not in ('auto', 'none', False))
+  print(f'| {label} | {mode} | {dtype} | {batch} | {jax_rate:,.1f} | '
+        f'{"-" if timm_rate is None else f"{timm_rate:,.1f}"} | '
+        f'{"-" if timm_rate is None else f"{jax_rate / timm_rate:.2f}x"} | {mfu} | '
+        f'{fmt(jax_runs)} | {fmt(timm_runs)} |', flush=True)
 
 
 def main() -> None:
@@ -249,7 +308,12 @@ def main() -> None:
   parser.add_argument('--rounds', type=int, default=7, help='Alternating rounds per framework.')
   parser.add_argument('--steps', type=int, default=3, help='Steps per round.')
   parser.add_argument('--pause', type=float, default=0.3, help='Seconds idle between rounds.')
-  parser.add_argument('--attention', default='auto', help="vit_jax attention_impl.")
+  parser.add_argument('--attention', default='auto',
+                      help='vit_jax attention_impl(s), comma-separated: auto, per_head, xla, cudnn.')
+  parser.add_argument('--scan', action='store_true', help='vit_jax: scan over layers.')
+  parser.add_argument('--remat_policy', default='none',
+                      help='vit_jax remat policies, comma-separated: none, nothing_saveable, '
+                      'dots_saveable, ...')
   parser.add_argument('--compile', default=None, choices=['on', 'off'],
                       help='torch.compile for timm (default: on for CUDA, off on CPU).')
   parser.add_argument('--host_memory', default='retain', choices=['retain', 'system'],
@@ -278,26 +342,19 @@ def main() -> None:
         f'MFU | vit_jax rounds | timm rounds |')
   print('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |')
   infos = {}
+  variants = [(a, r) for a in args.attention.split(',') for r in args.remat_policy.split(',')]
   for model in args.models.split(','):
     for mode in args.modes.split(','):
       for dtype in args.dtypes.split(','):
         for batch in (int(b) for b in args.batch.split(',')):
-          spec = dict(model=model, mode=mode, dtype=dtype, batch=batch,
-                      image_size=args.image_size, attention=args.attention,
-                      host_memory=args.host_memory, cpu_devices=args.cpu_devices,
-                      compile=None if args.compile is None else args.compile == 'on')
-          result = _measure(spec, args)
-          jax_rate, jax_runs, jax_info = result['jax']
-          peak = _peak(jax_info, args.peak_tflops)
-          mfu = (f'{jax_info["flops"] * jax_rate / batch / peak:.1%}'
-                 if peak and jax_info.get('flops') else '-')
-          timm_rate, timm_runs, timm_info = result.get('timm', (None, [], {}))
-          infos = {'vit_jax': jax_info, 'timm': timm_info}
-          fmt = lambda runs: ' '.join(f'{r:.1f}' for r in runs)
-          print(f'| {model} | {mode} | {dtype} | {batch} | {jax_rate:,.1f} | '
-                f'{"-" if timm_rate is None else f"{timm_rate:,.1f}"} | '
-                f'{"-" if timm_rate is None else f"{jax_rate / timm_rate:.2f}x"} | {mfu} | '
-                f'{fmt(jax_runs)} | {fmt(timm_runs)} |', flush=True)
+          for attention, remat in variants:
+            _row(args, model, mode, dtype, batch, attention, remat, infos)
+  if infos.get('vit_jax', {}).get('platform', 'cpu') != 'cpu':
+    from vit_jax import throughput  # pylint: disable=g-import-not-at-top
+    measured, table = _peak(infos['vit_jax'], args.peak_tflops), throughput.peak_flops_per_device(
+        infos['vit_jax']['device'])
+    print(f'\nMFU peak: {measured / 1e12:.0f} TFLOP/s (measured bf16 matmul or --peak_tflops); '
+          f'datasheet: {"unknown" if table is None else f"{table / 1e12:.0f} TFLOP/s"}.')
   print(f'\nMedians of {args.rounds} alternating rounds of {args.steps} steps; '
         f'{os.cpu_count()} CPU cores. Workers: {json.dumps(infos)}')
 
