@@ -111,8 +111,8 @@ def _jax_worker(spec):
   one = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
   plain_params = jax.eval_shape(lambda: nn.meta.unbox(
       plain.init(jax.random.key(0), jnp.zeros(one.shape), train=False)['params']))
-  forward_flops = jax.jit(lambda p, x: plain.apply({'params': p}, x)).lower(
-      plain_params, one).cost_analysis()['flops']
+  forward_flops = throughput.xla_flops(
+      jax.jit(lambda p, x: plain.apply({'params': p}, x)).lower(plain_params, one))
 
   def run(steps):
     nonlocal args

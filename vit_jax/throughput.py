@@ -69,11 +69,16 @@ def step_flops_per_device(compiled: Any, accum_steps: int = 1,
   micro-batch that the count misses (`uncounted_layer_flops`). CPUs have a count too; None if
   XLA gives none.
   """
-  analysis = compiled.cost_analysis()
+  flops = xla_flops(compiled)
+  return (flops + uncounted) * accum_steps if flops > 0 else None
+
+
+def xla_flops(stage: Any) -> float:
+  """XLA's FLOP count of a `jax.stages.Compiled` or `Lowered` (0.0 if it gives none)."""
+  analysis = stage.cost_analysis()
   if isinstance(analysis, (list, tuple)):  # older JAX: one dict per program.
     analysis = analysis[0] if analysis else None
-  flops = (analysis or {}).get('flops')
-  return (float(flops) + uncounted) * accum_steps if flops and flops > 0 else None
+  return float((analysis or {}).get('flops') or 0.0)
 
 
 def uncounted_layer_flops(lower_unrolled: Callable[[int], Any], num_layers: int,
@@ -88,13 +93,7 @@ def uncounted_layer_flops(lower_unrolled: Callable[[int], Any], num_layers: int,
   runs on, as data, FSDP and tensor parallelism spread a layer's matmuls. (The difference
   also holds one layer's optimizer update, O(its params): negligible.)
   """
-  def count(lowered):
-    analysis = lowered.cost_analysis()
-    if isinstance(analysis, (list, tuple)):
-      analysis = analysis[0] if analysis else None
-    return float((analysis or {}).get('flops') or 0.0)
-
-  layer = count(lower_unrolled(2)) - count(lower_unrolled(1))
+  layer = xla_flops(lower_unrolled(2)) - xla_flops(lower_unrolled(1))
   return (num_layers - 1) * max(layer, 0.0) / num_devices
 
 
