@@ -202,3 +202,21 @@ def test_importing_data_does_not_import_tensorflow():
           'print("tensorflow" in sys.modules)')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == 'False'
+
+
+def test_uint8_batches_are_the_float_batches_rounded(folder):
+  """The trainer's hand-off: same examples, order and labels as float32, pixels in uint8."""
+  args = dict(global_batch=8, crop=16, seed=4, process_index=0, process_count=1)
+  floats = _take(data.train_iterator(folder, 'train', **args), 3)
+  ints = _take(data.train_iterator(folder, 'train', image_dtype='uint8', **args), 3)
+  for f, u in zip(floats, ints):
+    assert u['image'].dtype == np.uint8 and u['image'].shape == (8, 16, 16, 3)
+    np.testing.assert_array_equal(f['label'], u['label'])
+    assert np.abs((f['image'] + 1.0) * 127.5 - u['image']).max() <= 0.5 + 1e-3
+  ev = data.eval_iterator(folder, 'test', global_batch=4, crop=12, image_dtype='uint8',
+                          process_index=0, process_count=1)
+  batches = list(ev)
+  assert all(b['image'].dtype == np.uint8 for b in batches)
+  assert batches[-1]['mask'].sum() == 1 and (batches[-1]['image'][1:] == 0).all()  # 9 = 8 + 1.
+  with pytest.raises(data.DataError, match="image_dtype='float16'; use one of"):
+    data.train_iterator(folder, 'train', image_dtype='float16', **args)

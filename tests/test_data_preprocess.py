@@ -141,3 +141,28 @@ def test_randaugment_in_train_image_is_deterministic(rgb):
           for i in (5, 5, 6)]
   np.testing.assert_array_equal(outs[0], outs[1])
   assert outs[0].shape == (24, 24, 3) and -1.0 <= outs[0].min() and outs[0].max() <= 1.0
+
+
+@pytest.mark.parametrize('area', [(1.0, 1.0), (0.3, 1.0)])
+def test_uint8_output_is_the_float_output_rounded(rgb, area):
+  """image_dtype='uint8': the same pixels in [0, 255], rounded after resizing (flips included;
+  with the same seed the same crop is taken and the same flip decided)."""
+  encoded = _encode(rgb, 'JPEG', quality=90)
+  mirrored = 0
+  for i in range(12):
+    f = preprocess.train_image(encoded, _seed(i), crop=24, area_range=area).numpy()
+    u = preprocess.train_image(encoded, _seed(i), crop=24, area_range=area,
+                               image_dtype='uint8').numpy()
+    assert u.dtype == np.uint8 and u.shape == (24, 24, 3)
+    err = np.abs((f + 1.0) * 127.5 - u)
+    assert err.max() <= 0.5 + 1e-3, (i, err.max())  # Rounding only, no flip mismatch.
+    mirrored += not np.allclose(f, f[:, ::-1])
+  assert mirrored > 0
+  f = preprocess.eval_image(encoded, crop=20, resize_mode='resize_crop').numpy()
+  u = preprocess.eval_image(encoded, crop=20, resize_mode='resize_crop',
+                            image_dtype='uint8').numpy()
+  assert u.dtype == np.uint8 and np.abs((f + 1.0) * 127.5 - u).max() <= 0.5 + 1e-3
+  r = preprocess.train_image(encoded, _seed(5), crop=24, randaugment=(2, 10)).numpy()
+  ru = preprocess.train_image(encoded, _seed(5), crop=24, randaugment=(2, 10),
+                              image_dtype='uint8').numpy()
+  assert ru.dtype == np.uint8 and r.shape == ru.shape

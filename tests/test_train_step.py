@@ -64,7 +64,7 @@ def test_mixup_mixes_neighbours_with_one_ratio():
   np.testing.assert_allclose(mixed_labels[1, 0], 1 - lam, rtol=1e-6)
 
 
-def _one_step(label_smoothing=0.0, dtype=jnp.float32):
+def _one_step(label_smoothing=0.0, dtype=jnp.float32, images=None):
   model = models.VisionTransformer(num_classes=4, patch_size=(4, 4), hidden_size=16,
                                    num_layers=1, num_heads=2, mlp_dim=16, dtype=dtype)
   c = config_lib.base_config()
@@ -74,8 +74,8 @@ def _one_step(label_smoothing=0.0, dtype=jnp.float32):
       jax.random.key(0))
   train_step = jax.jit(step_lib.make_train_step(model, tx, schedule, num_classes=4,
                                                 label_smoothing=label_smoothing))
-  batch = {'image': np.ones((2, 8, 8, 3), np.float32), 'label': np.array([0, 1])}
-  return train_step(state, batch)
+  images = np.ones((2, 8, 8, 3), np.float32) if images is None else images
+  return train_step(state, {'image': images, 'label': np.array([0, 1])})
 
 
 def test_label_smoothing_changes_the_loss_as_expected():
@@ -94,3 +94,31 @@ def test_bfloat16_compute_trains_float32_params():
   assert np.isfinite(float(metrics['loss']))
   assert {x.dtype for x in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.float32)}
   assert int(state.step) == 1
+
+
+def test_uint8_images_are_mapped_to_minus_one_one_on_the_device():
+  """The trainer hands over uint8 pixels; steps see value_range's float32 images (to 1 ulp:
+  XLA divides by multiplying with the reciprocal)."""
+  pixels = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+  pixels[0, 0, 0] = [0, 128, 255]
+  floats = pixels.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+  mapped = np.asarray(jax.jit(step_lib.model_input)(pixels))
+  assert mapped.dtype == np.float32
+  np.testing.assert_allclose(mapped[0, 0, 0], [-1.0, 1 / 255, 1.0], rtol=0, atol=1.2e-7)
+  np.testing.assert_allclose(mapped, floats, rtol=0, atol=1.2e-7)
+  assert step_lib.model_input(floats) is floats
+  state_u, metrics_u = _one_step(images=pixels)
+  state_f, metrics_f = _one_step(images=floats)
+  assert float(metrics_u['grad_norm']) > 0
+  np.testing.assert_allclose(float(metrics_u['grad_norm']), float(metrics_f['grad_norm']),
+                             rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(state_u.params), jax.tree.leaves(state_f.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  eval_step = step_lib.make_eval_step(FixedLogits(num_classes=3), 3)
+  batch = {'image': np.array([[[[10], [200], [30]]]], np.uint8), 'label': np.array([1]),
+           'mask': np.ones(1, np.float32)}
+  sums = eval_step({'unused': jnp.zeros(1)}, batch)
+  logits = np.array([10, 200, 30], np.float32) / 127.5 - 1.0  # Not the raw pixel values.
+  assert float(sums['correct_top1']) == 1
+  assert float(sums['loss']) == pytest.approx(
+      float(optax.softmax_cross_entropy_with_integer_labels(logits, 1)), rel=1e-6)

@@ -179,9 +179,12 @@ class EvalIterator:
         raise errors.DataError(f'No image of {self._where} could be decoded; check the files.')
 
 
-def _check_common(crop, prefetch):
+def _check_common(crop, prefetch, image_dtype):
   if not isinstance(crop, int) or crop < 1:
     raise errors.DataError(f'crop={crop!r}; pass the image side length as a positive integer.')
+  if image_dtype not in preprocess_lib.IMAGE_DTYPES:
+    raise errors.DataError(
+        f'image_dtype={image_dtype!r}; use one of {preprocess_lib.IMAGE_DTYPES}.')
   if not isinstance(prefetch, int) or prefetch < 0:
     raise errors.DataError(f'prefetch={prefetch!r}; pass a number of batches >= 0.')
 
@@ -229,8 +232,8 @@ def train_iterator(dataset, split: str, *, global_batch: int, crop: int, shardin
                    seed: int = 0, data_dir=None, manual_dir=None, download: bool = False,
                    area_range=(0.05, 1.0), aspect_range=(3 / 4, 4 / 3), flip: bool = True,
                    randaugment=None, shuffle_buffer: int = 50_000, skip_unreadable: bool = True,
-                   prefetch: int = 2, process_index=None, process_count=None,
-                   state=None) -> TrainIterator:
+                   prefetch: int = 2, image_dtype: str = 'float32', process_index=None,
+                   process_count=None, state=None) -> TrainIterator:
   """Endless, shuffled, augmented training batches of `split`, resumable.
 
   Args:
@@ -247,16 +250,20 @@ def train_iterator(dataset, split: str, *, global_batch: int, crop: int, shardin
     shuffle_buffer: TFDS shuffle buffer, in records (image folders shuffle exactly).
     skip_unreadable: skip undecodable images with a warning; False raises at the first.
     prefetch: batches kept ready on the devices (or on the host when sharding is None).
+    image_dtype: 'float32' gives pixels in [-1, 1], as the models take them; 'uint8' gives
+      [0, 255] (rounded after resizing): a quarter of the bytes to batch on the host and to
+      copy to the devices, mapped to [-1, 1] on the devices by `train.step.model_input` (the
+      trainer's choice).
     process_index, process_count: default to jax's; pass both to simulate processes.
     state: a dict from `TrainIterator.get_state()` to continue a run.
 
   Returns:
-    TrainIterator yielding {'image': float32 [B, crop, crop, 3] in [-1, 1], 'label': int32 [B]},
+    TrainIterator yielding {'image': [B, crop, crop, 3] of image_dtype, 'label': int32 [B]},
     B = global_batch (global jax.Arrays) with sharding, else global_batch / process_count.
   """
   process_index, process_count = handoff.resolve_processes(process_index, process_count)
   local_batch = handoff.local_rows(global_batch, process_count, sharding)
-  _check_common(crop, prefetch)
+  _check_common(crop, prefetch, image_dtype)
   _check_train_args(seed, area_range, aspect_range, randaugment, shuffle_buffer)
   source = sources.resolve(dataset, data_dir=data_dir, manual_dir=manual_dir, download=download)
   config = {'dataset': source.name, 'split': split, 'num_examples': source.num_examples(split),
@@ -270,7 +277,8 @@ def train_iterator(dataset, split: str, *, global_batch: int, crop: int, shardin
   preprocess = functools.partial(
       preprocess_lib.train_image, crop=crop, area_range=tuple(area_range),
       aspect_range=tuple(aspect_range), flip=flip,
-      randaugment=tuple(randaugment) if randaugment is not None else None)
+      randaugment=tuple(randaugment) if randaugment is not None else None,
+      image_dtype=image_dtype)
   ds = pipeline.train_dataset(part, preprocess=preprocess, local_batch=local_batch, seed=seed,
                               process_index=process_index, start=start,
                               shuffle_buffer=shuffle_buffer)
@@ -289,24 +297,26 @@ def train_iterator(dataset, split: str, *, global_batch: int, crop: int, shardin
 def eval_iterator(dataset, split: str, *, global_batch: int, crop: int, sharding=None,
                   resize_mode: str = 'resize', resize_small=None, data_dir=None,
                   manual_dir=None, download: bool = False, skip_unreadable: bool = True,
-                  prefetch: int = 2, process_index=None, process_count=None) -> EvalIterator:
+                  prefetch: int = 2, image_dtype: str = 'float32', process_index=None,
+                  process_count=None) -> EvalIterator:
   """One pass (per `iter()`) over every example of `split` exactly once, padded and masked.
 
   Args:
     dataset, split, global_batch, crop, sharding, data_dir, manual_dir, download,
-      skip_unreadable, prefetch, process_index, process_count: as in `train_iterator`.
+      skip_unreadable, prefetch, image_dtype, process_index, process_count: as in
+      `train_iterator`.
     resize_mode: 'resize' (whole image to crop x crop) or 'resize_crop' (short side to
       `resize_small`, default crop * 8/7, then the central crop).
     resize_small: see resize_mode.
 
   Returns:
-    EvalIterator; len() batches, the same on every process, each {'image': float32
-    [B, crop, crop, 3], 'label': int32 [B], 'mask': float32 [B]} with mask 0 on padding rows.
+    EvalIterator; len() batches, the same on every process, each {'image': [B, crop, crop, 3]
+    of image_dtype, 'label': int32 [B], 'mask': float32 [B]} with mask 0 on padding rows.
     Over a pass, sum(mask) over all processes == the split size (minus skipped images).
   """
   process_index, process_count = handoff.resolve_processes(process_index, process_count)
   local_batch = handoff.local_rows(global_batch, process_count, sharding)
-  _check_common(crop, prefetch)
+  _check_common(crop, prefetch, image_dtype)
   if resize_mode not in preprocess_lib.RESIZE_MODES:
     raise errors.DataError(
         f'resize_mode={resize_mode!r}; use one of {preprocess_lib.RESIZE_MODES}.')
@@ -319,9 +329,9 @@ def eval_iterator(dataset, split: str, *, global_batch: int, crop: int, sharding
   num_batches = -(-max(sizes) // local_batch)  # Same on all processes: steps are collectives.
   part = source.part(split, process_index, process_count)
   preprocess = functools.partial(preprocess_lib.eval_image, crop=crop, resize_mode=resize_mode,
-                                 resize_small=resize_small)
+                                 resize_small=resize_small, image_dtype=image_dtype)
   ds = pipeline.eval_dataset(part, preprocess=preprocess, local_batch=local_batch,
-                             num_batches=num_batches, crop=crop)
+                             num_batches=num_batches, crop=crop, image_dtype=image_dtype)
   where = f'{source.describe()} split {split!r} (process {process_index} of {process_count})'
   return EvalIterator(info=sources.info_of(source), dataset=ds, part=part,
                       part_size=part.num_examples, split_size=sum(sizes),

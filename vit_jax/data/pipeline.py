@@ -64,7 +64,7 @@ def train_dataset(part, *, preprocess: Callable, local_batch: int, seed: int,
 
   Args:
     part: FolderPart or TfdsPart of this process.
-    preprocess: (encoded tf.string, int [2] seed) -> float32 [crop, crop, 3].
+    preprocess: (encoded tf.string, int [2] seed) -> [crop, crop, 3] image.
     local_batch: rows per batch on this process.
     seed: the run's seed.
     process_index: this process (mixed into all seeds).
@@ -72,7 +72,7 @@ def train_dataset(part, *, preprocess: Callable, local_batch: int, seed: int,
     shuffle_buffer: used by TFDS parts (image folders shuffle whole epochs exactly).
 
   Returns:
-    tf.data.Dataset of {'image': float32 [B, crop, crop, 3], 'label': int32 [B],
+    tf.data.Dataset of {'image': [B, crop, crop, 3] (preprocess's dtype), 'label': int32 [B],
     'pos': int64 [B], 'epoch_start': int64 [B] (ignore)}, B = local_batch.
   """
   tf = tf_setup.tf()
@@ -95,11 +95,13 @@ def train_dataset(part, *, preprocess: Callable, local_batch: int, seed: int,
   return ds.prefetch(tf.data.AUTOTUNE).with_options(options())
 
 
-def eval_dataset(part, *, preprocess: Callable, local_batch: int, num_batches: int, crop: int):
+def eval_dataset(part, *, preprocess: Callable, local_batch: int, num_batches: int, crop: int,
+                 image_dtype: str = 'float32'):
   """Exactly `num_batches` batches: every record of the part once, then padding rows.
 
   Returns:
-    tf.data.Dataset of {'image': float32 [B, crop, crop, 3], 'label': int32 [B],
+    tf.data.Dataset of {'image': [B, crop, crop, 3] of image_dtype (preprocess's output dtype),
+    'label': int32 [B],
     'mask': float32 [B] (1 real, 0 padding), 'pos': int64 [B] (-1 on padding)}.
   """
   tf = tf_setup.tf()
@@ -108,7 +110,7 @@ def eval_dataset(part, *, preprocess: Callable, local_batch: int, num_batches: i
                   num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.ignore_errors().map(lambda x: dict(x, mask=tf.constant(1.0)))
   padding = tf.data.Dataset.from_tensors({
-      'image': tf.zeros([crop, crop, 3]), 'label': tf.constant(0, tf.int32),
+      'image': tf.zeros([crop, crop, 3], image_dtype), 'label': tf.constant(0, tf.int32),
       'pos': tf.constant(-1, tf.int64), 'mask': tf.constant(0.0)}).repeat()
   ds = ds.concatenate(padding).take(num_batches * local_batch)
   ds = ds.batch(local_batch, drop_remainder=True)

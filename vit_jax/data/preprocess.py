@@ -11,6 +11,9 @@ from vit_jax.data import randaugment as randaugment_lib
 from vit_jax.data import tf_setup
 
 RESIZE_MODES = ('resize', 'resize_crop')
+# Output pixels: float32 in [-1, 1] (what the models take), or uint8 in [0, 255] (a quarter of
+# the bytes to batch and to copy to the devices; the train step maps them to [-1, 1]).
+IMAGE_DTYPES = ('float32', 'uint8')
 
 
 def placeholder_png():
@@ -93,9 +96,33 @@ def value_range(image):
   return tf.cast(image, tf.float32) / 127.5 - 1.0
 
 
+def _to_uint8(image):
+  """Rounds float pixels in [0, 255] to uint8 (saturating)."""
+  tf = tf_setup.tf()
+  return tf.saturate_cast(tf.round(image), tf.uint8)
+
+
+def _finish(image, image_dtype: str):
+  """[0, 255] pixels (any dtype) -> the output of `image_dtype` (see IMAGE_DTYPES)."""
+  tf = tf_setup.tf()
+  if image_dtype == 'uint8':
+    return image if image.dtype == tf.uint8 else _to_uint8(image)
+  if image_dtype == 'float32':
+    return value_range(image)
+  raise ValueError(f'image_dtype={image_dtype!r}; use one of {IMAGE_DTYPES}.')
+
+
+def _random_flip(image, seed):
+  """Mirrors left-right with probability 1/2 (tf.image.stateless_random_flip_left_right,
+  without its shape assertions)."""
+  tf = tf_setup.tf()
+  mirror = tf.random.stateless_uniform([], seed) < 0.5
+  return tf.cond(mirror, lambda: tf.reverse(image, [1]), lambda: image)
+
+
 def train_image(data, seed, *, crop: int, area_range: Sequence[float] = (0.05, 1.0),
                 aspect_range: Sequence[float] = (3 / 4, 4 / 3), flip: bool = True,
-                randaugment: tuple[int, float] | None = None):
+                randaugment: tuple[int, float] | None = None, image_dtype: str = 'float32'):
   """Train preprocessing of one encoded image.
 
   Args:
@@ -106,9 +133,10 @@ def train_image(data, seed, *, crop: int, area_range: Sequence[float] = (0.05, 1
     aspect_range: inception crop width / height range.
     flip: random horizontal flip with probability 1/2.
     randaugment: optional (num_layers, magnitude), applied after crop, flip and resize.
+    image_dtype: 'float32' or 'uint8', see IMAGE_DTYPES.
 
   Returns:
-    float32 [crop, crop, 3] in [-1, 1].
+    float32 [crop, crop, 3] in [-1, 1], or uint8 [crop, crop, 3] (image_dtype='uint8').
   """
   tf = tf_setup.tf()
   crop_seed, flip_seed, augment_seed = tf.unstack(
@@ -117,17 +145,23 @@ def train_image(data, seed, *, crop: int, area_range: Sequence[float] = (0.05, 1
     image = decode(data)
   else:
     image = decode_inception_crop(data, crop_seed, area_range, aspect_range)
-  if flip:  # As tf.image.stateless_random_flip_left_right, without its shape assertions.
-    mirror = tf.random.stateless_uniform([], flip_seed) < 0.5
-    image = tf.cond(mirror, lambda: tf.reverse(image, [1]), lambda: image)
+  # Bilinear resizing commutes with the flip; it is done where there are fewest bytes: on the
+  # uint8 crop when the output is float32, on the uint8 output (150 KB at 224px) otherwise.
+  uint8 = image_dtype == 'uint8'
+  if flip and not uint8:
+    image = _random_flip(image, flip_seed)
   image = _resize(image, [crop, crop])
+  if uint8 or randaugment is not None:
+    image = _to_uint8(image)
+  if flip and uint8:
+    image = _random_flip(image, flip_seed)
   if randaugment is not None:
-    image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
     image = randaugment_lib.randaugment(image, augment_seed, *randaugment)
-  return value_range(image)
+  return _finish(image, image_dtype)
 
 
-def eval_image(data, *, crop: int, resize_mode: str = 'resize', resize_small: int | None = None):
+def eval_image(data, *, crop: int, resize_mode: str = 'resize', resize_small: int | None = None,
+               image_dtype: str = 'float32'):
   """Eval preprocessing of one encoded image (deterministic).
 
   Args:
@@ -136,9 +170,10 @@ def eval_image(data, *, crop: int, resize_mode: str = 'resize', resize_small: in
     resize_mode: 'resize' squashes the whole image to crop x crop; 'resize_crop' resizes the
       short side to `resize_small` keeping the aspect ratio, then takes the central crop.
     resize_small: short side for 'resize_crop'; default round(crop * 8 / 7) (256 for 224).
+    image_dtype: 'float32' or 'uint8', see IMAGE_DTYPES.
 
   Returns:
-    float32 [crop, crop, 3] in [-1, 1].
+    float32 [crop, crop, 3] in [-1, 1], or uint8 [crop, crop, 3] (image_dtype='uint8').
   """
   tf = tf_setup.tf()
   image = decode(data)
@@ -155,7 +190,7 @@ def eval_image(data, *, crop: int, resize_mode: str = 'resize', resize_small: in
   else:
     raise ValueError(f'resize_mode={resize_mode!r}; use one of {RESIZE_MODES}.')
   image.set_shape([crop, crop, 3])
-  return value_range(image)
+  return _finish(image, image_dtype)
 
 
 def default_resize_small(crop: int) -> int:
