@@ -5,6 +5,7 @@ import shlex
 import pytest
 
 from vit_jax import launch
+from vit_jax.train import loop
 
 MAIN = ['--config=configs/vit.py:ViT-B_16,imagenet2012', '--workdir=gs://bucket/run',
         '--config.batch=4096']
@@ -44,6 +45,9 @@ def test_slurm_script_one_task_per_node_requeued_on_sigterm(capsys, tmp_path):
   srun = next(line for line in lines if line.startswith('srun '))
   assert shlex.split(srun) == ['srun', 'python', '-m', 'vit_jax.main', *main]  # Flag not doubled.
   assert lines[-1] == f'sbatch {script}'
+  requeue = lines[lines.index(srun) + 2]
+  assert requeue.startswith(f'if [ "$code" -eq {loop.PREEMPTED_EXIT_CODE} ]; then scontrol '
+                            'requeue')
 
 
 @pytest.mark.parametrize('argv, message', [

@@ -2,16 +2,20 @@
 
 Each process reads its own half of the data, hands its rows to a global batch sharded over
 all 4 devices, and the steps run as collectives; only process 0 writes metrics; evaluation
-counts every test example exactly once across the processes; checkpoints are shared.
+counts every test example exactly once across the processes; checkpoints are shared; a
+SIGTERM to one host stops both at the same step, checkpointed (JAX's preemption sync point).
 """
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 
 from helpers import ROOT
+
+from vit_jax.train.loop import PREEMPTED_EXIT_CODE as PREEMPTED
 
 
 def free_port() -> int:
@@ -20,7 +24,8 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def launch(workdir, data_dir, port, steps):
+def launch(workdir, data_dir, port, steps, sigterm_after=None, expect_code=0):
+  """Runs both processes; with sigterm_after, SIGTERMs process 1 once process 0 prints it."""
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',
              PYTHONUNBUFFERED='1')
   procs = []
@@ -33,26 +38,40 @@ def launch(workdir, data_dir, port, steps):
            '--config.checkpoint_every=40']
     procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True))
+  head = ''
+  if sigterm_after:
+    for line in procs[0].stdout:
+      head += line
+      if sigterm_after in line:
+        procs[1].send_signal(signal.SIGTERM)
+        break
   outputs = [p.communicate(timeout=600)[0] for p in procs]
+  outputs[0] = head + outputs[0]
   for p, out in zip(procs, outputs):
-    assert p.returncode == 0, out[-3000:]
+    assert p.returncode == expect_code, out[-3000:]
   return outputs
 
 
 def test_two_process_training(tmp_path, digits_data_dir):
   workdir = tmp_path / 'run'
-  outputs = launch(workdir, digits_data_dir, free_port(), steps=80)
+  # Preempted: process 1 gets SIGTERM after step 20; both stop at one step, checkpointed.
+  outputs = launch(workdir, digits_data_dir, free_port(), steps=100, sigterm_after='step 20/',
+                   expect_code=PREEMPTED)
+  stopped = int(outputs[0].split('Preempted (SIGTERM): saved step ')[1].split()[0])
+  assert 20 < stopped < 100, outputs[0][-2000:]
+  assert os.listdir(workdir / 'checkpoints') == [str(stopped)]
+  assert not (workdir / 'final_metrics.json').exists()  # Only a finished run writes it.
+
+  # Both processes resume from the shared checkpoint and finish.
+  outputs = launch(workdir, digits_data_dir, free_port(), steps=100)
+  assert 'Resumed from' in outputs[0] and f'at step {stopped}' in outputs[0]
   final = json.loads((workdir / 'final_metrics.json').read_text())
   print(f'2 processes x 2 devices: {final}')
+  assert final['step'] == 100
   assert final['test/examples'] == 360  # 180 + 180, none dropped or doubled.
-  assert final['test/accuracy'] > 0.3  # chance is 0.1; 80 steps only.
+  assert final['test/accuracy'] > 0.3  # chance is 0.1; 100 steps only.
   with open(workdir / 'metrics.jsonl') as f:
     steps = [json.loads(line)['step'] for line in f if 'train/loss' in line]
-  assert steps == [20, 40, 60, 80]  # written once, by process 0 only.
-  assert 'step 80/80' in outputs[0] and 'step 80/80' not in outputs[1]
-  assert sorted(os.listdir(workdir / 'checkpoints'))[:2] == ['40', '80']
-
-  # Both processes resume from the shared checkpoint and carry on.
-  outputs = launch(workdir, digits_data_dir, free_port(), steps=100)
-  assert 'Resumed from' in outputs[0] and 'at step 80' in outputs[0]
-  assert json.loads((workdir / 'final_metrics.json').read_text())['step'] == 100
+  assert steps == [20, 40, 60, 80, 100]  # written once, by process 0 only.
+  assert 'step 100/100' in outputs[0] and 'step 100/100' not in outputs[1]
+  assert sorted(os.listdir(workdir / 'checkpoints'), key=int)[-2:] == ['80', '100']

@@ -16,6 +16,7 @@ from vit_jax import config_lib
 from vit_jax import models
 from vit_jax import orbax_io
 from vit_jax import sharding
+from vit_jax.train import loop
 from vit_jax.train import optim
 from vit_jax.train import state as state_lib
 
@@ -91,7 +92,8 @@ def test_sigkill_then_restart_is_bit_identical(tmp_path, digits_data_dir, uninte
 def test_sigterm_saves_then_resume_is_bit_identical(tmp_path, digits_data_dir, uninterrupted):
   workdir = str(tmp_path)
   code, output = start_and_interrupt(workdir, digits_data_dir, signal.SIGTERM)
-  assert code == 0, output[-3000:]
+  assert code == loop.PREEMPTED_EXIT_CODE, output[-3000:]
+  assert not os.path.exists(os.path.join(workdir, 'final_metrics.json'))  # Not finished.
   assert 'Preempted (SIGTERM): saved step' in output
   preempted_at = int(output.split('Preempted (SIGTERM): saved step ')[1].split()[0])
   assert EVERY <= preempted_at < STEPS and preempted_at in saved_steps(workdir)

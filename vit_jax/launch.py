@@ -18,6 +18,9 @@ import subprocess
 import sys
 from typing import Optional, Sequence
 
+# vit_jax.train.loop.PREEMPTED_EXIT_CODE; not imported, so that launching needs no JAX.
+PREEMPTED_EXIT_CODE = 75
+
 
 class LaunchError(ValueError):
   """A launch that cannot work; the message says what to change."""
@@ -69,10 +72,12 @@ def slurm_script(opts: argparse.Namespace, main_args: Sequence[str]) -> str:
     lines.append(f'#SBATCH --partition={opts.partition}')
   if opts.time:
     lines.append(f'#SBATCH --time={opts.time}')
-  # SIGTERM 2 minutes before the time limit: vit_jax.main saves a checkpoint and exits; the
-  # requeued job resumes from it.
+  # SIGTERM 2 minutes before the time limit: vit_jax.main saves a checkpoint and exits with
+  # PREEMPTED_EXIT_CODE, on which the job requeues itself and resumes from the checkpoint.
   lines += ['#SBATCH --requeue', '#SBATCH --signal=TERM@120', '',
-            f'srun python -m vit_jax.main {shlex.join(main_args)}', '']
+            f'srun python -m vit_jax.main {shlex.join(main_args)}', 'code=$?',
+            f'if [ "$code" -eq {PREEMPTED_EXIT_CODE} ]; then scontrol requeue "$SLURM_JOB_ID"; fi',
+            'exit "$code"', '']
   return '\n'.join(lines)
 
 

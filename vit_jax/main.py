@@ -5,7 +5,9 @@ r"""Trains and evaluates a model from a config.
       --config.pretrained_path=ViT-B_16.npz --config.batch=128
 
 The workdir receives `checkpoints/` (Orbax; rerunning the same command resumes),
-`metrics.jsonl`, `tensorboard/` event files, `config.json` and `final_metrics.json`.
+`metrics.jsonl`, `tensorboard/` event files, `config.json` and, once finished,
+`final_metrics.json`. Exit codes: 0 finished, 2 config error, 3 non-finite loss, 75 preempted
+(SIGTERM; checkpointed, rerun to resume).
 Multi-host (one process per host): add `--jax_distributed`, which calls
 jax.distributed.initialize() (cluster auto-detection on Cloud TPU, SLURM, Open MPI, k8s), or
 give `--coordinator_address=host:port --num_processes=N --process_id=i` explicitly.
@@ -70,6 +72,8 @@ def main(argv):
   except loop.NonFiniteLossError as e:
     print(f'Error: {e}', file=sys.stderr)
     sys.exit(3)
+  if 'preempted_at' in final:
+    sys.exit(loop.PREEMPTED_EXIT_CODE)  # Checkpointed; rerunning the command resumes.
   loop.dump_final(run.workdir, final)
 
 

@@ -19,7 +19,6 @@ from typing import Any, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vit_jax import metrics as metrics_lib
 from vit_jax import orbax_io
@@ -30,29 +29,41 @@ from vit_jax.train import state as state_lib
 from vit_jax.train import step as step_lib
 
 
+# Exit code of a preempted run (after its checkpoint): EX_TEMPFAIL of sysexits.h, "try again";
+# schedulers requeue on it (see vit_jax.launch's SLURM script). Only a finished run writes
+# final_metrics.json.
+PREEMPTED_EXIT_CODE = 75
+
+
 class NonFiniteLossError(RuntimeError):
   """The training loss became NaN or inf."""
 
 
 class _Preemption:
-  """Notes SIGTERM (how schedulers preempt) so the loop can checkpoint before exiting."""
+  """Preemption notices (SIGTERM, how schedulers preempt) -> the step to checkpoint and stop at.
+
+  One process: a SIGTERM handler. Several processes (jax.distributed): JAX's preemption sync
+  manager, which catches SIGTERM on any host and agrees on a step in the background through
+  the coordination service, so no step pays a host collective.
+  """
 
   def __init__(self):
     self.requested = False
     self._previous = None
-    if threading.current_thread() is threading.main_thread():
+    self._distributed = jax.process_count() > 1
+    if not self._distributed and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     del signum, frame
     self.requested = True
 
-  def agreed(self) -> bool:
-    """True once any process was asked to stop (all processes must stop at the same step)."""
-    if jax.process_count() == 1:
+  def reached(self, step: int) -> bool:
+    """True at the step where every process stops (called by all processes at every step)."""
+    if not self._distributed:
       return self.requested
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    return bool(np.any(multihost_utils.process_allgather(np.array(self.requested))))
+    return multihost_utils.reached_preemption_sync_point(step)
 
   def restore(self):
     if self._previous is not None:
@@ -260,7 +271,7 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
           run_evals()
         if step % c.checkpoint_every == 0 or last:
           save()
-        if preemption.agreed():
+        if preemption.reached(step):
           save()
           writer.log(f'Preempted (SIGTERM): saved step {step} to {ckpt.directory}; rerun the '
                      'same command to resume.')
