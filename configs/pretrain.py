@@ -54,5 +54,5 @@ def get_config(arg: str = 'ViT-S_16'):
   c.checkpoint_every = 1000
   # Pods: FSDP over all devices keeps memory per chip low; the same code runs DP or TP.
   c.mesh = {'data': 1, 'fsdp': -1, 'model': 1}
-  c.sharding_rules = config_lib.SHARDING_RULES['fsdp']
+  c.sharding_rules = 'fsdp'
   return c

@@ -98,10 +98,32 @@ def base_config() -> config_dict.ConfigDict:
   c.peak_flops_per_device = config_dict.placeholder(float)
   c.profile_steps = 0  # > 0: a jax.profiler trace of that many steps into WORKDIR/profile.
 
-  # Mesh: axis name -> size (-1 = all remaining devices), and the sharding rules.
+  # Mesh: axis name -> size (-1 = all remaining devices), and the sharding rules: a preset
+  # name of SHARDING_RULES (--config.sharding_rules=fsdp) or the rules themselves.
   c.mesh = config_dict.ConfigDict({'data': -1, 'fsdp': 1, 'model': 1})
-  c.sharding_rules = SHARDING_RULES['dp']
+  c.sharding_rules = config_dict.FieldReference('dp', field_type=object)
+  # Parameters smaller than this (MiB, as float32) stay replicated whatever the rules say:
+  # gathering tiny tensors costs more than their memory saves (big_vision's FSDP uses 4).
+  c.min_shard_mib = 4.0
   return c
+
+
+def sharding_rules(value) -> tuple:
+  """config.sharding_rules (a preset name or ((logical, mesh axes), ...)) -> the rules.
+
+  Raises:
+    ValueError: (one line) for an unknown preset or malformed rules.
+  """
+  if isinstance(value, str):
+    if value not in SHARDING_RULES:
+      raise ValueError(f'unknown preset {value!r}; use one of {sorted(SHARDING_RULES)} or '
+                       'give the rules, ((logical, mesh axes), ...).')
+    return SHARDING_RULES[value]
+  try:
+    return tuple((str(name), tuple(a) if isinstance(a, list) else a) for name, a in value)
+  except (TypeError, ValueError):
+    raise ValueError(f'{value!r} is neither a preset name ({sorted(SHARDING_RULES)}) nor '
+                     '((logical, mesh axes), ...).') from None
 
 
 def model_overrides(config: config_dict.ConfigDict) -> dict:

@@ -8,11 +8,16 @@ name to a mesh axis, a tuple of mesh axes, or None (replicated):
   FSDP            + ('embed', 'fsdp'), ('mlp', 'fsdp'), ...          params/grads/opt state sharded
   tensor parallel + ('heads', 'model'), ('mlp', 'model')             heads / MLP hidden split
 
-Switching between them is a config change. A parameter dimension that a mesh axis does not
-divide evenly is replicated along that axis instead (e.g. 3 heads on a 2-way `model` axis).
+Switching between them is a config change. A dimension that a mesh axis does not divide
+evenly is replicated along that axis instead (e.g. 3 heads on a 2-way `model` axis; logged
+as a warning). `logical_to_spec` is the one resolver, for parameters (`tree_shardings`) and
+activations (`constrain`, inside `activate`) alike, so both always agree. Parameters below a
+size floor stay replicated (as big_vision's FSDP: gathering tiny tensors costs more than
+their memory saves).
 """
 
 import contextlib
+import contextvars
 import math
 from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
@@ -26,6 +31,7 @@ from jax.sharding import PartitionSpec as P
 
 MeshAxes = Union[None, str, tuple[str, ...]]
 Rules = Sequence[tuple[str, MeshAxes]]
+_WARNED: set[tuple[int, str, tuple[str, ...]]] = set()  # Each replicated case is logged once.
 
 
 def make_mesh(axes: Mapping[str, int], devices: Optional[Sequence[Any]] = None) -> Mesh:
@@ -67,11 +73,11 @@ def validate_rules(rules: Rules, mesh: Mesh) -> None:
 
 def logical_to_spec(names: Sequence[Optional[str]], shape: Sequence[int], mesh: Mesh,
                     rules: Rules) -> P:
-  """PartitionSpec for an array with logical axis `names` (flax's rule semantics, plus a check).
+  """PartitionSpec for an array with logical axis `names`.
 
-  A logical name may have several rules, tried in order; a rule is taken when its mesh axes
-  are not yet used by another dimension of this array and evenly divide the dimension (else
-  the next rule, else replicated).
+  Dimensions are resolved in order. A logical name may have several rules, tried in order; a
+  rule is taken when its mesh axes are not yet used by an earlier dimension of this array
+  and evenly divide the dimension (else the next rule, else replicated, with a warning).
   """
   used, spec = set(), []
   for name, dim in zip(names, shape):
@@ -80,9 +86,12 @@ def logical_to_spec(names: Sequence[Optional[str]], shape: Sequence[int], mesh: 
       axes = tuple(a for a in _as_tuple(axes) if mesh.shape[a] > 1)
       if logical != name or not axes or used.intersection(axes):
         continue
-      if dim % math.prod(mesh.shape[a] for a in axes):
-        logging.log_first_n(logging.INFO, 'Not sharding a dim of %d (%s) over %s.', 20, dim,
-                            name, axes)
+      ways = math.prod(mesh.shape[a] for a in axes)
+      if dim % ways:
+        if (dim, name, axes) not in _WARNED:
+          _WARNED.add((dim, name, axes))
+          logging.warning('Replicating dimension %s of size %d: %d-way %s does not divide it; '
+                          'pick mesh sizes that divide it to shard it.', name, dim, ways, axes)
         continue
       chosen = axes
       break
@@ -94,14 +103,19 @@ def logical_to_spec(names: Sequence[Optional[str]], shape: Sequence[int], mesh: 
   return P(*spec)
 
 
-def tree_shardings(abstract_boxed: Any, mesh: Mesh, rules: Rules) -> Any:
+def tree_shardings(abstract_boxed: Any, mesh: Mesh, rules: Rules,
+                   min_shard_mib: float = 0.0) -> Any:
   """NamedShardings for a tree whose leaves may be flax LogicallyPartitioned boxes.
 
-  Boxed leaves are sharded by their names; plain leaves (step counters, RNG keys, scalars
-  of optimizer states) are replicated. The result has the structure of the unboxed tree.
+  Boxed leaves are sharded by their names, unless smaller than `min_shard_mib` MiB counted
+  as float32 (so that a parameter and its optimizer state, maybe bfloat16, agree); plain
+  leaves (step counters, RNG keys, scalars of optimizer states) are replicated. The result
+  has the structure of the unboxed tree.
   """
+  min_elements = min_shard_mib * 2**20 / 4
+
   def one(leaf):
-    if isinstance(leaf, nn.LogicallyPartitioned):
+    if isinstance(leaf, nn.LogicallyPartitioned) and math.prod(leaf.value.shape) >= min_elements:
       return NamedSharding(mesh, logical_to_spec(leaf.names, leaf.value.shape, mesh, rules))
     return NamedSharding(mesh, P())
   return jax.tree.map(one, abstract_boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
@@ -122,8 +136,27 @@ def data_parallel_size(mesh: Mesh, rules: Rules) -> int:
   return math.prod(mesh.shape[a] for a in batch_axes(rules) if a in mesh.axis_names)
 
 
+_ACTIVE: contextvars.ContextVar[Optional[tuple[Mesh, Rules]]] = contextvars.ContextVar(
+    'vit_jax_sharding_active', default=None)
+
+
 @contextlib.contextmanager
 def activate(mesh: Mesh, rules: Rules) -> Iterator[None]:
-  """Context in which the models' activation constraints apply (`jax.set_mesh` + rules)."""
-  with jax.set_mesh(mesh), nn.logical_axis_rules(tuple((k, v) for k, v in rules)):
-    yield
+  """Context in which functions traced apply the models' activation constraints (`constrain`)."""
+  token = _ACTIVE.set((mesh, tuple(rules)))
+  try:
+    with jax.set_mesh(mesh):
+      yield
+  finally:
+    _ACTIVE.reset(token)
+
+
+def constrain(x: jax.Array, names: Sequence[Optional[str]]) -> jax.Array:
+  """Sharding constraint on an activation by logical axis names, resolved as parameters are;
+  a no-op outside `activate`."""
+  active = _ACTIVE.get()
+  if active is None:
+    return x
+  mesh, rules = active
+  return jax.lax.with_sharding_constraint(
+      x, NamedSharding(mesh, logical_to_spec(names, x.shape, mesh, rules)))

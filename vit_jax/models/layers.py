@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vit_jax import sharding
+
 Dtype = Any
 Initializer = Callable[..., jax.Array]
 
@@ -21,8 +23,9 @@ def logical(init: Initializer, names: Sequence[Optional[str]]) -> Initializer:
 
 
 def constrain(x: jax.Array, names: Sequence[Optional[str]]) -> jax.Array:
-  """Activation sharding hint by logical axes; a no-op when no mesh/rules are active."""
-  return nn.with_logical_constraint(x, tuple(names))
+  """Activation sharding hint by logical axes (vit_jax.sharding's resolver, the one used for
+  parameters); a no-op outside `sharding.activate`."""
+  return sharding.constrain(x, tuple(names))
 
 
 def matmul(x: jax.Array, kernel: jax.Array, dtype: Dtype) -> jax.Array:

@@ -94,7 +94,8 @@ def _train_step_fn(run: setup_run.Run, model):
   c = run.config
   return step_lib.make_train_step(
       model, run.tx, run.schedule, num_classes=run.info.num_classes,
-      accum_steps=c.accum_steps, label_smoothing=c.label_smoothing, mixup_alpha=c.mixup)
+      accum_steps=c.accum_steps, label_smoothing=c.label_smoothing, mixup_alpha=c.mixup,
+      param_shardings=run.state_shardings.params)
 
 
 def _jit_steps(run: setup_run.Run):

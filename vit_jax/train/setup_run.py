@@ -125,8 +125,7 @@ def build(config, workdir: str) -> Run:
   _check_workdir(workdir)
   try:
     mesh = sharding.make_mesh(dict(config.mesh))
-    rules = tuple((name, tuple(a) if isinstance(a, list) else a)
-                  for name, a in config.sharding_rules)
+    rules = config_lib.sharding_rules(config.sharding_rules)
     sharding.validate_rules(rules, mesh)
   except ValueError as e:
     raise ConfigError(f'config.mesh / config.sharding_rules: {e}') from None
@@ -159,7 +158,11 @@ def build(config, workdir: str) -> Run:
     raise ConfigError(str(e)) from None
   crop = config.pp.crop
   init = state_lib.init_fn(model, tx, (1, crop, crop, 3))
-  abstract, shardings = state_lib.abstract_state_and_shardings(init, mesh, rules)
+  if config.min_shard_mib < 0:
+    raise ConfigError(f'config.min_shard_mib={config.min_shard_mib}; use a size in MiB >= 0 '
+                      '(0 shards every parameter the rules name).')
+  abstract, shardings = state_lib.abstract_state_and_shardings(init, mesh, rules,
+                                                               config.min_shard_mib)
   pretrained = _pretrained(config, abstract.params)
   return Run(config=config, workdir=workdir, mesh=mesh, rules=rules, info=info, model=model,
              tx=tx, schedule=schedule, init=init, abstract_state=abstract,

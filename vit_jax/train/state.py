@@ -38,10 +38,14 @@ def init_fn(model: nn.Module, tx: optax.GradientTransformation,
   return init
 
 
-def abstract_state_and_shardings(init: Callable[[jax.Array], TrainState], mesh, rules):
-  """(abstract unboxed state with shardings, shardings) without allocating anything."""
+def abstract_state_and_shardings(init: Callable[[jax.Array], TrainState], mesh, rules,
+                                 min_shard_mib: float = 0.0):
+  """(abstract unboxed state with shardings, shardings) without allocating anything.
+
+  Parameters (and their optimizer state) under `min_shard_mib` MiB stay replicated.
+  """
   boxed = jax.eval_shape(init, jax.random.key(0))
-  shardings = sharding.tree_shardings(boxed, mesh, rules)
+  shardings = sharding.tree_shardings(boxed, mesh, rules, min_shard_mib)
   abstract = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       nn.meta.unbox(boxed), shardings)

@@ -50,13 +50,14 @@ def split_microbatches(x: jax.Array, n: int) -> jax.Array:
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     schedule: Callable[[jax.Array], jax.Array], *, num_classes: int,
                     accum_steps: int = 1, label_smoothing: float = 0.0,
-                    mixup_alpha: float = 0.0) -> Callable[..., Any]:
+                    mixup_alpha: float = 0.0, param_shardings: Any = None) -> Callable[..., Any]:
   """Returns train_step(state, batch) -> (state, metrics) for batches {'image', 'label'}.
 
   Images are uint8 [0, 255] or floats in [-1, 1] (see `model_input`). The loss is the mean
   softmax cross-entropy over the whole batch; with accum_steps > 1 the batch is processed in
   micro-batches whose gradients are averaged (equal to the full-batch gradient) before a
-  single update.
+  single update; the running gradient sum is laid out as the params (`param_shardings`, e.g.
+  FSDP-sharded) rather than wherever XLA's propagation puts a fresh zeros tree.
   """
 
   def loss_fn(params, images, targets, labels, rng):
@@ -67,6 +68,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     return loss, correct
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def like_params(tree):
+    if param_shardings is None:
+      return tree
+    return jax.lax.with_sharding_constraint(tree, param_shardings)
 
   def train_step(state: state_lib.TrainState, batch: Batch):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -86,10 +92,11 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
         i, im, tg, lb = xs
         (loss, correct), grads = grad_fn(state.params, im, tg, lb,
                                          jax.random.fold_in(drop_rng, i))
-        grad_sum = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grad_sum, grads)
+        grad_sum = like_params(
+            jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grad_sum, grads))
         return (grad_sum, loss_sum + loss, correct_sum + correct), None
 
-      zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+      zeros = like_params(jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params))
       init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
       (grad_sum, loss_sum, correct), _ = jax.lax.scan(
           body, init, (jnp.arange(accum_steps), *micro))
