@@ -227,3 +227,17 @@ def test_unknown_tfds_split(tmp_path):
                        data_dir=str(tmp_path), process_index=0, process_count=1)
   message = _one_line(excinfo)
   assert "bad split 'validation'" in message and "'train', 'test'" in message
+
+
+def test_train_counts_each_broken_file_once_across_epochs(bad_folder, caplog):
+  root, _ = bad_folder
+  with caplog.at_level(logging.WARNING):
+    it = data.train_iterator(root, 'train', global_batch=8, crop=10, process_index=0,
+                             process_count=1, prefetch=0)
+    for _ in range(3):  # Three epochs, each revisiting the 4 unreadable files.
+      next(it)
+  assert it.num_skipped == 4
+  warnings = [r.getMessage() for r in caplog.records if 'unreadable' in r.getMessage()]
+  counts = [int(re.search(r'Skipped (\d+) ', w).group(1)) for w in warnings]
+  assert counts[-1] == 4 and counts == sorted(set(counts)) and set(counts) <= {1, 2, 3, 4}
+  assert '--config.skip_unreadable=False' in warnings[-1]
