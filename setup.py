@@ -9,6 +9,8 @@ INSTALL_REQUIRES = [
     'chex>=0.1.90',
     'etils[epath]>=1.7',
     'flax>=0.12',
+    # TFDS's download_and_prepare imports it, but declares it only for Python < 3.9.
+    'importlib_resources>=5',
     'jax>=0.9',
     'ml-collections>=1.0',
     'numpy>=1.26',

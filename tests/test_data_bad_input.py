@@ -178,7 +178,7 @@ def test_unprepared_tfds_dataset_says_how_to_prepare(tmp_path):
     data.train_iterator('cifar10', 'train', global_batch=8, crop=32, data_dir=str(tmp_path))
   message = _one_line(excinfo)
   assert "'cifar10' is not prepared in data_dir=" + str(tmp_path) in message
-  assert f'tfds build cifar10 --data_dir={tmp_path}' in message
+  assert f'python -m vit_jax.data.prepare cifar10 --data_dir={tmp_path}' in message
   assert 'image folder' in message
   assert not os.listdir(tmp_path)  # Nothing downloaded or created.
   with pytest.raises(data.DataError, match='manual_dir') as excinfo:
@@ -227,3 +227,39 @@ def test_unknown_tfds_split(tmp_path):
                        data_dir=str(tmp_path), process_index=0, process_count=1)
   message = _one_line(excinfo)
   assert "bad split 'validation'" in message and "'train', 'test'" in message
+
+
+def test_train_counts_each_broken_file_once_across_epochs(bad_folder, caplog):
+  root, _ = bad_folder
+  with caplog.at_level(logging.WARNING):
+    it = data.train_iterator(root, 'train', global_batch=8, crop=10, process_index=0,
+                             process_count=1, prefetch=0)
+    for _ in range(3):  # Three epochs, each revisiting the 4 unreadable files.
+      next(it)
+  assert it.num_skipped == 4
+  warnings = [r.getMessage() for r in caplog.records if 'unreadable' in r.getMessage()]
+  counts = [int(re.search(r'Skipped (\d+) ', w).group(1)) for w in warnings]
+  assert counts[-1] == 4 and counts == sorted(set(counts)) and set(counts) <= {1, 2, 3, 4}
+  assert '--config.skip_unreadable=False' in warnings[-1]
+
+
+def test_download_gets_to_the_network_request(tmp_path, monkeypatch):
+  """config.download=True / vit_jax.data.prepare: every import works up to the URL fetch."""
+  pytest.importorskip('importlib_resources', reason='setup.py installs it (pip install -e .)')
+  from tensorflow_datasets.core.download import downloader  # pylint: disable=g-import-not-at-top
+  urls = []
+
+  def no_network(self, url, *args, **kwargs):
+    del self, args, kwargs
+    urls.append(url)
+    raise ConnectionError(f'no network for {url}')
+
+  monkeypatch.setattr(downloader._Downloader, '_sync_download', no_network)  # pylint: disable=protected-access
+  with pytest.raises(data.DataError) as excinfo:
+    data.get_dataset_info('mnist', data_dir=str(tmp_path), download=True)
+  message = _one_line(excinfo)
+  assert urls and all(u.startswith('https://') for u in urls)
+  assert message.startswith(f"Preparing TFDS dataset 'mnist' in {tmp_path} failed (")
+  assert message.endswith(f'prepare it with `python -m vit_jax.data.prepare mnist '
+                          f'--data_dir={tmp_path}` or use an image folder.')
+  print(message)

@@ -150,3 +150,19 @@ def test_mnist_digits_train_epoch_has_every_label(mnist_folder):
   images = np.concatenate([b['image'] for b in epoch])
   assert images.shape == (200, 32, 32, 3)
   assert images.min() == -1.0 and images.max() <= 1.0  # MNIST backgrounds are black.
+
+
+def test_non_images_and_classes_train_lacks_are_warned_once(tmp_path, caplog):
+  root = str(tmp_path)
+  _write_coloured(root, 'train', {'cat': 2, 'dog': 1}, seed=3)
+  _write_coloured(root, 'test', {'cat': 1, 'zebra': 1}, seed=4)
+  for rel in ('train/cat/notes.txt', 'train/dog/labels.csv', 'train/dog/README.txt',
+              'train/dog/.DS_Store'):
+    with open(os.path.join(root, rel), 'w') as f:
+      f.write('x\n')
+  with caplog.at_level('WARNING'):
+    info = data.get_dataset_info(root)
+  assert info.split_sizes == {'test': 2, 'train': 3}
+  assert [r.getMessage() for r in caplog.records] == [
+      f'Ignored 3 files that are not images (.csv, .txt) in {root}/train.',
+      f'Classes in {root}/test that {root}/train lacks (never trained on): zebra.']

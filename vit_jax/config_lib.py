@@ -46,6 +46,7 @@ def base_config() -> config_dict.ConfigDict:
   c.pp.resize_mode = 'resize'  # eval: 'resize' or 'resize_crop' (short side, central crop).
   c.shuffle_buffer = 50_000
   c.prefetch = 2
+  c.skip_unreadable = True  # skip undecodable images with a counted warning; False: stop.
 
   # Model: a registered name plus overrides of its fields (None = the registered value).
   c.model_name = 'ViT-B_16'

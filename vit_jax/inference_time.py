@@ -8,7 +8,9 @@ device per core, see `vit_jax.cpu_devices`); each timed step is one
 jitted forward pass, timed to completion; the median step time is reported.
 """
 
+import difflib
 import statistics
+import sys
 import time
 
 from absl import app
@@ -60,13 +62,38 @@ def measure(model_name: str, batch: int, image_size: int, *, num_classes: int = 
           'images_per_sec_per_device': batch / median / devices, 'devices': devices}
 
 
+def _flag_error(argv) -> str | None:
+  """One line for a flag value that cannot be measured (checked before anything compiles)."""
+  if len(argv) > 1:
+    return f'unexpected arguments {argv[1:]}; pass flags only (--model=..., --batch=...).'
+  names = models.model_names()
+  if _MODEL.value not in names:
+    close = difflib.get_close_matches(_MODEL.value, names, n=3)
+    hint = f'did you mean {", ".join(close)}? ' if close else ''
+    return (f'unknown --model={_MODEL.value}; {hint}list the models with `python -c "from '
+            'vit_jax import models; print(models.model_names())"`.')
+  for flag, value, low in (('batch', _BATCH.value, 1), ('image_size', _IMAGE_SIZE.value, 1),
+                           ('num_classes', _NUM_CLASSES.value, 1), ('steps', _STEPS.value, 1),
+                           ('warmup', _WARMUP.value, 0)):
+    if value < low:
+      return f'--{flag}={value}; pass an integer >= {low}.'
+  return None
+
+
 def main(argv):
-  del argv
+  message = _flag_error(argv)
+  if message:
+    print(f'Error: {message}', file=sys.stderr)
+    sys.exit(2)
   cpu_devices.split_host([_BATCH.value])  # On a CPU host: one device per core.
-  result = measure(_MODEL.value, _BATCH.value, _IMAGE_SIZE.value,
-                   num_classes=_NUM_CLASSES.value,
-                   dtype=jnp.bfloat16 if _DTYPE.value == 'bfloat16' else jnp.float32,
-                   steps=_STEPS.value, warmup=_WARMUP.value)
+  try:
+    result = measure(_MODEL.value, _BATCH.value, _IMAGE_SIZE.value,
+                     num_classes=_NUM_CLASSES.value,
+                     dtype=jnp.bfloat16 if _DTYPE.value == 'bfloat16' else jnp.float32,
+                     steps=_STEPS.value, warmup=_WARMUP.value)
+  except ValueError as e:  # batch vs device count, model overrides: before any compile.
+    print(f'Error: {e}', file=sys.stderr)
+    sys.exit(2)
   print(f'| model | batch | size | dtype | devices | ms/step | img/s | img/s/device |\n'
         f'| {_MODEL.value} | {_BATCH.value} | {_IMAGE_SIZE.value} | {_DTYPE.value} | '
         f'{result["devices"]} | {1000 * result["seconds_per_step"]:.2f} | '

@@ -21,6 +21,8 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from vit_jax import config_check
+from vit_jax import config_lib
 from vit_jax import cpu_devices
 from vit_jax.train import loop
 from vit_jax.train import setup_run
@@ -51,6 +53,31 @@ def _split_cpu(config) -> None:
     cpu_devices.split_host(batch_sizes)
 
 
+def _config_error(message: str):
+  print(f'Config error: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with misspelt config fields and unloadable files as one line."""
+  try:
+    remaining = flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    message = config_check.check_overrides(argv, flags.FLAGS['config'].parser.parse)
+    if message:
+      _config_error(message)
+    if not isinstance(e, flags.Error):
+      raise
+    return app.parse_flags_with_usage(argv)  # absl's usage message and exit code.
+  try:  # The flag's value reports a failed load when it is first used.
+    message = config_check.check_added_fields(_CONFIG.value, config_lib.base_config())
+  except (IOError, ValueError) as e:
+    message = config_check.load_error(flags.FLAGS['config'].config_filename, e)
+  if message:
+    _config_error(message)
+  return remaining
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -65,8 +92,7 @@ def main(argv):
   try:
     run = setup_run.build(_CONFIG.value, _WORKDIR.value)
   except setup_run.ConfigError as e:
-    print(f'Config error: {e}', file=sys.stderr)
-    sys.exit(2)
+    _config_error(str(e))
   try:
     final = loop.train_and_evaluate(run)
   except loop.NonFiniteLossError as e:
@@ -78,4 +104,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -31,12 +31,32 @@ def _subdirs(path: str) -> list[str]:
     return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith('.'))
 
 
-def _files(path: str) -> tuple[list[str], int]:
-  """Sorted image file names directly in `path`, and the number of other (ignored) files."""
+def _files(path: str) -> tuple[list[str], list[str]]:
+  """Sorted image file names directly in `path`, and the other (ignored, not hidden) ones."""
   with os.scandir(path) as entries:
-    names = [e.name for e in entries if e.is_file()]
+    names = [e.name for e in entries if e.is_file() and not e.name.startswith('.')]
   images = sorted(n for n in names if _is_image(n))
-  return images, len(names) - len(images)
+  return images, sorted(set(names) - set(images))
+
+
+def _warn_ignored(others: list[str], split_dir: str) -> None:
+  """One line per split folder for files that are not images (e.g. labels.txt, notes.csv)."""
+  if others:
+    kinds = sorted({os.path.splitext(n)[1].lower() or n for n in others})
+    logging.warning('Ignored %d files that are not images (%s) in %s.', len(others),
+                    ', '.join(kinds), split_dir)
+
+
+def _warn_missing_classes(listing: dict[str, dict[str, list[str]]], root: str) -> None:
+  """One line per split folder with classes that the `train` folder lacks."""
+  if 'train' not in listing:
+    return
+  for split, classes in listing.items():
+    missing = sorted(set(classes) - set(listing['train']))
+    if split != 'train' and missing:
+      logging.warning('Classes in %s that %s lacks (never trained on): %s.',
+                      os.path.join(root, split), os.path.join(root, 'train'),
+                      ', '.join(missing))
 
 
 class FolderSource:
@@ -56,7 +76,7 @@ class FolderSource:
     listing = {}  # split -> {class: [file names]}
     for split in split_names:
       split_dir = os.path.join(self.root, split)
-      loose, _ = _files(split_dir)
+      loose, ignored = _files(split_dir)
       classes = _subdirs(split_dir)
       if loose and not classes:
         raise errors.DataError(
@@ -72,9 +92,12 @@ class FolderSource:
         if not images:
           raise errors.DataError(
               f'Class folder {class_dir} has no images ({", ".join(IMAGE_EXTENSIONS)}'
-              f'{f"; it has {others} other files" if others else ""}); add images or remove '
-              'the folder, since labels are the sorted class folder names.')
+              f'{f"; it has {len(others)} other files" if others else ""}); add images or '
+              'remove the folder, since labels are the sorted class folder names.')
+        ignored += others
         listing[split][name] = images
+      _warn_ignored(ignored, split_dir)
+    _warn_missing_classes(listing, self.root)
     self.class_names = tuple(sorted({c for classes in listing.values() for c in classes}))
     label_of = {name: i for i, name in enumerate(self.class_names)}
     self._paths, self._labels = {}, {}

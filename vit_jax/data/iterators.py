@@ -36,8 +36,9 @@ class _SkipTracker:
     self.where, self._skip, self._warn_progress = where, skip_unreadable, warn_progress
     self._name_at = name_at  # position -> description of the record.
     self.expected = start  # Next position that should arrive.
-    self.count = 0
+    self.count = 0  # Distinct records: a broken file revisited each epoch counts once.
     self.names = []
+    self._seen = set()
 
   def observe(self, positions: np.ndarray, end: int | None = None):
     """Positions of the real rows of a batch (ascending); `end`: the stream ends there."""
@@ -48,21 +49,26 @@ class _SkipTracker:
       return
     missing = np.setdiff1d(np.arange(self.expected, last), positions)
     self.expected = last
-    for p in missing[:max(0, _NAMES_SHOWN - len(self.names))]:
-      self.names.append(self._name_at(int(p)))
-    before, self.count = self.count, self.count + len(missing)
+    for p in missing:
+      name = self._name_at(int(p))
+      if name not in self._seen:
+        self._seen.add(name)
+        if len(self.names) < _NAMES_SHOWN:
+          self.names.append(name)
+    before, self.count = self.count, len(self._seen)
     if not self._skip:
       raise errors.UnreadableImageError(
           f'Cannot decode {self.names[0]} ({self.where}); fix or delete it, or pass '
-          'skip_unreadable=True to skip unreadable images with a warning.')
+          '--config.skip_unreadable=True (skip_unreadable=True) to skip unreadable images '
+          'with a warning.')
     if self._warn_progress and self.count.bit_length() > before.bit_length():
       self.warn()  # When the count passes 1, 2, 4, 8, ..., not at every batch.
 
   def warn(self, total: int | None = None):
     of = f' (of {total})' if total is not None else ' so far'
     logging.warning('Skipped %d unreadable images%s in %s (first: %s); pass '
-                    'skip_unreadable=False to stop at the first one instead.', self.count, of,
-                    self.where, ', '.join(self.names))
+                    '--config.skip_unreadable=False (skip_unreadable=False) to stop at the '
+                    'first one instead.', self.count, of, self.where, ', '.join(self.names))
 
 
 def _fetch_numpy(tf_iterator, where: str) -> dict[str, np.ndarray]:
@@ -113,7 +119,7 @@ class TrainIterator:
 
   @property
   def num_skipped(self) -> int:
-    """Unreadable images skipped so far (including a few already read ahead)."""
+    """Distinct unreadable images skipped so far (including a few already read ahead)."""
     return self._tracker.count
 
   def get_state(self) -> dict:

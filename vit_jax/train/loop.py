@@ -77,7 +77,7 @@ def _data_iterators(run: setup_run.Run, data_state: Optional[dict]):
   # steps map them to [-1, 1] on the devices (step_lib.model_input).
   common = dict(data_dir=c.data_dir, manual_dir=c.manual_dir, download=c.download,
                 crop=c.pp.crop, sharding=run.batch_sharding, prefetch=c.prefetch,
-                image_dtype='uint8')
+                image_dtype='uint8', skip_unreadable=c.skip_unreadable)
   train_iter = data.train_iterator(
       c.dataset, c.train_split, global_batch=c.batch, seed=c.seed,
       area_range=(c.pp.area_min, 1.0), flip=c.pp.flip, randaugment=c.pp.randaugment,

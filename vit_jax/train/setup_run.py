@@ -5,6 +5,7 @@ workdir) is reported as one `ConfigError` line naming the field and what to chan
 """
 
 import dataclasses
+import functools
 import os
 from typing import Any, Optional
 
@@ -77,6 +78,24 @@ def _check_batches(config, mesh, rules) -> None:
         f'micro-batches that are each divisible by the data-parallel size {dp}.')
 
 
+def _check_numbers(config) -> None:
+  """Optimisation numbers that train without error but cannot be meant (e.g. base_lr < 0)."""
+  checks = [
+      ('base_lr', config.base_lr > 0, 'must be > 0'),
+      ('warmup_steps', config.warmup_steps >= 0, 'must be >= 0 (0: no warm-up)'),
+      ('label_smoothing', 0 <= config.label_smoothing < 1, 'must be in [0, 1) (0: off)'),
+      ('mixup', config.mixup >= 0, 'must be >= 0 (0: off)'),
+      ('grad_norm_clip', config.grad_norm_clip is None or config.grad_norm_clip >= 0,
+       'must be > 0, or 0 / None for no clipping'),
+      ('optim.momentum', 0 <= config.optim.momentum < 1, 'must be in [0, 1) (0: plain SGD)'),
+      ('optim.weight_decay', config.optim.weight_decay >= 0, 'must be >= 0 (0: off)'),
+  ]
+  for field, ok, rule in checks:
+    if not ok:
+      value = functools.reduce(getattr, field.split('.'), config)
+      raise ConfigError(f'config.{field}={value} {rule}.')
+
+
 def _model(config, num_classes: int) -> nn.Module:
   if config.dtype not in DTYPES:
     raise ConfigError(f'config.dtype={config.dtype!r}; use one of {sorted(DTYPES)}.')
@@ -121,8 +140,11 @@ def _pretrained(config, abstract_params) -> Optional[dict]:
 
 
 def build(config, workdir: str) -> Run:
-  """Validates `config` and builds mesh, data info, model, optimizer and abstract state."""
-  _check_workdir(workdir)
+  """Validates `config` and builds mesh, data info, model, optimizer and abstract state.
+
+  The workdir is created last, so that a config error leaves no empty workdir behind.
+  """
+  _check_numbers(config)
   try:
     mesh = sharding.make_mesh(dict(config.mesh))
     rules = config_lib.sharding_rules(config.sharding_rules)
@@ -164,6 +186,7 @@ def build(config, workdir: str) -> Run:
   abstract, shardings = state_lib.abstract_state_and_shardings(init, mesh, rules,
                                                                config.min_shard_mib)
   pretrained = _pretrained(config, abstract.params)
+  _check_workdir(workdir)
   return Run(config=config, workdir=workdir, mesh=mesh, rules=rules, info=info, model=model,
              tx=tx, schedule=schedule, init=init, abstract_state=abstract,
              state_shardings=shardings, batch_sharding=sharding.batch_sharding(mesh, rules),
