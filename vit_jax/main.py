@@ -20,6 +20,7 @@ import jax
 from ml_collections import config_flags
 
 from vit_jax import cpu_devices
+from vit_jax import orbax_io
 from vit_jax.train import loop
 from vit_jax.train import setup_run
 
@@ -70,6 +71,9 @@ def main(argv):
   except loop.NonFiniteLossError as e:
     print(f'Error: {e}', file=sys.stderr)
     sys.exit(3)
+  except orbax_io.CheckpointError as e:
+    print(f'Checkpoint error: {e}', file=sys.stderr)
+    sys.exit(4)
   loop.dump_final(run.workdir, final)
 
 
