@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 from etils import epath
 import pytest
@@ -151,22 +152,52 @@ def test_full_disk_on_save(trained, tmp_path, digits_data_dir, monkeypatch):
   assert final['step'] == 4 and steps_of(workdir) == [2, 4]
 
 
-def test_read_only_checkpoints_refused_at_startup(trained, tmp_path):
+def as_non_root(*command):
+  """Runs `command` without root's override of file permissions (real EACCES)."""
   if not shutil.which('setpriv'):
     pytest.skip('setpriv is needed to drop the root override of file permissions')
+  return subprocess.run(
+      ['setpriv', '--bounding-set=-dac_override,-dac_read_search,-fowner', *command], cwd=ROOT,
+      capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_read_only_checkpoints_refused_at_startup(trained, tmp_path, digits_data_dir):
   workdir = copy_of(trained, tmp_path)
   os.chmod(os.path.join(workdir, 'checkpoints', '4'), 0o555)
-  code = ('import sys; from vit_jax.train import setup_run\n'
-          'try:\n  setup_run._check_workdir(sys.argv[1])\n'
-          'except setup_run.ConfigError as e:\n  print(e); sys.exit(2)\n')
-  result = subprocess.run(
-      ['setpriv', '--bounding-set=-dac_override,-dac_read_search,-fowner', sys.executable,
-       '-c', code, workdir], cwd=ROOT, capture_output=True, text=True, timeout=120,
-      check=False)
+  result = as_non_root(sys.executable, '-m', 'vit_jax.main', '--config=configs/default.py',
+                       f'--workdir={workdir}', f'--config.data_dir={digits_data_dir}')
   assert result.returncode == 2, result.stderr[-2000:]
-  assert result.stdout == (f'{workdir}/checkpoints/4 is not writable (Permission denied): '
-                           'checkpoints could not be saved; fix the permissions (e.g. chown -R '
-                           f'$USER {workdir}/checkpoints) or pass a new --workdir.\n')
+  assert result.stderr == (f'Config error: {workdir}/checkpoints/4 is not writable (Permission '
+                           'denied): checkpoints could not be saved; fix the permissions (e.g. '
+                           f'chown -R $USER {workdir}/checkpoints) or pass a new --workdir.\n')
+
+
+def test_save_failure_mid_run_exits_in_seconds(tmp_path, digits_data_dir):
+  """checkpoints/ turns read-only while the run trains (e.g. a remount): one line, exit 4."""
+  if not shutil.which('setpriv'):
+    pytest.skip('setpriv is needed to drop the root override of file permissions')
+  workdir = tmp_path / 'run'
+  os.chmod(tmp_path, 0o777)
+  proc = subprocess.Popen(
+      ['setpriv', '--bounding-set=-dac_override,-dac_read_search,-fowner', sys.executable,
+       '-m', 'vit_jax.main', '--config=configs/default.py', f'--workdir={workdir}',
+       f'--config.data_dir={digits_data_dir}', '--config.total_steps=2000',
+       '--config.checkpoint_every=20', '--config.eval_every=100000', '--config.batch=32',
+       '--config.batch_eval=32'], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True)
+  first = workdir / 'checkpoints' / '20'
+  deadline = time.time() + 120
+  while not first.is_dir() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  os.chmod(workdir / 'checkpoints', 0o555)
+  begin = time.time()
+  _, stderr = proc.communicate(timeout=120)
+  assert time.time() - begin < 30
+  assert proc.returncode == 4, stderr[-2000:]
+  assert stderr.startswith('Checkpoint error: Permission denied while saving step 40 to '
+                           f'{workdir}/checkpoints; step 20 is the last complete checkpoint; '
+                           'fix the folder and rerun to resume.\n'), stderr[-2000:]
+  assert 'Traceback' not in stderr, stderr[-2000:]
 
 
 def test_restore_step_and_its_errors(trained, tmp_path, digits_data_dir):

@@ -11,6 +11,7 @@ jax.distributed.initialize() (cluster auto-detection on Cloud TPU, SLURM, Open M
 give `--coordinator_address=host:port --num_processes=N --process_id=i` explicitly.
 """
 
+import os
 import sys
 
 from absl import app
@@ -73,7 +74,11 @@ def main(argv):
     sys.exit(3)
   except orbax_io.CheckpointError as e:
     print(f'Checkpoint error: {e}', file=sys.stderr)
-    sys.exit(4)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Not sys.exit: the threads of a failed Orbax save can wait minutes for signals that never
+    # come, and the interpreter would wait for them (metrics and logs are closed already).
+    os._exit(4)  # pylint: disable=protected-access
   loop.dump_final(run.workdir, final)
 
 

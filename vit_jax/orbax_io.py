@@ -8,6 +8,7 @@ block layout: a checkpoint of a `scan=True` run restores into a loop-layout run 
 versa (see vit_jax.layouts; params and optimizer state alike).
 """
 
+import contextlib
 import errno
 import functools
 import json
@@ -38,6 +39,11 @@ class CheckpointIO:
             max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous),
         item_names=('state', 'data'))
     self._last_saved: Optional[int] = None
+    self.failed = False  # a save failed (and was raised as a CheckpointError).
+    # Every Orbax failure is raised as one CheckpointError line (or a warning): its own error
+    # logs (tracebacks from the save threads) would only bury that line.
+    self._cleanup = contextlib.ExitStack()
+    self._cleanup.enter_context(quiet_logs.orbax_errors_reported_by_caller())
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -127,7 +133,8 @@ class CheckpointIO:
     candidates = [step] if step is not None else sorted(self.all_steps(), reverse=True)
     for s in candidates:
       try:
-        state, data_state = self.restore(abstract_state, s)
+        with quiet_logs.unraisable_silenced():
+          state, data_state = self.restore(abstract_state, s)
         return state, data_state, s
       except Exception as e:  # pylint: disable=broad-except  (any read error = damaged)
         if isinstance(e, CheckpointError):
@@ -144,10 +151,14 @@ class CheckpointIO:
         'from scratch.')
 
   def close(self) -> None:
+    if self.failed:  # already reported; Orbax's threads of the failed save may never end.
+      self._cleanup.close()
+      return
     try:
       self.wait()
     finally:
       self._manager.close()
+      self._cleanup.close()
 
 
 class _SaveFailure:
@@ -174,6 +185,7 @@ class _SaveFailure:
                  'resume.')
     else:
       message = f'Saving failed {where} ({_first_line(error)}); {tail}; rerun to resume.'
+    self._io.failed = True
     raise CheckpointError(message) from None
 
 
