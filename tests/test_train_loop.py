@@ -118,4 +118,5 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, digits_data_dir
   saved = sorted(int(s) for s in os.listdir(tmp_path / 'checkpoints') if s.isdigit())
   print(message)
   assert saved and max(saved) < bad_step
-  assert f'last good checkpoint is step {max(saved)}' in message
+  assert f'The last checkpoint is step {max(saved)} (training loss ' in message
+  assert '--config.restore_step=N' in message

@@ -93,6 +93,8 @@ def base_config() -> config_dict.ConfigDict:
   c.eval_every = 1000
   c.checkpoint_every = 1000
   c.keep_checkpoints = 3
+  # Resume from this checkpoint step (later ones are moved aside); None = the latest intact one.
+  c.restore_step = config_dict.placeholder(int)
 
   # Speed reporting. MFU needs the peak FLOP/s of one device: None = the bf16 peak from
   # vit_jax.throughput's table when it knows the device (not CPUs); set it to log MFU anyway.

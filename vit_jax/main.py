@@ -6,13 +6,15 @@ r"""Trains and evaluates a model from a config.
 
 The workdir receives `checkpoints/` (Orbax; rerunning the same command resumes),
 `metrics.jsonl`, `tensorboard/` event files, `config.json` and, once finished,
-`final_metrics.json`. Exit codes: 0 finished, 2 config error, 3 non-finite loss, 75 preempted
+`final_metrics.json`. Exit codes: 0 finished, 2 config error, 3 non-finite loss, 4 checkpoint
+error (damaged beyond fallback, disk full, permissions), 75 preempted
 (SIGTERM; checkpointed, rerun to resume).
 Multi-host (one process per host): add `--jax_distributed`, which calls
 jax.distributed.initialize() (cluster auto-detection on Cloud TPU, SLURM, Open MPI, k8s), or
 give `--coordinator_address=host:port --num_processes=N --process_id=i` explicitly.
 """
 
+import os
 import sys
 
 from absl import app
@@ -24,6 +26,7 @@ from ml_collections import config_flags
 from vit_jax import config_check
 from vit_jax import config_lib
 from vit_jax import cpu_devices
+from vit_jax import orbax_io
 from vit_jax.train import loop
 from vit_jax.train import setup_run
 
@@ -98,6 +101,13 @@ def main(argv):
   except loop.NonFiniteLossError as e:
     print(f'Error: {e}', file=sys.stderr)
     sys.exit(3)
+  except orbax_io.CheckpointError as e:
+    print(f'Checkpoint error: {e}', file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Not sys.exit: the threads of a failed Orbax save can wait minutes for signals that never
+    # come, and the interpreter would wait for them (metrics and logs are closed already).
+    os._exit(4)  # pylint: disable=protected-access
   if 'preempted_at' in final:
     sys.exit(loop.PREEMPTED_EXIT_CODE)  # Checkpointed; rerunning the command resumes.
   loop.dump_final(run.workdir, final)

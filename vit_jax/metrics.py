@@ -27,11 +27,41 @@ class MetricWriter:
     self.stream = stream or sys.stdout
     self._tty = hasattr(self.stream, 'isatty') and self.stream.isatty()
     self._jsonl = self._events = None
+    self._resume_step, self._at_resume = None, set()
     if is_main:
       self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
       self._events = tensorboard_events.EventFileWriter(os.path.join(workdir, 'tensorboard'))
 
+  def resume(self, step: int) -> None:
+    """A run resumed at `step`: drops the records of later steps from metrics.jsonl, and from
+    now on skips values already recorded at `step`, so each metric has one value per step."""
+    if not self.is_main:
+      return
+    self._jsonl.close()
+    path = self._jsonl.name
+    with open(path, encoding='utf-8') as f:
+      lines = [line for line in f if line.strip()]
+    kept = []
+    for line in lines:
+      try:
+        record = json.loads(line)
+      except ValueError:
+        continue  # a line cut short by a kill.
+      if record.get('step', 0) <= step:
+        kept.append(line if line.endswith('\n') else line + '\n')
+        if record.get('step') == step:
+          self._at_resume.update(k for k in record if k != 'step')
+    self._resume_step = step
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+      f.writelines(kept)
+    os.replace(path + '.tmp', path)
+    self._jsonl = open(path, 'a', encoding='utf-8')
+
   def _record(self, step: int, values: Mapping[str, float]) -> None:
+    if step == self._resume_step:
+      values = {k: v for k, v in values.items() if k not in self._at_resume}
+      if not values:
+        return
     self._jsonl.write(json.dumps({'step': int(step), **{k: float(v) for k, v in values.items()}})
                       + '\n')
     self._jsonl.flush()

@@ -8,7 +8,10 @@ block layout: a checkpoint of a `scan=True` run restores into a loop-layout run 
 versa (see vit_jax.layouts; params and optimizer state alike).
 """
 
+import contextlib
+import errno
 import functools
+import json
 import os
 from typing import Any, Optional
 
@@ -17,8 +20,12 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vit_jax import checkpoint_health
 from vit_jax import layouts
 from vit_jax import quiet_logs
+
+CheckpointError = checkpoint_health.CheckpointError
+_LOSS_KEY = 'train_loss'  # the training loss at the saved step, kept in the `data` item.
 
 
 class CheckpointIO:
@@ -32,18 +39,57 @@ class CheckpointIO:
             max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous),
         item_names=('state', 'data'))
     self._last_saved: Optional[int] = None
+    self.failed = False  # a save failed (and was raised as a CheckpointError).
+    # Every Orbax failure is raised as one CheckpointError line (or a warning): its own error
+    # logs (tracebacks from the save threads) would only bury that line.
+    self._cleanup = contextlib.ExitStack()
+    self._cleanup.enter_context(quiet_logs.orbax_errors_reported_by_caller())
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
-  def save(self, state: Any, data_state: dict[str, Any]) -> None:
-    """Starts saving `state` at its step (returns before the write finishes)."""
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def save(self, state: Any, data_state: dict[str, Any],
+           train_loss: Optional[float] = None) -> None:
+    """Starts saving `state` at its step (returns before the write finishes).
+
+    Raises CheckpointError (one line) when this or the previous, still running, save failed.
+    """
     step = int(jax.device_get(state.step))
     if step == self._last_saved or step in self._manager.all_steps():
       return  # e.g. a preemption save right after a periodic one (maybe still in flight).
+    self.wait()  # the previous save's error, if any, surfaces here (Orbax waits for it anyway).
     self._last_saved = step
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
+    data = dict(data_state)
+    if train_loss is not None:
+      data[_LOSS_KEY] = float(train_loss)
+    with self._failure_message(step):
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data)), force=True)
+      self._manager.check_for_errors()
+
+  def wait(self) -> None:
+    """Waits for the save in flight; a failure is raised as a one-line CheckpointError."""
+    with self._failure_message(self._last_saved):
+      self._manager.wait_until_finished()
+
+  def _failure_message(self, step: Optional[int]):
+    return _SaveFailure(self, step)
+
+  def last_complete_step(self) -> Optional[int]:
+    done = [s for s in ocp.utils.checkpoint_steps(self.directory)
+            if not checkpoint_health.missing_part(self.directory / str(s))]
+    return max(done) if done else None
+
+  def train_loss(self, step: int) -> Optional[float]:
+    """The training loss recorded with checkpoint `step` (None for older checkpoints)."""
+    try:
+      return json.loads((self.directory / str(step) / 'data' / 'metadata').read_text()).get(
+          _LOSS_KEY)
+    except (OSError, ValueError):
+      return None
 
   def restore(self, abstract_state: Any, step: Optional[int] = None):
     """(state, data_state) of `step` (default: latest), placed by abstract_state's shardings.
@@ -51,23 +97,111 @@ class CheckpointIO:
     A checkpoint in the other block layout is restored as stored, then converted on device.
     """
     step = self.latest_step() if step is None else step
+    problem = checkpoint_health.missing_part(self.directory / str(step))
+    if problem:
+      raise CheckpointError(problem)
     target = layouts.layout_of(abstract_state.params)
     stored = layouts.layout_of(_state_metadata(self.directory, step)['params'])
     convert = target is not None and stored is not None and stored != target
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(
-            layouts.convert(abstract_state, stored) if convert else abstract_state),
-        data=ocp.args.JsonRestore()))
+    with quiet_logs.absl_errors_only():
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(
+              layouts.convert(abstract_state, stored) if convert else abstract_state),
+          data=ocp.args.JsonRestore()))
     state = restored['state']
     if convert:
       shardings = jax.tree.map(lambda x: x.sharding, abstract_state)
       state = jax.jit(functools.partial(layouts.convert, layout=target),
                       out_shardings=shardings)(state)
-    return state, restored['data']
+    data_state = dict(restored['data'])
+    data_state.pop(_LOSS_KEY, None)
+    return state, data_state
+
+  def restore_intact(self, abstract_state: Any, log, step: Optional[int] = None):
+    """(state, data_state, step) of the newest intact checkpoint (or of `step` if given).
+
+    A damaged step folder is moved aside (see checkpoint_health.move_aside) with a one-line
+    warning through `log`, and the next older one is tried. Restoring an earlier `step` moves
+    the later ones aside too (the run continues from `step`; they would not be overwritten).
+    Raises CheckpointError when no checkpoint is intact.
+    """
+    if step is not None:
+      for later in [s for s in self.all_steps() if s > step]:
+        moved = checkpoint_health.move_aside(self.directory, later, f'after-restore-{step}')
+        log(f'Restoring step {step}: moved the later step {later} aside to {moved}.')
+      self._manager.reload()
+    candidates = [step] if step is not None else sorted(self.all_steps(), reverse=True)
+    for s in candidates:
+      try:
+        with quiet_logs.unraisable_silenced():
+          state, data_state = self.restore(abstract_state, s)
+        return state, data_state, s
+      except Exception as e:  # pylint: disable=broad-except  (any read error = damaged)
+        if isinstance(e, CheckpointError):
+          reason, detail = str(e), str(e).replace('-', ' ')
+        else:
+          reason, detail = 'unreadable-arrays', f'unreadable arrays: {_first_line(e)}'
+        moved = checkpoint_health.move_aside(self.directory, s, reason)
+        self._manager.reload()
+        log(f'Warning: checkpoint step {s} is damaged ({detail}); moved it to {moved}; '
+            'trying the previous one.')
+    raise CheckpointError(
+        f'No intact checkpoint left in {self.directory} (damaged ones are in '
+        f'{self.directory / checkpoint_health.DAMAGED}); rerun with a new --workdir to start '
+        'from scratch.')
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    if self.failed:  # already reported; Orbax's threads of the failed save may never end.
+      self._cleanup.close()
+      return
+    try:
+      self.wait()
+    finally:
+      self._manager.close()
+      self._cleanup.close()
+
+
+class _SaveFailure:
+  """Turns an exception of a save into one CheckpointError line (disk full, permissions)."""
+
+  def __init__(self, io: CheckpointIO, step: Optional[int]):
+    self._io, self._step = io, step
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, kind, error, tb):
+    if error is None or isinstance(error, CheckpointError) or not isinstance(error, Exception):
+      return False
+    last = self._io.last_complete_step()
+    where = f'while saving step {self._step} to {self._io.directory}'
+    tail = (f'step {last} is the last complete checkpoint' if last is not None
+            else 'no checkpoint is complete')
+    cause = _os_error(error)
+    if cause is not None and cause.errno == errno.ENOSPC:
+      message = f'No space left on device {where}; {tail}; free space and rerun to resume.'
+    elif cause is not None:
+      message = (f'{cause.strerror or cause} {where}; {tail}; fix the folder and rerun to '
+                 'resume.')
+    else:
+      message = f'Saving failed {where} ({_first_line(error)}); {tail}; rerun to resume.'
+    self._io.failed = True
+    raise CheckpointError(message) from None
+
+
+def _os_error(error: BaseException) -> Optional[OSError]:
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno:
+      return error
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  return (text[0] if text else type(error).__name__)[:160]
 
 
 def find_checkpoint(path: str) -> tuple[epath.Path, int]:
@@ -84,11 +218,14 @@ def find_checkpoint(path: str) -> tuple[epath.Path, int]:
                    'folder or one step folder.')
 
 
-def _state_metadata(directory: epath.Path, step: int) -> Any:
+def state_metadata(directory: epath.Path, step: int) -> Any:
   """The tree of array metadata of a step's `state` item (no array is read)."""
   with quiet_logs.absl_errors_only():
     return ocp.PyTreeCheckpointer().metadata(
         directory / str(step) / 'state').item_metadata.tree
+
+
+_state_metadata = state_metadata
 
 
 def load_params(path: str) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Silences a library's python-side absl warnings for a block (ones we report better ourselves)."""
 
 import contextlib
+import gc
 import logging
+import sys
 
 
 @contextlib.contextmanager
@@ -14,3 +16,34 @@ def absl_errors_only():
     yield
   finally:
     logger.setLevel(level)
+
+
+class _DropOrbaxErrors(logging.Filter):
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.levelno >= logging.ERROR and '/orbax/' in record.pathname)
+
+
+@contextlib.contextmanager
+def orbax_errors_reported_by_caller():
+  """Within the block Orbax's error logs (tracebacks, also from its save threads) are dropped:
+  the caller turns every Orbax failure into its own one-line error."""
+  logger, dropped = logging.getLogger('absl'), _DropOrbaxErrors()
+  logger.addFilter(dropped)
+  try:
+    yield
+  finally:
+    logger.removeFilter(dropped)
+
+
+@contextlib.contextmanager
+def unraisable_silenced():
+  """Within the block, exceptions Python cannot raise (e.g. of abandoned coroutines of a failed
+  TensorStore read) are not printed; the caller reports the failure itself."""
+  hook = sys.unraisablehook
+  sys.unraisablehook = lambda unraisable: None
+  try:
+    yield
+  finally:
+    gc.collect()  # abandoned coroutines are finalised here, while silenced.
+    sys.unraisablehook = hook

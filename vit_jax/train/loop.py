@@ -161,10 +161,13 @@ def evaluate(eval_step, params, iterator) -> dict[str, float]:
 
 
 def _initial_state(run: setup_run.Run, ckpt: orbax_io.CheckpointIO, writer):
-  """(state, data_state): from the latest checkpoint, else fresh (+ pre-trained params)."""
-  if ckpt.latest_step() is not None:
-    state, data_state = ckpt.restore(run.abstract_state)
-    writer.log(f'Resumed from {ckpt.directory} at step {int(state.step)}.')
+  """(state, data_state): from the latest intact checkpoint (or config.restore_step), else
+  fresh (+ pre-trained params). Metrics recorded after the restored step are dropped."""
+  if ckpt.latest_step() is not None or run.config.restore_step is not None:
+    state, data_state, step = ckpt.restore_intact(run.abstract_state, writer.log,
+                                                  step=run.config.restore_step)
+    writer.resume(step)
+    writer.log(f'Resumed from {ckpt.directory} at step {step}.')
     return state, data_state
   rng = jax.random.key(run.config.seed)
   state = state_lib.create_sharded(run.init, rng, run.state_shardings)
@@ -174,6 +177,16 @@ def _initial_state(run: setup_run.Run, ckpt: orbax_io.CheckpointIO, writer):
     state = state.replace(params={**state.params, **loaded})
     writer.log(f'Initialised from {run.config.pretrained_path} (new head).')
   return state, None
+
+
+def _checkpoint_note(ckpt: orbax_io.CheckpointIO, step: Optional[int],
+                     loss: Optional[float]) -> str:
+  """Where a stopped run can resume from, for the NaN message."""
+  if step is None:
+    return 'No checkpoint was saved yet (a rerun starts from scratch).'
+  shown = f'training loss {loss:.4g}' if loss is not None else 'training loss not recorded'
+  return (f'The last checkpoint is step {step} ({shown}) in {ckpt.directory}; if its loss '
+          'had already diverged, resume an earlier one with --config.restore_step=N.')
 
 
 def _save_config(run: setup_run.Run) -> None:
@@ -201,6 +214,8 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
       step = int(jax.device_get(state.step))
       pending: list[tuple[int, Any]] = []  # (step, metrics) not yet fetched from devices.
       last_saved = step if ckpt.latest_step() is not None else None
+      last_loss = ckpt.train_loss(step) if last_saved is not None else None
+      saved_loss = last_loss
       # Speed counts training steps only: from the end of this run's first step (compilation,
       # warm-up) on, with evals and checkpoints paused (see vit_jax.throughput).
       timer = throughput.TrainTimer()
@@ -208,24 +223,26 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
 
       def flush() -> Optional[dict[str, float]]:
         """Fetches pending metrics; stops the run at the first non-finite loss."""
+        nonlocal last_loss
         if not pending:
           return None
         fetched = jax.device_get([m for _, m in pending])
         for (s, _), m in zip(pending, fetched):
           if not math.isfinite(float(m['loss'])):
             raise NonFiniteLossError(
-                f'Training loss became {float(m["loss"])} at step {s}; stopped. The last good '
-                f'checkpoint is step {last_saved} in {ckpt.directory}. Lower config.base_lr, '
+                f'Training loss became {float(m["loss"])} at step {s}; stopped. '
+                f'{_checkpoint_note(ckpt, last_saved, saved_loss)} Lower config.base_lr, '
                 'raise config.warmup_steps or set config.grad_norm_clip.')
         pending.clear()
+        last_loss = float(fetched[-1]['loss'])
         return {k: float(v) for k, v in fetched[-1].items()}
 
       def save():
-        nonlocal last_saved
+        nonlocal last_saved, saved_loss
         with timer.paused('checkpoint', wait_for=state):
           flush()  # never checkpoint a state whose loss already went NaN.
-          ckpt.save(state, train_iter.get_state())
-        last_saved = step
+          ckpt.save(state, train_iter.get_state(), train_loss=last_loss)
+        last_saved, saved_loss = step, last_loss
 
       def run_evals():
         with timer.paused('eval', wait_for=state):

@@ -9,6 +9,7 @@ import functools
 import os
 from typing import Any, Optional
 
+from etils import epath
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -16,6 +17,7 @@ import numpy as np
 import optax
 
 from vit_jax import checkpoint
+from vit_jax import checkpoint_health
 from vit_jax import config_lib
 from vit_jax import models
 from vit_jax import orbax_io
@@ -60,6 +62,38 @@ def _check_workdir(workdir: str) -> None:
   except OSError as e:
     raise ConfigError(f'workdir {workdir} is not writable ({e.strerror}); pass a --workdir you '
                       'can write to.') from None
+  checkpoints = os.path.join(workdir, 'checkpoints')
+  try:
+    os.makedirs(checkpoints, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f'{checkpoints} cannot be created ({e.strerror}); fix its permissions or '
+                      'pass a new --workdir.') from None
+  problem = checkpoint_health.unwritable(checkpoints)
+  if problem:
+    raise ConfigError(f'{problem}: checkpoints could not be saved; fix the permissions (e.g. '
+                      f'chown -R $USER {checkpoints}) or pass a new --workdir.')
+
+
+def _check_checkpoints(config, workdir: str, abstract_state) -> None:
+  """config.restore_step exists; the checkpoint to resume fits the model (before compiling)."""
+  directory = epath.Path(workdir) / 'checkpoints'
+  steps = sorted(orbax_io.ocp.utils.checkpoint_steps(directory)) if directory.is_dir() else []
+  if config.restore_step is not None and config.restore_step not in steps:
+    raise ConfigError(f'config.restore_step={config.restore_step} is not a checkpoint in '
+                      f'{directory}; available steps: {steps or "none"}.')
+  candidates = [config.restore_step] if config.restore_step is not None else steps[::-1]
+  for step in candidates:
+    try:
+      stored = orbax_io.state_metadata(directory, step)
+    except Exception:  # pylint: disable=broad-except  (damaged: the loop moves it aside)
+      continue
+    if stored is None:
+      continue
+    difference = checkpoint_health.mismatch(stored, abstract_state)
+    if difference:
+      raise ConfigError(f'the checkpoint step {step} in {directory} does not match the config '
+                        f'({difference}); pass a new --workdir for this model.')
+    return
 
 
 def _check_batches(config, mesh, rules) -> None:
@@ -185,6 +219,7 @@ def build(config, workdir: str) -> Run:
                       '(0 shards every parameter the rules name).')
   abstract, shardings = state_lib.abstract_state_and_shardings(init, mesh, rules,
                                                                config.min_shard_mib)
+  _check_checkpoints(config, workdir, abstract)
   pretrained = _pretrained(config, abstract.params)
   _check_workdir(workdir)
   return Run(config=config, workdir=workdir, mesh=mesh, rules=rules, info=info, model=model,

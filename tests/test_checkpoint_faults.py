@@ -1,0 +1,242 @@
+"""Checkpoint and filesystem faults: damaged checkpoints, full disk, read-only folders, NaN
+with a chosen restore step, a workdir of another model, metrics after a resume.
+
+One tiny run (4 steps, checkpoints at 2 and 4) is trained once; each test damages a copy.
+"""
+
+import errno
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+from etils import epath
+import pytest
+
+from helpers import load_config
+from helpers import ROOT
+from vit_jax import orbax_io
+from vit_jax.train import loop
+from vit_jax.train import setup_run
+
+TINY = dict(total_steps=4, checkpoint_every=2, eval_every=1000, batch=32, batch_eval=32,
+            progress_every=1, warmup_steps=1, keep_checkpoints=5, test_split='')
+
+
+def tiny_config(data_dir, **overrides):
+  return load_config('default', data_dir=data_dir, **{**TINY, **overrides})
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, digits_data_dir):
+  """(workdir with checkpoints 2 and 4, the Run that wrote it)."""
+  workdir = str(tmp_path_factory.mktemp('trained'))
+  run = setup_run.build(tiny_config(digits_data_dir), workdir)
+  loop.train_and_evaluate(run)
+  return workdir, run
+
+
+def copy_of(trained, tmp_path):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(trained[0], workdir)
+  return workdir
+
+
+def truncate_largest_array(step_dir):
+  folder = os.path.join(step_dir, 'state', 'ocdbt.process_0', 'd')
+  largest = max((os.path.join(folder, n) for n in os.listdir(folder)), key=os.path.getsize)
+  with open(largest, 'r+b') as f:
+    f.truncate(os.path.getsize(largest) // 2)
+
+
+DAMAGES = {
+    'unreadable-arrays': truncate_largest_array,
+    'missing-metadata': lambda d: (d / 'state' / '_METADATA').unlink(),
+    'missing-state': lambda d: shutil.rmtree(d / 'state'),
+}
+
+
+def steps_of(workdir):
+  return sorted(orbax_io.ocp.utils.checkpoint_steps(os.path.join(workdir, 'checkpoints')))
+
+
+@pytest.mark.parametrize('reason', sorted(DAMAGES))
+def test_damaged_newest_checkpoint_is_moved_aside(trained, tmp_path, reason):
+  workdir = copy_of(trained, tmp_path)
+  checkpoints = epath.Path(workdir) / 'checkpoints'
+  DAMAGES[reason](checkpoints / '4')
+  io = orbax_io.CheckpointIO(workdir)
+  lines = []
+  state, _, step = io.restore_intact(trained[1].abstract_state, lines.append)
+  io.close()
+  print(lines)
+  assert step == 2 and int(state.step) == 2
+  assert len(lines) == 1 and '\n' not in lines[0]
+  assert lines[0].startswith(f'Warning: checkpoint step 4 is damaged ({reason.replace("-", " ")}')
+  assert f'moved it to {checkpoints}/damaged/4-{reason}; trying the previous one.' in lines[0]
+  assert (checkpoints / 'damaged' / f'4-{reason}').is_dir()  # kept, not deleted.
+  assert steps_of(workdir) == [2]
+
+
+def test_all_damaged_is_one_line_error(trained, tmp_path):
+  workdir = copy_of(trained, tmp_path)
+  checkpoints = epath.Path(workdir) / 'checkpoints'
+  DAMAGES['missing-metadata'](checkpoints / '4')
+  DAMAGES['unreadable-arrays'](checkpoints / '2')
+  io = orbax_io.CheckpointIO(workdir)
+  with pytest.raises(orbax_io.CheckpointError) as e:
+    io.restore_intact(trained[1].abstract_state, lambda line: None)
+  io.close()
+  assert str(e.value) == (f'No intact checkpoint left in {checkpoints} (damaged ones are in '
+                          f'{checkpoints}/damaged); rerun with a new --workdir to start from '
+                          'scratch.')
+  assert sorted(os.listdir(checkpoints / 'damaged')) == ['2-unreadable-arrays',
+                                                         '4-missing-metadata']
+
+
+def read_jsonl(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def assert_one_value_per_step(workdir):
+  """Each metric (key) is recorded at most once per step, in increasing step order."""
+  steps_by_key = {}
+  for record in read_jsonl(workdir):
+    for key in record:
+      if key != 'step':
+        steps_by_key.setdefault(key, []).append(record['step'])
+  for key, steps in steps_by_key.items():
+    assert steps == sorted(set(steps)), (key, steps)
+  return steps_by_key
+
+
+def test_fallback_resumes_and_completes_with_one_metric_line_per_step(
+    trained, tmp_path, digits_data_dir):
+  workdir = copy_of(trained, tmp_path)
+  truncate_largest_array(epath.Path(workdir) / 'checkpoints' / '4')
+  assert [r['step'] for r in read_jsonl(workdir) if 'train/loss' in r] == [1, 2, 3, 4]
+  final = loop.train_and_evaluate(setup_run.build(tiny_config(digits_data_dir, total_steps=6),
+                                                  workdir))
+  assert final['step'] == 6
+  assert steps_of(workdir) == [2, 4, 6]
+  # Steps 3 and 4 were trained twice (before and after the fallback); each is recorded once.
+  assert assert_one_value_per_step(workdir)['train/loss'] == [1, 2, 3, 4, 5, 6]
+
+
+def test_full_disk_on_save(trained, tmp_path, digits_data_dir, monkeypatch):
+  """Simulated: Orbax's write of the `data` item of step 4 (a Python file write) raises
+  OSError(ENOSPC); the arrays, written by TensorStore in C++, cannot be patched in-process."""
+  workdir = str(tmp_path / 'run')
+  original = type(epath.Path('/')).write_text
+
+  def write_text(self, *args, **kwargs):
+    if (self.name == 'metadata' and self.parent.name.startswith('data') and
+        re.search(r'/checkpoints/4[./]', str(self))):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+    return original(self, *args, **kwargs)
+
+  monkeypatch.setattr(type(epath.Path('/')), 'write_text', write_text)
+  with pytest.raises(orbax_io.CheckpointError) as e:
+    loop.train_and_evaluate(setup_run.build(tiny_config(digits_data_dir), workdir))
+  assert str(e.value) == (f'No space left on device while saving step 4 to {workdir}/checkpoints;'
+                          ' step 2 is the last complete checkpoint; free space and rerun to '
+                          'resume.')
+  monkeypatch.undo()
+  assert steps_of(workdir) == [2]
+  # The disk has room again: the next start resumes from step 2 despite the partial folder.
+  final = loop.train_and_evaluate(setup_run.build(tiny_config(digits_data_dir), workdir))
+  assert final['step'] == 4 and steps_of(workdir) == [2, 4]
+
+
+def as_non_root(*command):
+  """Runs `command` without root's override of file permissions (real EACCES)."""
+  if not shutil.which('setpriv'):
+    pytest.skip('setpriv is needed to drop the root override of file permissions')
+  return subprocess.run(
+      ['setpriv', '--bounding-set=-dac_override,-dac_read_search,-fowner', *command], cwd=ROOT,
+      capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_read_only_checkpoints_refused_at_startup(trained, tmp_path, digits_data_dir):
+  workdir = copy_of(trained, tmp_path)
+  os.chmod(os.path.join(workdir, 'checkpoints', '4'), 0o555)
+  result = as_non_root(sys.executable, '-m', 'vit_jax.main', '--config=configs/default.py',
+                       f'--workdir={workdir}', f'--config.data_dir={digits_data_dir}')
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert result.stderr == (f'Config error: {workdir}/checkpoints/4 is not writable (Permission '
+                           'denied): checkpoints could not be saved; fix the permissions (e.g. '
+                           f'chown -R $USER {workdir}/checkpoints) or pass a new --workdir.\n')
+
+
+def test_save_failure_mid_run_exits_in_seconds(tmp_path, digits_data_dir):
+  """checkpoints/ turns read-only while the run trains (e.g. a remount): one line, exit 4."""
+  if not shutil.which('setpriv'):
+    pytest.skip('setpriv is needed to drop the root override of file permissions')
+  workdir = tmp_path / 'run'
+  os.chmod(tmp_path, 0o777)
+  proc = subprocess.Popen(
+      ['setpriv', '--bounding-set=-dac_override,-dac_read_search,-fowner', sys.executable,
+       '-m', 'vit_jax.main', '--config=configs/default.py', f'--workdir={workdir}',
+       f'--config.data_dir={digits_data_dir}', '--config.total_steps=2000',
+       '--config.checkpoint_every=20', '--config.eval_every=100000', '--config.batch=32',
+       '--config.batch_eval=32'], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True)
+  first = workdir / 'checkpoints' / '20'
+  deadline = time.time() + 120
+  while not first.is_dir() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  os.chmod(workdir / 'checkpoints', 0o555)
+  begin = time.time()
+  _, stderr = proc.communicate(timeout=120)
+  assert time.time() - begin < 30
+  assert proc.returncode == 4, stderr[-2000:]
+  assert stderr.startswith('Checkpoint error: Permission denied while saving step 40 to '
+                           f'{workdir}/checkpoints; step 20 is the last complete checkpoint; '
+                           'fix the folder and rerun to resume.\n'), stderr[-2000:]
+  assert 'Traceback' not in stderr, stderr[-2000:]
+
+
+def test_restore_step_and_its_errors(trained, tmp_path, digits_data_dir):
+  workdir = copy_of(trained, tmp_path)
+  with pytest.raises(setup_run.ConfigError) as e:
+    setup_run.build(tiny_config(digits_data_dir, restore_step=3), workdir)
+  assert str(e.value) == (f'config.restore_step=3 is not a checkpoint in {workdir}/checkpoints; '
+                          'available steps: [2, 4].')
+  io = orbax_io.CheckpointIO(workdir)
+  assert io.train_loss(2) == pytest.approx(
+      [r for r in read_jsonl(workdir) if r['step'] == 2 and 'train/loss' in r][0]['train/loss'])
+  io.close()
+  final = loop.train_and_evaluate(setup_run.build(tiny_config(digits_data_dir, restore_step=2),
+                                                  workdir))
+  assert final['step'] == 4 and steps_of(workdir) == [2, 4]
+  assert os.listdir(os.path.join(workdir, 'checkpoints', 'damaged')) == ['4-after-restore-2']
+  assert_one_value_per_step(workdir)
+
+
+def test_nan_without_checkpoint(tmp_path, digits_data_dir):
+  config = tiny_config(digits_data_dir, total_steps=40, warmup_steps=0, base_lr=1e5,
+                       grad_norm_clip=0.0, decay_type='constant', checkpoint_every=1000)
+  config.optim.name = 'sgd'
+  with pytest.raises(loop.NonFiniteLossError) as e:
+    loop.train_and_evaluate(setup_run.build(config, str(tmp_path)))
+  assert 'No checkpoint was saved yet (a rerun starts from scratch).' in str(e.value)
+  assert 'step None' not in str(e.value)
+
+
+def test_workdir_of_another_model(trained, tmp_path, digits_data_dir):
+  workdir = copy_of(trained, tmp_path)
+  with pytest.raises(setup_run.ConfigError) as e:
+    setup_run.build(tiny_config(digits_data_dir, model__hidden_size=32), workdir)
+  message = str(e.value)
+  print(message)
+  assert '\n' not in message
+  assert message.startswith(f'the checkpoint step 4 in {workdir}/checkpoints does not match the '
+                            'config (params/Transformer/')
+  assert 'stored (64,) vs config (32,)' in message
+  assert message.endswith(' and 195 more); pass a new --workdir for this model.')
+  # The scan layout of the same model is a legal difference.
+  setup_run.build(tiny_config(digits_data_dir, model__scan=True), workdir)
