@@ -10,7 +10,7 @@ name to a mesh axis, a tuple of mesh axes, or None (replicated):
 
 Switching between them is a config change. A dimension that a mesh axis does not divide
 evenly is replicated along that axis instead (e.g. 3 heads on a 2-way `model` axis; logged
-as a warning). `logical_to_spec` is the one resolver, for parameters (`tree_shardings`) and
+as a warning for parameters). `logical_to_spec` is the one resolver, for parameters (`tree_shardings`) and
 activations (`constrain`, inside `activate`) alike, so both always agree. Parameters below a
 size floor stay replicated (as big_vision's FSDP: gathering tiny tensors costs more than
 their memory saves).
@@ -72,12 +72,13 @@ def validate_rules(rules: Rules, mesh: Mesh) -> None:
 
 
 def logical_to_spec(names: Sequence[Optional[str]], shape: Sequence[int], mesh: Mesh,
-                    rules: Rules) -> P:
+                    rules: Rules, warn: bool = True) -> P:
   """PartitionSpec for an array with logical axis `names`.
 
   Dimensions are resolved in order. A logical name may have several rules, tried in order; a
   rule is taken when its mesh axes are not yet used by an earlier dimension of this array
-  and evenly divide the dimension (else the next rule, else replicated, with a warning).
+  and evenly divide the dimension (else the next rule, else replicated, with a warning if
+  `warn`: parameters warn, activations, e.g. init's batch of 1, do not).
   """
   used, spec = set(), []
   for name, dim in zip(names, shape):
@@ -88,7 +89,7 @@ def logical_to_spec(names: Sequence[Optional[str]], shape: Sequence[int], mesh: 
         continue
       ways = math.prod(mesh.shape[a] for a in axes)
       if dim % ways:
-        if (dim, name, axes) not in _WARNED:
+        if warn and (dim, name, axes) not in _WARNED:
           _WARNED.add((dim, name, axes))
           logging.warning('Replicating dimension %s of size %d: %d-way %s does not divide it; '
                           'pick mesh sizes that divide it to shard it.', name, dim, ways, axes)
@@ -159,4 +160,4 @@ def constrain(x: jax.Array, names: Sequence[Optional[str]]) -> jax.Array:
     return x
   mesh, rules = active
   return jax.lax.with_sharding_constraint(
-      x, NamedSharding(mesh, logical_to_spec(names, x.shape, mesh, rules)))
+      x, NamedSharding(mesh, logical_to_spec(names, x.shape, mesh, rules, warn=False)))

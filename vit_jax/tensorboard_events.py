@@ -1,67 +1,48 @@
-"""A minimal TensorBoard event-file writer for scalars that never imports TensorFlow.
+"""TensorBoard event files of scalars, written without TensorFlow (and without torch).
 
-tensorboard's own writer imports TensorFlow when it is installed; the training core must not
-(it runs on machines without TF, and TF must not touch accelerators). An event file is a
-TFRecord file of serialized `Event` protos: per record, the little-endian uint64 length, its
-masked CRC-32C, the bytes, and their masked CRC-32C.
+The records go through the `tensorboard` package's own TFRecord writer (`RecordWriter`: length,
+masked CRC-32C, bytes, CRC), which imports neither. Its higher-level writers do not suit the
+training core: tensorboard's `EventFileWriter` reaches TensorFlow's file API when TF is
+installed (and TF must not touch accelerators), and tensorboardX imports torch when that is
+installed. Files are opened through etils.epath, so `gs://` workdirs work, and each writer has
+a file of its own: `events.out.tfevents.<time>.<host>.<pid>.<n>` (two writers starting in the
+same second, e.g. two runs in one process, do not share a file).
 """
 
+import itertools
 import os
 import socket
-import struct
 import time
 
+from etils import epath
 from tensorboard.compat.proto import event_pb2
 from tensorboard.compat.proto import summary_pb2
+from tensorboard.summary.writer import record_writer
 
-
-def _crc32c_table() -> list[int]:
-  table = []
-  for i in range(256):
-    crc = i
-    for _ in range(8):
-      crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-    table.append(crc)
-  return table
-
-
-_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-  """CRC-32C (Castagnoli), as TFRecord uses; pure Python (records here are tiny)."""
-  crc = 0xFFFFFFFF
-  for byte in data:
-    crc = _TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-  return crc ^ 0xFFFFFFFF
-
-
-def _masked_crc(data: bytes) -> int:
-  crc = crc32c(data)
-  return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+_COUNTER = itertools.count()
 
 
 class EventFileWriter:
-  """Appends scalar summaries to `logdir/events.out.tfevents.<time>.<host>`."""
+  """Appends scalar summaries to a new event file in `logdir`."""
 
   def __init__(self, logdir: str):
-    os.makedirs(logdir, exist_ok=True)
-    name = f'events.out.tfevents.{int(time.time())}.{socket.gethostname()}'
-    self.path = os.path.join(logdir, name)
-    self._file = open(self.path, 'ab')
+    directory = epath.Path(logdir)
+    directory.mkdir(parents=True, exist_ok=True)
+    name = (f'events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.'
+            f'{os.getpid()}.{next(_COUNTER)}')
+    self.path = directory / name
+    self._file = self.path.open('wb')
+    self._records = record_writer.RecordWriter(self._file)
     self._write(event_pb2.Event(wall_time=time.time(), file_version='brain.Event:2'))
 
   def _write(self, event: event_pb2.Event) -> None:
-    data = event.SerializeToString()
-    header = struct.pack('<Q', len(data))
-    self._file.write(header + struct.pack('<I', _masked_crc(header)) + data +
-                     struct.pack('<I', _masked_crc(data)))
+    self._records.write(event.SerializeToString())
 
   def scalars(self, step: int, values: dict[str, float]) -> None:
     summary = summary_pb2.Summary(value=[
         summary_pb2.Summary.Value(tag=tag, simple_value=float(v)) for tag, v in values.items()])
     self._write(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
-    self._file.flush()
+    self._records.flush()
 
   def close(self) -> None:
-    self._file.close()
+    self._records.close()

@@ -243,7 +243,8 @@ def train_iterator(dataset, split: str, *, global_batch: int, crop: int, shardin
   """Endless, shuffled, augmented training batches of `split`, resumable.
 
   Args:
-    dataset: TFDS name (e.g. 'cifar10', 'sklearn_digits') or image folder path.
+    dataset: TFDS name (e.g. 'cifar10', 'sklearn_digits'), image folder path, or the
+      DatasetInfo of either from `get_dataset_info` (resolved once: a folder is not re-walked).
     split: TFDS-style split string, e.g. 'train', 'train[:98%]'.
     global_batch: rows per batch over all processes; each process reads 1/process_count.
     crop: output image side.

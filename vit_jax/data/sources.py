@@ -22,7 +22,13 @@ def is_folder_name(dataset) -> bool:
 
 
 def resolve(dataset, *, data_dir=None, manual_dir=None, download=False):
-  """Returns the FolderSource or TfdsSource for `dataset` (see the module docstring)."""
+  """Returns the FolderSource or TfdsSource for `dataset` (see the module docstring).
+
+  A DatasetInfo (from `get_dataset_info`) gives its source, resolved already (the other
+  arguments are then those it was resolved with).
+  """
+  if isinstance(dataset, DatasetInfo):
+    return dataset.source
   if not isinstance(dataset, (str, os.PathLike)) or not str(dataset).strip():
     raise errors.DataError(f'dataset={dataset!r}; pass a TFDS name (e.g. cifar10, '
                            'sklearn_digits) or an image folder path.')

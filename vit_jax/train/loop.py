@@ -75,17 +75,17 @@ def _data_iterators(run: setup_run.Run, data_state: Optional[dict]):
   c = run.config
   # uint8 pixels: a quarter of the host's batching and host-to-device bytes of float32; the
   # steps map them to [-1, 1] on the devices (step_lib.model_input).
-  common = dict(data_dir=c.data_dir, manual_dir=c.manual_dir, download=c.download,
-                crop=c.pp.crop, sharding=run.batch_sharding, prefetch=c.prefetch,
+  # run.info: the source resolved once by setup_run (an image folder is not walked again).
+  common = dict(crop=c.pp.crop, sharding=run.batch_sharding, prefetch=c.prefetch,
                 image_dtype='uint8', skip_unreadable=c.skip_unreadable)
   train_iter = data.train_iterator(
-      c.dataset, c.train_split, global_batch=c.batch, seed=c.seed,
+      run.info, c.train_split, global_batch=c.batch, seed=c.seed,
       area_range=(c.pp.area_min, 1.0), flip=c.pp.flip, randaugment=c.pp.randaugment,
       shuffle_buffer=c.shuffle_buffer, state=data_state, **common)
   evals = {}
   for name, split in (('test', c.test_split), ('val', c.val_split)):
     if split:
-      evals[name] = data.eval_iterator(c.dataset, split, global_batch=c.batch_eval,
+      evals[name] = data.eval_iterator(run.info, split, global_batch=c.batch_eval,
                                        resize_mode=c.pp.resize_mode, **common)
   return train_iter, evals
 
@@ -175,6 +175,7 @@ def _initial_state(run: setup_run.Run, ckpt: orbax_io.CheckpointIO, writer):
     shardings = run.state_shardings.params
     loaded = jax.device_put(run.pretrained, {k: shardings[k] for k in run.pretrained})
     state = state.replace(params={**state.params, **loaded})
+    run.pretrained = None  # On the devices now; the host copy (maybe GBs) is not kept.
     writer.log(f'Initialised from {run.config.pretrained_path} (new head).')
   return state, None
 

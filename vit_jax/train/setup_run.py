@@ -74,8 +74,12 @@ def _check_workdir(workdir: str) -> None:
                       f'chown -R $USER {checkpoints}) or pass a new --workdir.')
 
 
-def _check_checkpoints(config, workdir: str, abstract_state) -> None:
-  """config.restore_step exists; the checkpoint to resume fits the model (before compiling)."""
+def _check_checkpoints(config, workdir: str, abstract_state) -> bool:
+  """config.restore_step exists; the checkpoint to resume fits the model (before compiling).
+
+  Returns:
+    Whether the run resumes from a checkpoint (rather than starting fresh).
+  """
   directory = epath.Path(workdir) / 'checkpoints'
   steps = sorted(orbax_io.ocp.utils.checkpoint_steps(directory)) if directory.is_dir() else []
   if config.restore_step is not None and config.restore_step not in steps:
@@ -93,7 +97,8 @@ def _check_checkpoints(config, workdir: str, abstract_state) -> None:
     if difference:
       raise ConfigError(f'the checkpoint step {step} in {directory} does not match the config '
                         f'({difference}); pass a new --workdir for this model.')
-    return
+    break
+  return bool(steps)
 
 
 def _check_batches(config, mesh, rules) -> None:
@@ -219,8 +224,10 @@ def build(config, workdir: str) -> Run:
                       '(0 shards every parameter the rules name).')
   abstract, shardings = state_lib.abstract_state_and_shardings(init, mesh, rules,
                                                                config.min_shard_mib)
-  _check_checkpoints(config, workdir, abstract)
-  pretrained = _pretrained(config, abstract.params)
+  resumes = _check_checkpoints(config, workdir, abstract)
+  # Pre-trained params only seed a fresh run: a resumed one (e.g. after each preemption) does
+  # not read the (maybe multi-GB) file again.
+  pretrained = None if resumes else _pretrained(config, abstract.params)
   _check_workdir(workdir)
   return Run(config=config, workdir=workdir, mesh=mesh, rules=rules, info=info, model=model,
              tx=tx, schedule=schedule, init=init, abstract_state=abstract,
