@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -60,7 +61,10 @@ def start_and_interrupt(workdir, data_dir, sig):
 
 
 def saved_steps(workdir):
-  return sorted(int(s) for s in os.listdir(os.path.join(workdir, 'checkpoints')) if s.isdigit())
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(s) for s in os.listdir(directory) if s.isdigit())
 
 
 @pytest.fixture(scope='module')
@@ -78,14 +82,66 @@ def assert_bit_identical(a, b):
     np.testing.assert_array_equal(x, y)
 
 
-def test_sigkill_then_restart_is_bit_identical(tmp_path, digits_data_dir, uninterrupted):
+class Started:
+  """A training process whose output lines are collected by a thread as they come."""
+
+  def __init__(self, workdir, data_dir):
+    self.proc = subprocess.Popen(command(workdir, data_dir), cwd=ROOT, env=environment(),
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    self.lines = []
+    self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout),
+                                    daemon=True)
+    self._reader.start()
+
+  def kill_when(self, condition, timeout=300):
+    """SIGKILLs the process as soon as condition() holds (polled every ~2 ms)."""
+    deadline = time.time() + timeout
+    while not condition() and self.proc.poll() is None and time.time() < deadline:
+      time.sleep(0.002)
+    assert self.proc.poll() is None, ''.join(self.lines)[-3000:]
+    self.proc.kill()
+    self.proc.wait(timeout=60)
+    self._reader.join(timeout=60)
+    return ''.join(self.lines)
+
+
+def tmp_checkpoints(workdir):
+  directory = os.path.join(workdir, 'checkpoints')
+  return [n for n in os.listdir(directory) if 'tmp' in n] if os.path.isdir(directory) else []
+
+
+def test_sigkill_at_five_points_then_restart_is_bit_identical(tmp_path, digits_data_dir,
+                                                             uninterrupted):
+  """Killed (1) while compiling, (2) mid-save, (3) just after a save completed, (4) between
+  checkpoints and (5) right after a resume, then run to the end: bit-identical params."""
   workdir = str(tmp_path)
-  code, _ = start_and_interrupt(workdir, digits_data_dir, signal.SIGKILL)
-  assert code == -signal.SIGKILL
-  steps = saved_steps(workdir)
-  assert steps and max(steps) < STEPS, f'the run was not interrupted mid-way: {steps}'
+  config_json = os.path.join(workdir, 'config.json')
+  run = Started(workdir, digits_data_dir)  # (1) Before any step: a fresh start again.
+  run.kill_when(lambda: os.path.exists(config_json))
+  assert not saved_steps(workdir)
+
+  for _ in range(3):  # (2) A checkpoint's temporary folder exists (retried if the kill lands
+    run = Started(workdir, digits_data_dir)  # just after the folder was renamed).
+    run.kill_when(lambda: tmp_checkpoints(workdir))
+    if tmp_checkpoints(workdir):
+      break
+  assert tmp_checkpoints(workdir), 'no kill landed mid-save'
+  mid_save = saved_steps(workdir)
+
+  run = Started(workdir, digits_data_dir)  # (3) A new step folder just appeared.
+  run.kill_when(lambda: len(saved_steps(workdir)) > len(mid_save))
+  after_save = max(saved_steps(workdir))
+
+  run = Started(workdir, digits_data_dir)  # (4) Half-way between two checkpoints.
+  target = f'step {after_save + EVERY // 2}/'
+  output = run.kill_when(lambda: any(target in line for line in run.lines))
+  assert f'at step {after_save}' in output and max(saved_steps(workdir)) == after_save
+
+  run = Started(workdir, digits_data_dir)  # (5) Just after the restore, before a step.
+  run.kill_when(lambda: any('Resumed from' in line for line in run.lines))
+
   output = run_to_completion(workdir, digits_data_dir)
-  assert f'Resumed from {workdir}/checkpoints at step {max(steps)}' in output
+  assert f'Resumed from {workdir}/checkpoints at step {after_save}' in output
   assert_bit_identical(orbax_io.load_params(workdir), uninterrupted)
 
 

@@ -21,14 +21,18 @@ class CheckpointError(RuntimeError):
 
 
 def unwritable(path: str) -> Optional[str]:
-  """None if `path` (a folder) and every folder below it are writable, else a short reason."""
-  probe = os.path.join(path, f'.write_test_{jax.process_index()}')
+  """None if `path` (a folder) and every folder below it are writable, else a short reason.
+
+  On object stores (gs://) only the probe write is made: they have no folder permissions.
+  """
+  probe = epath.Path(path) / f'.write_test_{jax.process_index()}'
   try:
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
+    probe.write_text('ok')
+    probe.unlink()
   except OSError as e:
     return f'{path} is not writable ({e.strerror})'
+  if '://' in str(path):
+    return None
   for root, dirs, _ in os.walk(path):
     for d in dirs:
       if not os.access(os.path.join(root, d), os.W_OK | os.X_OK):

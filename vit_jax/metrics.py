@@ -1,15 +1,61 @@
 """Where metrics go: a stdout line (or a progress bar on a terminal), TensorBoard event files,
 and `WORKDIR/metrics.jsonl` (one JSON object per line, each with `step`).
 
-Only the main process (process 0) writes; the others get a writer that does nothing.
+Only the main process (process 0) writes; the others get a writer that does nothing. Files
+go through etils.epath, so a `gs://` workdir works (object stores cannot append: there the
+JSONL file is rewritten whole at each record; it stays small).
 """
 
 import json
-import os
 import sys
 from typing import Mapping, Optional, TextIO
 
+from etils import epath
+
 from vit_jax import tensorboard_events
+
+
+class _JsonLines:
+  """An append-only text file of lines: appended locally, rewritten whole on object stores."""
+
+  def __init__(self, path: epath.Path):
+    self.path = path
+    self._remote = '://' in str(path)
+    self._lines: list[str] = []
+    if self._remote:
+      self._lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+      self._file = None
+    else:
+      self._file = path.open('a', encoding='utf-8')
+
+  def read(self) -> list[str]:
+    if self._remote:
+      return list(self._lines)
+    self._file.flush()
+    return self.path.read_text(encoding='utf-8').splitlines(keepends=True)
+
+  def append(self, line: str) -> None:
+    if self._remote:
+      self._lines.append(line)
+      self.path.write_text(''.join(self._lines))
+    else:
+      self._file.write(line)
+      self._file.flush()
+
+  def replace_all(self, lines: list[str]) -> None:
+    if self._remote:
+      self._lines = list(lines)
+      self.path.write_text(''.join(lines))
+      return
+    self._file.close()
+    tmp = self.path.parent / (self.path.name + '.tmp')
+    tmp.write_text(''.join(lines), encoding='utf-8')
+    tmp.replace(self.path)
+    self._file = self.path.open('a', encoding='utf-8')
+
+  def close(self) -> None:
+    if self._file is not None:
+      self._file.close()
 
 
 def _format_duration(seconds: float) -> str:
@@ -29,18 +75,15 @@ class MetricWriter:
     self._jsonl = self._events = None
     self._resume_step, self._at_resume = None, set()
     if is_main:
-      self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
-      self._events = tensorboard_events.EventFileWriter(os.path.join(workdir, 'tensorboard'))
+      self._jsonl = _JsonLines(epath.Path(workdir) / 'metrics.jsonl')
+      self._events = tensorboard_events.EventFileWriter(str(epath.Path(workdir) / 'tensorboard'))
 
   def resume(self, step: int) -> None:
     """A run resumed at `step`: drops the records of later steps from metrics.jsonl, and from
     now on skips values already recorded at `step`, so each metric has one value per step."""
     if not self.is_main:
       return
-    self._jsonl.close()
-    path = self._jsonl.name
-    with open(path, encoding='utf-8') as f:
-      lines = [line for line in f if line.strip()]
+    lines = [line for line in self._jsonl.read() if line.strip()]
     kept = []
     for line in lines:
       try:
@@ -52,19 +95,15 @@ class MetricWriter:
         if record.get('step') == step:
           self._at_resume.update(k for k in record if k != 'step')
     self._resume_step = step
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-      f.writelines(kept)
-    os.replace(path + '.tmp', path)
-    self._jsonl = open(path, 'a', encoding='utf-8')
+    self._jsonl.replace_all(kept)
 
   def _record(self, step: int, values: Mapping[str, float]) -> None:
     if step == self._resume_step:
       values = {k: v for k, v in values.items() if k not in self._at_resume}
       if not values:
         return
-    self._jsonl.write(json.dumps({'step': int(step), **{k: float(v) for k, v in values.items()}})
-                      + '\n')
-    self._jsonl.flush()
+    self._jsonl.append(
+        json.dumps({'step': int(step), **{k: float(v) for k, v in values.items()}}) + '\n')
     self._events.scalars(step, values)
 
   def write_train(self, step: int, metrics: Mapping[str, float], *,

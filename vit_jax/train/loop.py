@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any, Optional
 
+from etils import epath
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -192,8 +193,8 @@ def _checkpoint_note(ckpt: orbax_io.CheckpointIO, step: Optional[int],
 
 def _save_config(run: setup_run.Run) -> None:
   if jax.process_index() == 0:
-    with open(os.path.join(run.workdir, 'config.json'), 'w') as f:
-      f.write(run.config.to_json_best_effort(indent=2, sort_keys=True))
+    (epath.Path(run.workdir) / 'config.json').write_text(
+        run.config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
@@ -308,5 +309,5 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
 
 def dump_final(workdir: str, final: dict[str, Any]) -> None:
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'final_metrics.json'), 'w') as f:
-      json.dump(final, f, indent=2, sort_keys=True)
+    (epath.Path(workdir) / 'final_metrics.json').write_text(
+        json.dumps(final, indent=2, sort_keys=True))

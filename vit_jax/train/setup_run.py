@@ -6,7 +6,6 @@ workdir) is reported as one `ConfigError` line naming the field and what to chan
 
 import dataclasses
 import functools
-import os
 from typing import Any, Optional
 
 from etils import epath
@@ -52,21 +51,27 @@ class Run:
   pretrained: Optional[dict] = None  # host params to start from (fine-tuning).
 
 
+def _reason(error: Exception) -> str:
+  """strerror of an OSError (e.g. 'Permission denied'); else the first line of the message."""
+  return getattr(error, 'strerror', None) or (str(error).splitlines() or [repr(error)])[0]
+
+
 def _check_workdir(workdir: str) -> None:
+  """The workdir and its checkpoints/ exist and can be written (local or gs://, via epath)."""
+  root = epath.Path(workdir)
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise ConfigError(f'workdir {workdir} is not writable ({e.strerror}); pass a --workdir you '
+    root.mkdir(parents=True, exist_ok=True)
+    probe = root / f'.write_test_{jax.process_index()}'
+    probe.write_text('ok')
+    probe.unlink()
+  except Exception as e:  # pylint: disable=broad-except  (OSError; object stores' own errors)
+    raise ConfigError(f'workdir {workdir} is not writable ({_reason(e)}); pass a --workdir you '
                       'can write to.') from None
-  checkpoints = os.path.join(workdir, 'checkpoints')
+  checkpoints = str(root / 'checkpoints')
   try:
-    os.makedirs(checkpoints, exist_ok=True)
-  except OSError as e:
-    raise ConfigError(f'{checkpoints} cannot be created ({e.strerror}); fix its permissions or '
+    epath.Path(checkpoints).mkdir(parents=True, exist_ok=True)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConfigError(f'{checkpoints} cannot be created ({_reason(e)}); fix its permissions or '
                       'pass a new --workdir.') from None
   problem = checkpoint_health.unwritable(checkpoints)
   if problem:
