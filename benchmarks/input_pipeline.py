@@ -22,7 +22,8 @@ that sizes a host: feeding a training step that consumes R images/s takes R / (i
 CPU-second) cores. Runs alternate (a), (b), (c), (d); each row gives its best run, all runs
 are listed, and the median (and min) of the per-repeat ratios to (a) is given too, the figure to
 quote: on a cloud VM the speed drifts by 10-20% over minutes with nothing else running in the
-VM, so only runs next to each other compare. 'other CPU-s' is the CPU time the rest of this machine used during a timed run (from /proc/stat), so that runs
+VM, so only runs next to each other compare. 'other CPU-s' is the CPU time the rest of this
+machine used during a timed run (from /proc/stat), so that runs
 disturbed from inside show. Page faults per image stay near 0 when TensorFlow pools CPU
 memory (see vit_jax/data/tf_setup.py); ~150 means each batch's memory is mapped from the OS
 anew. Decoding costs grow with file size (detail) while the pipeline's fixed costs (resize,

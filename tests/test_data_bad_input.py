@@ -254,7 +254,8 @@ def test_download_gets_to_the_network_request(tmp_path, monkeypatch):
     urls.append(url)
     raise ConnectionError(f'no network for {url}')
 
-  monkeypatch.setattr(downloader._Downloader, '_sync_download', no_network)  # pylint: disable=protected-access
+  monkeypatch.setattr(downloader._Downloader, '_sync_download',  # pylint: disable=protected-access
+                      no_network)
   with pytest.raises(data.DataError) as excinfo:
     data.get_dataset_info('mnist', data_dir=str(tmp_path), download=True)
   message = _one_line(excinfo)

@@ -20,17 +20,30 @@ class CheckpointError(RuntimeError):
   """A checkpoint problem the user must act on; the message is one line saying what to do."""
 
 
+def reason(error: Exception) -> str:
+  """strerror of an OSError (e.g. 'Permission denied'); else the first line of the message."""
+  return getattr(error, 'strerror', None) or (str(error).splitlines() or [repr(error)])[0]
+
+
+def write_error(path) -> Optional[str]:
+  """None if a file can be written in the folder `path` (local or gs://), else the reason."""
+  probe = epath.Path(path) / f'.write_test_{jax.process_index()}'
+  try:
+    probe.write_text('ok')
+    probe.unlink()
+  except Exception as e:  # pylint: disable=broad-except  (OSError; object stores' own errors)
+    return reason(e)
+  return None
+
+
 def unwritable(path: str) -> Optional[str]:
   """None if `path` (a folder) and every folder below it are writable, else a short reason.
 
   On object stores (gs://) only the probe write is made: they have no folder permissions.
   """
-  probe = epath.Path(path) / f'.write_test_{jax.process_index()}'
-  try:
-    probe.write_text('ok')
-    probe.unlink()
-  except OSError as e:
-    return f'{path} is not writable ({e.strerror})'
+  error = write_error(path)
+  if error:
+    return f'{path} is not writable ({error})'
   if '://' in str(path):
     return None
   for root, dirs, _ in os.walk(path):

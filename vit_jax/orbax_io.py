@@ -65,18 +65,15 @@ class CheckpointIO:
     data = dict(data_state)
     if train_loss is not None:
       data[_LOSS_KEY] = float(train_loss)
-    with self._failure_message(step):
+    with _SaveFailure(self, step):
       self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data)), force=True)
       self._manager.check_for_errors()
 
   def wait(self) -> None:
     """Waits for the save in flight; a failure is raised as a one-line CheckpointError."""
-    with self._failure_message(self._last_saved):
+    with _SaveFailure(self, self._last_saved):
       self._manager.wait_until_finished()
-
-  def _failure_message(self, step: Optional[int]):
-    return _SaveFailure(self, step)
 
   def last_complete_step(self) -> Optional[int]:
     done = [s for s in ocp.utils.checkpoint_steps(self.directory)
@@ -101,7 +98,7 @@ class CheckpointIO:
     if problem:
       raise CheckpointError(problem)
     target = layouts.layout_of(abstract_state.params)
-    stored = layouts.layout_of(_state_metadata(self.directory, step)['params'])
+    stored = layouts.layout_of(state_metadata(self.directory, step)['params'])
     convert = target is not None and stored is not None and stored != target
     with quiet_logs.absl_errors_only():
       restored = self._manager.restore(step, args=ocp.args.Composite(
@@ -225,9 +222,6 @@ def state_metadata(directory: epath.Path, step: int) -> Any:
         directory / str(step) / 'state').item_metadata.tree
 
 
-_state_metadata = state_metadata
-
-
 def load_params(path: str) -> dict[str, Any]:
   """Params (host NumPy arrays) of an earlier run's Orbax checkpoint, for fine-tuning.
 
@@ -236,7 +230,7 @@ def load_params(path: str) -> dict[str, Any]:
   directory, step = find_checkpoint(path)
   item = directory / str(step) / 'state'
   checkpointer = ocp.PyTreeCheckpointer()
-  params_meta = _state_metadata(directory, step)['params']
+  params_meta = state_metadata(directory, step)['params']
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), params_meta)
   restored = checkpointer.restore(item, args=ocp.args.PyTreeRestore(
       item={'params': params_meta}, restore_args={'params': restore_args},

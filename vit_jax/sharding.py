@@ -10,10 +10,10 @@ name to a mesh axis, a tuple of mesh axes, or None (replicated):
 
 Switching between them is a config change. A dimension that a mesh axis does not divide
 evenly is replicated along that axis instead (e.g. 3 heads on a 2-way `model` axis; logged
-as a warning for parameters). `logical_to_spec` is the one resolver, for parameters (`tree_shardings`) and
-activations (`constrain`, inside `activate`) alike, so both always agree. Parameters below a
-size floor stay replicated (as big_vision's FSDP: gathering tiny tensors costs more than
-their memory saves).
+as a warning for parameters). `logical_to_spec` is the one resolver, for parameters
+(`tree_shardings`) and activations (`constrain`, inside `activate`) alike, so both always
+agree. Parameters below a size floor stay replicated (as big_vision's FSDP: gathering tiny
+tensors costs more than their memory saves).
 """
 
 import contextlib

@@ -65,8 +65,8 @@ class TfdsSource:
                 if _base_name(name).startswith('imagenet') else '')
       raise errors.DataError(
           f'TFDS dataset {name!r} is not prepared in data_dir={self.data_dir} (looked for '
-          f'{self.builder.data_dir}); prepare it with `python -m '
-          f'vit_jax.data.prepare {name} --data_dir={self.data_dir}`{manual}, pass download=True, or use an image folder '
+          f'{self.builder.data_dir}); prepare it with `python -m vit_jax.data.prepare {name} '
+          f'--data_dir={self.data_dir}`{manual}, pass download=True, or use an image folder '
           'DIR/<split>/<class>/*.jpg instead.')
     logging.info('Preparing TFDS dataset %s in %s.', name, self.data_dir)
     config = tfds.download.DownloadConfig(manual_dir=manual_dir)

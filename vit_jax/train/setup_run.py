@@ -51,28 +51,23 @@ class Run:
   pretrained: Optional[dict] = None  # host params to start from (fine-tuning).
 
 
-def _reason(error: Exception) -> str:
-  """strerror of an OSError (e.g. 'Permission denied'); else the first line of the message."""
-  return getattr(error, 'strerror', None) or (str(error).splitlines() or [repr(error)])[0]
-
-
 def _check_workdir(workdir: str) -> None:
   """The workdir and its checkpoints/ exist and can be written (local or gs://, via epath)."""
   root = epath.Path(workdir)
   try:
     root.mkdir(parents=True, exist_ok=True)
-    probe = root / f'.write_test_{jax.process_index()}'
-    probe.write_text('ok')
-    probe.unlink()
+    error = checkpoint_health.write_error(root)
   except Exception as e:  # pylint: disable=broad-except  (OSError; object stores' own errors)
-    raise ConfigError(f'workdir {workdir} is not writable ({_reason(e)}); pass a --workdir you '
-                      'can write to.') from None
+    error = checkpoint_health.reason(e)
+  if error:
+    raise ConfigError(f'workdir {workdir} is not writable ({error}); pass a --workdir you can '
+                      'write to.')
   checkpoints = str(root / 'checkpoints')
   try:
     epath.Path(checkpoints).mkdir(parents=True, exist_ok=True)
   except Exception as e:  # pylint: disable=broad-except
-    raise ConfigError(f'{checkpoints} cannot be created ({_reason(e)}); fix its permissions or '
-                      'pass a new --workdir.') from None
+    raise ConfigError(f'{checkpoints} cannot be created ({checkpoint_health.reason(e)}); fix '
+                      'its permissions or pass a new --workdir.') from None
   problem = checkpoint_health.unwritable(checkpoints)
   if problem:
     raise ConfigError(f'{problem}: checkpoints could not be saved; fix the permissions (e.g. '
