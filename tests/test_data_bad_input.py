@@ -264,3 +264,47 @@ def test_download_gets_to_the_network_request(tmp_path, monkeypatch):
   assert message.endswith(f'prepare it with `python -m vit_jax.data.prepare mnist '
                           f'--data_dir={tmp_path}` or use an image folder.')
   print(message)
+
+
+_LIBJPEG_SCRIPT = r'''
+import io, os, sys
+import numpy as np
+from PIL import Image
+from vit_jax import data
+root = sys.argv[1]
+os.makedirs(f'{root}/train/a')
+rng = np.random.default_rng(0)
+for i in range(6):
+  buf = io.BytesIO()
+  Image.fromarray(rng.integers(0, 255, (16, 16, 3), np.uint8)).save(buf, 'JPEG')
+  jpeg = buf.getvalue()
+  if i == 0:
+    jpeg = jpeg[:-2] + b'\0' * 12 + jpeg[-2:]  # Decodable; libjpeg warns.
+  if i == 1:
+    jpeg = jpeg[:len(jpeg) // 2]  # Truncated: not decodable; TensorFlow logs an error.
+  with open(f'{root}/train/a/{i}.jpg', 'wb') as f:
+    f.write(jpeg)
+it = data.train_iterator(root, 'train', global_batch=5, crop=8, area_range=(1, 1),
+                         process_index=0, process_count=1)
+for _ in range(8):  # 8 epochs of the 5 readable images.
+  next(it)
+os.write(2, b'a line from C code\n')
+'''
+
+
+def test_libjpeg_noise_is_counted_not_printed(tmp_path):
+  """libjpeg's own stderr lines (per damaged file, per epoch) become one counted warning."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  result = subprocess.run([sys.executable, '-c', _LIBJPEG_SCRIPT, str(tmp_path / 'jpegs')],
+                          capture_output=True, text=True, timeout=300, check=True)
+  err = result.stderr
+  assert 'Corrupt JPEG data' not in err.replace('"Corrupt JPEG data', '')  # Only quoted.
+  assert 'jpeg_mem.cc' not in err and 'Premature end' not in err
+  assert 'a line from C code' in err  # Everything else passes through.
+  counts = [int(n) for n in re.findall(r'libjpeg warned (\d+) times so far', err)]
+  # Reported when the count passes 1, 2, 4, 8, ... (at a batch): not a line per image.
+  assert counts and counts[0] >= 1 and len(counts) <= 5, err[-2000:]
+  assert all(a.bit_length() < b.bit_length() for a, b in zip(counts, counts[1:])), counts
+  assert 'extraneous bytes before marker' in err
+  assert 'Skipped 1 unreadable images so far' in err and '1.jpg' in err

@@ -16,6 +16,9 @@ from sklearn import datasets
 from vit_jax import data
 from vit_jax.data import digits_builder
 from vit_jax.data import synthetic
+from vit_jax.data import pipeline
+from vit_jax.data import tf_setup
+from vit_jax.data import tfds_source
 
 
 @pytest.fixture(scope='module')
@@ -51,14 +54,43 @@ def _sklearn_keys(split):
       digits.target[rows]))
 
 
-def test_two_processes_train_read_the_split_once(digits_dir):
-  """Process parts are disjoint and their union is the split (first epoch of each)."""
+def _global_batches(process_count, n, **kwargs):
+  """The first n global batches, each the processes' rows concatenated in process order."""
+  its = [data.train_iterator(process_index=i, process_count=process_count, **kwargs)
+         for i in range(process_count)]
+  batches = [[next(it) for it in its] for _ in range(n)]
+  return [{k: np.concatenate([b[k] for b in parts]) for k in ('image', 'label')}
+          for parts in batches]
+
+
+def test_processes_read_disjoint_complete_epochs_of_one_global_order(digits_dir):
+  """Random access (a small TFDS split in memory): the global batches do not depend on the
+  process count, and each epoch's records, over all processes, are the split exactly once."""
+  args = dict(dataset='sklearn_digits', split='train', global_batch=64, crop=8,
+              area_range=(1.0, 1.0), flip=False, data_dir=digits_dir, seed=3)
+  one = _global_batches(1, 46, **args)
+  for count in (2, 4):
+    many = _global_batches(count, 46, **args)
+    for a, b in zip(one, many):
+      np.testing.assert_array_equal(a['image'], b['image'])
+      np.testing.assert_array_equal(a['label'], b['label'])
+  images = np.concatenate([b['image'] for b in one])
+  labels = np.concatenate([b['label'] for b in one])
+  for epoch in range(2):  # 46 * 64 = 2944 >= 2 epochs of 1437.
+    rows = slice(epoch * 1437, (epoch + 1) * 1437)
+    assert collections.Counter(_digit_keys(images[rows], labels[rows])) == _sklearn_keys('train')
+  assert not np.array_equal(images[:1437], images[1437:2874])  # A new order each epoch.
+
+
+def test_streamed_tfds_parts_are_disjoint_and_complete(digits_dir, monkeypatch):
+  """Splits too large for memory: each process streams its TFDS even split, all of it once
+  per epoch, disjoint from the other process's."""
+  monkeypatch.setattr(tfds_source, 'IN_MEMORY_MAX_BYTES', 0)
   union = collections.Counter()
-  sizes = []
   for index in range(2):
     it = data.train_iterator('sklearn_digits', 'train', global_batch=64, crop=8,
                              area_range=(1.0, 1.0), flip=False, data_dir=digits_dir,
-                             process_index=index, process_count=2)
+                             shuffle_buffer=100, process_index=index, process_count=2)
     size = it.num_local_examples
     assert size == (719, 718)[index]  # TFDS's even split of 1437 in 2.
     rows = [next(it) for _ in range(23)]  # 23 * 32 = 736 >= the part.
@@ -68,9 +100,7 @@ def test_two_processes_train_read_the_split_once(digits_dir):
     assert sum(part.values()) == size and max(part.values()) == 1  # Each example once.
     assert not set(part) & set(union)  # No overlap with the other process.
     union += part
-    sizes.append(size)
   assert union == _sklearn_keys('train')
-  assert sum(sizes) == 1437
 
 
 def test_two_processes_eval_every_example_once_and_same_length(digits_dir):
@@ -118,9 +148,12 @@ def _take(it, n):
   return [next(it) for _ in range(n)]
 
 
-@pytest.mark.parametrize('kind', ['folder', 'tfds'])
-def test_resume_continues_with_exactly_the_next_batch(kind, folder, digits_dir):
-  """Batch k after save/restore == batch k of an uninterrupted run (across epoch ends)."""
+@pytest.mark.parametrize('kind', ['folder', 'tfds', 'tfds_streamed'])
+def test_resume_continues_with_exactly_the_next_batch(kind, folder, digits_dir, monkeypatch):
+  """Batch k after save/restore == batch k of an uninterrupted run (across epoch ends and,
+  streamed, across shuffle windows)."""
+  if kind == 'tfds_streamed':
+    monkeypatch.setattr(tfds_source, 'IN_MEMORY_MAX_BYTES', 0)
   if kind == 'folder':
     args = dict(dataset=folder, split='train', global_batch=4, crop=16)
   else:
@@ -220,3 +253,38 @@ def test_uint8_batches_are_the_float_batches_rounded(folder):
   assert batches[-1]['mask'].sum() == 1 and (batches[-1]['image'][1:] == 0).all()  # 9 = 8 + 1.
   with pytest.raises(data.DataError, match="image_dtype='float16'; use one of"):
     data.train_iterator(folder, 'train', image_dtype='float16', **args)
+
+
+def _piece_orders(part, seed, epochs, size):
+  """Per epoch, the order in which the streamed part's files (pieces) were read."""
+  tf = tf_setup.tf()
+  stored = {r: i for i, r in enumerate(
+      tf.data.TFRecordDataset(part._files[0]).as_numpy_iterator())}  # pylint: disable=protected-access
+  stream, _ = part.train_stream(0, pipeline.epoch_seed_fn(seed, 1), size)
+  n = part.num_examples
+  records = [x for x in stream.take(epochs * (n + 1)).as_numpy_iterator() if x['pos'] >= 0]
+  orders = []
+  for e in range(epochs):
+    index = np.array([stored[x['data']] for x in records[e * n:(e + 1) * n]])
+    assert sorted(index) == list(range(n))  # Each record once per epoch.
+    windows = index.reshape(-1, size) // size  # Window w holds one whole piece.
+    assert (windows == windows[:, :1]).all()
+    assert not (np.diff(index.reshape(-1, size)) == 1).all()  # Shuffled within the window.
+    orders.append(tuple(windows[:, 0]))
+  return orders
+
+
+def test_streamed_files_are_shuffled_per_epoch_from_seed_and_epoch(digits_dir):
+  tf = tf_setup.tf()
+  builder = data.get_dataset_info('sklearn_digits', data_dir=digits_dir).source.builder
+  part = tfds_source.TfdsFilePart(builder, 'test', 'sklearn_digits test')
+  # The split's one file, as four files: its four quarters of 90 records.
+  # pylint: disable=protected-access
+  part._files = tf.stack([part._files[0]] * 4)
+  part._skips = tf.constant([0, 90, 180, 270], tf.int64)
+  part._takes = tf.constant([90] * 4, tf.int64)
+  orders = _piece_orders(part, seed=5, epochs=4, size=90)
+  assert all(sorted(o) == [0, 1, 2, 3] for o in orders)
+  assert len(set(orders)) > 1  # The file order changes with the epoch ...
+  assert _piece_orders(part, seed=5, epochs=4, size=90) == orders  # ... and is reproducible,
+  assert _piece_orders(part, seed=6, epochs=4, size=90) != orders  # ... and seed-dependent.

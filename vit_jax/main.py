@@ -27,6 +27,7 @@ from vit_jax import config_check
 from vit_jax import config_lib
 from vit_jax import cpu_devices
 from vit_jax import orbax_io
+from vit_jax.data import stderr_filter
 from vit_jax.train import loop
 from vit_jax.train import setup_run
 
@@ -105,6 +106,7 @@ def main(argv):
     print(f'Checkpoint error: {e}', file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
+    stderr_filter.drain()
     # Not sys.exit: the threads of a failed Orbax save can wait minutes for signals that never
     # come, and the interpreter would wait for them (metrics and logs are closed already).
     os._exit(4)  # pylint: disable=protected-access

@@ -2,9 +2,9 @@
 
 Labels are indices into the sorted union of the class folder names of all split folders, so
 train and test folders agree on labels even when a class is missing from one of them. Files
-are listed once, sorted by (class, file name); each process takes a contiguous, near-equal
-part of that list, and each epoch visits the part in a fresh pseudo-random order
-(`tf.random.experimental.index_shuffle`), so resuming needs no re-reading.
+are listed once, sorted by (class, file name). Training reads them in the global order of
+`global_order` (a fresh pseudo-random permutation per epoch, each process its rows of every
+global batch); evaluation gives each process a contiguous, near-equal part of the list.
 """
 
 import logging
@@ -13,11 +13,9 @@ import os
 import numpy as np
 
 from vit_jax.data import errors
-from vit_jax.data import preprocess
 from vit_jax.data import splits
 from vit_jax.data import tf_setup
 
-FOREVER = 2**62  # Length of endless ranges.
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif')
 _LAYOUT = 'expected DIR/<split>/<class_name>/*.jpg (or .jpeg, .png, .bmp, .gif)'
 
@@ -125,17 +123,28 @@ class FolderSource:
   def part_sizes(self, split: str, process_count: int) -> list[int]:
     return splits.part_sizes(self.num_examples(split), process_count)
 
-  def part(self, split: str, process_index: int, process_count: int) -> 'FolderPart':
-    """This process's part of `split`: files [start, stop) of the split's file list."""
+  def _split_files(self, split: str):
     ranges = self._resolve(split)
     paths = [p for n, a, b in ranges for p in self._paths[n][a:b]]
     labels = np.concatenate([self._labels[n][a:b] for n, a, b in ranges])
+    return paths, labels
+
+  def train_part(self, split: str, process_index: int, process_count: int) -> 'FolderPart':
+    """All files of `split`, read with random access (see `global_order`)."""
+    del process_index, process_count  # Every process reads its rows of the global order.
+    return FolderPart(*self._split_files(split))
+
+  def part(self, split: str, process_index: int, process_count: int) -> 'FolderPart':
+    """This process's part of `split` for evaluation: files [start, stop) of its file list."""
+    paths, labels = self._split_files(split)
     start, stop = splits.even_part(len(paths), process_index, process_count)
     return FolderPart(paths[start:stop], labels[start:stop])
 
 
 class FolderPart:
-  """A process's files of a split. The parallel decode map reads the files (see `pipeline`)."""
+  """Files of a split (or of a process's part of it), read with random access."""
+
+  random_access = True
 
   def __init__(self, paths: list[str], labels: np.ndarray):
     tf = tf_setup.tf()
@@ -145,50 +154,15 @@ class FolderPart:
     self._paths = tf.constant(paths, tf.string)
     self._labels = tf.constant(labels, tf.int64)
 
+  def load(self, i):
+    """{'data': the encoded file, 'label'} of file i (an int64 tensor) of the list."""
+    tf = tf_setup.tf()
+    return {'data': tf.io.read_file(self._paths[i]), 'label': self._labels[i]}
+
   def eval_stream(self):
     """(dataset of indices, load): load(i) reads file i of the list, in list order."""
     tf = tf_setup.tf()
+    return tf.data.Dataset.range(self.num_examples), lambda i: dict(self.load(i), pos=i)
 
-    def load(i):
-      return {'data': tf.io.read_file(self._paths[i]), 'label': self._labels[i], 'pos': i}
-
-    return tf.data.Dataset.range(self.num_examples), load
-
-  def train_stream(self, start: int, epoch_seed, shuffle_buffer: int):
-    """(endless dataset of slots, load): the train stream of `pipeline`, from position `start`.
-
-    Epoch e has n + 1 slots: its n records, in the order index_shuffle(., epoch_seed(e))
-    gives, then its marker. One slot is one int64, so leaving out the start of an epoch
-    costs nothing, and all the work (index math, reading, decoding) happens in the
-    parallel map that calls `load`.
-
-    Args:
-      start: stream position of the first record.
-      epoch_seed: int64 epoch tensor -> int64 [2] seed of that epoch's order.
-      shuffle_buffer: unused: every epoch is a full permutation.
-    """
-    del shuffle_buffer
-    tf = tf_setup.tf()
-    n = self.num_examples
-    epoch, skip = divmod(start, n)
-    placeholder = preprocess.placeholder_png()
-
-    def load(slot):
-      epoch, i = slot // (n + 1), slot % (n + 1)
-      is_marker = tf.equal(i, n)
-      j = tf.random.experimental.index_shuffle(tf.minimum(i, n - 1), epoch_seed(epoch), n - 1)
-      data = tf.cond(is_marker, lambda: placeholder, lambda: tf.io.read_file(self._paths[j]))
-      return {'data': data, 'label': tf.where(is_marker, tf.constant(-1, tf.int64),
-                                              self._labels[j]),
-              'pos': tf.where(is_marker, tf.constant(-1, tf.int64), epoch * n + i),
-              'epoch_start': epoch * n}
-
-    return tf.data.Dataset.range(epoch * (n + 1) + skip, FOREVER), load
-
-  def name_of(self, index: int, epoch_seed=None) -> str:
-    """Path of the `index`-th record of an epoch (of the eval order when epoch_seed is None)."""
-    if epoch_seed is not None:
-      tf = tf_setup.tf()
-      index = int(tf.random.experimental.index_shuffle(
-          tf.constant(index, tf.int64), epoch_seed, self.num_examples - 1))
+  def name_of(self, index: int) -> str:
     return self.paths[index]

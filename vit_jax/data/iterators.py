@@ -15,13 +15,15 @@ import logging
 import numpy as np
 
 from vit_jax.data import errors
+from vit_jax.data import global_order
 from vit_jax.data import handoff
 from vit_jax.data import pipeline
 from vit_jax.data import preprocess as preprocess_lib
 from vit_jax.data import sources
+from vit_jax.data import stderr_filter
 from vit_jax.data import tf_setup
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the global order of random-access parts (1 was per process).
 _NAMES_SHOWN = 5
 # Keys of the state that must match between the saving and the restoring iterator.
 _STATE_KEYS = ('dataset', 'split', 'num_examples', 'seed', 'global_batch', 'process_count',
@@ -85,6 +87,7 @@ def _fetch_numpy(tf_iterator, where: str) -> dict[str, np.ndarray]:
 def _fetch_train(tf_iterator, tracker, sharding, process_count):
   """Next batch (on its way to the devices) and the stream position after it."""
   batch = _fetch_numpy(tf_iterator, tracker.where)
+  stderr_filter.report()
   positions = batch.pop('pos')
   del batch['epoch_start']
   tracker.observe(positions)
@@ -166,6 +169,7 @@ class EvalIterator:
 
     def fetch():
       batch = _fetch_numpy(tf_iterator, self._where)
+      stderr_filter.report()
       positions = batch.pop('pos')
       tracker.observe(positions[positions >= 0])
       return handoff.to_global(batch, self._sharding, self._process_count)
@@ -271,34 +275,42 @@ def train_iterator(dataset, split: str, *, global_batch: int, crop: int, shardin
   process_index, process_count = handoff.resolve_processes(process_index, process_count)
   local_batch = handoff.local_rows(global_batch, process_count, sharding)
   _check_common(crop, prefetch, image_dtype)
+  stderr_filter.install()
   _check_train_args(seed, area_range, aspect_range, randaugment, shuffle_buffer)
   source = sources.resolve(dataset, data_dir=data_dir, manual_dir=manual_dir, download=download)
   config = {'dataset': source.name, 'split': split, 'num_examples': source.num_examples(split),
             'seed': seed, 'global_batch': global_batch, 'process_count': process_count,
             'shuffle_buffer': shuffle_buffer}
   start, batches = _start_from_state(state, config, process_index)
-  part = source.part(split, process_index, process_count)
+  part = source.train_part(split, process_index, process_count)
   where = f'{source.describe()} split {split!r} (process {process_index} of {process_count})'
   if part.num_examples == 0:
     raise errors.DataError(f'{where} has no examples; choose a larger split.')
+  share = None
+  if getattr(part, 'random_access', False):
+    rows = global_order.process_rows(global_batch, process_index, process_count, sharding)
+    share = global_order.Share(rows, global_batch, part.num_examples)
   preprocess = functools.partial(
       preprocess_lib.train_image, crop=crop, area_range=tuple(area_range),
       aspect_range=tuple(aspect_range), flip=flip,
       randaugment=tuple(randaugment) if randaugment is not None else None,
       image_dtype=image_dtype)
   ds = pipeline.train_dataset(part, preprocess=preprocess, local_batch=local_batch, seed=seed,
-                              process_index=process_index, start=start,
+                              share=share, process_index=process_index, start=start,
                               shuffle_buffer=shuffle_buffer)
 
   def name_at(position):
-    epoch, index = divmod(position, part.num_examples)
-    return part.name_of(index, pipeline.epoch_seed_fn(seed, process_index)(epoch))
+    if share is None:
+      return part.name_of(position % part.num_examples)
+    return part.name_of(pipeline.record_at(part, share, position,
+                                           pipeline.epoch_seed_fn(seed, 0)))
 
   tracker = _SkipTracker(where, skip_unreadable, start, name_at)
   return TrainIterator(config=config, info=sources.info_of(source), dataset=ds, tracker=tracker,
                        sharding=sharding, process_index=process_index,
                        process_count=process_count, prefetch=prefetch, start=start,
-                       batches=batches, num_local_examples=part.num_examples)
+                       batches=batches,
+                       num_local_examples=share.epoch_share if share else part.num_examples)
 
 
 def eval_iterator(dataset, split: str, *, global_batch: int, crop: int, sharding=None,
@@ -324,6 +336,7 @@ def eval_iterator(dataset, split: str, *, global_batch: int, crop: int, sharding
   process_index, process_count = handoff.resolve_processes(process_index, process_count)
   local_batch = handoff.local_rows(global_batch, process_count, sharding)
   _check_common(crop, prefetch, image_dtype)
+  stderr_filter.install()
   if resize_mode not in preprocess_lib.RESIZE_MODES:
     raise errors.DataError(
         f'resize_mode={resize_mode!r}; use one of {preprocess_lib.RESIZE_MODES}.')

@@ -16,6 +16,8 @@ from vit_jax.data import tf_setup
 
 BUILTIN = 'sklearn_digits'
 FOREVER = 2**62  # Epoch count of the endless stream.
+# Train splits up to this size (TFDS's num_bytes) are read into memory for random access.
+IN_MEMORY_MAX_BYTES = 1 << 30
 
 
 def _base_name(name: str) -> str:
@@ -116,24 +118,36 @@ class TfdsSource:
     return [self.builder.info.splits[p].num_examples
             for p in self._process_splits(split, process_count)]
 
+  def train_part(self, split: str, process_index: int, process_count: int):
+    """The part training reads: the whole split in memory (random access, see
+    `global_order`) when it is small, else this process's part streamed from the files."""
+    self.num_examples(split)  # Validates the split string.
+    size = self.builder.info.splits[split].num_bytes
+    if 0 < size <= IN_MEMORY_MAX_BYTES:
+      return TfdsMemoryPart(self.builder, split)
+    return TfdsFilePart(self.builder, self._process_splits(split, process_count)[process_index],
+                        self.describe())
+
   def part(self, split: str, process_index: int, process_count: int) -> 'TfdsPart':
+    """This process's part of `split` for evaluation, in stored order."""
     return TfdsPart(self.builder, self._process_splits(split, process_count)[process_index])
 
 
+def _decoders():
+  tfds = tf_setup.tfds()
+  return tfds.decode.PartialDecoding({'image': True, 'label': True},
+                                     decoders={'image': tfds.decode.SkipDecoding()})
+
+
 class TfdsPart:
-  """A process's share of a TFDS split; records hold the encoded image bytes."""
+  """A process's share of a TFDS split for evaluation; records hold the encoded images."""
 
   def __init__(self, builder, split):
-    tf, tfds = tf_setup.tf(), tf_setup.tfds()
-    self.builder = builder
+    tf = tf_setup.tf()
     self.split = split
     self.num_examples = builder.info.splits[split].num_examples
-    decoders = tfds.decode.PartialDecoding(
-        {'image': True, 'label': True}, decoders={'image': tfds.decode.SkipDecoding()})
-    # Built once, eagerly; the per-epoch datasets below capture it. Small splits are cached
-    # in memory by TFDS (autocache), so later epochs do not re-read the files.
     with quiet_logs.absl_errors_only():
-      ds = builder.as_dataset(split=split, decoders=decoders, shuffle_files=False)
+      ds = builder.as_dataset(split=split, decoders=_decoders(), shuffle_files=False)
     self._records = ds.map(lambda x: (x['image'], tf.cast(x['label'], tf.int64)))
 
   def eval_stream(self):
@@ -142,38 +156,129 @@ class TfdsPart:
         lambda pos, r: {'data': r[0], 'label': r[1], 'pos': pos})
     return stream, lambda record: record
 
-  def train_stream(self, start: int, epoch_seed, shuffle_buffer: int):
-    """(endless dataset of records, load): the train stream of `pipeline`, from `start`.
+  def name_of(self, index: int) -> str:
+    return f'record {index} in stored order of split {self.split}'
 
-    Epoch e is the stored order through a `shuffle_buffer` seeded by epoch_seed(e) (TFDS
-    shuffled the examples when it prepared them; the buffer reshuffles each epoch), then a
-    marker. Leaving out the start of an epoch reads those records (without decoding them).
+
+class TfdsMemoryPart:
+  """A whole (small) TFDS split held in memory as encoded records: random access."""
+
+  random_access = True
+
+  def __init__(self, builder, split):
+    tf = tf_setup.tf()
+    self.split = split
+    self.num_examples = builder.info.splits[split].num_examples
+    with quiet_logs.absl_errors_only():
+      ds = builder.as_dataset(split=split, decoders=_decoders(), shuffle_files=False)
+    records = ds.map(lambda x: (x['image'], tf.cast(x['label'], tf.int64)))
+    self._data, self._labels = records.batch(self.num_examples).get_single_element()
+
+  def load(self, i):
+    """{'data': encoded image, 'label'} of record i (int64 tensor) in stored order."""
+    return {'data': self._data[i], 'label': self._labels[i]}
+
+  def name_of(self, index: int) -> str:
+    return f'record {index} in stored order of split {self.split}'
+
+
+class TfdsFilePart:
+  """A process's share of a TFDS split, streamed from its TFRecord files.
+
+  Epoch e: the files (TFDS file instructions: file, skip, take) in an order shuffled by the
+  epoch's seed, read one after another; that sequence is cut into windows of
+  `shuffle_buffer` records, each shuffled exactly (a shuffle whose buffer holds the whole
+  window) with its own seed; then a marker. A window starts at a known file and offset, so
+  resuming at any position reads at most one window (plus the skipped start of one file),
+  however far into the epoch it is. Two windows are read at once (the next one fills while
+  the current one is used), so memory holds up to 2 x shuffle_buffer encoded records.
+  """
+
+  def __init__(self, builder, split, where: str):
+    tf = tf_setup.tf()
+    tfds = tf_setup.tfds()
+    if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
+      raise errors.DataError(
+          f'{where} is stored as {builder.info.file_format.value}; streaming reads TFRecord '
+          'files: prepare it with file_format=tfrecord (TFDS\'s default).')
+    self.split = split
+    info = builder.info.splits[split]
+    self.num_examples = info.num_examples
+    instructions = [f for f in info.file_instructions if f.take > 0]
+    self._files = tf.constant([f.filename for f in instructions], tf.string)
+    self._skips = tf.constant([f.skip for f in instructions], tf.int64)
+    self._takes = tf.constant([f.take for f in instructions], tf.int64)
+    partial = _decoders()
+    features = partial.extract_features(builder.info.features)
+
+    def parse(record):
+      with quiet_logs.absl_errors_only():  # TFDS's own deprecation warnings, at tracing.
+        return features.deserialize_example(record, decoders=partial.decoders)
+
+    self._parse = parse
+
+  def _window(self, epoch_seed, w, size: int):
+    """Records [w * size, (w + 1) * size) of the epoch's file sequence, shuffled."""
+    tf = tf_setup.tf()
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(tf.size(self._takes, tf.int64)), tf.random.experimental.stateless_fold_in(
+            epoch_seed, 0))
+    takes, skips = tf.gather(self._takes, order), tf.gather(self._skips, order)
+    ends = tf.cumsum(takes)
+    lo = tf.maximum(ends - takes, w * size)
+    hi = tf.minimum(ends, tf.minimum((w + 1) * size, self.num_examples))
+    keep = hi > lo
+    pieces = tf.data.Dataset.from_tensor_slices((
+        tf.boolean_mask(tf.gather(self._files, order), keep),
+        tf.boolean_mask(skips + lo - (ends - takes), keep), tf.boolean_mask(hi - lo, keep)))
+    records = pieces.flat_map(lambda f, s, t: tf.data.TFRecordDataset(f).skip(s).take(t))
+    seed = tf.random.experimental.stateless_fold_in(epoch_seed, w + 1)
+    return records.shuffle(size, seed=seed[0])
+
+  def train_stream(self, start: int, epoch_seed, shuffle_buffer: int):
+    """(endless dataset of serialized records, load): the train stream from `start`.
 
     Args:
-      start: stream position of the first record.
+      start: local position of the first record.
       epoch_seed: int64 epoch tensor -> int64 [2] seed of that epoch's order.
-      shuffle_buffer: size of the shuffle buffer, in (encoded) records.
+      shuffle_buffer: records per exactly shuffled window.
     """
     tf = tf_setup.tf()
     n = self.num_examples
-    first_epoch, first_skip = divmod(start, n)
+    size = min(shuffle_buffer, n)
+    windows = -(-n // size)
+    first_epoch, offset = divmod(start, n)
     placeholder = preprocess.placeholder_png()
 
     def epoch(e, skip):
       e = tf.cast(e, tf.int64)
-      seed = tf.random.stateless_uniform([], epoch_seed(e), None, None, tf.int64)
-      records = self._records.shuffle(shuffle_buffer, seed=seed).skip(skip)
-      records = records.enumerate(start=e * n + skip).map(
-          lambda pos, r: {'data': r[0], 'label': r[1], 'pos': pos,
+      seed = epoch_seed(e)
+      records = tf.data.Dataset.range(skip // size, windows).interleave(
+          lambda w: self._window(seed, w, size), cycle_length=2, block_length=size,
+          num_parallel_calls=2, deterministic=True)
+      records = records.skip(skip % size).enumerate(start=e * n + skip).map(
+          lambda pos, r: {'data': r, 'label': tf.constant(0, tf.int64), 'pos': pos,
                           'epoch_start': tf.constant(-1, tf.int64)})
       marker = tf.data.Dataset.from_tensors({
-          'data': placeholder, 'label': tf.constant(-1, tf.int64),
+          'data': tf.constant(b''), 'label': tf.constant(-1, tf.int64),
           'pos': tf.constant(-1, tf.int64), 'epoch_start': e * n})
       return records.concatenate(marker)
 
-    later = tf.data.Dataset.range(first_epoch + 1, FOREVER).flat_map(lambda e: epoch(e, 0))
-    return epoch(first_epoch, first_skip).concatenate(later), lambda record: record
+    def load(element):
+      """Parses a record (in the parallel map); the marker gets a placeholder image."""
+      is_marker = element['pos'] < 0
+      parsed = tf.cond(is_marker,
+                       lambda: {'image': placeholder, 'label': tf.constant(-1, tf.int64)},
+                       lambda: _image_label(self._parse(element['data'])))
+      return dict(element, data=parsed['image'], label=parsed['label'])
 
-  def name_of(self, index: int, epoch_seed=None) -> str:
-    where = 'in stored order' if epoch_seed is None else 'of the shuffled epoch'
-    return f'record {index} {where} of split {self.split}'
+    later = tf.data.Dataset.range(first_epoch + 1, FOREVER).flat_map(lambda e: epoch(e, 0))
+    return epoch(first_epoch, offset).concatenate(later), load
+
+  def name_of(self, index: int) -> str:
+    return f'record {index} of the shuffled epoch of split {self.split}'
+
+
+def _image_label(example):
+  tf = tf_setup.tf()
+  return {'image': example['image'], 'label': tf.cast(example['label'], tf.int64)}
