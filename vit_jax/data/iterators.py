@@ -218,24 +218,38 @@ def _check_train_args(seed, area_range, aspect_range, randaugment, shuffle_buffe
     raise errors.DataError(f'shuffle_buffer={shuffle_buffer!r}; pass a positive integer.')
 
 
-def _start_from_state(state, config, process_index) -> tuple[int, int]:
-  """(stream position, batches) stored in `state` for this process."""
+def _start_from_state(state, config, process_index, random_access: bool) -> tuple[int, int]:
+  """(stream position, batches) stored in `state` for this process.
+
+  A random-access split's global order does not depend on the process count, so a state
+  saved with another process count restores too when no process had skipped an image (every
+  position is then batches x rows per process).
+  """
   if state is None:
     return 0, 0
   if not isinstance(state, dict) or state.get('version') != STATE_VERSION:
     raise errors.DataError(f'state={state!r:.80} is not a state from TrainIterator.get_state() '
                            f'(version {STATE_VERSION}); pass the saved dict or None.')
+  batches = int(state.get('batches', 0))
+  positions = state.get('positions', {})
+  count = state.get('process_count')
+  if random_access and isinstance(count, int) and count != config['process_count']:
+    if positions and all(p == batches * (config['global_batch'] // count)
+                         for p in positions.values()):
+      return batches * (config['global_batch'] // config['process_count']), batches
   for key in _STATE_KEYS:
     if state.get(key) != config[key]:
+      also = (' (another process count restores only when no image was skipped, on image '
+              'folders and TFDS splits held in memory)' if key == 'process_count' else '')
       raise errors.DataError(
           f'The iterator state was saved with {key}={state.get(key)!r} but this iterator has '
-          f'{key}={config[key]!r}; restore with the same {", ".join(_STATE_KEYS)}.')
-  position = state.get('positions', {}).get(str(process_index))
+          f'{key}={config[key]!r}; restore with the same {", ".join(_STATE_KEYS)}{also}.')
+  position = positions.get(str(process_index))
   if not isinstance(position, int) or position < 0:
     raise errors.DataError(f'The iterator state has no position for process {process_index} '
-                           f'(it has {sorted(state.get("positions", {}))}); save the state of '
+                           f'(it has {sorted(positions)}); save the state of '
                            'every process (get_state() gathers them when called on all).')
-  return position, int(state.get('batches', 0))
+  return position, batches
 
 
 def train_iterator(dataset, split: str, *, global_batch: int, crop: int, sharding=None,
@@ -281,13 +295,14 @@ def train_iterator(dataset, split: str, *, global_batch: int, crop: int, shardin
   config = {'dataset': source.name, 'split': split, 'num_examples': source.num_examples(split),
             'seed': seed, 'global_batch': global_batch, 'process_count': process_count,
             'shuffle_buffer': shuffle_buffer}
-  start, batches = _start_from_state(state, config, process_index)
   part = source.train_part(split, process_index, process_count)
+  random_access = getattr(part, 'random_access', False)
+  start, batches = _start_from_state(state, config, process_index, random_access)
   where = f'{source.describe()} split {split!r} (process {process_index} of {process_count})'
   if part.num_examples == 0:
     raise errors.DataError(f'{where} has no examples; choose a larger split.')
   share = None
-  if getattr(part, 'random_access', False):
+  if random_access:
     rows = global_order.process_rows(global_batch, process_index, process_count, sharding)
     share = global_order.Share(rows, global_batch, part.num_examples)
   preprocess = functools.partial(
