@@ -33,8 +33,8 @@ What still differs from big_vision's run, all of it small:
     big_vision; big_vision uses max(a, 1 - a), which only swaps which of the two is called
     the example: the same distribution of mixed pairs and soft labels.
   - Warm-up: lr(step) = base_lr (step + 1) / warmup_steps; big_vision starts at 0.
-  - Evaluation: top-1/top-5 and loss on minival and validation; big_vision also reports
-    ImageNet-v2, ReaL and few-shot linear probes.
+  - Evaluation: top-1/top-5 and loss on minival and validation; big_vision also evaluates on
+    2% of train, ImageNet-v2 and ImageNet-ReaL.
 """
 
 from vit_jax import config_lib
