@@ -69,6 +69,9 @@ def test_all_configs_load_and_lock():
   assert (pretrain.model_name, pretrain.batch, pretrain.base_lr, pretrain.warmup_steps,
           tuple(pretrain.pp.randaugment), pretrain.mixup) == ('ViT-S_16', 1024, 1e-3, 10_000,
                                                               (2, 10), 0.2)
+  # big_vision's rep_size=True: a pre-logits layer as wide as the model (384 for ViT-S).
+  assert pretrain.model.representation_size == 384
+  assert load_config('pretrain', 'ViT-B_16').model.representation_size == 768
 
 
 def test_inference_time_measures_a_model():
