@@ -8,7 +8,7 @@ import pytest
 CORE_MODULES = ['vit_jax', 'vit_jax.models', 'vit_jax.checkpoint', 'vit_jax.resample',
                 'vit_jax.sharding', 'vit_jax.train.step', 'vit_jax.train.loop',
                 'vit_jax.orbax_io', 'vit_jax.metrics', 'vit_jax.main', 'vit_jax.inference_time',
-                'vit_jax.data']
+                'vit_jax.data', 'vit_jax.predict']
 
 
 @pytest.mark.parametrize('module', CORE_MODULES)

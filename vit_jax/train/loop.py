@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vit_jax import labels
 from vit_jax import metrics as metrics_lib
 from vit_jax import orbax_io
 from vit_jax import sharding
@@ -192,9 +193,17 @@ def _checkpoint_note(ckpt: orbax_io.CheckpointIO, step: Optional[int],
 
 
 def _save_config(run: setup_run.Run) -> None:
+  """config.json, and labels.json: class names and eval preprocessing for vit_jax.predict."""
   if jax.process_index() == 0:
+    from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top  (no TF import)
+    c = run.config
     (epath.Path(run.workdir) / 'config.json').write_text(
-        run.config.to_json_best_effort(indent=2, sort_keys=True))
+        c.to_json_best_effort(indent=2, sort_keys=True))
+    labels.write(run.workdir, dataset=run.info.name, class_names=run.info.class_names,
+                 num_classes=run.info.num_classes, crop=c.pp.crop,
+                 resize_mode=c.pp.resize_mode,
+                 resize_small=(preprocess.default_resize_small(c.pp.crop)
+                               if c.pp.resize_mode == 'resize_crop' else None))
 
 
 def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:

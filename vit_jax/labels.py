@@ -1,0 +1,127 @@
+"""Class names of a checkpoint: a run's `labels.json`, the ImageNet lists, a user's label file.
+
+A training run writes `WORKDIR/labels.json` (process 0, at the start of training, through
+etils.epath so gs:// workdirs work): the dataset, its class names (TFDS ClassLabel names or the
+sorted class folder names; null when the dataset has none) and what `vit_jax.predict` needs to
+preprocess new images exactly as the run's evaluation did (crop, resize mode, short side):
+
+    {"dataset": "sklearn_digits", "num_classes": 10, "class_names": ["0", ..., "9"],
+     "eval_preprocess": {"crop": 16, "resize_mode": "resize", "resize_small": 18}}
+
+A released `.npz` has no such file. For ImageNet heads (1,000 or 21,843 classes) the WordNet
+synset ids come from files that installed packages ship: TFDS's
+`datasets/imagenet2012/labels.txt` (1k, in the order of TFDS's labels and of the released
+fine-tuned checkpoints) and, when timm is installed (`pip install -e '.[bench]'`), its
+`data/_info/imagenet21k_goog_synsets.txt` (21k, Google's order) and readable names
+(`imagenet_synset_to_lemma.txt`). Nothing is downloaded; a `--labels=FILE` with one name per
+line overrides all of these.
+"""
+
+import importlib.util
+import json
+import os
+from typing import Any, Optional, Sequence
+
+from etils import epath
+
+LABELS_FILE = 'labels.json'
+IMAGENET_1K = 1000
+IMAGENET_21K = 21843  # Google's ImageNet-21k: fall11's 21,841 synsets and two more.
+
+
+class LabelsError(ValueError):
+  """A label file that cannot be used; the message says which file and what to do."""
+
+
+def write(workdir, *, dataset: str, class_names: Optional[Sequence[str]], num_classes: int,
+          crop: int, resize_mode: str, resize_small: Optional[int]) -> None:
+  """Writes WORKDIR/labels.json (see the module docstring); call it on process 0 only."""
+  record = {'dataset': str(dataset), 'num_classes': int(num_classes),
+            'class_names': list(class_names) if class_names is not None else None,
+            'eval_preprocess': {'crop': int(crop), 'resize_mode': resize_mode,
+                                'resize_small': resize_small}}
+  (epath.Path(workdir) / LABELS_FILE).write_text(json.dumps(record, indent=2))
+
+
+def read(workdir) -> Optional[dict[str, Any]]:
+  """WORKDIR/labels.json as written by `write`, or None when the run predates it."""
+  from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top  (TF-free import)
+  path = epath.Path(workdir) / LABELS_FILE
+  if not path.exists():
+    return None
+  try:
+    record = json.loads(path.read_text())
+    names = record['class_names']
+    if names is not None and len(names) != record['num_classes']:
+      raise ValueError(f'{len(names)} class names for {record["num_classes"]} classes')
+    pp = record['eval_preprocess']
+    if int(pp['crop']) < 1 or pp['resize_mode'] not in preprocess.RESIZE_MODES:
+      raise ValueError(f'eval_preprocess {pp}')
+  except (ValueError, KeyError, TypeError) as e:
+    raise LabelsError(f'{path} is damaged ({type(e).__name__}: {e}); delete it to predict with '
+                      'class indices, or pass --labels=FILE.') from None
+  return record
+
+
+def read_label_file(path: str, num_classes: int) -> list[str]:
+  """Class names from a text file, one per line (blank lines at the end ignored).
+
+  Raises:
+    LabelsError: the file is missing or holds a different number of names than classes.
+  """
+  try:
+    lines = epath.Path(path).read_text().rstrip('\n').split('\n')
+  except (OSError, UnicodeDecodeError) as e:
+    raise LabelsError(f'--labels={path} cannot be read ({type(e).__name__}: {e}); pass a text '
+                      'file with one class name per line.') from None
+  names = [line.strip() for line in lines]
+  if len(names) != num_classes:
+    raise LabelsError(f'--labels={path} has {len(names)} lines but the checkpoint has '
+                      f'{num_classes} classes; pass one name per class, in label order.')
+  return names
+
+
+def _package_file(package: str, relative: str) -> Optional[str]:
+  """A data file inside an installed package, found without importing the package."""
+  try:
+    spec = importlib.util.find_spec(package)
+  except (ImportError, ValueError):
+    return None
+  if spec is None or not spec.submodule_search_locations:
+    return None
+  for root in spec.submodule_search_locations:
+    path = os.path.join(root, relative)
+    if os.path.isfile(path):
+      return path
+  return None
+
+
+def _lines(path: str) -> list[str]:
+  with open(path, encoding='utf-8') as f:
+    return [line.strip() for line in f if line.strip()]
+
+
+def imagenet_names(num_classes: int) -> tuple[Optional[list[str]], str]:
+  """(names, where they came from) for an ImageNet head of `num_classes`; (None, why) else.
+
+  Names are readable (`tabby, tabby cat`) where timm's synset table is installed, else the
+  WordNet synset ids (`n02123045`).
+  """
+  if num_classes == IMAGENET_1K:
+    synset_file = _package_file('tensorflow_datasets', 'datasets/imagenet2012/labels.txt')
+    source = 'TFDS imagenet2012 synsets'
+  elif num_classes == IMAGENET_21K:
+    synset_file = _package_file('timm', 'data/_info/imagenet21k_goog_synsets.txt')
+    source = 'timm imagenet21k_goog synsets'
+  else:
+    return None, f'{num_classes} classes are not an ImageNet head'
+  if synset_file is None:
+    return None, f'{source}: file not installed'
+  synsets = _lines(synset_file)
+  if len(synsets) != num_classes:
+    return None, f'{synset_file} lists {len(synsets)} synsets, not {num_classes}'
+  lemma_file = _package_file('timm', 'data/_info/imagenet_synset_to_lemma.txt')
+  if lemma_file is None:
+    return synsets, source
+  lemmas = dict(line.split('\t', 1) for line in _lines(lemma_file) if '\t' in line)
+  return [lemmas.get(s, s) for s in synsets], f'{source}, timm lemmas'

@@ -1,0 +1,311 @@
+"""A checkpoint made ready to classify image files: model, params, class names, preprocessing.
+
+    predictor = predictor.load('WORKDIR')                       # a training run
+    predictor = predictor.load('ViT-B_16.npz', model_name='ViT-B_16', labels_file='names.txt')
+    results = predictor.predict(['cat.jpg', 'dog.png'], top_k=5)
+
+A run's workdir gives the model (config.json), the class names and the eval preprocessing
+(labels.json, see vit_jax.labels). A released `.npz` needs the model's name; its image size
+comes from the position embeddings, whether it has a `pre_logits` layer from the file too, its
+class names from a label file or the ImageNet lists.
+Every mismatch is a one-line PredictError, raised before anything is compiled. Used by the
+command line `python -m vit_jax.predict`.
+"""
+
+import dataclasses
+import difflib
+import functools
+import json
+from typing import Any, Optional, Sequence
+
+from etils import epath
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vit_jax import checkpoint
+from vit_jax import labels as labels_lib
+from vit_jax import models
+from vit_jax import orbax_io
+
+_NPZ_RESIZE_MODE = 'resize'  # the original vit_jax evaluated the released models so.
+_UNDECODABLE = 'not a decodable image (JPEG, PNG, GIF, BMP or WebP)'
+
+
+class PredictError(ValueError):
+  """Bad input; the message says what is wrong and what to pass instead (one line)."""
+
+
+@dataclasses.dataclass
+class Predictor:
+  """A model with its params on the default device, class names and eval preprocessing."""
+  model: Any
+  params: Any
+  class_names: list[str]
+  image_size: int
+  resize_mode: str
+  resize_small: Optional[int]
+  about: dict[str, Any]  # checkpoint, step, model, labels: where everything came from.
+  _forward: Any = dataclasses.field(default=None, init=False, repr=False)
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  def decode(self, paths: Sequence[str]) -> list[tuple[Optional[np.ndarray], Optional[str]]]:
+    """Per path: (uint8 [size, size, 3], None) for a readable image, else (None, the reason).
+
+    Files are read through etils.epath (gs:// works), then decoded and resized in parallel by
+    tf.data with the eval preprocessing (vit_jax.data.preprocess.eval_image); an image that
+    fails to decode is dropped there (`ignore_errors`), as in training, which keeps
+    TensorFlow's C++ error logs off the terminal.
+    """
+    from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top  (TF)
+    from vit_jax.data import tf_setup  # pylint: disable=g-import-not-at-top
+    tf = tf_setup.tf()
+    out: list[tuple[Optional[np.ndarray], Optional[str]]] = [
+        (None, _UNDECODABLE)] * len(paths)
+    rows, blobs = [], []
+    for i, path in enumerate(paths):
+      try:
+        data = epath.Path(path).read_bytes()
+      except OSError as e:
+        out[i] = (None, first_line(e))
+        continue
+      if data:
+        rows.append(i)
+        blobs.append(data)
+      else:
+        out[i] = (None, 'empty file')
+    if not rows:
+      return out
+    eval_image = functools.partial(
+        preprocess.eval_image, crop=self.image_size, resize_mode=self.resize_mode,
+        resize_small=self.resize_small, image_dtype='uint8')
+    ds = tf.data.Dataset.from_tensor_slices((np.asarray(rows, np.int32), tf.constant(blobs)))
+    ds = ds.map(lambda i, data: (i, eval_image(data)), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True).ignore_errors()
+    for i, image in ds.as_numpy_iterator():
+      out[i] = (image, None)
+    return out
+
+  def probabilities(self, images: np.ndarray) -> np.ndarray:
+    """float32 [B, num_classes] softmax of the logits for uint8 images [B, size, size, 3]."""
+    if self._forward is None:
+      from vit_jax.train import step  # pylint: disable=g-import-not-at-top
+      self._forward = jax.jit(
+          lambda params, x: jax.nn.softmax(self.model.apply(
+              {'params': params}, step.model_input(x), train=False).astype(jnp.float32)))
+    return np.asarray(self._forward(self.params, images))
+
+  def predict(self, paths: Sequence[str], *, top_k: int = 5,
+              batch: int = 32) -> list[dict[str, Any]]:
+    """One result per path, in order: {'image', 'top_k': [{'class', 'name', 'probability'}]}
+    (best first), or {'image', 'error'} for a file that could not be read."""
+    top_k = min(top_k, self.num_classes)
+    size = min(batch, len(paths))  # every batch padded to this: one compilation.
+    results = []
+    for start in range(0, len(paths), size):
+      chunk = paths[start:start + size]
+      decoded = self.decode(chunk)
+      readable = [i for i, (image, _) in enumerate(decoded) if image is not None]
+      images = np.zeros((size, self.image_size, self.image_size, 3), np.uint8)
+      for row, i in enumerate(readable):
+        images[row] = decoded[i][0]
+      probs = dict(zip(readable, self.probabilities(images))) if readable else {}
+      for i, (path, (_, error)) in enumerate(zip(chunk, decoded)):
+        if error is not None:
+          results.append({'image': path, 'error': error})
+          continue
+        best = np.argsort(-probs[i], kind='stable')[:top_k]
+        results.append({'image': path, 'top_k': [
+            {'class': int(c), 'name': self.class_names[c], 'probability': float(probs[i][c])}
+            for c in best]})
+    return results
+
+
+def first_line(error: BaseException) -> str:
+  """An error's message, first line only (at most 200 characters)."""
+  text = getattr(error, 'message', None) or str(error) or type(error).__name__
+  return text.strip().splitlines()[0][:200]
+
+
+def _abstract_params(model, image_size: int):
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
+  return flax.linen.meta.unbox(variables['params'])
+
+
+def _fit(params, model, image_size: int, where: str, hint: str = '') -> dict[str, Any]:
+  """Host params checked against the model's (every key and shape), cast to its dtypes."""
+  try:
+    abstract = checkpoint.flatten(_abstract_params(model, image_size))
+  except ValueError as e:  # e.g. an image size the patch stride does not divide.
+    raise PredictError(f'{where}: {e}') from None
+  flat = checkpoint.flatten(params)
+  diffs = [f'{k} {tuple(flat[k].shape)} vs model {tuple(abstract[k].shape)}'
+           for k in sorted(flat.keys() & abstract.keys()) if flat[k].shape != abstract[k].shape]
+  diffs += [f'{k} only in the checkpoint' for k in sorted(flat.keys() - abstract.keys())]
+  diffs += [f'{k} only in the model' for k in sorted(abstract.keys() - flat.keys())]
+  if diffs:
+    more = f' and {len(diffs) - 3} more' if len(diffs) > 3 else ''
+    raise PredictError(f'{where} does not match the checkpoint: {"; ".join(diffs[:3])}{more}'
+                       f'{hint}.')
+  return checkpoint.unflatten(
+      {k: np.asarray(v, dtype=abstract[k].dtype) for k, v in flat.items()})
+
+
+def _num_classes(flat: dict[str, Any], where: str) -> int:
+  head = flat.get('head/kernel')
+  if head is None:
+    raise PredictError(f'{where} has no head/kernel: it holds no classifier to predict with.')
+  return int(head.shape[-1])
+
+
+def _tokens(flat: dict[str, Any], model) -> Optional[int]:
+  """Patches per image that the checkpoint's position embeddings (or Mixer) were made for."""
+  posemb = flat.get('Transformer/posembed_input/pos_embedding')
+  if posemb is not None:
+    prefix = 1 if getattr(model, 'classifier', None) in ('token', 'token_unpooled') else 0
+    return posemb.shape[1] - prefix
+  row = flat.get('Transformer/posembed_input/pos_embedding_row')
+  col = flat.get('Transformer/posembed_input/pos_embedding_col')
+  if row is not None and col is not None and row.shape[1] == col.shape[1]:
+    return row.shape[1] * col.shape[1]
+  token_mixing = flat.get('MixerBlock_0/token_mixing/Dense_0/kernel')
+  if token_mixing is not None:
+    return token_mixing.shape[0]
+  return None
+
+
+def _model(name: str, num_classes: int, **overrides):
+  try:
+    return models.get_model(name, num_classes=num_classes, **overrides)
+  except ValueError as e:
+    raise PredictError(f'--model={name}: {e}') from None
+
+
+def _check_model_name(name: str) -> None:
+  names = models.model_names()
+  if name not in names:
+    close = difflib.get_close_matches(name, names, n=3)
+    hint = f'did you mean {", ".join(close)}? ' if close else ''
+    raise PredictError(f'unknown --model={name}; {hint}list the models with `python -c "from '
+                       'vit_jax import models; print(models.model_names())"`.')
+
+
+def _class_names(num_classes: int, labels_file: Optional[str], recorded: Optional[dict]):
+  """(names, where they came from): --labels, labels.json, ImageNet lists, else indices."""
+  try:
+    if labels_file:
+      return labels_lib.read_label_file(labels_file, num_classes), f'--labels={labels_file}'
+  except labels_lib.LabelsError as e:
+    raise PredictError(str(e)) from None
+  if recorded and recorded['class_names'] is not None:
+    return list(recorded['class_names']), f'labels.json ({recorded["dataset"]})'
+  names, source = labels_lib.imagenet_names(num_classes)
+  if names is not None:
+    return names, source
+  return [str(i) for i in range(num_classes)], 'class indices (pass --labels=FILE for names)'
+
+
+def _load_workdir(path: str, model_name, labels_file, image_size, resize_mode) -> Predictor:
+  try:
+    directory, step = orbax_io.find_checkpoint(path)
+  except ValueError as e:
+    raise PredictError(f'--checkpoint={path}: {e}') from None
+  workdir = directory.parent if directory.name == 'checkpoints' else directory
+  config_file = workdir / 'config.json'
+  if not config_file.exists():
+    raise PredictError(f'--checkpoint={path}: no config.json in {workdir} to build the model '
+                       'from; pass the run\'s workdir, or a .npz with --model.')
+  config = json.loads(config_file.read_text())
+  if model_name and model_name != config['model_name']:
+    raise PredictError(f'--model={model_name} but the run in {workdir} trained '
+                       f'{config["model_name"]}; drop --model for a workdir.')
+  try:
+    recorded = labels_lib.read(workdir)
+    params = orbax_io.load_params(str(directory / str(step)))
+  except labels_lib.LabelsError as e:
+    raise PredictError(str(e)) from None
+  except Exception as e:  # pylint: disable=broad-except  (any Orbax read error)
+    raise PredictError(f'checkpoint step {step} in {directory} cannot be read '
+                       f'({first_line(e)}); pass another step folder.') from None
+  num_classes = _num_classes(checkpoint.flatten(params), f'checkpoint step {step}')
+  if recorded and recorded['num_classes'] != num_classes:
+    raise PredictError(f'{workdir}/labels.json has {recorded["num_classes"]} classes but the '
+                       f'checkpoint\'s head has {num_classes}; delete labels.json or pass '
+                       '--labels=FILE.')
+  pp = recorded['eval_preprocess'] if recorded else {
+      'crop': config['pp']['crop'], 'resize_mode': config['pp']['resize_mode'],
+      'resize_small': None}
+  overrides = {k: tuple(v) if isinstance(v, list) else v
+               for k, v in config['model'].items() if v is not None}
+  model = _model(config['model_name'], num_classes, dtype=jnp.dtype(config['dtype']),
+                 **overrides)
+  size = image_size or pp['crop']
+  params = _fit(params, model, size, f'{config["model_name"]} of {config_file} at {size}px')
+  names, source = _class_names(num_classes, labels_file, recorded)
+  return Predictor(model=model, params=jax.device_put(params), class_names=names,
+                   image_size=size, resize_mode=resize_mode or pp['resize_mode'],
+                   resize_small=pp['resize_small'] if size == pp['crop'] else None,
+                   about={'checkpoint': str(directory / str(step)), 'step': step,
+                          'model': config['model_name'], 'labels': source})
+
+
+def _load_npz(path: str, model_name, labels_file, image_size, resize_mode) -> Predictor:
+  if not model_name:
+    raise PredictError(f'--checkpoint={path} is a .npz: pass the model it holds with --model '
+                       '(e.g. --model=ViT-B_16).')
+  _check_model_name(model_name)
+  try:
+    params = checkpoint.load(path)
+  except (ValueError, FileNotFoundError) as e:
+    raise PredictError(f'--checkpoint={path}: {e}') from None
+  flat = checkpoint.flatten(params)
+  num_classes = _num_classes(flat, path)
+  model = _model(model_name, num_classes)
+  pre_logits = flat.get('pre_logits/kernel')
+  width = None if pre_logits is None else int(pre_logits.shape[-1])
+  if getattr(model, 'representation_size', width) != width:  # (Mixers have none.)
+    # e.g. the ImageNet-21k files of ViT-B_16 keep the pre-training's pre_logits layer.
+    model = model.clone(representation_size=width)
+  if not image_size:
+    tokens = _tokens(flat, model)
+    side = int(round(tokens ** 0.5)) if tokens else 0
+    if not tokens or side * side != tokens:
+      raise PredictError(f'cannot tell the image size of {path} for {model_name}; pass '
+                         '--image_size (e.g. 224 or 384).')
+    image_size = side * model.stride
+  params = _fit(params, model, image_size, f'--model={model_name} at {image_size}px',
+                '; pass the --model (and --image_size) that the file was saved from')
+  names, source = _class_names(num_classes, labels_file, None)
+  return Predictor(model=model, params=jax.device_put(params), class_names=names,
+                   image_size=image_size, resize_mode=resize_mode or _NPZ_RESIZE_MODE,
+                   resize_small=None,
+                   about={'checkpoint': path, 'step': None, 'model': model_name,
+                          'labels': source})
+
+
+def load(checkpoint_path: str, *, model_name: Optional[str] = None,
+         labels_file: Optional[str] = None, image_size: Optional[int] = None,
+         resize_mode: Optional[str] = None) -> Predictor:
+  """A Predictor for a run's workdir (or checkpoints / step folder) or a released `.npz`.
+
+  Raises:
+    PredictError: (one line) a missing or unreadable checkpoint, a model that does not match
+      it, a label file that does not fit.
+  """
+  if not checkpoint_path:
+    raise PredictError('pass --checkpoint=WORKDIR (a training run) or --checkpoint=FILE.npz '
+                       'with --model.')
+  if not epath.Path(checkpoint_path).exists():
+    raise PredictError(f'--checkpoint={checkpoint_path} does not exist; pass a run\'s workdir '
+                       'or a .npz file.')
+  if resize_mode is not None:
+    from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top  (no TF import)
+    if resize_mode not in preprocess.RESIZE_MODES:
+      raise PredictError(f'--resize_mode={resize_mode}; use one of {preprocess.RESIZE_MODES}.')
+  loader = _load_workdir if orbax_io.is_orbax_checkpoint(checkpoint_path) else _load_npz
+  return loader(checkpoint_path, model_name, labels_file, image_size, resize_mode)
