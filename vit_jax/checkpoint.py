@@ -15,6 +15,8 @@ given, so released files and scanned models mix freely.
 
 big_vision's files load too (`params/` prefix, top-level `pos_embedding`, and
 `file.npz:img` for a sub-model such as a SigLIP image tower; see vit_jax.convert.big_vision).
+Other formats (timm, Hugging Face, Orbax workdirs, released names) go through
+vit_jax.convert.sources, which `load_pretrained` uses for any path it is given.
 
 Paths may be local or remote (`gs://...`): they go through `etils.epath`.
 """
@@ -162,14 +164,16 @@ def load_pretrained(pretrained: Union[PathLike, Params], init_params: Params, *,
                     grid: Optional[tuple[int, int]] = None,
                     pretrained_grid: Optional[tuple[int, int]] = None,
                     align: str = 'corners', keep_head: bool = False) -> dict[str, Any]:
-  """Params for a new model from pre-trained ones (a `.npz` path or a loaded tree).
+  """Params for a new model from pre-trained ones (a path or name, or a loaded tree).
 
   For fine-tuning (the default) the head is the new model's; with `keep_head=True` the head is
   loaded too, which makes this the strict loader for inference with a fine-tuned file: every
   key must be present with a compatible shape.
 
   Args:
-    pretrained: path of a released-format or big_vision `.npz`, or nested params.
+    pretrained: nested params, or any path or name vit_jax.convert.sources reads: a released
+      or big_vision `.npz`, a released name (`i21k:ViT-B_16`), a timm or Hugging Face
+      checkpoint, a vit_jax workdir.
     init_params: the new model's freshly initialised params (boxed or not); they give the
       target structure (block layout included), shapes and dtypes, and the new head.
     grid / pretrained_grid: (h, w) patch grids of the new / pre-trained model; only needed
@@ -187,14 +191,16 @@ def load_pretrained(pretrained: Union[PathLike, Params], init_params: Params, *,
   Raises:
     ValueError: naming the keys and shapes of any other mismatch.
   """
-  if isinstance(pretrained, Mapping):
-    restored = flatten_released(pretrained)
-  else:
-    restored = flatten(load(pretrained))
   # Matching and resampling work per block in the released layout; the result goes back
   # into the model's layout at the end.
   layout = layouts.layout_of(init_params)
   target = flatten_released(init_params)
+  if isinstance(pretrained, Mapping):
+    restored = flatten_released(pretrained)
+  else:
+    # Imported here: the converters read .npz files through this module.
+    from vit_jax.convert import sources, spec  # pylint: disable=g-import-not-at-top
+    restored = sources.load(pretrained, num_heads=spec.num_heads(target))
   grids = _Grids(restored, target, grid, pretrained_grid)
 
   fresh = () if keep_head else ('head/',)

@@ -12,7 +12,6 @@ import contextlib
 import errno
 import functools
 import json
-import os
 from typing import Any, Optional
 
 from etils import epath
@@ -236,8 +235,3 @@ def load_params(path: str) -> dict[str, Any]:
       item={'params': params_meta}, restore_args={'params': restore_args},
       partial_restore=True))
   return restored['params']
-
-
-def is_orbax_checkpoint(path: str) -> bool:
-  """True for a run workdir / checkpoints folder / step folder; False for a `.npz` file."""
-  return not os.fspath(path).endswith('.npz') and epath.Path(path).is_dir()
