@@ -101,6 +101,22 @@ def test_hf_model_with_pooler_imports_as_pre_logits_and_v5_names_read(tmp_path):
                           run_hf(source, x)) <= 1e-5
 
 
+def test_features_only_export_loads_without_pooler(tmp_path):
+  model = features_model()
+  flat = h.random_params(model, SIZE, seed=4)
+  x = h.images(SIZE)
+  checkpoint.save(tmp_path / 'f.npz', checkpoint.unflatten(flat))
+  out = str(tmp_path / 'hf')
+  how = export.export(str(tmp_path / 'f.npz'), 'hf', out, image_size=SIZE)
+  assert how == f'transformers.ViTModel.from_pretrained({out!r}, add_pooling_layer=False)'
+  loaded, info = transformers.ViTModel.from_pretrained(out, add_pooling_layer=False,
+                                                       output_loading_info=True)
+  assert not any(info.values()), info
+  with torch.no_grad():
+    tokens = loaded.eval()(pixel_values=h.nchw(x)).last_hidden_state.numpy()
+  assert h.relative_error(tokens[:, 0], h.logits(model, flat, x)) <= 1e-5  # class token.
+
+
 def test_what_hf_cannot_hold_is_a_clear_error(tmp_path):
   flat = h.random_params(h.vit(classifier='gap'), (32, 32))
   checkpoint.save(tmp_path / 'gap.npz', checkpoint.unflatten(flat))

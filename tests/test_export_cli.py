@@ -15,6 +15,7 @@ from vit_jax import checkpoint
 from vit_jax import config_lib
 from vit_jax import export
 from vit_jax import layouts
+from vit_jax import models
 from vit_jax import orbax_io
 from vit_jax.train import state as state_lib
 
@@ -67,6 +68,16 @@ def test_model_flag_checks_the_params(tmp_path):
   with pytest.raises(ValueError, match=r'^image size 32x40 does not fit the position embedding: '
                      r'16 patches of 8x8 pixels\.$'):
     export.export(str(tmp_path / 'tiny.npz'), 'timm', str(tmp_path / 't'), image_size=(32, 40))
+
+
+def test_unpooled_models_are_refused_for_timm_and_hf(tmp_path):
+  # Their params look like a GAP model's; only the registered model tells them apart.
+  flat = h.random_params(models.get_model('testing-unpooled', num_classes=None), (32, 32))
+  checkpoint.save(tmp_path / 'u.npz', checkpoint.unflatten(flat))
+  with pytest.raises(ValueError, match=r"^classifier 'unpooled' \(all tokens out\) has no timm "
+                     r'equivalent; export --to=npz instead\.$'):
+    export.export(str(tmp_path / 'u.npz'), 'timm', str(tmp_path / 't'),
+                  model='testing-unpooled')
 
 
 def run(*args):

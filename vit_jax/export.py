@@ -88,7 +88,7 @@ def _workdir_config(path: str):
 
 
 def _check_against_model(flat, name, overrides, image_size):
-  """The params fit model `name` exactly (keys and shapes), else ExportError naming them."""
+  """Model `name`, checked to fit the params exactly (keys and shapes); else ExportError."""
   num_classes = int(np.shape(flat['head/kernel'])[1]) if 'head/kernel' in flat else None
   model = models.get_model(name, num_classes=num_classes, **overrides)
   if image_size is None:
@@ -102,6 +102,7 @@ def _check_against_model(flat, name, overrides, image_size):
     raise ExportError(f'--model={name} at {image_size[0]}x{image_size[1]} does not fit the '
                       f'checkpoint (leave --model out to read the architecture from the params): '
                       f'{e}') from None
+  return model
 
 
 def export(source: str, to: str, out: str, model: str | None = None,
@@ -114,7 +115,8 @@ def export(source: str, to: str, out: str, model: str | None = None,
   if to not in TARGETS:
     raise ExportError(f'--to={to}; pick one of {", ".join(TARGETS)}.')
   overrides = {}
-  workdir = _workdir_config(source) if os.path.isdir(source) or '://' in source else None
+  maybe_workdir = os.path.isdir(source) or ('://' in source and '.npz' not in source)
+  workdir = _workdir_config(source) if maybe_workdir else None
   if workdir is not None:
     name, overrides, crop = workdir
     model = model or name
@@ -126,11 +128,14 @@ def export(source: str, to: str, out: str, model: str | None = None,
                         f'{", ".join(models.model_names())}.')
     num_heads = getattr(models.get_model(model, **overrides), 'num_heads', None)
   flat = sources.load(source, num_heads=num_heads)
-  if model is not None:
-    _check_against_model(flat, model, overrides, image_size)
+  module = _check_against_model(flat, model, overrides, image_size) if model else None
   if to == 'npz':
     checkpoint.save(out, checkpoint.unflatten(flat))
     return f'vit_jax.checkpoint.load({out!r})'
+  classifier = getattr(module, 'classifier', None)
+  if classifier in ('unpooled', 'token_unpooled'):  # params alone look like gap / token.
+    raise ExportError(f"classifier {classifier!r} (all tokens out) has no {to} equivalent; "
+                      'export --to=npz instead.')
   spec = spec_lib.infer(flat, image_size)
   return (timm if to == 'timm' else hf).export(flat, spec, out)
 

@@ -221,6 +221,8 @@ def export(flat: Mapping[str, Any], spec: spec_lib.VitSpec, out: str) -> str:
   if spec.num_classes and cls == 'ViTModel':
     logging.warning('Hugging Face\'s ViT has no head after a pre-logits layer: wrote a ViTModel '
                     'whose pooler is pre_logits, without the %d-class head.', spec.num_classes)
+  if cls == 'ViTModel' and spec.representation_size is None:  # features only, no pooler.
+    return f'transformers.ViTModel.from_pretrained({out!r}, add_pooling_layer=False)'
   return f'transformers.{cls}.from_pretrained({out!r})'
 
 

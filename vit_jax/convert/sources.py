@@ -72,7 +72,8 @@ def _state_dict(path: str, state_dict: dict, num_heads: Optional[int]) -> dict[s
   if timm.is_timm(state_dict):
     if num_heads is None:
       raise ValueError(f'{path} is a timm state_dict, which does not record the number of heads; '
-                       'load it with checkpoint.load_pretrained (the model gives it).')
+                       'name the model (export --model=NAME; load_pretrained takes the heads from '
+                       'the model it is given).')
     return timm.to_params(state_dict, num_heads, what=path)
   if any('embeddings.patch_embeddings' in k for k in state_dict):
     folder_config = _read_config(os.path.dirname(os.path.abspath(path)))

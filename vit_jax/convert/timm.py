@@ -156,7 +156,8 @@ def check_exportable(spec: spec_lib.VitSpec) -> None:
     raise ValueError('this model has a pre_logits layer and timm\'s VisionTransformer has '
                      'none; export --to=hf (a ViTModel whose pooler is pre_logits) or --to=npz.')
   if spec.mlp_dim != int(spec.hidden_size * (spec.mlp_dim / spec.hidden_size)):
-    raise ValueError(f'mlp_dim {spec.mlp_dim} is not a timm mlp_ratio of {spec.hidden_size}.')
+    raise ValueError(f'timm sizes MLPs as int(embed_dim * mlp_ratio), which cannot give mlp_dim '
+                     f'{spec.mlp_dim} at width {spec.hidden_size}; export --to=npz instead.')
 
 
 def from_params(flat: Mapping[str, Any], spec: spec_lib.VitSpec) -> dict[str, np.ndarray]:
@@ -279,8 +280,9 @@ def load_folder(folder: str, config: Mapping[str, Any],
   """A timm Hub-layout folder (config.json + weights) -> flat params."""
   heads = config.get('model_args', {}).get('num_heads') or num_heads
   if heads is None:
-    raise ValueError(f'{folder}/config.json does not give model_args.num_heads; load it '
-                     'through checkpoint.load_pretrained (the model gives the heads).')
+    raise ValueError(f'{folder}/config.json does not give model_args.num_heads; name the '
+                     'model (export --model=NAME; load_pretrained takes the heads from the model '
+                     'it is given).')
   path = next((os.path.join(folder, n) for n in ('model.safetensors', 'pytorch_model.bin')
                if os.path.isfile(os.path.join(folder, n))), None)
   if path is None:
