@@ -7,9 +7,10 @@ What big_vision writes that the released files do not (facts from big_vision's
   (older Flax-optimizer checkpoints); other top-level entries (optimizer state) are dropped;
 - a sub-model selected with a colon: `file.npz:img` is the image tower of a two-tower (SigLIP)
   file, `file.npz:img/head` one subtree of it;
-- `pos_embedding` at the top level (in pre-2022 files `Transformer/pos_embedding`), without a row for the class token: big_vision adds it to
-  the patches *before* prepending the class token, so the class token gets no position
-  embedding, which is a zero row in our layout (`Transformer/posembed_input/pos_embedding`);
+- `pos_embedding` at the top level (in pre-2022 files `Transformer/pos_embedding`), without a
+  row for the class token: big_vision adds it to the patches *before* prepending the class
+  token, so the class token gets no position embedding, which is a zero row in our layout
+  (`Transformer/posembed_input/pos_embedding`);
 - a MAP head inlined at the top level (`probe`, `MultiHeadDotProductAttention_0`, ...) in some
   ViT-G-era files, instead of under `MAPHead_0`.
 

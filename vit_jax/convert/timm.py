@@ -74,10 +74,6 @@ def _put(flat: dict, prefix: str, **arrays) -> None:
     flat[f'{prefix}/{name}'] = value
 
 
-def _put_norm(flat: dict, prefix: str, norm: dict) -> None:
-  _put(flat, prefix, **norm)
-
-
 def to_params(state_dict: Mapping[str, Any], num_heads: int,
               what: str = 'the timm state_dict') -> dict[str, np.ndarray]:
   """A timm VisionTransformer state_dict (NumPy arrays) -> flat params, released layout.
@@ -105,7 +101,7 @@ def to_params(state_dict: Mapping[str, Any], num_heads: int,
   for i in layers:
     t, o = f'blocks.{i}', f'Transformer/encoderblock_{i}'
     for ours, theirs in _NORMS.items():
-      _put_norm(flat, f'{o}/{ours}', r.norm(f'{t}.{theirs}'))
+      _put(flat, f'{o}/{ours}', **r.norm(f'{t}.{theirs}'))
     qkv, qkv_bias = r.linear(f'{t}.attn.qkv')
     for name, w, b in zip(('query', 'key', 'value'), np.split(qkv, 3), np.split(qkv_bias, 3)):
       kernel, bias = tl.to_heads(w, b, num_heads)
@@ -115,7 +111,7 @@ def to_params(state_dict: Mapping[str, Any], num_heads: int,
     for ours, theirs in _MLP.items():
       kernel, bias = tl.dense(*r.linear(f'{t}.mlp.{theirs}'))
       _put(flat, f'{o}/MlpBlock_3/{ours}', kernel=kernel, bias=bias)
-  _put_norm(flat, 'Transformer/encoder_norm', r.norm('norm'))
+  _put(flat, 'Transformer/encoder_norm', **r.norm('norm'))
   if r.has('attn_pool.latent'):
     _map_head_to_params(r, flat, num_heads)
   for ours, theirs in (('pre_logits', 'pre_logits.fc'), ('head', 'head')):
@@ -138,7 +134,7 @@ def _map_head_to_params(r: _Reader, flat: dict, num_heads: int) -> None:
     _put(flat, f'{m}/MultiHeadDotProductAttention_0/{name}', kernel=kernel, bias=bias)
   kernel, bias = tl.out_to_heads(*r.linear('attn_pool.proj'), num_heads)
   _put(flat, f'{m}/MultiHeadDotProductAttention_0/out', kernel=kernel, bias=bias)
-  _put_norm(flat, f'{m}/LayerNorm_0', r.norm('attn_pool.norm'))
+  _put(flat, f'{m}/LayerNorm_0', **r.norm('attn_pool.norm'))
   for ours, theirs in _MLP.items():
     kernel, bias = tl.dense(*r.linear(f'attn_pool.mlp.{theirs}'))
     _put(flat, f'{m}/MlpBlock_0/{ours}', kernel=kernel, bias=bias)

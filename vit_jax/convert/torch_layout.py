@@ -1,9 +1,9 @@
 """PyTorch parameter layouts <-> ours, as NumPy arrays (exact: transposes and reshapes only).
 
-  nn.Linear   weight [out, in], bias [out]           Dense kernel [in, out], bias [out]
-  nn.Conv2d   weight [out, in, kh, kw] (NCHW)        Conv kernel [kh, kw, in, out] (NHWC)
-  q / k / v   weight [heads*head_dim, D]             kernel [D, heads, head_dim], bias [heads, head_dim]
-  attn out    weight [D, heads*head_dim]             kernel [heads, head_dim, D], bias [D]
+  nn.Linear  weight [out, in], bias [out]     Dense kernel [in, out], bias [out]
+  nn.Conv2d  weight [out, in, kh, kw] (NCHW)  Conv kernel [kh, kw, in, out] (NHWC)
+  q / k / v  weight [heads*head_dim, D]       kernel [D, heads, head_dim], bias [heads, head_dim]
+  attn out   weight [D, heads*head_dim]       kernel [heads, head_dim, D], bias [D]
 
 PyTorch's head order inside the `heads*head_dim` rows is head-major, as our [heads, head_dim].
 """
