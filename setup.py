@@ -29,10 +29,21 @@ BENCH_REQUIRES = [
     'torch>=2.4',
 ]
 
+# Writing .safetensors (timm / Hugging Face exports); reading needs nothing extra, and .pth /
+# .bin files need torch.
+CONVERT_REQUIRES = [
+    'safetensors>=0.4',
+]
+
 TEST_REQUIRES = [
     'pytest>=8',
     'pytest-xdist>=3.5',
     'scipy>=1.11',  # reference implementation of the original's position-embedding zoom.
+    # Parity of exported / imported checkpoints with the real thing (tests/test_convert_*.py).
+    'safetensors>=0.4',
+    'timm>=1.0.16',  # timm.create_model('local-dir:...').
+    'torch>=2.4',
+    'transformers>=5.0',
 ]
 
 setuptools.setup(
@@ -45,7 +56,7 @@ setuptools.setup(
     python_requires='>=3.10',
     packages=setuptools.find_packages(include=['vit_jax', 'vit_jax.*']),
     install_requires=INSTALL_REQUIRES,
-    extras_require={'test': TEST_REQUIRES, 'bench': BENCH_REQUIRES},
+    extras_require={'test': TEST_REQUIRES, 'bench': BENCH_REQUIRES, 'convert': CONVERT_REQUIRES},
     license='Apache 2.0',
     classifiers=[
         'Programming Language :: Python :: 3',

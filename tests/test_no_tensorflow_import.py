@@ -1,5 +1,8 @@
-"""The core (models, checkpoints) never imports TensorFlow: it must run where TF is absent."""
+"""The core (models, checkpoints) never imports TensorFlow, nor PyTorch and its ecosystem: it
+must run where they are absent. Only vit_jax.data imports TF; only the converters' .pth / .bin
+readers import torch, and writing .safetensors imports the safetensors package."""
 
+import os
 import subprocess
 import sys
 
@@ -8,7 +11,8 @@ import pytest
 CORE_MODULES = ['vit_jax', 'vit_jax.models', 'vit_jax.checkpoint', 'vit_jax.resample',
                 'vit_jax.sharding', 'vit_jax.train.step', 'vit_jax.train.loop',
                 'vit_jax.orbax_io', 'vit_jax.metrics', 'vit_jax.main', 'vit_jax.inference_time',
-                'vit_jax.data', 'vit_jax.predict']
+                'vit_jax.data', 'vit_jax.predict', 'vit_jax.convert.sources', 'vit_jax.export']
+TORCH_WORLD = ('torch', 'transformers', 'safetensors', 'timm')
 
 
 @pytest.mark.parametrize('module', CORE_MODULES)
@@ -62,3 +66,57 @@ print(int(restored.step), loaded)
                             timeout=300, check=False)
   assert result.returncode == 0, result.stderr[-2000:]
   assert '(1, 3)' in result.stdout and result.stdout.strip().endswith('1 []')
+
+
+def test_core_and_converters_do_not_import_torch():
+  modules = [m for m in CORE_MODULES if m != 'vit_jax.data']
+  code = (f'import sys, {", ".join(modules)}\n'
+          f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {TORCH_WORLD})\n"
+          'print(loaded[:5])\n'
+          'sys.exit(1 if loaded else 0)\n')
+  result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=120, check=False)
+  assert result.returncode == 0, f'imported: {result.stdout}{result.stderr}'
+
+
+def test_safetensors_in_and_hf_out_work_without_torch():
+  # A timm state_dict in .safetensors is read without torch (the format is parsed here) and
+  # exported to a Hugging Face folder; a .pth says that it needs torch.
+  code = '''
+import sys
+sys.modules['torch'] = sys.modules['transformers'] = sys.modules['timm'] = None
+import numpy as np
+from safetensors import numpy as st
+from vit_jax import checkpoint, export
+d, m = 16, 32
+rng = np.random.default_rng(0)
+sd = {'cls_token': np.ones((1, 1, d)), 'pos_embed': np.ones((1, 5, d)),
+      'patch_embed.proj.weight': np.ones((d, 3, 16, 16)), 'patch_embed.proj.bias': np.ones(d),
+      'norm.weight': np.ones(d), 'norm.bias': np.ones(d), 'head.weight': np.ones((3, d)),
+      'head.bias': np.ones(3)}
+for n, shape in [('norm1', (d,)), ('norm2', (d,)), ('attn.qkv', (3 * d, d)),
+                 ('attn.proj', (d, d)), ('mlp.fc1', (m, d)), ('mlp.fc2', (d, m))]:
+  sd[f'blocks.0.{n}.weight'] = rng.normal(size=shape)
+  sd[f'blocks.0.{n}.bias'] = rng.normal(size=shape[:1])
+# A timm Hub folder: its config.json gives the heads that the fused qkv does not.
+st.save_file({k: v.astype(np.float32) for k, v in sd.items()}, 'DIR/timm/model.safetensors')
+open('DIR/timm/config.json', 'w').write('{"architecture": "vit_base_patch16_224", '
+                                        '"model_args": {"num_heads": 2}}')
+print(export.export('DIR/timm', 'hf', 'DIR/hf'))
+try:
+  export.export('DIR/w.pth', 'npz', 'DIR/x.npz')
+except ValueError as e:
+  print(e)
+loaded = sorted(m for m, v in sys.modules.items() if m.split('.')[0] in ('torch', 'timm') and v)
+print(loaded)
+'''
+  import tempfile  # pylint: disable=g-import-not-at-top
+  with tempfile.TemporaryDirectory() as tmp:
+    open(f'{tmp}/w.pth', 'wb').close()
+    os.mkdir(f'{tmp}/timm')
+    result = subprocess.run([sys.executable, '-c', code.replace('DIR', tmp)],
+                            capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = result.stdout.strip().splitlines()
+  assert lines[0].startswith('transformers.ViTForImageClassification.from_pretrained(')
+  assert 'needs PyTorch (pip install torch)' in lines[1] and lines[2] == '[]'

@@ -13,6 +13,11 @@ stacked for `scan=True` models (big_vision's scanned files). `load` reads either
 always writes the released one, and `load_pretrained` returns the layout of the model it is
 given, so released files and scanned models mix freely.
 
+big_vision's files load too (`params/` prefix, top-level `pos_embedding`, and
+`file.npz:img` for a sub-model such as a SigLIP image tower; see vit_jax.convert.big_vision).
+Other formats (timm, Hugging Face, Orbax workdirs, released names) go through
+vit_jax.convert.sources, which `load_pretrained` uses for any path it is given.
+
 Paths may be local or remote (`gs://...`): they go through `etils.epath`.
 """
 
@@ -31,6 +36,7 @@ import numpy as np
 
 from vit_jax import layouts
 from vit_jax import resample
+from vit_jax.convert import big_vision
 
 PathLike = Union[str, os.PathLike, epath.Path]
 Params = Mapping[str, Any]
@@ -59,8 +65,9 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
   return flax.traverse_util.unflatten_dict(dict(flat), sep='/')
 
 
-def _flatten_released(params: Params) -> dict[str, Any]:
-  """Params of either block layout and numbering -> flat, in the released layout/numbering."""
+def flatten_released(params: Params) -> dict[str, Any]:
+  """Params of either block layout and numbering (boxed or not) -> flat, in the released
+  layout and numbering: the form every converter works on."""
   params = layouts.to_loop(flax.core.unfreeze(flax.linen.meta.unbox(params)))
   return to_released_numbering(flatten(params))
 
@@ -98,9 +105,12 @@ def load(path: PathLike, layout: str = layouts.LOOP) -> dict[str, Any]:
   """Reads a released-format `.npz` -> nested dict of NumPy arrays in our models' layout.
 
   Accepts released and Linen numbering, either block layout (files written from scanned
-  models by big_vision included), bfloat16 arrays and GroupNorm [1,1,1,C] scales.
-  `layout='scan'` returns the blocks stacked, for models built with `scan=True`.
+  models by big_vision included), big_vision's trees (`params/` prefix, top-level
+  `pos_embedding`, `path.npz:sub/key` for a subtree such as `file.npz:img`), bfloat16 arrays
+  and GroupNorm [1,1,1,C] scales. `layout='scan'` returns the blocks stacked, for models
+  built with `scan=True`.
   """
+  path, subtree = big_vision.split_subtree(path)
   path = epath.Path(path)
   if not path.exists():
     raise FileNotFoundError(f'Checkpoint {path} does not exist; check the path (local or gs://).')
@@ -114,6 +124,7 @@ def load(path: PathLike, layout: str = layouts.LOOP) -> dict[str, Any]:
                      'released checkpoints are NumPy .npz files.') from None
   if not flat:
     raise ValueError(f'{path} is an empty .npz: it holds no parameters.')
+  flat = big_vision.normalize(flat, subtree, path)
   flat = flax.traverse_util.flatten_dict(layouts.to_loop(unflatten(flat)), sep='/')
   return layouts.convert(unflatten(to_released_numbering(flat)), layout)
 
@@ -121,7 +132,7 @@ def load(path: PathLike, layout: str = layouts.LOOP) -> dict[str, Any]:
 def save(path: PathLike, params: Params) -> None:
   """Writes params (nested, boxed or not, host or device arrays, either block layout) as a
   released-format `.npz` (blocks unstacked into `encoderblock_{i}`)."""
-  flat = _flatten_released(params)
+  flat = flatten_released(params)
   flat = {k: np.asarray(jax.device_get(v)) for k, v in flat.items()}
   buffer = io.BytesIO()
   np.savez(buffer, **flat)
@@ -153,14 +164,16 @@ def load_pretrained(pretrained: Union[PathLike, Params], init_params: Params, *,
                     grid: Optional[tuple[int, int]] = None,
                     pretrained_grid: Optional[tuple[int, int]] = None,
                     align: str = 'corners', keep_head: bool = False) -> dict[str, Any]:
-  """Params for a new model from pre-trained ones (a `.npz` path or a loaded tree).
+  """Params for a new model from pre-trained ones (a path or name, or a loaded tree).
 
   For fine-tuning (the default) the head is the new model's; with `keep_head=True` the head is
   loaded too, which makes this the strict loader for inference with a fine-tuned file: every
   key must be present with a compatible shape.
 
   Args:
-    pretrained: path of a released-format `.npz`, or nested params.
+    pretrained: nested params, or any path or name vit_jax.convert.sources reads: a released
+      or big_vision `.npz`, a released name (`i21k:ViT-B_16`), a timm or Hugging Face
+      checkpoint, a vit_jax workdir.
     init_params: the new model's freshly initialised params (boxed or not); they give the
       target structure (block layout included), shapes and dtypes, and the new head.
     grid / pretrained_grid: (h, w) patch grids of the new / pre-trained model; only needed
@@ -178,14 +191,16 @@ def load_pretrained(pretrained: Union[PathLike, Params], init_params: Params, *,
   Raises:
     ValueError: naming the keys and shapes of any other mismatch.
   """
-  if isinstance(pretrained, Mapping):
-    restored = _flatten_released(pretrained)
-  else:
-    restored = flatten(load(pretrained))
   # Matching and resampling work per block in the released layout; the result goes back
   # into the model's layout at the end.
   layout = layouts.layout_of(init_params)
-  target = _flatten_released(init_params)
+  target = flatten_released(init_params)
+  if isinstance(pretrained, Mapping):
+    restored = flatten_released(pretrained)
+  else:
+    # Imported here: the converters read .npz files through this module.
+    from vit_jax.convert import sources, spec  # pylint: disable=g-import-not-at-top
+    restored = sources.load(pretrained, num_heads=spec.num_heads(target))
   grids = _Grids(restored, target, grid, pretrained_grid)
 
   fresh = () if keep_head else ('head/',)

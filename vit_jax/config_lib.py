@@ -84,7 +84,8 @@ def base_config() -> config_dict.ConfigDict:
   c.label_smoothing = 0.0
   c.mixup = 0.0  # Beta(alpha, alpha) mixup; 0 = off.
 
-  # Fine-tuning: a released-format .npz or an earlier run's workdir/checkpoint.
+  # Fine-tuning: a released or big_vision .npz[:subtree], a released name (i21k:ViT-B_16,
+  # augreg:B_16), a timm / Hugging Face checkpoint or an earlier run's workdir/checkpoint.
   c.pretrained_path = config_dict.placeholder(str)
   c.pretrained_align = 'corners'  # position-embedding resampling ('corners'|'half_pixel').
 

@@ -12,7 +12,6 @@ import contextlib
 import errno
 import functools
 import json
-import os
 from typing import Any, Optional
 
 from etils import epath

@@ -169,10 +169,9 @@ def _pretrained(config, abstract_params) -> Optional[dict]:
   if not path:
     return None
   zeros = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract_params)
-  try:
-    source = orbax_io.load_params(path) if orbax_io.is_orbax_checkpoint(path) else path
-    params = checkpoint.load_pretrained(source, zeros, align=config.pretrained_align)
-  except (ValueError, FileNotFoundError) as e:
+  try:  # Any format (see vit_jax.convert.sources): .npz, released names, timm, HF, workdirs.
+    params = checkpoint.load_pretrained(path, zeros, align=config.pretrained_align)
+  except (ValueError, OSError) as e:
     raise ConfigError(f'config.pretrained_path={path}: {e}') from None
   params.pop('head', None)  # the fresh head of the initialised state is kept.
   return params

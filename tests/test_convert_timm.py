@@ -1,0 +1,135 @@
+"""timm parity, both ways: our params exported and run by timm, timm's state_dicts run by us.
+
+Logits must agree to 1e-5 relative (max |diff| / max |logit|), float32, on tiny models with
+random params everywhere: class token, GAP on a non-square image, MAP pooling. timm runs
+tanh-GELU (act_layer='gelu_tanh'), our MLPs' GELU; LayerNorm eps is 1e-6 in both.
+"""
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+import convert_helpers as h
+from vit_jax import checkpoint
+from vit_jax import export
+from vit_jax.convert import sources
+from vit_jax.convert import spec as spec_lib
+from vit_jax.convert import tensor_files
+from vit_jax.convert import timm as timm_convert
+
+ARCHS = {
+    'token': (dict(classifier='token'), (32, 32)),
+    'gap-nonsquare': (dict(classifier='gap'), (32, 48)),
+    'map': (dict(classifier='map'), (32, 32)),
+}
+
+
+def timm_logits(model, x):
+  with torch.no_grad():
+    return model.eval()(h.nchw(x)).numpy()
+
+
+@pytest.mark.parametrize('arch', ARCHS)
+def test_export_then_timm_gives_our_logits(tmp_path, arch):
+  kw, size = ARCHS[arch]
+  model = h.vit(**kw)
+  flat = h.random_params(model, size)
+  x = h.images(size)
+  ours = h.logits(model, flat, x)
+  how = export.export(_saved(tmp_path, flat), 'timm', str(tmp_path / 'out'),
+                      image_size=size)
+  assert how == f"timm.create_model('local-dir:{tmp_path / 'out'}', pretrained=True)"
+  theirs = timm_logits(timm.create_model(f'local-dir:{tmp_path / "out"}', pretrained=True), x)
+  assert h.relative_error(theirs, ours) <= 1e-5
+  # The folder imports back bit for bit.
+  back = sources.load(tmp_path / 'out')
+  assert sorted(back) == sorted(flat)
+  for key, value in flat.items():
+    np.testing.assert_array_equal(back[key], value)
+
+
+@pytest.mark.parametrize('suffix', ['.safetensors', '.pth'])
+def test_single_state_dict_file_loads_with_pretrained_cfg_overlay(tmp_path, suffix):
+  kw, size = ARCHS['gap-nonsquare']
+  model = h.vit(**kw)
+  flat = h.random_params(model, size, seed=3)
+  x = h.images(size)
+  out = str(tmp_path / f'vit{suffix}')
+  how = export.export(_saved(tmp_path, flat), 'timm', out, image_size=size)
+  spec = spec_lib.infer(flat, size)
+  kwargs = timm_convert.model_kwargs(spec)
+  overlay = timm_convert.overlay(spec, out)
+  assert f'pretrained_cfg_overlay=dict(file={out!r}, num_classes=5' in how
+  assert "act_layer='gelu_tanh'" in how
+  created = timm.create_model(timm_convert.ARCHITECTURE, pretrained=True,
+                              pretrained_cfg_overlay=overlay, **kwargs)
+  assert h.relative_error(timm_logits(created, x), h.logits(model, flat, x)) <= 1e-5
+
+
+@pytest.mark.parametrize('arch', ARCHS)
+def test_timm_state_dict_imports_with_its_logits(tmp_path, arch):
+  kw, size = ARCHS[arch]
+  pool = {'token': {}, 'gap': dict(class_token=False, global_pool='avg', fc_norm=False),
+          'map': dict(class_token=False, global_pool='map')}[kw['classifier']]
+  source = h.randomize_torch(timm.create_model(
+      timm_convert.ARCHITECTURE, img_size=size, patch_size=8, embed_dim=32, depth=2,
+      num_heads=4, mlp_ratio=2, num_classes=5, act_layer='gelu_tanh', **pool))
+  x = h.images(size)
+  want = timm_logits(source, x)
+  path = str(tmp_path / ('w.pth' if arch == 'token' else 'w.safetensors'))
+  if path.endswith('.pth'):
+    torch.save(source.state_dict(), path)
+  else:
+    tensor_files.write(path, {k: v.numpy() for k, v in source.state_dict().items()})
+  model = h.vit(**kw)
+  init = h.random_params(model, size)
+  loaded = checkpoint.load_pretrained(path, checkpoint.unflatten(init), keep_head=True)
+  assert h.relative_error(h.logits(model, checkpoint.flatten(loaded), x), want) <= 1e-5
+
+
+def test_what_timm_cannot_hold_is_a_clear_error(tmp_path):
+  flat = h.random_params(h.vit(representation_size=16), (32, 32))
+  with pytest.raises(ValueError, match=r'pre_logits layer .* export --to=hf'):
+    export.export(_saved(tmp_path, flat), 'timm', str(tmp_path / 'out'))
+  flat = h.random_params(h.vit(posemb='sincos2d', classifier='gap'), (32, 32))
+  with pytest.raises(ValueError, match="position embedding 'fixed'"):
+    export.export(_saved(tmp_path, flat), 'timm', str(tmp_path / 'out'), image_size=(32, 32))
+  # A timm GAP model with fc_norm (timm's default for 'avg') normalises after the mean.
+  fc_norm = timm.create_model(timm_convert.ARCHITECTURE, img_size=32, patch_size=8, embed_dim=32,
+                              depth=1, num_heads=4, num_classes=5, class_token=False,
+                              global_pool='avg')
+  state = {k: v.numpy() for k, v in fc_norm.state_dict().items()}
+  with pytest.raises(ValueError, match='fc_norm'):
+    timm_convert.to_params(state, 4)
+  state = {k.replace('norm1', 'ls1'): v for k, v in state.items() if 'fc_norm' not in k}
+  state['norm.weight'], state['norm.bias'] = np.ones(32), np.zeros(32)
+  with pytest.raises(ValueError, match=r'no blocks.0.norm1.weight'):
+    timm_convert.to_params(state, 4)
+
+
+def test_old_timm_pre_logits_and_missing_qkv_bias_import():
+  source = timm.create_model(timm_convert.ARCHITECTURE, img_size=32, patch_size=8, embed_dim=32,
+                             depth=1, num_heads=4, num_classes=5, qkv_bias=False)
+  state = {k: v.numpy() for k, v in source.state_dict().items()}
+  rng = np.random.default_rng(0)
+  state['pre_logits.fc.weight'] = rng.normal(size=(16, 32)).astype(np.float32)
+  state['pre_logits.fc.bias'] = rng.normal(size=16).astype(np.float32)
+  state['head.weight'] = rng.normal(size=(5, 16)).astype(np.float32)
+  flat = timm_convert.to_params(state, num_heads=4)
+  np.testing.assert_array_equal(flat['pre_logits/kernel'], state['pre_logits.fc.weight'].T)
+  np.testing.assert_array_equal(flat['head/kernel'], state['head.weight'].T)
+  np.testing.assert_array_equal(
+      flat['Transformer/encoderblock_0/MultiHeadDotProductAttention_1/key/bias'], 0.0)
+  # qkv rows are q | k | v, each head-major: row 8 of v is head 1, dimension 0.
+  v = flat['Transformer/encoderblock_0/MultiHeadDotProductAttention_1/value/kernel']
+  assert v.shape == (32, 4, 8)
+  np.testing.assert_array_equal(v[:, 1, 0], state['blocks.0.attn.qkv.weight'][64 + 8])
+  with pytest.raises(ValueError, match='does not record the number of heads'):
+    path = '/tmp/never-written.safetensors'
+    sources._state_dict(path, state, None)  # pylint: disable=protected-access
+
+
+def _saved(tmp_path, flat, name='ours.npz'):
+  checkpoint.save(tmp_path / name, checkpoint.unflatten(flat))
+  return str(tmp_path / name)

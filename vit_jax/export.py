@@ -1,0 +1,162 @@
+r"""Exports a checkpoint for other codebases: released `.npz`, timm or Hugging Face.
+
+  python -m vit_jax.export --checkpoint=WORKDIR|file.npz|... --to=hf|timm|npz --out=PATH \
+      [--model=NAME] [--image_size=H,W]
+
+`--checkpoint` takes a vit_jax training workdir (its newest Orbax checkpoint; the workdir's
+config.json names the model and image size) or anything `config.pretrained_path` takes (a
+released or big_vision `.npz`, a released name such as `i21k:ViT-B_16`, timm / Hugging Face
+files). The architecture is read from the params' shapes (vit_jax.convert.spec); `--model`
+checks the params against a registered model instead, `--image_size` gives a non-square size.
+
+  --to=npz   released layout (vit_jax.checkpoint.save), any model.
+  --to=timm  a folder (model.safetensors + timm's config.json) for
+             timm.create_model('local-dir:OUT', pretrained=True), or with OUT ending in
+             .safetensors / .pth / .bin that one state_dict file (the printed
+             timm.create_model(..., pretrained_cfg_overlay=dict(file=OUT), ...) call loads it).
+  --to=hf    a folder for transformers.ViTForImageClassification.from_pretrained(OUT)
+             (a ViTModel, whose pooler is pre_logits, for models with a pre_logits layer).
+
+Prints how to load the result. Exit code 2, with one line saying what to do, on bad input.
+"""
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+from vit_jax import checkpoint
+from vit_jax import models
+from vit_jax import orbax_io
+from vit_jax.convert import hf
+from vit_jax.convert import sources
+from vit_jax.convert import spec as spec_lib
+from vit_jax.convert import timm
+
+TARGETS = ('hf', 'timm', 'npz')
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  """Defined only when run as a command: `--model` / `--image_size` would clash with other
+  entry points' flags in a process that imports this module (tests)."""
+  flags.DEFINE_string('checkpoint', None, 'A vit_jax workdir, or any path or name '
+                      'config.pretrained_path takes.')
+  flags.DEFINE_string('to', None, f'Target format: one of {", ".join(TARGETS)}.')
+  flags.DEFINE_string('out', None, 'Output folder (hf, timm) or file (npz; timm with '
+                      '.safetensors/.pth/.bin).')
+  flags.DEFINE_string('model', None, 'Registered model name to check the params against '
+                      '(default: read the architecture from the params).')
+  flags.DEFINE_string('image_size', None, 'H,W (or one number) the model takes; needed only '
+                      'for non-square sizes.')
+
+
+class ExportError(ValueError):
+  """Bad input; the message says what to do."""
+
+
+def _image_size(text):
+  if text is None:
+    return None
+  try:
+    sizes = [int(x) for x in text.split(',')]
+  except ValueError:
+    sizes = []
+  if len(sizes) not in (1, 2) or min(sizes) <= 0:
+    raise ExportError(f'--image_size={text}; pass HEIGHT,WIDTH or one size, e.g. 224 or 224,320.')
+  return (sizes[0], sizes[-1])
+
+
+def _workdir_config(path: str):
+  """(model_name, model overrides, image size) of a vit_jax workdir; None for other paths."""
+  try:
+    directory, _ = orbax_io.find_checkpoint(path)
+  except ValueError:
+    return None
+  config_file = (directory.parent if directory.name == 'checkpoints' else directory) / 'config.json'
+  if not config_file.exists():
+    return None
+  config = json.loads(config_file.read_text())
+  overrides = {k: (tuple(v) if isinstance(v, list) else v)
+               for k, v in (config.get('model') or {}).items() if v is not None}
+  crop = (config.get('pp') or {}).get('crop')
+  return config.get('model_name'), overrides, (crop, crop) if crop else None
+
+
+def _check_against_model(flat, name, overrides, image_size):
+  """Model `name`, checked to fit the params exactly (keys and shapes); else ExportError."""
+  num_classes = int(np.shape(flat['head/kernel'])[1]) if 'head/kernel' in flat else None
+  model = models.get_model(name, num_classes=num_classes, **overrides)
+  if image_size is None:
+    image_size = spec_lib.infer(flat).image_size if 'embedding/kernel' in flat else (224, 224)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, *image_size, 3),
+                                                                   np.float32))['params']
+  zeros = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
+  try:
+    checkpoint.load_pretrained(checkpoint.unflatten(flat), zeros, keep_head=True)
+  except ValueError as e:
+    raise ExportError(f'--model={name} at {image_size[0]}x{image_size[1]} does not fit the '
+                      f'checkpoint (leave --model out to read the architecture from the params): '
+                      f'{e}') from None
+  return model
+
+
+def export(source: str, to: str, out: str, model: str | None = None,
+           image_size: tuple[int, int] | None = None) -> str:
+  """Converts `source` to format `to` at `out`; returns how to load it (one line).
+
+  Raises:
+    ExportError / ValueError / OSError: one line saying what is wrong and what to do.
+  """
+  if to not in TARGETS:
+    raise ExportError(f'--to={to}; pick one of {", ".join(TARGETS)}.')
+  overrides = {}
+  maybe_workdir = os.path.isdir(source) or ('://' in source and '.npz' not in source)
+  workdir = _workdir_config(source) if maybe_workdir else None
+  if workdir is not None:
+    name, overrides, crop = workdir
+    model = model or name
+    image_size = image_size or crop
+  num_heads = None
+  if model is not None:
+    if model not in models.model_names():
+      raise ExportError(f'unknown --model={model}; pick one of '
+                        f'{", ".join(models.model_names())}.')
+    num_heads = getattr(models.get_model(model, **overrides), 'num_heads', None)
+  flat = sources.load(source, num_heads=num_heads)
+  module = _check_against_model(flat, model, overrides, image_size) if model else None
+  if to == 'npz':
+    checkpoint.save(out, checkpoint.unflatten(flat))
+    return f'vit_jax.checkpoint.load({out!r})'
+  classifier = getattr(module, 'classifier', None)
+  if classifier in ('unpooled', 'token_unpooled'):  # params alone look like gap / token.
+    raise ExportError(f"classifier {classifier!r} (all tokens out) has no {to} equivalent; "
+                      'export --to=npz instead.')
+  spec = spec_lib.infer(flat, image_size)
+  return (timm if to == 'timm' else hf).export(flat, spec, out)
+
+
+def main(argv):
+  try:
+    if len(argv) > 1:
+      raise ExportError(f'unexpected arguments {argv[1:]}; pass flags only (--checkpoint=..., '
+                        '--to=..., --out=...).')
+    for name in ('checkpoint', 'to', 'out'):
+      if not FLAGS[name].value:
+        raise ExportError(f'--{name} is required: python -m vit_jax.export '
+                          f'--checkpoint=WORKDIR|file.npz --to={"|".join(TARGETS)} --out=PATH.')
+    how = export(FLAGS.checkpoint, FLAGS.to, FLAGS.out, FLAGS.model,
+                 _image_size(FLAGS.image_size))
+  except (ValueError, OSError) as e:
+    print(f'Error: {e}', file=sys.stderr)
+    sys.exit(2)
+  print(f'Wrote {FLAGS.out}; load it with: {how}')
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)
