@@ -12,6 +12,7 @@ import contextlib
 import errno
 import functools
 import json
+import os
 from typing import Any, Optional
 
 from etils import epath
