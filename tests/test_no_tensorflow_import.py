@@ -15,16 +15,20 @@ CORE_MODULES = ['vit_jax', 'vit_jax.models', 'vit_jax.checkpoint', 'vit_jax.resa
 TORCH_WORLD = ('torch', 'transformers', 'safetensors', 'timm')
 
 
-@pytest.mark.parametrize('module', CORE_MODULES)
-def test_core_module_does_not_import_tensorflow(module):
-  code = (f'import sys, {module}\n'
-          "tf = sorted(m for m in sys.modules if m.split('.')[0] in "
-          "('tensorflow', 'tensorflow_datasets'))\n"
-          'print(tf[:5])\n'
-          'sys.exit(1 if tf else 0)\n')
+def _assert_imports_none_of(modules, packages):
+  """Imports `modules` in a fresh interpreter; fails if any of `packages` got imported."""
+  code = (f'import sys, {", ".join(modules)}\n'
+          f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {tuple(packages)})\n"
+          'print(loaded[:5])\n'
+          'sys.exit(1 if loaded else 0)\n')
   result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                           timeout=120, check=False)
-  assert result.returncode == 0, f'{module} imported TensorFlow: {result.stdout}{result.stderr}'
+  assert result.returncode == 0, f'{modules} imported: {result.stdout}{result.stderr}'
+
+
+@pytest.mark.parametrize('module', CORE_MODULES)
+def test_core_module_does_not_import_tensorflow(module):
+  _assert_imports_none_of([module], ('tensorflow', 'tensorflow_datasets'))
 
 
 def test_core_works_with_tensorflow_unimportable():
@@ -69,14 +73,7 @@ print(int(restored.step), loaded)
 
 
 def test_core_and_converters_do_not_import_torch():
-  modules = [m for m in CORE_MODULES if m != 'vit_jax.data']
-  code = (f'import sys, {", ".join(modules)}\n'
-          f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {TORCH_WORLD})\n"
-          'print(loaded[:5])\n'
-          'sys.exit(1 if loaded else 0)\n')
-  result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                          timeout=120, check=False)
-  assert result.returncode == 0, f'imported: {result.stdout}{result.stderr}'
+  _assert_imports_none_of([m for m in CORE_MODULES if m != 'vit_jax.data'], TORCH_WORLD)
 
 
 def test_safetensors_in_and_hf_out_work_without_torch():

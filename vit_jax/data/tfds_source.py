@@ -139,16 +139,21 @@ def _decoders():
                                      decoders={'image': tfds.decode.SkipDecoding()})
 
 
+def _records(builder, split):
+  """Dataset of (encoded image, int64 label) of `split` in stored order."""
+  tf = tf_setup.tf()
+  with quiet_logs.absl_errors_only():
+    ds = builder.as_dataset(split=split, decoders=_decoders(), shuffle_files=False)
+  return ds.map(lambda x: (x['image'], tf.cast(x['label'], tf.int64)))
+
+
 class TfdsPart:
   """A process's share of a TFDS split for evaluation; records hold the encoded images."""
 
   def __init__(self, builder, split):
-    tf = tf_setup.tf()
     self.split = split
     self.num_examples = builder.info.splits[split].num_examples
-    with quiet_logs.absl_errors_only():
-      ds = builder.as_dataset(split=split, decoders=_decoders(), shuffle_files=False)
-    self._records = ds.map(lambda x: (x['image'], tf.cast(x['label'], tf.int64)))
+    self._records = _records(builder, split)
 
   def eval_stream(self):
     """(dataset of records in the stored order, load)."""
@@ -166,13 +171,10 @@ class TfdsMemoryPart:
   random_access = True
 
   def __init__(self, builder, split):
-    tf = tf_setup.tf()
     self.split = split
     self.num_examples = builder.info.splits[split].num_examples
-    with quiet_logs.absl_errors_only():
-      ds = builder.as_dataset(split=split, decoders=_decoders(), shuffle_files=False)
-    records = ds.map(lambda x: (x['image'], tf.cast(x['label'], tf.int64)))
-    self._data, self._labels = records.batch(self.num_examples).get_single_element()
+    records = _records(builder, split).batch(self.num_examples)
+    self._data, self._labels = records.get_single_element()
 
   def load(self, i):
     """{'data': encoded image, 'label'} of record i (int64 tensor) in stored order."""
