@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     # TFDS's download_and_prepare imports it, but declares it only for Python < 3.9.
     'importlib_resources>=5',
     'jax>=0.9',
+    'matplotlib>=3.8',  # figures of `python -m vit_jax.analyze` (imported only there).
     'ml-collections>=1.0',
     'numpy>=1.26',
     'optax>=0.2.5',
@@ -21,6 +22,7 @@ INSTALL_REQUIRES = [
     'tensorboard>=2.15',  # event files (written without TensorFlow).
     'tensorflow-cpu>=2.16',  # tf.data only; TensorFlow never sees the accelerators.
     'tensorflow-datasets>=4.9.6',
+    'tqdm>=4.66',  # progress bars of the long analyses (Hessian spectra, loss landscape).
 ]
 
 # `benchmarks/vs_timm.py` compares against timm (PyTorch), which vit_jax itself never imports.
@@ -36,6 +38,10 @@ CONVERT_REQUIRES = [
 ]
 
 TEST_REQUIRES = [
+    # The notebooks in colabs/ run headless in the tests (tests/test_colabs.py).
+    'ipykernel>=6.29',
+    'nbclient>=0.10',
+    'nbformat>=5.10',
     'pytest>=8',
     'pytest-xdist>=3.5',
     'scipy>=1.11',  # reference implementation of the original's position-embedding zoom.
