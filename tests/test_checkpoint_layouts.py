@@ -92,7 +92,7 @@ def test_npz_save_from_scan_model_is_released_layout_and_loads_back(tmp_path):
 
 def test_load_pretrained_from_released_file_into_scan_model(tmp_path):
   # Relative position tables and position embeddings are resampled per layer (32 -> 48 px).
-  kw = dict(posemb='relative', representation_size=5)
+  kw = dict(posemb='relative_bias', representation_size=5)
   released = randomized(shapes(vit(**kw)))
   checkpoint.save(tmp_path / 'pre.npz', released)
   loop_init, scan_init = shapes(vit(**kw), 48), shapes(vit(scan=True, **kw), 48)

@@ -82,7 +82,7 @@ def test_position_embeddings_resampled_for_new_resolution(tmp_path):
 
 
 def test_2d_and_relative_position_params_resampled(tmp_path):
-  for kind in ('learn_2d', 'relative'):
+  for kind in ('learn_2d', 'relative_bias', 'relative_2d'):
     _, pre = vit(size=32, posemb=kind)
     model, init = vit(size=64, posemb=kind)
     out = checkpoint.load_pretrained(randomized(pre), init)

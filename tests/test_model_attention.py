@@ -66,7 +66,7 @@ def leaves_by_path(tree):
 # -- Parameters ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('classifier,posemb', [('token', 'relative'), ('map', 'learn')])
+@pytest.mark.parametrize('classifier,posemb', [('token', 'relative_bias'), ('map', 'learn')])
 def test_parameter_tree_is_the_same_for_every_implementation(classifier, posemb):
   """Same paths, shapes, dtypes and logical axis names (checkpoints load into any of them)."""
 
@@ -83,7 +83,7 @@ def test_parameter_tree_is_the_same_for_every_implementation(classifier, posemb)
   assert per_head[att + "['query']['kernel']"] == ((16, 2, 8), np.float32,
                                                   ('embed', 'heads', 'kv'))
   assert per_head[att + "['out']['kernel']"] == ((2, 8, 16), np.float32, ('heads', 'kv', 'embed'))
-  if posemb == 'relative':  # (2*2-1)(2*3-1) offsets + 3 class-token entries, per head.
+  if posemb == 'relative_bias':  # (2*2-1)(2*3-1) offsets + 3 class-token entries, per head.
     assert per_head[att + "['relative_position_bias']"] == ((18, 2), np.float32, (None, 'heads'))
   if classifier == 'map':
     assert "['MAPHead_0']['MultiHeadDotProductAttention_0']['key']['kernel']" in per_head
@@ -105,8 +105,10 @@ def numpy_attention(params, x_q, x_kv, bias=None):
   q, k, v = (np.einsum('bld,dnh->blnh', x, p[n]['kernel']) + p[n]['bias']
              for n, x in (('query', x_q), ('key', x_kv), ('value', x_kv)))
   logits = np.einsum('btnh,bsnh->bnts', q, k) / np.sqrt(q.shape[-1])
+  if callable(bias):  # a query-dependent bias: bias(scaled q [B, T, N, H]) -> [B, N, T, S].
+    bias = bias(q / np.sqrt(q.shape[-1]))
   if bias is not None:
-    logits = logits + bias[None]
+    logits = logits + (bias if bias.ndim == 4 else bias[None])
   weights = np.exp(logits - logits.max(-1, keepdims=True))
   weights /= weights.sum(-1, keepdims=True)
   out = np.einsum('bnts,bsnh->btnh', weights, v)
@@ -130,6 +132,56 @@ def test_self_attention_module_with_relative_bias_matches_numpy_for_both_impleme
   assert rel_err(outputs['per_head'], outputs['xla']) < 1e-5
 
 
+def _relative_attention_bias(p, kind):
+  """float64 reference of the query-dependent relative logits for a class token + 2x3 grid,
+  written from the definition (offsets enumerated per pair, no index tables)."""
+  h, w = GRID
+  coords = [None] + [(r, c) for r in range(h) for c in range(w)]  # None: the class token.
+
+  def entry(i, j, size):  # table row of the pair (query i, key j); patches first, then prefix.
+    if coords[i] is None:
+      return size + (2 if coords[j] is None else 0)
+    if coords[j] is None:
+      return size + 1
+    return None
+
+  def bias(q):  # q [B, T, N, H] scaled -> [B, N, T, T]
+    out = np.zeros((q.shape[0], q.shape[2], 7, 7))
+    for i in range(7):
+      for j in range(7):
+        if kind == 'attention':
+          row = entry(i, j, 2 * h * w - 1)
+          row = (i - j + h * w - 1) if row is None else row
+          emb = p['relative_embedding'][row]
+        else:
+          row_y, row_x = entry(i, j, 2 * h - 1), entry(i, j, 2 * w - 1)
+          if row_y is None:
+            row_y = coords[i][0] - coords[j][0] + h - 1
+            row_x = coords[i][1] - coords[j][1] + w - 1
+          emb = np.concatenate([p['relative_embedding_y'][row_y],
+                                p['relative_embedding_x'][row_x]])
+        out[:, :, i, j] = q[:, i] @ emb
+    return out
+
+  return bias
+
+
+@pytest.mark.parametrize('kind', ['attention', 'attention_2d'])
+def test_relative_attention_module_matches_numpy_for_both_implementations(kind):
+  """The paper's relative attention: the logit gains q . embedding(offset) before softmax."""
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(size=(2, 7, 16)), jnp.float32)  # 1 prefix + a 2x3 grid.
+  kw = dict(relative_grid=GRID, num_prefix=1, relative=kind)
+  params = random_params(_module('xla', **kw), 2, x, x)
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params['params'])
+  expected = numpy_attention(params['params'], x, x, _relative_attention_bias(p, kind))
+  without = numpy_attention(params['params'], x, x)
+  assert rel_err(without, expected) > 1e-2  # the relative term matters.
+  for impl in ('per_head', 'xla'):
+    out = _module(impl, **kw).apply(params, x, x)
+    assert rel_err(out, expected) < 1e-5, (impl, rel_err(out, expected))
+
+
 def test_cross_attention_module_matches_numpy_for_both_implementations():
   rng = np.random.default_rng(3)
   x_q = jnp.asarray(rng.normal(size=(2, 3, 16)), jnp.float32)
@@ -144,7 +196,8 @@ def test_cross_attention_module_matches_numpy_for_both_implementations():
 
 # Class token + relative bias (with its prefix entries), GAP + relative bias (no prefix), and
 # the MAP head's cross-attention (a 1-token probe over the tokens).
-VIT_CASES = [('token', 'relative'), ('gap', 'relative'), ('map', 'learn')]
+VIT_CASES = [('token', 'relative_bias'), ('gap', 'relative_bias'), ('map', 'learn'),
+             ('token', 'relative'), ('gap', 'relative_2d')]
 
 
 def _vit_params(model, seed=5):
@@ -195,14 +248,17 @@ def test_vit_blocks_take_the_fused_self_attention_path(monkeypatch, scan, remat)
 # -- Gradient parity ----------------------------------------------------------------------------
 
 
-def test_vit_gradients_per_head_equal_xla():
+@pytest.mark.parametrize('posemb,table', [('relative_bias', 'relative_position_bias'),
+                                          ('relative', 'relative_embedding')])
+def test_vit_gradients_per_head_equal_xla(posemb, table):
   """d loss / d (params, images): hand-written VJPs (per_head) vs jax autodiff (xla).
 
-  One block with relative bias (fused self-attention VJP, bias gradient into the table) and
-  the MAP head (per_head cross-attention form).
+  One block with a relative position encoding (fused self-attention VJP, the gradient of a
+  bias shared by the batch or, for the paper's relative attention, of a per-example bias into
+  the queries and the table) and the MAP head (per_head cross-attention form).
   """
   weights = jnp.asarray(np.random.default_rng(6).normal(size=(2, 5)), jnp.float32)
-  kw = dict(classifier='map', posemb='relative', num_layers=1)
+  kw = dict(classifier='map', posemb=posemb, num_layers=1)
 
   def grads(impl, params):
     model = tiny(attention_impl=impl, **kw)
@@ -212,8 +268,8 @@ def test_vit_gradients_per_head_equal_xla():
   params = _vit_params(tiny(**kw))
   per_head, xla = grads('per_head', params), grads('xla', params)
   assert list(per_head) == list(xla) and len(per_head) > 20
-  assert "[0]['params']['Transformer']['encoderblock_0']['MultiHeadDotProductAttention_1']" \
-         "['relative_position_bias']" in xla
+  assert ("[0]['params']['Transformer']['encoderblock_0']['MultiHeadDotProductAttention_1']"
+          f"['{table}']") in xla
   overall = max(np.abs(g).max() for g in xla.values())  # Measured ~14.
   for path, expected in xla.items():
     if "['key']['bias']" in path:
@@ -470,7 +526,7 @@ def test_unknown_implementation_is_one_clear_error():
 @pytest.mark.parametrize('impl', ['per_head', 'xla'])
 def test_bfloat16_compute_tracks_float32(impl):
   """dtype=bfloat16 with float32 params: float32 logits within a bf16-sized error of f32."""
-  kw = dict(classifier='token', posemb='relative', attention_impl=impl)
+  kw = dict(classifier='token', posemb='relative_bias', attention_impl=impl)
   params = _vit_params(tiny(**kw), seed=14)
   f32 = jax.jit(tiny(**kw).apply)(params, IMAGES)
   bf16 = jax.jit(tiny(dtype=jnp.bfloat16, **kw).apply)(params, IMAGES)

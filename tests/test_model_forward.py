@@ -25,7 +25,8 @@ def tiny(**kw):
 @pytest.mark.parametrize('classifier,shape', [
     ('token', (2, 7)), ('gap', (2, 7)), ('map', (2, 7)),
     ('unpooled', (2, 24, 7)), ('token_unpooled', (2, 25, 7))])
-@pytest.mark.parametrize('kind', ['learn', 'learn_2d', 'sincos2d', 'none', 'relative'])
+@pytest.mark.parametrize('kind', ['learn', 'learn_2d', 'sincos2d', 'none', 'relative',
+                                  'relative_2d', 'relative_bias'])
 def test_output_shapes_for_every_classifier_and_posemb(classifier, shape, kind):
   model = tiny(classifier=classifier, posemb=kind)
   variables = model.init(jax.random.key(0), IMAGES)
@@ -38,12 +39,15 @@ def test_output_shapes_for_every_classifier_and_posemb(classifier, shape, kind):
       'learn_2d': {'pos_embedding_row': (1, 4, 8), 'pos_embedding_col': (1, 6, 8)},
   }.get(kind, {})
   assert {k: v.shape for k, v in pe.items()} == expected_pe
-  table = params['Transformer']['encoderblock_0']['MultiHeadDotProductAttention_1'].get(
-      'relative_position_bias')
-  if kind == 'relative':
-    assert table.shape == (7 * 11 + 3 * prefix, 2)
-  else:
-    assert table is None
+  attention_params = params['Transformer']['encoderblock_0']['MultiHeadDotProductAttention_1']
+  tables = {k: v.shape for k, v in attention_params.items() if k.startswith('relative')}
+  # A 4x6 grid, 2 heads of 8 dims; 3 more entries per table with a class token.
+  assert tables == {
+      'relative': {'relative_embedding': (2 * 24 - 1 + 3 * prefix, 8)},
+      'relative_2d': {'relative_embedding_y': (7 + 3 * prefix, 4),
+                      'relative_embedding_x': (11 + 3 * prefix, 4)},
+      'relative_bias': {'relative_position_bias': (7 * 11 + 3 * prefix, 2)},
+  }.get(kind, {})
 
 
 def test_features_without_head_and_with_representation():
@@ -58,7 +62,7 @@ def test_features_without_head_and_with_representation():
 
 
 def test_every_parameter_has_logical_axis_names():
-  for model in [tiny(posemb='relative', classifier='map', representation_size=5),
+  for model in [tiny(posemb='relative_bias', classifier='map', representation_size=5),
                 models.get_model('R26+ViT-S_32', num_classes=3, num_layers=1),
                 models.get_model('Mixer-B_32', num_classes=3, num_blocks=1)]:
     variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
@@ -150,7 +154,7 @@ def test_relative_position_index_is_a_function_of_the_offset():
 
 
 def test_relative_bias_changes_attention_by_offset():
-  model = tiny(posemb='relative', classifier='gap', num_classes=0)
+  model = tiny(posemb='relative_bias', classifier='gap', num_classes=0)
   variables = nn.meta.unbox(model.init(jax.random.key(0), IMAGES))
   bumped = jax.tree_util.tree_map_with_path(
       lambda p, x: x + 1.0 if 'relative_position_bias' in jax.tree_util.keystr(p) else x,

@@ -59,7 +59,7 @@ def max_diff(a, b):
 
 @pytest.mark.parametrize('kw', [
     dict(classifier='token', posemb='learn', representation_size=6),
-    dict(classifier='map', posemb='relative'),
+    dict(classifier='map', posemb='relative_bias'),
 ])
 def test_scan_equals_loop_logits_and_grads(kw):
   params = random_params(tiny(**kw))

@@ -187,6 +187,7 @@ def load_pretrained(pretrained: Union[PathLike, Params], init_params: Params, *,
     it (unboxed): every parameter from `pretrained`, except the `head` which is the new one
     (zero kernel), a `pre_logits` layer the new model lacks (dropped), and position
     embeddings / relative bias tables resampled to the new grid (class-token row kept).
+    The 1-D relative embedding of posemb='relative' cannot be resampled (a size mismatch).
 
   Raises:
     ValueError: naming the keys and shapes of any other mismatch.
@@ -273,6 +274,15 @@ class _Grids:
       old = self.pretrained_grid or self._relative_grid(value.shape[0] - extra, key)
       new = self.grid or self._relative_grid(new_shape[0] - extra, key)
       return resample.resample_relative_table(value, old, new, align)
+    if key.endswith(('/relative_embedding_y', '/relative_embedding_x')):
+      # One table per axis: the 2h - 1 (2w - 1) offsets resampled, the prefix rows kept. The
+      # 1-D `relative_embedding` (raster-order offsets) has no such meaning: not resampled.
+      if value.shape[1] != new_shape[1]:
+        return None
+      extra = 3 if self.prefix else 0
+      offsets = resample.resample_axis(value[:value.shape[0] - extra], 0,
+                                       new_shape[0] - extra, align)
+      return np.concatenate([offsets, value[value.shape[0] - extra:]])
     return None
 
   @staticmethod

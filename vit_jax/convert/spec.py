@@ -28,7 +28,9 @@ class VitSpec:
   patch_size: tuple[int, int]
   image_size: Optional[tuple[int, int]]  # None when no learned 1-D position embedding says it.
   classifier: str  # 'token', 'gap' or 'map'.
-  posemb: str  # 'learn', 'learn_2d', 'relative' or 'fixed' (sincos2d / none: no parameters).
+  # 'learn', 'learn_2d', 'relative', 'relative_2d', 'relative_bias' or 'fixed' (sincos2d / none:
+  # no parameters).
+  posemb: str
   representation_size: Optional[int]
   num_classes: int  # 0: no head (features).
   hybrid: bool  # a ResNet stem feeds the patch embedding.
@@ -64,7 +66,11 @@ def infer(flat: Mapping[str, Any], image_size: Optional[tuple[int, int]] = None)
   elif 'Transformer/posembed_input/pos_embedding_row' in flat:
     posemb = 'learn_2d'
   elif any(k.endswith('/relative_position_bias') for k in flat):
+    posemb = 'relative_bias'
+  elif any(k.endswith('/relative_embedding') for k in flat):
     posemb = 'relative'
+  elif any(k.endswith('/relative_embedding_y') for k in flat):
+    posemb = 'relative_2d'
   else:
     posemb = 'fixed'
   patch = (int(kernel[0]), int(kernel[1]))

@@ -3,11 +3,24 @@
 Parameters (same layout as the released `.npz` files and flax's MultiHeadDotProductAttention):
   query/key/value: kernel [D, heads, head_dim], bias [heads, head_dim]
   out:             kernel [heads, head_dim, D], bias [D]
-plus, with `relative_grid` set, `relative_position_bias` [(2h-1)(2w-1) + 3*prefix, heads]: a
-learned bias per head for every 2-D offset between two patches of an h x w grid (the position
-embedding variant "relative" of the ViT paper's ablation, in the 2-D form of Swin/BEiT). Extra
-prefix tokens (the class token) get three learned entries per head: prefix->patch, patch->prefix
-and prefix->prefix.
+plus, with `relative_grid` set, one of three learned relative position encodings for the
+patches of an h x w grid (the ViT paper's ablation of position embeddings, Appendix D.4):
+  relative='attention'    (posemb 'relative', the paper's variant) 1-D relative attention: an
+      embedding per offset i - j between patches in raster order, `relative_embedding`
+      [2hw - 1 (+3), head_dim] shared by the heads; each head's query is dotted with the
+      embedding of the (query, key) offset and the result added to the logit before the
+      softmax (content-dependent, as in Shaw et al. 2018).
+  relative='attention_2d' (posemb 'relative_2d') the same with 2-D offsets: `relative_embedding_y`
+      [2h - 1 (+3), head_dim/2] and `relative_embedding_x` [2w - 1 (+3), head_dim/2], the
+      offset's embedding being the two concatenated.
+  relative='bias'         (posemb 'relative_bias') a learned scalar per head and 2-D offset,
+      `relative_position_bias` [(2h-1)(2w-1) (+3), heads] (the form of Swin / BEiT).
+Prefix tokens (the class token) get three learned entries in each table: prefix->patch,
+patch->prefix and prefix->prefix (the "+3").
+
+With the `intermediates` collection mutable (`apply(..., mutable=['intermediates'])`) the module
+also sows its post-softmax attention weights, float32 [B, heads, T, S], as `attention_weights`
+(computed separately, and only then: the normal forward pass is unchanged).
 
 How the same function is computed (`implementation`; all give the same numbers up to rounding,
 except with attention dropout in training, where each draws its masks its own way):
@@ -36,26 +49,54 @@ from vit_jax.models import layers
 IMPLEMENTATIONS = ('auto', 'per_head', 'xla', 'cudnn')
 
 
+RELATIVE_KINDS = ('attention', 'attention_2d', 'bias')
+
+
+def _with_prefix(patch_index: np.ndarray, num_offsets: int, num_prefix: int) -> np.ndarray:
+  """Extends a [hw, hw] patch-pair index with the three prefix entries -> int32 [L, L]."""
+  if not num_prefix:
+    return patch_index.astype(np.int32)
+  length = num_prefix + patch_index.shape[0]
+  index = np.empty((length, length), np.int64)
+  index[num_prefix:, num_prefix:] = patch_index
+  index[:num_prefix, num_prefix:] = num_offsets  # prefix query -> patch key.
+  index[num_prefix:, :num_prefix] = num_offsets + 1  # patch query -> prefix key.
+  index[:num_prefix, :num_prefix] = num_offsets + 2  # prefix -> prefix.
+  return index.astype(np.int32)
+
+
+def _grid_deltas(h: int, w: int) -> np.ndarray:
+  """Offsets (dy, dx) of query minus key for every pair of patches: int [hw, hw, 2]."""
+  ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing='ij')
+  coords = np.stack([ys.ravel(), xs.ravel()], axis=-1)  # [hw, 2]
+  return coords[:, None, :] - coords[None, :, :]
+
+
 def relative_position_index(h: int, w: int, num_prefix: int) -> np.ndarray:
-  """Index into the relative bias table for every (query, key) pair: int32 [L, L], L = p + h*w.
+  """Index into the 2-D relative bias table for every (query, key) pair: int32 [L, L].
 
   Patch pairs use (dy + h - 1) * (2w - 1) + (dx + w - 1); prefix rows/columns use the three
   entries after the (2h-1)(2w-1) patch offsets.
   """
-  ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing='ij')
-  coords = np.stack([ys.ravel(), xs.ravel()], axis=-1)  # [hw, 2]
-  delta = coords[:, None, :] - coords[None, :, :]  # [hw, hw, 2]
+  delta = _grid_deltas(h, w)
   patch_index = (delta[..., 0] + h - 1) * (2 * w - 1) + (delta[..., 1] + w - 1)
-  if not num_prefix:
-    return patch_index.astype(np.int32)
-  n_offsets = (2 * h - 1) * (2 * w - 1)
-  length = num_prefix + h * w
-  index = np.empty((length, length), np.int64)
-  index[num_prefix:, num_prefix:] = patch_index
-  index[:num_prefix, num_prefix:] = n_offsets  # prefix query -> patch key.
-  index[num_prefix:, :num_prefix] = n_offsets + 1  # patch query -> prefix key.
-  index[:num_prefix, :num_prefix] = n_offsets + 2  # prefix -> prefix.
-  return index.astype(np.int32)
+  return _with_prefix(patch_index, (2 * h - 1) * (2 * w - 1), num_prefix)
+
+
+def relative_index_1d(h: int, w: int, num_prefix: int) -> np.ndarray:
+  """Index into the 1-D relative embedding table: int32 [L, L]; patches i - j + hw - 1 (raster
+  order), prefix entries after the 2hw - 1 offsets."""
+  n = h * w
+  patch_index = np.arange(n)[:, None] - np.arange(n)[None, :] + n - 1
+  return _with_prefix(patch_index, 2 * n - 1, num_prefix)
+
+
+def relative_index_2d(h: int, w: int, num_prefix: int) -> tuple[np.ndarray, np.ndarray]:
+  """Indices into the y and x relative embedding tables: two int32 [L, L] (dy + h - 1 and
+  dx + w - 1 for patches; prefix entries after the 2h - 1 / 2w - 1 offsets)."""
+  delta = _grid_deltas(h, w)
+  return (_with_prefix(delta[..., 0] + h - 1, 2 * h - 1, num_prefix),
+          _with_prefix(delta[..., 1] + w - 1, 2 * w - 1, num_prefix))
 
 
 def relative_table_size(h: int, w: int, num_prefix: int) -> int:
@@ -87,7 +128,8 @@ def _dropout(weights, rate, rng):
 
 
 def attend(q, k, v, bias, dropout_rate, dropout_rng, deterministic, implementation='xla'):
-  """softmax(q k^T / sqrt(d) + bias) v for q [B, T, N, H], k/v [B, S, N, H], bias [1, N, T, S].
+  """softmax(q k^T / sqrt(d) + bias) v for q [B, T, N, H], k/v [B, S, N, H], bias [1 or B, N,
+  T, S].
 
   The batched-heads forms ('xla', 'cudnn'); returns [B, T, N, H] in q's dtype.
   """
@@ -106,7 +148,8 @@ def attend(q, k, v, bias, dropout_rate, dropout_rng, deterministic, implementati
 
 def attend_per_head(q, k, v, bias, dropout_rate, dropout_rng, dtype):
   """Per-head attention: q [B, T, N, H] (already scaled by 1/sqrt(H)), k/v [B, S, N, H], bias
-  [N, T, S] or None -> float32 [B, T, N*H], heads concatenated (head-major, as `out` expects).
+  [N, T, S], [N, B, T, S] or None -> float32 [B, T, N*H], heads concatenated (head-major, as
+  `out` expects).
 
   Slices of the fused projection are strided views; XLA:CPU feeds them to its matmul kernels
   without copies. Matmul operands are `dtype`, accumulation and softmax float32.
@@ -162,7 +205,8 @@ def _self_attention_forward(qkv, bias, dtype):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def self_attention_per_head(qkv, bias, dtype):
   """Per-head self-attention: qkv [B, T, 3, N, H] float32 (q already scaled by 1/sqrt(H)),
-  bias [N, T, T] float32 or None -> float32 [B, T, N*H], heads concatenated head-major.
+  bias [N, T, T] or [N, B, T, T] float32 or None -> float32 [B, T, N*H], heads concatenated
+  head-major.
 
   Matmul operands are `dtype`, accumulation and softmax float32. The gradient is written
   out by hand (as in flash attention: dS = P * (dP - rowsum(dO * O))) and returned as one
@@ -193,8 +237,8 @@ def _self_attention_bwd(dtype, residuals, grad):
     d_q = _heads_dot(d_logits, k, (2, 1), dtype)
     d_k = _heads_dot(d_logits, q, (1, 1), dtype)
     grads.append(jnp.stack([d_q, d_k, d_v], axis=2))  # [B, T, 3, H]
-    if bias is not None:
-      bias_grads.append(jnp.sum(d_logits, axis=0))
+    if bias is not None:  # A bias shared by the batch gets the batch's summed gradient.
+      bias_grads.append(d_logits if bias.ndim == 4 else jnp.sum(d_logits, axis=0))
   d_qkv = jnp.stack(grads, axis=3).astype(qkv.dtype)
   return d_qkv, None if bias is None else jnp.stack(bias_grads).astype(bias.dtype)
 
@@ -234,14 +278,16 @@ class MultiHeadDotProductAttention(nn.Module):
   Attributes:
     num_heads: number of heads; D must be divisible by it.
     attention_dropout_rate: dropout on the attention weights (train only).
-    relative_grid: (h, w) patch grid to enable the learned relative position bias (self-
+    relative_grid: (h, w) patch grid to enable a learned relative position encoding (self-
       attention only); `num_prefix` tokens (class token) precede the h*w patches.
+    relative: which one (RELATIVE_KINDS, see the module docstring).
     implementation: see the module docstring.
     dtype: matmul operand dtype (accumulation is float32).
   """
   num_heads: int
   attention_dropout_rate: float = 0.0
   relative_grid: Optional[tuple[int, int]] = None
+  relative: str = 'bias'
   num_prefix: int = 0
   implementation: str = 'auto'
   dtype: layers.Dtype = jnp.float32
@@ -260,25 +306,37 @@ class MultiHeadDotProductAttention(nn.Module):
                                     param_dtype=self.param_dtype)()
     out_kernel, out_bias = HeadProjection((self.num_heads, head_dim, dim), to_heads=False,
                                           name='out', param_dtype=self.param_dtype)()
-    bias = None
-    if self.relative_grid is not None:
-      bias = self._relative_bias(inputs_q.shape[1], inputs_kv.shape[1])
     rng = None
     if not deterministic and self.attention_dropout_rate > 0.0:
       rng = self.make_rng('dropout')
+    if self.relative_grid is not None:
+      self._check_relative_length(inputs_q.shape[1], inputs_kv.shape[1])
 
     implementation = resolve_implementation(self.implementation, self.dtype, head_dim)
     if implementation == 'per_head':
-      x = self._attend_per_head(params, inputs_q, inputs_kv, bias, rng)
+      x = self._attend_per_head(params, inputs_q, inputs_kv, rng)
       x = layers.matmul(x, out_kernel.reshape(dim, dim), self.dtype) + out_bias
     else:
       q, k, v = (self._project(params[n], x) for n, x in (
           ('query', inputs_q), ('key', inputs_kv), ('value', inputs_kv)))
-      x = attend(q, k, v, None if bias is None else bias[None], self.attention_dropout_rate,
-                 rng, deterministic, implementation)
+      bias = self._relative_logits(q.astype(jnp.float32) / np.sqrt(head_dim))
+      if bias is not None and bias.ndim == 3:
+        bias = bias[None]
+      self._sow_weights(q.astype(jnp.float32) / np.sqrt(head_dim), k, bias)
+      x = attend(q, k, v, bias, self.attention_dropout_rate, rng, deterministic, implementation)
       x = jnp.einsum('...hk,hkd->...d', x, out_kernel.astype(self.dtype),
                      preferred_element_type=jnp.float32) + out_bias
     return x
+
+  def _sow_weights(self, q, k, bias) -> None:
+    """Sows the post-softmax weights float32 [B, N, T, S] when `intermediates` is mutable; q
+    [B, T, N, H] already scaled by 1/sqrt(H), k [B, S, N, H], bias [(1|B,) N, T, S] or None."""
+    if not self.is_mutable_collection('intermediates'):
+      return
+    logits = jnp.einsum('btnh,bsnh->bnts', q.astype(jnp.float32), k.astype(jnp.float32))
+    if bias is not None:
+      logits = logits + bias
+    self.sow('intermediates', 'attention_weights', jax.nn.softmax(logits, axis=-1))
 
   def _project(self, kernel_bias, x):
     """x [B, L, D] -> [B, L, heads, head_dim] in `dtype` (batched-heads forms)."""
@@ -287,18 +345,22 @@ class MultiHeadDotProductAttention(nn.Module):
                    preferred_element_type=jnp.float32) + bias
     return layers.constrain(y.astype(self.dtype), ('batch', 'length', 'heads', 'kv'))
 
-  def _attend_per_head(self, params, inputs_q, inputs_kv, bias, rng):
+  def _attend_per_head(self, params, inputs_q, inputs_kv, rng):
     """The 'per_head' form -> float32 [B, T, D] before the output projection."""
     scale = 1.0 / np.sqrt(params['query'][0].shape[-1])
     if inputs_q is inputs_kv:
       qkv = self._project_fused(params, ('query', 'key', 'value'), inputs_q, scale)
-      if rng is None:
-        return self_attention_per_head(qkv, bias, self.dtype)
       q, k, v = (qkv[:, :, i] for i in range(3))
     else:
       q = self._project_fused(params, ('query',), inputs_q, scale)[:, :, 0]
       kv = self._project_fused(params, ('key', 'value'), inputs_kv, scale)
       k, v = kv[:, :, 0], kv[:, :, 1]
+    bias = self._relative_logits(q)
+    self._sow_weights(q, k, bias)
+    if bias is not None and bias.ndim == 4:
+      bias = jnp.swapaxes(bias, 0, 1)  # [N, B, T, S]: heads first, as the per-head loop reads it.
+    if inputs_q is inputs_kv and rng is None:
+      return self_attention_per_head(qkv, bias, self.dtype)
     return attend_per_head(q, k, v, bias, self.attention_dropout_rate, rng, self.dtype)
 
   def _project_fused(self, params, names, x, scale):
@@ -319,18 +381,50 @@ class MultiHeadDotProductAttention(nn.Module):
     y = y.reshape(*x.shape[:-1], *kernel.shape[1:])
     return layers.constrain(y, ('batch', 'length', None, 'heads', 'kv'))
 
-  def _relative_bias(self, len_q: int, len_kv: int) -> jax.Array:
-    """Gathers the learned table into a [heads, L, L] additive bias (float32)."""
+  def _check_relative_length(self, len_q: int, len_kv: int) -> None:
     h, w = self.relative_grid
     length = self.num_prefix + h * w
     if len_q != length or len_kv != length:
       raise ValueError(
-          f'relative position bias is built for {self.num_prefix} prefix tokens + a {h}x{w} grid '
-          f'({length} tokens) but got {len_q} queries and {len_kv} keys.')
-    table = self.param(
-        'relative_position_bias',
-        layers.logical(nn.initializers.truncated_normal(stddev=0.02), (None, 'heads')),
-        (relative_table_size(h, w, self.num_prefix), self.num_heads), self.param_dtype)
-    index = relative_position_index(h, w, self.num_prefix)
-    bias = jnp.take(table, index.reshape(-1), axis=0).reshape(length, length, self.num_heads)
-    return jnp.transpose(bias, (2, 0, 1)).astype(jnp.float32)
+          f'relative position encoding is built for {self.num_prefix} prefix tokens + a {h}x{w} '
+          f'grid ({length} tokens) but got {len_q} queries and {len_kv} keys.')
+    if self.relative not in RELATIVE_KINDS:
+      raise ValueError(f'unknown relative position encoding {self.relative!r}; choose one of '
+                       f'{RELATIVE_KINDS}.')
+
+  def _relative_table(self, name: str, rows: int, width: int, axis_name) -> jax.Array:
+    return self.param(
+        name, layers.logical(nn.initializers.truncated_normal(stddev=0.02), (None, axis_name)),
+        (rows, width), self.param_dtype).astype(jnp.float32)
+
+  def _relative_logits(self, q: jax.Array) -> Optional[jax.Array]:
+    """The relative position term of the logits, float32: [N, T, T] ('bias') or [B, N, T, T]
+    (query-dependent kinds) for q [B, T, N, H] already scaled by 1/sqrt(H); None without."""
+    if self.relative_grid is None:
+      return None
+    h, w = self.relative_grid
+    extra = 3 if self.num_prefix else 0
+    heads, head_dim = q.shape[2:]
+    if self.relative == 'bias':
+      table = self._relative_table('relative_position_bias',
+                                   relative_table_size(h, w, self.num_prefix), heads, 'heads')
+      index = relative_position_index(h, w, self.num_prefix)
+      bias = jnp.take(table, index.reshape(-1), axis=0).reshape(*index.shape, heads)
+      return jnp.transpose(bias, (2, 0, 1))
+    rows = np.arange(self.num_prefix + h * w)[:, None]
+    q = q.astype(jnp.float32)
+
+    def gather(q_part, table, index):  # [B, T, N, h'] . [O, h'] -> [B, N, T, O] -> [B, N, T, T]
+      per_offset = jnp.einsum('btnh,oh->bnto', q_part, table)
+      return per_offset[:, :, rows, index]
+
+    if self.relative == 'attention':
+      table = self._relative_table('relative_embedding', 2 * h * w - 1 + extra, head_dim, 'kv')
+      return gather(q, table, relative_index_1d(h, w, self.num_prefix))
+    if head_dim % 2:
+      raise ValueError(f"posemb='relative_2d' needs an even head dimension, got {head_dim}.")
+    half = head_dim // 2
+    table_y = self._relative_table('relative_embedding_y', 2 * h - 1 + extra, half, None)
+    table_x = self._relative_table('relative_embedding_x', 2 * w - 1 + extra, half, None)
+    index_y, index_x = relative_index_2d(h, w, self.num_prefix)
+    return gather(q[..., :half], table_y, index_y) + gather(q[..., half:], table_x, index_x)

@@ -14,7 +14,10 @@ from vit_jax.models import layers
 
 
 class MixerBlock(nn.Module):
-  """Token mixing (MLP across patches) then channel mixing (MLP across features)."""
+  """Token mixing (MLP across patches) then channel mixing (MLP across features).
+
+  With `intermediates` mutable it sows the residual stream after each (`residual_token_mixing`,
+  `residual_channel_mixing`, [B, L, D]); otherwise sowing is a no-op."""
   tokens_mlp_dim: int
   channels_mlp_dim: int
   drop_path_rate: float = 0.0
@@ -31,9 +34,12 @@ class MixerBlock(nn.Module):
     y = layers.MlpBlock(mlp_dim=self.tokens_mlp_dim, axes=('length', 'mlp'), name='token_mixing',
                         **kw)(y)
     x = x + drop_path(jnp.swapaxes(y, 1, 2), deterministic=deterministic)
+    self.sow('intermediates', 'residual_token_mixing', x)
     y = layers.layer_norm('LayerNorm_1', self.param_dtype)(x)
     y = layers.MlpBlock(mlp_dim=self.channels_mlp_dim, name='channel_mixing', **kw)(y)
-    return x + drop_path(y, deterministic=deterministic)
+    x = x + drop_path(y, deterministic=deterministic)
+    self.sow('intermediates', 'residual_channel_mixing', x)
+    return x
 
 
 class MlpMixer(nn.Module):
@@ -62,6 +68,7 @@ class MlpMixer(nn.Module):
         images.astype(self.dtype)).astype(jnp.float32)
     n, h, w, d = x.shape
     x = jnp.reshape(x, (n, h * w, d))
+    self.sow('intermediates', 'residual_embedding', x)
     for i in range(self.num_blocks):
       rate = self.stochastic_depth * i / max(self.num_blocks - 1, 1)
       x = MixerBlock(self.tokens_mlp_dim, self.channels_mlp_dim, drop_path_rate=rate,

@@ -8,7 +8,11 @@ Kinds (the ViT paper's ablation, Appendix D.4, plus the fixed sin-cos of later w
              itself a learned vector, so a learned offset on it would be redundant.
   'sincos2d' fixed 2-D sin-cos (no parameters); class token gets none.
   'none'     no position information.
-  'relative' handled inside attention (a learned bias per head and 2-D offset); nothing added here.
+  Relative kinds, handled inside attention (nothing added here; see models/attention.py):
+  'relative'      the paper's variant: 1-D relative attention, a learned embedding per offset
+                  between patches that each query is dotted with (content-dependent).
+  'relative_2d'   its 2-D form: y and x offset embeddings of head_dim/2 each, concatenated.
+  'relative_bias' a learned scalar bias per head and 2-D offset (the Swin / BEiT form).
 """
 
 import flax.linen as nn
@@ -18,7 +22,9 @@ import numpy as np
 
 from vit_jax.models import layers
 
-POSEMB_KINDS = ('learn', 'learn_2d', 'sincos2d', 'none', 'relative')
+# posemb kind -> the attention module's `relative` encoding.
+RELATIVE = {'relative': 'attention', 'relative_2d': 'attention_2d', 'relative_bias': 'bias'}
+POSEMB_KINDS = ('learn', 'learn_2d', 'sincos2d', 'none') + tuple(RELATIVE)
 
 
 def sincos_2d(h: int, w: int, dim: int, temperature: float = 10_000.) -> np.ndarray:
@@ -65,7 +71,7 @@ class AddPositionEmbs(nn.Module):
       ], axis=-1).reshape(1, h * w, dim)
     elif self.kind == 'sincos2d':
       pe = jnp.asarray(sincos_2d(h, w, dim))[None]
-    elif self.kind in ('none', 'relative'):
+    elif self.kind == 'none' or self.kind in RELATIVE:
       return x
     else:
       raise ValueError(f'Unknown posemb {self.kind!r}; choose one of {POSEMB_KINDS}.')

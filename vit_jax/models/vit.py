@@ -53,13 +53,18 @@ class _TracedDropPath(nn.Module):
 
 
 class Encoder1DBlock(nn.Module):
-  """Pre-LN transformer block: x + Attn(LN(x)), then x + MLP(LN(x)); [B, L, D] -> [B, L, D]."""
+  """Pre-LN transformer block: x + Attn(LN(x)), then x + MLP(LN(x)); [B, L, D] -> [B, L, D].
+
+  With `intermediates` mutable it sows the residual stream after each sub-block
+  (`residual_attention`, `residual_mlp`, float32 [B, L, D]) and its attention sows
+  `attention_weights`; otherwise sowing is a no-op."""
   mlp_dim: int
   num_heads: int
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
   drop_path_rate: float = 0.0
   relative_grid: Optional[tuple[int, int]] = None
+  relative: str = 'bias'
   num_prefix: int = 0
   attention_impl: str = 'auto'
   dtype: layers.Dtype = jnp.float32
@@ -77,16 +82,20 @@ class Encoder1DBlock(nn.Module):
     x = layers.layer_norm('LayerNorm_0', self.param_dtype)(inputs)
     x = attention.MultiHeadDotProductAttention(
         num_heads=self.num_heads, attention_dropout_rate=self.attention_dropout_rate,
-        relative_grid=self.relative_grid, num_prefix=self.num_prefix,
-        implementation=self.attention_impl, name='MultiHeadDotProductAttention_1', **kw)(x, x, deterministic=deterministic)
+        relative_grid=self.relative_grid, relative=self.relative, num_prefix=self.num_prefix,
+        implementation=self.attention_impl, name='MultiHeadDotProductAttention_1',
+        **kw)(x, x, deterministic=deterministic)
     x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
     x = inputs + drop_path(x, deterministic=deterministic)
     x = layers.constrain(x, ('batch', 'length', 'embed'))
+    self.sow('intermediates', 'residual_attention', x)
     y = layers.layer_norm('LayerNorm_2', self.param_dtype)(x)
     y = layers.MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate, name='MlpBlock_3',
                         **kw)(y, deterministic=deterministic)
-    return layers.constrain(x + drop_path(y, deterministic=deterministic),
-                            ('batch', 'length', 'embed'))
+    x = layers.constrain(x + drop_path(y, deterministic=deterministic),
+                         ('batch', 'length', 'embed'))
+    self.sow('intermediates', 'residual_mlp', x)
+    return x
 
 
 class Encoder(nn.Module):
@@ -120,10 +129,12 @@ class Encoder(nn.Module):
         kind=self.posemb, num_prefix=self.num_prefix, param_dtype=self.param_dtype,
         name='posembed_input')(x, grid)
     x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=not train)
+    self.sow('intermediates', 'residual_embedding', x)  # the stream entering the first block.
     block_kw = dict(
         mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate,
-        relative_grid=tuple(grid) if self.posemb == 'relative' else None,
+        relative_grid=tuple(grid) if self.posemb in posemb_lib.RELATIVE else None,
+        relative=posemb_lib.RELATIVE.get(self.posemb, 'bias'),
         num_prefix=self.num_prefix, attention_impl=self.attention_impl, **kw)
     rates = [self.stochastic_depth * i / max(self.num_layers - 1, 1)
              for i in range(self.num_layers)]
@@ -186,7 +197,8 @@ class VisionTransformer(nn.Module):
     hidden_size, num_layers, num_heads, mlp_dim: transformer sizes.
     classifier: 'token' (class token), 'gap' (mean of tokens), 'map' (attention-pooling
       probe), 'unpooled' (all tokens [B, L, D]), 'token_unpooled' (with class token, all tokens).
-    posemb: 'learn' | 'learn_2d' | 'sincos2d' | 'none' | 'relative' (see posemb.py).
+    posemb: 'learn' | 'learn_2d' | 'sincos2d' | 'none' | 'relative' | 'relative_2d' |
+      'relative_bias' (see posemb.py).
     representation_size: width of the tanh `pre_logits` layer; None for no such layer.
     resnet_layers / resnet_width: if `resnet_layers` is not None the model is a hybrid: a BiT
       ResNet root (+ stages with these block counts; () = root only) feeds the patch embedding.
