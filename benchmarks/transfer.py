@@ -58,7 +58,7 @@ from vit_jax import config_lib
 from vit_jax import data
 from vit_jax import models
 from vit_jax import orbax_io
-from vit_jax.data import synthetic
+from vit_jax.data import mnist_folder
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -77,26 +77,8 @@ _OVERRIDES = flags.DEFINE_multi_string(
 flags.mark_flags_as_required(['workdir'])
 
 CONFIG = 'configs/default.py'
-MNIST_FILES = ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')
-
-
-def write_mnist_folder(mnist_dir: str, root: str, num_train: int, num_test: int) -> str:
-  """root/{train,test}/<digit>/*.png from the MNIST IDX files; returns root.
-
-  `train`: the first `num_train` of a fixed permutation of images 0..7,999; `test`: the last
-  `num_test` images of the 10,000 (disjoint from train).
-  """
-  images, labels = synthetic.read_mnist_idx(*(os.path.join(mnist_dir, f) for f in MNIST_FILES))
-  marker = os.path.join(root, f'written_{num_train}_{num_test}')
-  if os.path.exists(marker):
-    return root
-  names = [str(d) for d in range(10)]
-  train = np.random.default_rng(0).permutation(len(images) - num_test)[:num_train]
-  synthetic.write_image_folder(root, 'train', images[train], labels[train], names)
-  test = np.arange(len(images) - num_test, len(images))
-  synthetic.write_image_folder(root, 'test', images[test], labels[test], names)
-  open(marker, 'w').close()
-  return root
+MNIST_FILES = mnist_folder.FILES
+write_mnist_folder = mnist_folder.write_mnist_folder
 
 
 def run_main(workdir: str, *overrides: str) -> dict:

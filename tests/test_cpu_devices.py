@@ -31,3 +31,24 @@ def test_split_host_one_device_per_core_unless_user_chose():
   assert _probe(12) == f'{expected} {expected}'
   # A device count the user set is left alone.
   assert _probe(12, '--xla_force_host_platform_device_count=3') == '0 3'
+
+
+def test_split_host_gives_collectives_time_and_xla_accepts_the_flags():
+  """More than one device: XLA_FLAGS gains the longer collective timeouts (an unknown flag
+  would abort the backend's start), and an all-reduce over the devices runs."""
+  code = ('import os, jax, jax.numpy as jnp; from vit_jax import cpu_devices; '
+          'n = cpu_devices.split_host([4]); '
+          'x = jax.pmap(lambda v: jax.lax.psum(v, "d"), axis_name="d")(jnp.ones(n)); '
+          'print(n, float(x[0]), os.environ.get("XLA_FLAGS", ""))')
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env.update(JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                       check=True).stdout.split()
+  n = int(out[0])
+  assert float(out[1]) == n
+  flags = ' '.join(out[2:])
+  if n > 1:
+    for name, seconds in cpu_devices.COLLECTIVE_TIMEOUTS.items():
+      assert f'--{name}={seconds}' in flags
+  else:  # A one-core machine: no collectives, nothing added.
+    assert flags == ''

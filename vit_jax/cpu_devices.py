@@ -54,4 +54,26 @@ def split_host(batch_sizes: Sequence[int] = ()) -> int:
     return 0
   count = devices_for(batch_sizes, cores())
   jax.config.update('jax_num_cpu_devices', count)
+  if count > 1:
+    _patient_collectives()
   return count
+
+
+# XLA:CPU aborts the process when a device thread waits for the others at a collective (the
+# gradient all-reduce) for 40 s. With one device per core, a busy machine (another job, a
+# notebook, tf.data) can delay one device's thread that long: seen as "Termination timeout for
+# `all reduce RendezvousKey...` of 40 seconds exceeded". Waiting longer costs nothing when all
+# is well.
+COLLECTIVE_TIMEOUTS = {
+    'xla_cpu_collective_call_warn_stuck_timeout_seconds': 60,
+    'xla_cpu_collective_call_terminate_timeout_seconds': 600,
+}
+
+
+def _patient_collectives() -> None:
+  """Adds COLLECTIVE_TIMEOUTS to XLA_FLAGS (before the CPU backend starts), unless set."""
+  flags = os.environ.get('XLA_FLAGS', '')
+  extra = [f'--{name}={value}' for name, value in COLLECTIVE_TIMEOUTS.items()
+           if name not in flags]
+  if extra:
+    os.environ['XLA_FLAGS'] = ' '.join([flags] + extra).strip()

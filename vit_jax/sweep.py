@@ -1,0 +1,141 @@
+r"""Runs a config's sweep (one training run per set of overrides) and tabulates the results.
+
+  python -m vit_jax.sweep --config=configs/posemb_ablation.py:/tmp/mnist --workdir=DIR
+
+The config file defines `get_sweep(arg)` next to `get_config(arg)`: a list of dicts of config
+overrides, e.g. [{'model.posemb': 'none', 'seed': 0}, ...]. Each run is
+`python -m vit_jax.main --config=FILE:arg --config.<key>=<value> ... --workdir=DIR/<name>`
+in its own process, one after the other; a run whose `final_metrics.json` exists is not run
+again (rerun the command to resume a sweep). The table groups runs by every override except
+`seed` and reports the mean ± standard deviation (over seeds, ddof=1) of `--metric`; it is
+printed and written to DIR/table.md, with every run's numbers in DIR/results.json.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from typing import Any, Optional, Sequence
+
+from absl import app
+from absl import flags
+import numpy as np
+
+_CONFIG = flags.DEFINE_string('config', None, 'Config file with get_sweep: FILE.py[:arg].',
+                              required=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'One subfolder per run goes here.',
+                               required=True)
+_METRIC = flags.DEFINE_string('metric', 'test/accuracy', 'Key of final_metrics.json to report.')
+_ONLY = flags.DEFINE_string('only', None, 'Run only the runs whose name contains this.')
+
+
+def load_sweep(config: str) -> list[dict[str, Any]]:
+  """The overrides of every run of `config` ('FILE.py[:arg]')."""
+  path, _, arg = config.partition(':')
+  spec = importlib.util.spec_from_file_location('_sweep_config', path)
+  if spec is None or not os.path.exists(path):
+    raise ValueError(f'config file {path} not found.')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, 'get_sweep'):
+    raise ValueError(f'{path} defines no get_sweep(arg); add one returning a list of dicts of '
+                     'config overrides.')
+  return list(module.get_sweep(arg) if arg else module.get_sweep())
+
+
+def run_name(overrides: dict[str, Any]) -> str:
+  """'model.posemb=none,seed=0' -> a folder name: 'posemb=none_seed=0'."""
+  return '_'.join(f'{k.split(".")[-1]}={_format(v)}' for k, v in overrides.items())
+
+
+def _format(value: Any) -> str:
+  if isinstance(value, (tuple, list)):
+    return 'x'.join(str(v) for v in value)
+  return str(value)
+
+
+def _override_flag(key: str, value: Any) -> str:
+  if isinstance(value, (tuple, list)):
+    value = '(' + ','.join(str(v) for v in value) + (',)' if len(value) == 1 else ')')
+  return f'--config.{key}={value}'
+
+
+def run_one(config: str, overrides: dict[str, Any], workdir: str) -> dict[str, Any]:
+  """Trains one run (unless its final_metrics.json exists) and returns its final metrics."""
+  final = os.path.join(workdir, 'final_metrics.json')
+  if not os.path.exists(final):
+    cmd = [sys.executable, '-m', 'vit_jax.main', f'--config={config}', f'--workdir={workdir}',
+           *(_override_flag(k, v) for k, v in overrides.items())]
+    print('$', ' '.join(cmd), flush=True)
+    result = subprocess.run(cmd, check=False)
+    if result.returncode != 0:
+      raise RuntimeError(f'run {workdir} failed with exit code {result.returncode}; fix it and '
+                         'rerun the sweep (finished runs are kept).')
+  with open(final) as f:
+    return json.load(f)
+
+
+def summarize(runs: Sequence[tuple[dict[str, Any], dict[str, Any]]],
+              metric: str) -> list[dict[str, Any]]:
+  """Groups (overrides, final metrics) by the overrides other than `seed`: one row per group
+  with 'group' (dict), 'values' (list), 'mean' and 'std' (ddof=1; 0 for a single run)."""
+  groups: dict[str, dict[str, Any]] = {}
+  for overrides, final in runs:
+    if metric not in final:
+      raise KeyError(f'{metric!r} is not in the final metrics ({sorted(final)}); pass '
+                     '--metric=one of those.')
+    group = {k: v for k, v in overrides.items() if k != 'seed'}
+    row = groups.setdefault(json.dumps(group, sort_keys=True), {'group': group, 'values': []})
+    row['values'].append(float(final[metric]))
+  rows = list(groups.values())
+  for row in rows:
+    values = np.asarray(row['values'])
+    row['mean'] = float(values.mean())
+    row['std'] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+  return rows
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], metric: str) -> str:
+  keys = list(rows[0]['group']) if rows else []
+  lines = ['| ' + ' | '.join(keys + [f'{metric} (mean ± std)', 'runs']) + ' |',
+           '|' + ' --- |' * (len(keys) + 2)]
+  for row in rows:
+    cells = [_format(row['group'][k]) for k in keys]
+    cells += [f'{row["mean"]:.4f} ± {row["std"]:.4f}', str(len(row['values']))]
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def main(argv: Sequence[str], only: Optional[str] = None) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    sweep = load_sweep(_CONFIG.value)
+  except ValueError as e:
+    print(f'Config error: {e}', file=sys.stderr)
+    sys.exit(2)
+  only = only or _ONLY.value
+  runs = []
+  for overrides in sweep:
+    name = run_name(overrides)
+    if only and only not in name:
+      continue
+    try:
+      final = run_one(_CONFIG.value, overrides, os.path.join(_WORKDIR.value, name))
+    except RuntimeError as e:
+      print(f'Error: {e}', file=sys.stderr)
+      sys.exit(1)
+    runs.append((overrides, final))
+  rows = summarize(runs, _METRIC.value)
+  table = markdown_table(rows, _METRIC.value)
+  print(table)
+  with open(os.path.join(_WORKDIR.value, 'table.md'), 'w') as f:
+    f.write(table + '\n')
+  with open(os.path.join(_WORKDIR.value, 'results.json'), 'w') as f:
+    json.dump({'metric': _METRIC.value, 'rows': rows,
+               'runs': [{'overrides': o, 'final': r} for o, r in runs]}, f, indent=1)
+
+
+if __name__ == '__main__':
+  app.run(main)
