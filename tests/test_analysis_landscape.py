@@ -4,7 +4,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from vit_jax import models
 from vit_jax.analysis import landscape
 
 BLOCK = 'MultiHeadDotProductAttention_1'
@@ -139,3 +141,28 @@ def test_surface_of_a_quadratic_matches_closed_form_and_compiles_once():
   np.testing.assert_allclose(surface.losses, expected, rtol=1e-4, atol=1e-4)
   assert surface.losses[10, 10] == np.float32(loss(tree(x0)))
   assert len(traces) == 2  # one trace for the 441 grid points, one for the eager call above
+
+
+@pytest.mark.parametrize('scan', [False, True])
+def test_default_rule_on_a_real_vit_tree(scan):
+  """On the model's own param tree (shapes only): every kernel moves, nothing else does."""
+  model = models.VisionTransformer(num_classes=5, patch_size=(4, 4), hidden_size=16,
+                                   num_layers=2, num_heads=2, mlp_dim=24, scan=scan)
+  shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0),
+                                        np.zeros((1, 8, 8, 3), np.float32))['params'])
+  moved = {}
+  for key_path, x in jax.tree_util.tree_flatten_with_path(shapes)[0]:
+    path = tuple(k.key for k in key_path)
+    if not landscape.default_is_excluded(path, x):
+      moved[path] = landscape.filter_axes(path, x)
+  block = ('Transformer', 'encoderblock' if scan else 'encoderblock_0')
+  attention = block + ('MultiHeadDotProductAttention_1',)
+  assert moved[('embedding', 'kernel')] == (0, 1, 2)
+  assert moved[('head', 'kernel')] == (0,)
+  # Per layer when scanned: the stacked layer axis 0 is never reduced.
+  for name in ('query', 'key', 'value'):
+    assert moved[attention + (name, 'kernel')] == ((1,) if scan else (0,))
+  assert moved[attention + ('out', 'kernel')] == ((1, 2) if scan else (0, 1))
+  assert moved[block + ('MlpBlock_3', 'Dense_0', 'kernel')] == ((1,) if scan else (0,))
+  assert all(path[-1] == 'kernel' for path in moved)
+  assert len(moved) == 2 + 6 * (1 if scan else 2)  # embedding, head; q, k, v, out, 2 Dense

@@ -36,7 +36,8 @@ PyTree = Any
 
 
 class Eigen(NamedTuple):
-  """values: float64 [k], the eigenvalues in the order found (non-increasing |λ|, signed).
+  """values: float64 [k], the signed eigenvalues in the order found (by |λ|, largest first, up
+  to the tolerance).
   iterations: int [k], the HVPs spent on each."""
   values: np.ndarray
   iterations: np.ndarray
@@ -131,7 +132,7 @@ def top_eigenvalues(loss_fn: Callable[[PyTree], jax.Array], params: PyTree, k: i
 
   Power iteration with HVPs and deflation on the flattened params (module doc); each eigenvalue
   stops when |λ_t - λ_{t-1}| / (|λ_{t-1}| + 1e-6) < tol, or after max_iter HVPs. Params may
-  hold flax partitioning boxes (unboxed here); floating leaves are evaluated in float32.
+  hold flax partitioning boxes (unboxed here); every leaf must be floating and is cast to float32.
 
   Args:
     loss_fn: params -> float32 [] (a fixed mini-batch closed over). Reuse the same function
@@ -180,7 +181,7 @@ def batch_spectra(loss_for_batch: Callable[[PyTree, Any], jax.Array], params: Py
     progress: show a tqdm bar over batches.
 
   Returns:
-    float64 [num_batches, k], row b = top_eigenvalues on batch b (non-increasing |λ|).
+    float64 [num_batches, k], row b = the top-k eigenvalues on batch b, as top_eigenvalues.
   """
   params = _as_float32(params)
   key = jax.random.key(seed)

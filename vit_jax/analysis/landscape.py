@@ -17,7 +17,9 @@ A filter, for the flax layouts of this package (parameter paths like
 Excluded (direction exactly zero, as in Li et al. for biases and norms): leaves of ndim <= 1
 (biases, LayerNorm/BatchNorm scale and bias; per layer when scanned), leaves named 'bias' (the
 query/key/value biases are [heads, head_dim]), and leaves whose path has a segment containing
-'pos_embedding' or 'relative' (position tables) or equal to 'cls' (class token). A filter of the params that is zero (e.g. a zero-initialised head) gives a zero filter.
+'pos_embedding' or 'relative' (position tables) or equal to 'cls' (class token). A filter of
+the params that is zero gives a zero filter of the direction (so an untrained ViT, whose head is
+zero-initialised, has a flat surface).
 """
 
 import functools
