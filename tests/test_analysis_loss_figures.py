@@ -1,0 +1,65 @@
+"""Loss-geometry figures render headless with the expected axes and write a PNG."""
+
+import matplotlib
+
+matplotlib.use('Agg')
+
+from matplotlib import figure as mpl_figure  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+import pytest  # pylint: disable=g-import-not-at-top
+
+from vit_jax.analysis import landscape  # pylint: disable=g-import-not-at-top
+from vit_jax.analysis import loss_figures  # pylint: disable=g-import-not-at-top
+
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+def test_hessian_spectra_figure(tmp_path):
+  rng = np.random.default_rng(0)
+  vit = np.concatenate([rng.normal(5, 2, 90), -np.abs(rng.normal(1, 0.5, 10))])  # 10% < 0
+  resnet = rng.normal(300, 50, (20, 5))  # batch_spectra's shape, pooled
+  fig = loss_figures.plot_hessian_spectra({'ViT': vit, 'ResNet': resnet})
+  assert isinstance(fig, mpl_figure.Figure)
+  (ax,) = fig.axes
+  assert ax.get_yscale() == 'log'
+  assert ax.get_xlim()[0] < vit.min() and ax.get_xlim()[1] > resnet.max()  # negatives shown
+  labels = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert labels[0] == f'ViT (neg. 10.0%, mean λ>0 {vit[vit > 0].mean():.3g})'
+  assert labels[1] == f'ResNet (neg. 0.0%, mean λ>0 {resnet.mean():.3g})'
+  # Each model's outline encloses area 1 (a density over the shared bins): shoelace formula.
+  assert len(ax.patches) == 2
+  for patch in ax.patches:
+    x, y = patch.get_path().vertices.T
+    area = 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
+    assert area == pytest.approx(1.0, rel=1e-6)
+  path = tmp_path / 'spectra.png'
+  fig.savefig(path)
+  assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 5000
+
+
+def test_hessian_spectra_rejects_empty():
+  with pytest.raises(ValueError, match='spectra is empty'):
+    loss_figures.plot_hessian_spectra({})
+
+
+def test_loss_surface_figure(tmp_path):
+  coords = np.linspace(-1, 1, 21)
+  a, b = np.meshgrid(coords, coords, indexing='ij')
+  surface = landscape.Surface(coords, 1.0 + a ** 2 + 3 * b ** 2)
+  fig = loss_figures.plot_loss_surface(surface, 'ViT-Ti/16')
+  assert isinstance(fig, mpl_figure.Figure)
+  contour, colorbar, surf = fig.axes
+  assert surf.name == '3d' and contour.name == 'rectilinear'
+  assert colorbar.get_ylabel() == 'loss'
+  assert fig.get_suptitle() == 'ViT-Ti/16'
+  np.testing.assert_allclose(contour.get_xlim(), (-1, 1))
+  (centre,) = [line for line in contour.get_lines() if line.get_label() == 'params']
+  np.testing.assert_array_equal(centre.get_xydata(), [[0.0, 0.0]])
+  path = tmp_path / 'surface.png'
+  fig.savefig(path)
+  assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 5000
+
+
+def test_loss_surface_rejects_mismatched_shapes():
+  with pytest.raises(ValueError, match=r'expected \[steps, steps\]'):
+    loss_figures.plot_loss_surface(landscape.Surface(np.zeros(3), np.zeros((3, 4))), 't')
