@@ -11,9 +11,12 @@ P = 16
 
 
 def offset_attention(grid, offset, num_prefix):
-  """[T, T] attention: each patch query attends one-hot to the patch at (row + dy, col + dx);
-  a query whose target is off the grid attends to the first prefix token instead (dropped), or
-  to itself without prefix tokens: either way it adds distance 0. Returns (weights, number of in-grid queries)."""
+  """[T, T] attention: each patch query attends one-hot to the patch at (row + dy, col + dx).
+
+  A query whose target is off the grid attends to the first prefix token instead (dropped),
+  or to itself without prefix tokens: either way it adds distance 0.
+  Returns (weights, number of in-grid queries).
+  """
   h, w = grid
   dx, dy = offset
   tokens = num_prefix + h * w
