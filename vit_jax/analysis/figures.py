@@ -1,0 +1,288 @@
+"""Matplotlib figures laid out like the papers' figures, from the arrays of the analyses.
+
+  plot_filters               ViT Fig. 7 left: the top principal components of the patch filters.
+  plot_position_similarity   ViT Fig. 7 centre / Fig. 10: h x w tiles of cosine similarities.
+  plot_attention_distance    ViT Fig. 7 right / Fig. 11: mean attention distance per head vs
+                             depth.
+  plot_rollout               ViT Fig. 6: images above, attention-rollout overlays below.
+  plot_fourier_curves        HDVW Fig. 2a left: Δlog amplitude vs frequency, coloured by depth.
+  plot_fourier               HDVW Fig. 2a right: Δlog amplitude of the highest frequency vs
+                             normalised depth; self-attention sub-blocks shaded.
+  plot_variance              HDVW's companion measure: feature-map variance vs depth.
+  plot_noise                 HDVW Fig. 2b: accuracy drop under band noise vs its frequency.
+
+Every function builds a `matplotlib.figure.Figure` directly (no pyplot global state), so it
+works headless: `fig.savefig('x.png')`.
+"""
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+from matplotlib import cm
+from matplotlib import colors as mcolors
+from matplotlib import figure as mfigure
+from matplotlib import ticker
+import numpy as np
+
+KINDS = ('embedding', 'attention', 'mlp')
+# Marker, colour and legend entry of each kind of sub-block.
+_KIND_STYLE = {
+    'embedding': ('D', 'tab:gray', 'Embedding'),
+    'attention': ('o', 'tab:red', 'Attention (shaded)'),
+    'mlp': ('s', 'tab:blue', 'MLP'),
+}
+
+
+def _pi_axis(axis) -> None:
+  """Ticks of a frequency axis at multiples of π/4, labelled 0, 0.25π, ..., 1π."""
+  axis.set_major_locator(ticker.MultipleLocator(np.pi / 4))
+  axis.set_major_formatter(
+      ticker.FuncFormatter(lambda x, _: f'{x / np.pi:.2g}π' if abs(x) > 1e-9 else '0'))
+
+
+def _as_display_image(image: np.ndarray) -> tuple[np.ndarray, str | None]:
+  """[H, W, C] -> what imshow takes: RGB for C == 3, else the channel mean in grey."""
+  if image.shape[-1] == 3:
+    return np.clip(image, 0, 1), None
+  return image.mean(axis=-1), 'gray'
+
+
+def plot_filters(images, ncols: int = 7) -> mfigure.Figure:
+  """Grid of filter images [k, P, P, C] in [0, 1] (from `filters.filter_images`), k axes."""
+  images = np.asarray(images, np.float64)
+  if images.ndim != 4:
+    raise ValueError(f'filter images must be [k, P, P, C], got shape {images.shape}.')
+  count = len(images)
+  nrows = -(-count // ncols)
+  fig = mfigure.Figure(figsize=(1.1 * ncols, 1.1 * nrows + 0.6), layout='constrained')
+  for index, image in enumerate(images):
+    ax = fig.add_subplot(nrows, ncols, index + 1)
+    pixels, cmap = _as_display_image(image)
+    ax.imshow(pixels, cmap=cmap, vmin=0, vmax=1, interpolation='nearest')
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.suptitle(f'Embedding filters (first {count} principal components)')
+  return fig
+
+
+def plot_position_similarity(similarity) -> mfigure.Figure:
+  """h x w grid of h x w tiles; tile (i, j) is patch (i, j)'s similarity with every patch.
+
+  Args:
+    similarity: [h, w, h, w] cosine similarities (from `posemb_similarity`).
+
+  Returns:
+    A figure with h*w tile axes and one colour-bar axes.
+  """
+  similarity = np.asarray(similarity, np.float64)
+  if similarity.ndim != 4 or similarity.shape[:2] != similarity.shape[2:]:
+    raise ValueError(f'similarity must be [h, w, h, w], got shape {similarity.shape}.')
+  h, w = similarity.shape[:2]
+  fig = mfigure.Figure(figsize=(0.45 * w + 1.6, 0.45 * h + 0.8), layout='constrained')
+  axes = fig.subplots(h, w, squeeze=False, gridspec_kw={'wspace': 0.02, 'hspace': 0.02})
+  for i in range(h):
+    for j in range(w):
+      ax = axes[i, j]
+      image = ax.imshow(similarity[i, j], cmap='viridis', vmin=-1, vmax=1,
+                        interpolation='nearest')
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if j == 0:
+        ax.set_ylabel(str(i + 1), rotation=0, ha='right', va='center', fontsize=7)
+      if i == h - 1:
+        ax.set_xlabel(str(j + 1), fontsize=7)
+  fig.colorbar(image, ax=axes, label='Cosine similarity', shrink=0.8)
+  fig.supxlabel('Input patch column')
+  fig.supylabel('Input patch row')
+  fig.suptitle('Position embedding similarity')
+  return fig
+
+
+def plot_attention_distance(distances, label: str | None = None) -> mfigure.Figure:
+  """Mean attention distance [L, N] (pixels) against layer 1..L, one dot per head.
+
+  Args:
+    distances: [L, N] from `attention_distance.attention_distances`.
+    label: the title, e.g. the model name 'ViT-B/16'.
+
+  Returns:
+    A figure with one axes holding N scatter collections (one per head, L dots each).
+  """
+  distances = np.asarray(distances, np.float64)
+  if distances.ndim != 2:
+    raise ValueError(f'distances must be [L, N] (layers, heads), got shape {distances.shape}.')
+  num_layers, num_heads = distances.shape
+  fig = mfigure.Figure(figsize=(5, 4), layout='constrained')
+  ax = fig.add_subplot()
+  palette = matplotlib.colormaps['tab20' if num_heads > 10 else 'tab10']
+  layers = np.arange(1, num_layers + 1)
+  for head in range(num_heads):
+    ax.scatter(layers, distances[:, head], s=12, color=palette(head % palette.N),
+               label=f'Head {head + 1}')
+  ax.set_xlabel('Network depth (layer)')
+  ax.set_ylabel('Mean attention distance (pixels)')
+  ax.set_ylim(bottom=0)
+  ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+  if num_heads <= 16:
+    ax.legend(fontsize=6, loc='upper left', bbox_to_anchor=(1.01, 1), markerscale=0.8)
+  if label:
+    ax.set_title(label)
+  return fig
+
+
+def plot_rollout(images, maps) -> mfigure.Figure:
+  """Images above, images weighted by their attention-rollout map below (2 x B axes).
+
+  Args:
+    images: [B, H, W, 3] in [0, 1].
+    maps: [B, H, W] in [0, 1] (from `rollout.rollout_map`).
+  """
+  images = np.asarray(images, np.float64)
+  maps = np.asarray(maps, np.float64)
+  if images.ndim != 4 or maps.shape != images.shape[:3]:
+    raise ValueError(f'images must be [B, H, W, 3] and maps [B, H, W] of the same size, got '
+                     f'{images.shape} and {maps.shape}.')
+  count = len(images)
+  fig = mfigure.Figure(figsize=(1.8 * count, 3.8), layout='constrained')
+  axes = fig.subplots(2, count, squeeze=False)
+  for b in range(count):
+    pixels, cmap = _as_display_image(images[b])
+    axes[0, b].imshow(pixels, cmap=cmap, vmin=0, vmax=1)
+    overlay = pixels * (maps[b] if cmap else maps[b][..., None])
+    axes[1, b].imshow(overlay, cmap=cmap, vmin=0, vmax=1)
+    for ax in axes[:, b]:
+      ax.set_xticks([])
+      ax.set_yticks([])
+  axes[0, 0].set_ylabel('Input')
+  axes[1, 0].set_ylabel('Attention')
+  return fig
+
+
+def _check_depth_series(depth, values, kinds) -> tuple[np.ndarray, np.ndarray, list[str]]:
+  depth = np.asarray(depth, np.float64)
+  values = np.asarray(values, np.float64)
+  kinds = list(kinds)
+  if depth.ndim != 1 or values.shape != depth.shape or len(kinds) != len(depth):
+    raise ValueError(f'depth, values and kinds must be [S] each, got {depth.shape}, '
+                     f'{values.shape} and {len(kinds)} kinds.')
+  unknown = sorted(set(kinds) - set(KINDS))
+  if unknown:
+    raise ValueError(f'unknown sub-block kinds {unknown}; use {KINDS}.')
+  return depth, values, kinds
+
+
+def _plot_by_depth(depth, values, kinds, ylabel: str, title: str | None) -> mfigure.Figure:
+  """One axes: values vs depth, a marker per kind, attention sub-blocks shaded as in HDVW.
+
+  Attention point s shades the span [depth[s-1], depth[s]], the depth its sub-block covers.
+  """
+  depth, values, kinds = _check_depth_series(depth, values, kinds)
+  fig = mfigure.Figure(figsize=(4.5, 3.5), layout='constrained')
+  ax = fig.add_subplot()
+  for s, kind in enumerate(kinds):
+    if kind == 'attention':
+      ax.axvspan(depth[max(s - 1, 0)], depth[s], color='0.85', lw=0, zorder=0)
+  ax.plot(depth, values, color='0.3', lw=1, zorder=1)
+  for kind in KINDS:
+    chosen = np.array([k == kind for k in kinds])
+    if chosen.any():
+      marker, colour, name = _KIND_STYLE[kind]
+      ax.scatter(depth[chosen], values[chosen], marker=marker, color=colour, s=22, zorder=2,
+                 label=name)
+  ax.set_xlabel('Normalized depth')
+  ax.set_ylabel(ylabel)
+  ax.legend(fontsize=7)
+  if title:
+    ax.set_title(title)
+  return fig
+
+
+def plot_fourier(depth, values, kinds: Sequence[str],
+                 title: str | None = None) -> mfigure.Figure:
+  """Δlog amplitude of the highest frequency against normalised depth (HDVW Fig. 2a right).
+
+  Args:
+    depth: [S] normalised depth of each feature map (0 = after the embedding, 1 = the end).
+    values: [S] Δlog amplitude at (1 - 2/h)π (the last entry of
+      `fourier.relative_log_amplitude`).
+    kinds: [S] 'embedding', 'attention' or 'mlp', the sub-block that produced the features.
+    title: optional title.
+
+  Returns:
+    A figure with one axes: a line through all points, one scatter collection per kind
+    present, and one shaded span (patch) per attention point.
+  """
+  return _plot_by_depth(depth, values, kinds, 'Δ Log amplitude', title)
+
+
+def plot_variance(depth, variances, kinds: Sequence[str],
+                  title: str | None = None) -> mfigure.Figure:
+  """Feature-map variance against normalised depth, laid out like `plot_fourier`."""
+  return _plot_by_depth(depth, variances, kinds, 'Feature map variance', title)
+
+
+def plot_fourier_curves(frequencies, curves, depth,
+                        title: str | None = None) -> mfigure.Figure:
+  """Δlog amplitude against frequency, one curve per feature map coloured by depth.
+
+  Args:
+    frequencies: [K] normalised frequencies (`fourier.frequencies(h)`), radians.
+    curves: [S, K] Δlog amplitudes (`fourier.relative_log_amplitude` of each feature map).
+    depth: [S] normalised depth of each curve (the colour).
+    title: optional title.
+
+  Returns:
+    A figure with the plot axes (S lines) and a colour-bar axes.
+  """
+  frequencies = np.asarray(frequencies, np.float64)
+  curves = np.asarray(curves, np.float64)
+  depth = np.asarray(depth, np.float64)
+  if curves.ndim != 2 or curves.shape != (len(depth), len(frequencies)):
+    raise ValueError(f'curves must be [S, K] = [{len(depth)}, {len(frequencies)}] (depths, '
+                     f'frequencies), got shape {curves.shape}.')
+  fig = mfigure.Figure(figsize=(4.5, 3.5), layout='constrained')
+  ax = fig.add_subplot()
+  norm = mcolors.Normalize(depth.min(), max(depth.max(), depth.min() + 1e-12))
+  cmap = matplotlib.colormaps['plasma']
+  for curve, d in zip(curves, depth):
+    ax.plot(frequencies, curve, color=cmap(norm(d)), lw=1)
+  _pi_axis(ax.xaxis)
+  ax.set_xlim(0, np.pi)
+  ax.set_xlabel('Frequency')
+  ax.set_ylabel('Δ Log amplitude')
+  fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax,
+               label='Normalized depth')
+  if title:
+    ax.set_title(title)
+  return fig
+
+
+def plot_noise(frequencies, accuracy_drop: Mapping[str, Sequence[float]],
+               title: str | None = None) -> mfigure.Figure:
+  """Accuracy drop under band noise against its centre frequency, one line per model.
+
+  Args:
+    frequencies: [F] centre frequencies in radians (`noise_robustness(...)['frequencies']`).
+    accuracy_drop: model name -> [F] clean - noisy accuracy as fractions (plotted in %).
+    title: optional title.
+
+  Returns:
+    A figure with one axes: a line per model (labelled with its name) and a zero line.
+  """
+  frequencies = np.asarray(frequencies, np.float64)
+  fig = mfigure.Figure(figsize=(4.5, 3.5), layout='constrained')
+  ax = fig.add_subplot()
+  ax.axhline(0, color='0.6', lw=0.8)
+  for name, drop in accuracy_drop.items():
+    drop = np.asarray(drop, np.float64)
+    if drop.shape != frequencies.shape:
+      raise ValueError(f'accuracy_drop[{name!r}] has shape {drop.shape}, expected one value '
+                       f'per frequency {frequencies.shape}.')
+    ax.plot(frequencies, 100 * drop, marker='o', ms=3, label=name)
+  _pi_axis(ax.xaxis)
+  ax.set_xlabel('Noise frequency')
+  ax.set_ylabel('Accuracy drop (%)')
+  ax.legend(fontsize=7)
+  if title:
+    ax.set_title(title)
+  return fig
