@@ -52,3 +52,17 @@ def test_split_host_gives_collectives_time_and_xla_accepts_the_flags():
       assert f'--{name}={seconds}' in flags
   else:  # A one-core machine: no collectives, nothing added.
     assert flags == ''
+
+
+def test_one_at_a_time_waits_for_results_only_with_several_cpu_devices():
+  """The wrapped step returns computed arrays (no step queued behind an unfinished one)."""
+  code = ('import jax, jax.numpy as jnp; from vit_jax import cpu_devices; '
+          'jax.config.update("jax_num_cpu_devices", {n}); '
+          'f = jax.jit(lambda x: x * 2); g = cpu_devices.one_at_a_time(f); '
+          'y = g(jnp.ones(4)); print(g is f, y.is_ready(), float(y.sum()))')
+  for n, expected in ((1, 'True True 8.0'), (2, 'False True 8.0')):
+    env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+    env.update(JAX_PLATFORMS='cpu')
+    out = subprocess.run([sys.executable, '-c', code.format(n=n)], env=env,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == expected, (n, out)

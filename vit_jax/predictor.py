@@ -179,6 +179,23 @@ def _tokens(flat: dict[str, Any], model) -> Optional[int]:
   return None
 
 
+# Parameter names -> the position embedding that has them (the parameter-free kinds,
+# 'sincos2d' and 'none', cannot be told apart: the model's own setting is kept).
+_POSEMB_KEYS = (('Transformer/posembed_input/pos_embedding', 'learn'),
+                ('Transformer/posembed_input/pos_embedding_row', 'learn_2d'),
+                ('/relative_position_bias', 'relative_bias'),
+                ('/relative_embedding', 'relative'),
+                ('/relative_embedding_y', 'relative_2d'))
+
+
+def _posemb(flat: dict[str, Any]) -> Optional[str]:
+  """The position embedding whose parameters the checkpoint holds; None for none of them."""
+  for suffix, kind in _POSEMB_KEYS:
+    if any(k.endswith(suffix) for k in flat):
+      return kind
+  return None
+
+
 def _model(name: str, num_classes: int, **overrides):
   try:
     return models.get_model(name, num_classes=num_classes, **overrides)
@@ -271,6 +288,9 @@ def _load_npz(path: str, model_name, labels_file, image_size, resize_mode) -> Pr
   if getattr(model, 'representation_size', width) != width:  # (Mixers have none.)
     # e.g. the ImageNet-21k files of ViT-B_16 keep the pre-training's pre_logits layer.
     model = model.clone(representation_size=width)
+  kind = _posemb(flat)
+  if kind and getattr(model, 'posemb', kind) != kind:  # e.g. a file from the ablation.
+    model = model.clone(posemb=kind)
   if not image_size:
     tokens = _tokens(flat, model)
     side = int(round(tokens ** 0.5)) if tokens else 0

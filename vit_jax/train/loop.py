@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vit_jax import cpu_devices
 from vit_jax import labels
 from vit_jax import metrics as metrics_lib
 from vit_jax import orbax_io
@@ -108,7 +109,7 @@ def _jit_steps(run: setup_run.Run):
   eval_step = jax.jit(step_lib.make_eval_step(run.model, run.info.num_classes),
                       in_shardings=(run.state_shardings.params, run.batch_sharding),
                       out_shardings=replicated)
-  return train_step, eval_step
+  return train_step, cpu_devices.one_at_a_time(eval_step)
 
 
 def _compile_train_step(run: setup_run.Run, train_step, state, batch, writer, step: int):
@@ -281,6 +282,7 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
         if step + 1 == first_step:
           train_step, flops, peak = _compile_train_step(run, train_step, state, batch, writer,
                                                         step)
+          train_step = cpu_devices.one_at_a_time(train_step)
         state, step_metrics = train_step(state, batch)
         step += 1
         pending.append((step, step_metrics))

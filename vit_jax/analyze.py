@@ -1,0 +1,207 @@
+r"""The papers' analyses of a trained model, one command: a PNG and a JSON per analysis.
+
+  python -m vit_jax.analyze --checkpoint=WORKDIR --out=DIR
+  python -m vit_jax.analyze --checkpoint=ViT-B_16.npz --model=ViT-B_16 --dataset=DIR_OR_TFDS \
+      --what=attention_distance,rollout,posemb,filters --out=DIR
+
+--what (default: all) picks from:
+  filters             A1  principal components of the patch-embedding filters (ViT Fig. 7 left)
+  posemb              A2  position-embedding cosine similarity (ViT Fig. 7 centre)
+  attention_distance  A3  mean attention distance per layer and head (ViT Fig. 7 right)
+  rollout             A4  attention rollout maps over images (ViT Fig. 6, App. D.8)
+  fourier             B1  Δ log amplitude of the residual stream per sub-block, and its
+                          spatial variance (HDVW Fig. 2a, Fig. 8)
+  noise               B2  accuracy drop under band-limited noise per frequency (HDVW Fig. 2b)
+  hessian             B3  top-5 Hessian eigenvalues per training mini-batch (HDVW Fig. 1, 4)
+  landscape           B4  2-D loss landscape, filter-normalised directions (HDVW Fig. 1)
+The definitions are in vit_jax/analysis/. A workdir gives the model, dataset and preprocessing
+(config.json); a `.npz` needs --model, and --dataset for all but filters / posemb. Analyses
+that do not apply to the model (e.g. attention on an MLP-Mixer) are skipped with a note.
+"""
+
+import json
+import os
+import sys
+import time
+from typing import Any, Optional
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import numpy as np
+
+from vit_jax import predictor as predictor_lib
+
+ANALYSES = ('filters', 'posemb', 'attention_distance', 'rollout', 'fourier', 'noise',
+            'hessian', 'landscape')
+
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A run\'s workdir or a released .npz.')
+_MODEL = flags.DEFINE_string('model', None, 'Model name (needed for a .npz).')
+_DATASET = flags.DEFINE_string('dataset', None, 'TFDS name or image folder (default: the '
+                               'run\'s dataset).')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir (default: the run\'s).')
+_SPLIT = flags.DEFINE_string('split', None, 'Images to analyse (default: the test split).')
+_TRAIN_SPLIT = flags.DEFINE_string('train_split', None, 'Hessian / landscape batches '
+                                   '(default: the training split).')
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', None, 'Default: the run\'s / the file\'s.')
+_WHAT = flags.DEFINE_list('what', list(ANALYSES), f'Any of {",".join(ANALYSES)}.')
+_OUT = flags.DEFINE_string('out', None, 'Folder for the PNG and JSON files.')
+_NUM_IMAGES = flags.DEFINE_integer('num_images', 128, 'Images for A3, A4, B1 (paper: 128) '
+                                   'and B2.')
+_NOISE_EPS = flags.DEFINE_float('noise_eps', 0.1, 'B2: amplitude of the sign noise (images '
+                                'in [-1, 1]).')
+_HESSIAN_BATCHES = flags.DEFINE_integer('hessian_batches', 8, 'B3: mini-batches (paper: 10% '
+                                        'of the training set).')
+_HESSIAN_BATCH = flags.DEFINE_integer('hessian_batch', 16, 'B3: mini-batch size (paper: 16).')
+_WEIGHT_DECAY = flags.DEFINE_float('weight_decay', None, 'B3: L2 added to the loss (default: '
+                                   'the run\'s optim.weight_decay, 0 for a .npz).')
+_LANDSCAPE_STEPS = flags.DEFINE_integer('landscape_steps', 21, 'B4: grid points per axis.')
+_LANDSCAPE_BATCHES = flags.DEFINE_integer('landscape_batches', 2, 'B4: training batches of '
+                                          '--hessian_batch*4 images averaged per point.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Noise, directions and batch order.')
+
+
+class AnalyzeError(ValueError):
+  """Bad input; one line saying what to pass instead."""
+
+
+def _run_config(path: str) -> Optional[dict[str, Any]]:
+  """The config.json of the run that `path` (workdir / checkpoints / step) belongs to."""
+  for folder in (path, os.path.dirname(path.rstrip('/')),
+                 os.path.dirname(os.path.dirname(path.rstrip('/')))):
+    candidate = os.path.join(folder, 'config.json')
+    if os.path.exists(candidate):
+      with open(candidate) as f:
+        return json.load(f)
+  return None
+
+
+class _Data:
+  """The images and training batches the analyses read, loaded on first use."""
+
+  def __init__(self, config, size, resize_mode):
+    self.config = config or {}
+    self.size, self.resize_mode = size, resize_mode
+    self.dataset = _DATASET.value or self.config.get('dataset')
+    self.data_dir = _DATA_DIR.value or self.config.get('data_dir')
+    self._eval = None
+
+  def _check(self):
+    if not self.dataset:
+      raise AnalyzeError('this analysis needs images: pass --dataset=TFDS_NAME or an image '
+                         'folder.')
+
+  def eval_batch(self):
+    """(images float32 [n, size, size, 3] in [-1, 1], labels int32 [n]), n <= num_images."""
+    if self._eval is None:
+      self._check()
+      from vit_jax import data  # pylint: disable=g-import-not-at-top  (TensorFlow)
+      split = _SPLIT.value or self.config.get('test_split', 'test')
+      it = data.eval_iterator(self.dataset, split, global_batch=_NUM_IMAGES.value,
+                              crop=self.size, resize_mode=self.resize_mode,
+                              data_dir=self.data_dir)
+      batch = next(iter(it))
+      keep = np.asarray(batch['mask']) > 0
+      self._eval = (np.asarray(batch['image'])[keep], np.asarray(batch['label'])[keep])
+    return self._eval
+
+  def train_batches(self, batch_size: int, count: int):
+    """`count` augmented training batches {'image', 'label'} (the run's augmentation)."""
+    self._check()
+    from vit_jax import data  # pylint: disable=g-import-not-at-top  (TensorFlow)
+    pp = self.config.get('pp', {})
+    split = _TRAIN_SPLIT.value or self.config.get('train_split', 'train')
+    it = data.train_iterator(self.dataset, split, global_batch=batch_size, crop=self.size,
+                             seed=_SEED.value, data_dir=self.data_dir,
+                             area_range=(pp.get('area_min', 0.05), 1.0),
+                             flip=pp.get('flip', True), shuffle_buffer=10_000)
+    return [{'image': np.asarray(b['image']), 'label': np.asarray(b['label'])}
+            for b, _ in zip(it, range(count))]
+
+
+def run(what, out: str) -> dict[str, str]:
+  """Runs the analyses in `what`, writes their files to `out`; returns name -> status."""
+  from vit_jax.analysis import capture  # pylint: disable=g-import-not-at-top
+  from vit_jax.analysis import report  # pylint: disable=g-import-not-at-top
+  unknown = sorted(set(what) - set(ANALYSES))
+  if unknown:
+    raise AnalyzeError(f'--what={",".join(unknown)} unknown; choose from {",".join(ANALYSES)}.')
+  try:
+    pred = predictor_lib.load(_CHECKPOINT.value, model_name=_MODEL.value,
+                              image_size=_IMAGE_SIZE.value)
+  except predictor_lib.PredictError as e:
+    raise AnalyzeError(str(e)) from None
+  config = _run_config(_CHECKPOINT.value) if not _CHECKPOINT.value.endswith('.npz') else None
+  model, params = pred.model, pred.params
+  label = pred.about['model']
+  data = _Data(config, pred.image_size, pred.resize_mode)
+  os.makedirs(out, exist_ok=True)
+  captured = None
+  status = {}
+  for name in what:
+    start = time.time()
+    try:
+      if name == 'filters':
+        result = report.filters(model, params)
+      elif name == 'posemb':
+        result = report.posemb(model, params, pred.image_size)
+      elif name in ('attention_distance', 'rollout', 'fourier'):
+        images, _ = data.eval_batch()
+        if captured is None:
+          captured = capture.run(model, params, images)
+        if name == 'attention_distance':
+          result = report.attention_distance(captured, label)
+        elif name == 'rollout':
+          result = report.rollout(captured, images)
+        else:
+          result = report.fourier(captured, label)
+      elif name == 'noise':
+        images, labels = data.eval_batch()
+        forward = jax.jit(lambda x: model.apply({'params': params}, x, train=False))
+        result = report.noise(forward, images, labels, eps=_NOISE_EPS.value, seed=_SEED.value,
+                              label=label)
+      elif name == 'hessian':
+        wd = _WEIGHT_DECAY.value
+        if wd is None:
+          wd = float((config or {}).get('optim', {}).get('weight_decay', 0.0) or 0.0)
+        batches = data.train_batches(_HESSIAN_BATCH.value, _HESSIAN_BATCHES.value)
+        result = report.hessian(model, params, batches, weight_decay=wd, label=label,
+                                seed=_SEED.value)
+      else:
+        batches = data.train_batches(_HESSIAN_BATCH.value * 4, _LANDSCAPE_BATCHES.value)
+        result = report.landscape(model, params, batches, steps=_LANDSCAPE_STEPS.value,
+                                  seed=_SEED.value, label=label)
+    except report.NotApplicable as e:
+      status[name] = f'skipped: {e}'
+      print(f'{name}: skipped ({e})', flush=True)
+      continue
+    numbers = dict(result.numbers, model=label, checkpoint=pred.about['checkpoint'])
+    with open(os.path.join(out, f'{name}.json'), 'w') as f:
+      json.dump(numbers, f)
+    files = []
+    for fig_name, figure in result.figures.items():
+      path = os.path.join(out, f'{fig_name}.png')
+      figure.savefig(path, dpi=110, bbox_inches='tight')
+      files.append(os.path.basename(path))
+    status[name] = f'{", ".join(files)} + {name}.json ({time.time() - start:.1f} s)'
+    print(f'{name}: {status[name]}', flush=True)
+  return status
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not _CHECKPOINT.value or not _OUT.value:
+    print('Error: pass --checkpoint=WORKDIR|FILE.npz and --out=DIR.', file=sys.stderr)
+    sys.exit(2)
+  logging.set_verbosity(logging.WARNING)
+  try:
+    run(_WHAT.value, _OUT.value)
+  except AnalyzeError as e:
+    print(f'Error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main)
