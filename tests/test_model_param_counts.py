@@ -31,6 +31,9 @@ EXPECTED = {
     'Mixer-B_16': 59_880_472,
     'Mixer-B_32': 60_293_428,
     'Mixer-L_16': 208_196_168,
+    # A ResNet-50's count (torchvision's, too: GroupNorm has BatchNorm's two vectors).
+    'BiT-R50x1': 25_557_032,
+    'ResNet-tiny': 476_728,  # 256 features -> 1000 classes: 257,000 of them in the head.
     'testing': 21_500,
     'testing-unpooled': 21_370,
 }

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import flax.linen as nn
 
+from vit_jax.models import bit
 from vit_jax.models import mixer
 from vit_jax.models import vit
 
@@ -62,6 +63,11 @@ for _name, _patch, _blocks, _hidden, _tok, _chan in [
 ]:
   _register(_name, mixer.MlpMixer, patch_size=(_patch, _patch), num_blocks=_blocks,
             hidden_dim=_hidden, tokens_mlp_dim=_tok, channels_mlp_dim=_chan)
+
+# BiT ResNets as classifiers (convolutional baselines; no released files in this layout).
+_register('BiT-R50x1', bit.BiTResNet, block_layers=(3, 4, 6, 3), width=1.0)
+# Bottleneck widths 16-64-128 (x4 out), 28 px -> 4x4 after the last stage: MNIST-sized.
+_register('ResNet-tiny', bit.BiTResNet, block_layers=(2, 2, 2), width=0.25)
 
 # A tiny model for tests and quick experiments (the original's `testing` config).
 _register('testing', vit.VisionTransformer, patch_size=(16, 16), hidden_size=10, num_layers=1,

@@ -38,9 +38,10 @@ def _conv(features, kernel, strides, name, dtype, param_dtype):
       name=name)
 
 
-def _group_norm(name, dtype, param_dtype, scale_init=nn.initializers.ones):
+def _group_norm(name, channels, dtype, param_dtype, scale_init=nn.initializers.ones):
+  # 32 groups as in BiT (every hybrid has >= 64 channels); narrower ResNets get one per channel.
   return nn.GroupNorm(
-      num_groups=32, epsilon=1e-6, dtype=dtype, param_dtype=param_dtype,
+      num_groups=min(32, channels), epsilon=1e-6, dtype=dtype, param_dtype=param_dtype,
       scale_init=layers.logical(scale_init, ('mlp',)),
       bias_init=layers.logical(nn.initializers.zeros, ('mlp',)),
       name=name)
@@ -59,14 +60,14 @@ class ResidualUnit(nn.Module):
     residual = x
     if x.shape[-1] != self.features * 4 or tuple(self.strides) != (1, 1):
       residual = _conv(self.features * 4, (1, 1), self.strides, 'conv_proj', **kw)(residual)
-      residual = _group_norm('gn_proj', **kw)(residual)
+      residual = _group_norm('gn_proj', self.features * 4, **kw)(residual)
     y = _conv(self.features, (1, 1), (1, 1), 'conv1', **kw)(x)
-    y = nn.relu(_group_norm('gn1', **kw)(y))
+    y = nn.relu(_group_norm('gn1', self.features, **kw)(y))
     y = _conv(self.features, (3, 3), self.strides, 'conv2', **kw)(y)
-    y = nn.relu(_group_norm('gn2', **kw)(y))
+    y = nn.relu(_group_norm('gn2', self.features, **kw)(y))
     y = _conv(self.features * 4, (1, 1), (1, 1), 'conv3', **kw)(y)
     # Zero-init of the last scale makes each unit start as (relu of) its shortcut.
-    y = _group_norm('gn3', scale_init=nn.initializers.zeros, **kw)(y)
+    y = _group_norm('gn3', self.features * 4, scale_init=nn.initializers.zeros, **kw)(y)
     return nn.relu(residual + y)
 
 
@@ -102,7 +103,7 @@ def apply_stem(x: jax.Array, block_layers: Sequence[int], width: float,
   kw = dict(dtype=dtype, param_dtype=param_dtype)
   base = int(64 * width)
   x = _conv(base, (7, 7), (2, 2), 'conv_root', **kw)(x)
-  x = nn.relu(_group_norm('gn_root', **kw)(x))
+  x = nn.relu(_group_norm('gn_root', base, **kw)(x))
   x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding='SAME')
   for i, size in enumerate(block_layers):
     x = ResNetStage(block_size=size, nout=base * 2**i, first_stride=(2, 2) if i else (1, 1),
