@@ -33,13 +33,13 @@ class BiTResNet(nn.Module):
 
   @property
   def stride(self) -> int:
-    """Total downsampling ('SAME' padding: any image size works)."""
-    return resnet.stem_stride(self.block_layers)
+    """What image sides must be multiples of: 1, any size works ('SAME' padding)."""
+    return 1
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     del train  # GroupNorm and no dropout: the same function in training and evaluation.
-    layers.check_images(images, 1, self.model_name or 'BiTResNet')
+    layers.check_images(images, self.stride, self.model_name or 'BiTResNet')
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     x = resnet.apply_stem(images.astype(self.dtype), self.block_layers, self.width, **kw)
     x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
