@@ -28,6 +28,10 @@ _SUB_BLOCKS = {
 _BLOCK = re.compile(r'^(?:encoderblock|MixerBlock)_(\d+)$')
 
 
+class NotApplicable(ValueError):
+  """An analysis does not apply to this model (the message says why, in one line)."""
+
+
 class Geometry(NamedTuple):
   """Where tokens sit: `num_prefix` tokens (class token) then an h x w `grid` of patches, each
   `stride` pixels apart."""
@@ -68,7 +72,7 @@ def run(model: nn.Module, params: Any, images: Any) -> Captured:
   variables = params if 'params' in params else {'params': params}
   logits, state = jax.jit(lambda v, x: model.apply(v, x, mutable=['intermediates']))(
       variables, images)
-  sown = nn.meta.unbox(state['intermediates'])
+  sown = nn.meta.unbox(state.get('intermediates', {}))
   encoder = sown.get('Transformer', sown)
   blocks = _blocks(encoder)
   attention, residual, names = [], [], []
@@ -84,8 +88,8 @@ def run(model: nn.Module, params: Any, images: Any) -> Captured:
         residual.append(np.asarray(block[key][0]))
         names.append(f'block_{index}/{kind}')
   if not residual:
-    raise ValueError(f'{type(model).__name__} sowed no residual stream; analyses need a '
-                     'VisionTransformer or MlpMixer from vit_jax.models.')
+    raise NotApplicable(f'{type(model).__name__} sows no residual stream (only the '
+                        'VisionTransformer and MlpMixer of vit_jax.models do).')
   return Captured(np.asarray(logits), attention, residual, names,
                   geometry(model, np.shape(images)))
 

@@ -36,9 +36,7 @@ class Result(NamedTuple):
   figures: dict[str, Any]  # name -> matplotlib Figure
 
 
-class NotApplicable(ValueError):
-  """This analysis does not apply to this model (the message says why, in one line)."""
-
+NotApplicable = capture.NotApplicable
 
 def _json(x):
   """numpy -> lists / floats, recursively, for json.dump."""
