@@ -14,6 +14,8 @@ r"""The papers' analyses of a trained model, one command: a PNG and a JSON per a
   noise               B2  accuracy drop under band-limited noise per frequency (HDVW Fig. 2b)
   hessian             B3  top-5 Hessian eigenvalues per training mini-batch (HDVW Fig. 1, 4)
   landscape           B4  2-D loss landscape, filter-normalised directions (HDVW Fig. 1)
+A3, A4, B1 and B2 read a random sample of --num_images from --split (resized whole, no
+augmentation); B3 and B4 read augmented training batches, as the paper.
 The definitions are in vit_jax/analysis/. A workdir gives the model, dataset and preprocessing
 (config.json); a `.npz` needs --model, and --dataset for all but filters / posemb. Analyses
 that do not apply to the model (e.g. attention on an MLP-Mixer) are skipped with a note.
@@ -59,7 +61,9 @@ _WEIGHT_DECAY = flags.DEFINE_float('weight_decay', None, 'B3: L2 added to the lo
 _LANDSCAPE_STEPS = flags.DEFINE_integer('landscape_steps', 21, 'B4: grid points per axis.')
 _LANDSCAPE_BATCHES = flags.DEFINE_integer('landscape_batches', 2, 'B4: training batches of '
                                           '--hessian_batch*4 images averaged per point.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Noise, directions and batch order.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Noise, directions and which images.')
+_LABEL = flags.DEFINE_string('label', None, 'Model name on the figures (default: --model or '
+                             'the run\'s model_name).')
 
 
 class AnalyzeError(ValueError):
@@ -80,9 +84,9 @@ def _run_config(path: str) -> Optional[dict[str, Any]]:
 class _Data:
   """The images and training batches the analyses read, loaded on first use."""
 
-  def __init__(self, config, size, resize_mode):
+  def __init__(self, config, size):
     self.config = config or {}
-    self.size, self.resize_mode = size, resize_mode
+    self.size = size
     self.dataset = _DATASET.value or self.config.get('dataset')
     self.data_dir = _DATA_DIR.value or self.config.get('data_dir')
     self._eval = None
@@ -93,17 +97,19 @@ class _Data:
                          'folder.')
 
   def eval_batch(self):
-    """(images float32 [n, size, size, 3] in [-1, 1], labels int32 [n]), n <= num_images."""
+    """(images float32 [n, size, size, 3] in [-1, 1], labels int32 [n]): a random sample of
+    num_images from the split (folders and TFDS splits are often sorted by class), resized
+    whole to the model's size, no augmentation."""
     if self._eval is None:
       self._check()
       from vit_jax import data  # pylint: disable=g-import-not-at-top  (TensorFlow)
       split = _SPLIT.value or self.config.get('test_split', 'test')
-      it = data.eval_iterator(self.dataset, split, global_batch=_NUM_IMAGES.value,
-                              crop=self.size, resize_mode=self.resize_mode,
-                              data_dir=self.data_dir)
+      it = data.train_iterator(self.dataset, split, global_batch=_NUM_IMAGES.value,
+                               crop=self.size, seed=_SEED.value, data_dir=self.data_dir,
+                               area_range=(1.0, 1.0), aspect_range=(1.0, 1.0), flip=False,
+                               shuffle_buffer=10_000)
       batch = next(iter(it))
-      keep = np.asarray(batch['mask']) > 0
-      self._eval = (np.asarray(batch['image'])[keep], np.asarray(batch['label'])[keep])
+      self._eval = (np.asarray(batch['image']), np.asarray(batch['label']))
     return self._eval
 
   def train_batches(self, batch_size: int, count: int):
@@ -134,8 +140,8 @@ def run(what, out: str) -> dict[str, str]:
     raise AnalyzeError(str(e)) from None
   config = _run_config(_CHECKPOINT.value) if not _CHECKPOINT.value.endswith('.npz') else None
   model, params = pred.model, pred.params
-  label = pred.about['model']
-  data = _Data(config, pred.image_size, pred.resize_mode)
+  label = _LABEL.value or pred.about['model']
+  data = _Data(config, pred.image_size)
   os.makedirs(out, exist_ok=True)
   captured = None
   status = {}
