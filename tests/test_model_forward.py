@@ -198,8 +198,8 @@ def test_bad_input_gives_one_clear_line(build, images, message):
 
 
 def test_unknown_model_name_lists_valid_names():
-  with pytest.raises(ValueError,
-                     match="Unknown model 'ViT-X_16'; valid names: BiT-R50x1, Mixer-B_16.*ViT-B_16,") as e:
+  with pytest.raises(ValueError, match="Unknown model 'ViT-X_16'; valid names: BiT-R50x1, "
+                     "Mixer-B_16.*ViT-B_16,") as e:
     models.get_model('ViT-X_16')
   assert '\n' not in str(e.value)
   with pytest.raises(ValueError, match=r"no field\(s\) \['hiden_size'\]"):
