@@ -1,7 +1,7 @@
 r"""The ViT paper's position-embedding ablation (Appendix D.4, Table 8) on real MNIST digits.
 
 The same small ViT (class token, 7x7 grid of 4x4 patches on 28x28 digits) trained from
-scratch with each position embedding, three seeds each:
+scratch with each position embedding (POSEMBS), three seeds each:
 
   python -m vit_jax.data.mnist_folder --mnist_dir=../shared/data/mnist --out=/tmp/mnist
   python -m vit_jax.sweep --config=configs/posemb_ablation.py:/tmp/mnist --workdir=/tmp/ablation
@@ -15,8 +15,9 @@ position embedding. The paper's numbers (ViT-B/16, ImageNet 5-shot linear): none
 
 from vit_jax import config_lib
 
-# The paper's variants ('relative' is its 1-D relative attention) plus fixed 2-D sin-cos.
-POSEMBS = ('none', 'learn', 'learn_2d', 'relative', 'sincos2d')
+# The paper's variants ('relative' is its 1-D relative attention), fixed 2-D sin-cos, and two
+# more relative forms: 2-D relative attention and the per-head scalar bias of Swin / BEiT.
+POSEMBS = ('none', 'learn', 'learn_2d', 'relative', 'sincos2d', 'relative_2d', 'relative_bias')
 SEEDS = (0, 1, 2)
 
 

@@ -14,9 +14,9 @@ from vit_jax import sweep
 
 def test_posemb_ablation_sweep_is_every_posemb_times_three_seeds():
   runs = sweep.load_sweep(os.path.join(ROOT, 'configs', 'posemb_ablation.py') + ':/tmp/mnist')
-  assert len(runs) == 15
+  assert len(runs) == 21
   assert {r['model.posemb'] for r in runs} == {'none', 'learn', 'learn_2d', 'relative',
-                                              'sincos2d'}
+                                              'sincos2d', 'relative_2d', 'relative_bias'}
   assert sorted({r['seed'] for r in runs}) == [0, 1, 2]
   assert sweep.run_name(runs[0]) == 'posemb=none_seed=0'
 
