@@ -24,3 +24,11 @@ def test_online_is_a_bounded_probe():
   assert not runtime.online('127.0.0.1', port, timeout=2.0)
   assert not runtime.online('host.invalid', 443, timeout=2.0)  # no such name (RFC 2606)
   assert time.perf_counter() - start < 5
+
+
+def test_online_gives_up_on_a_lookup_that_hangs(monkeypatch):
+  # A resolver that gets no answer blocks getaddrinfo far beyond any connect timeout.
+  monkeypatch.setattr(socket, 'create_connection', lambda *args, **kwargs: time.sleep(3))
+  start = time.perf_counter()
+  assert not runtime.online('example.com', 443, timeout=0.3)
+  assert time.perf_counter() - start < 1.5

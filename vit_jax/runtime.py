@@ -10,6 +10,7 @@
 
 import dataclasses
 import socket
+import threading
 
 import jax
 
@@ -32,12 +33,24 @@ class Runtime:
 
 
 def online(host: str = RELEASES_HOST, port: int = 443, timeout: float = 3.0) -> bool:
-  """Whether a TCP connection to host:port opens within `timeout` seconds (no data sent)."""
-  try:
-    with socket.create_connection((host, port), timeout=timeout):
-      return True
-  except OSError:  # no DNS, refused, unreachable, timed out.
-    return False
+  """Whether a TCP connection to host:port opens within `timeout` seconds (no data sent).
+
+  The name lookup counts too: the probe runs in a thread that is abandoned after `timeout`,
+  since a resolver that gets no answer can block for much longer than the connect timeout.
+  """
+  opened = []
+
+  def probe():
+    try:
+      with socket.create_connection((host, port), timeout=timeout):
+        opened.append(True)
+    except OSError:  # no DNS, refused, unreachable, timed out.
+      pass
+
+  thread = threading.Thread(target=probe, name='vit_jax-online-probe', daemon=True)
+  thread.start()
+  thread.join(timeout)
+  return bool(opened)
 
 
 def detect(check_network: bool = True, timeout: float = 3.0) -> Runtime:
