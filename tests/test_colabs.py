@@ -1,0 +1,101 @@
+"""Every notebook in colabs/ runs top to bottom headless, and is stored as users open it.
+
+Each notebook runs in a fresh Jupyter kernel (this Python, `python3` kernel) with the
+environment a user has: this checkout importable, no simulated devices from conftest.py, and a
+private TFDS data_dir, download cache and temp dir, so that notebooks running side by side
+(pytest -n 2) share nothing. A cell error fails the test with the cell's traceback.
+"""
+
+import os
+import pathlib
+import re
+import sys
+import time
+
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+import nbformat
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / 'colabs').glob('*.ipynb'))
+IDS = [p.stem for p in NOTEBOOKS]
+# The GitHub repository the badges open and the install cells clone.
+GITHUB_REPO = 'vit-jax/vit_jax'
+_DEVICE_COUNT_FLAG = re.compile(r'--xla_force_host_platform_device_count=\S+')
+
+
+def _kernel_env(tmp_path: pathlib.Path) -> dict[str, str]:
+  env = dict(os.environ)
+  # conftest.py simulates 8 devices for the tests; a notebook decides that for itself.
+  env['XLA_FLAGS'] = _DEVICE_COUNT_FLAG.sub('', env.get('XLA_FLAGS', '')).strip()
+  env['PYTHONPATH'] = os.pathsep.join([str(ROOT)] + [p for p in
+                                                     env.get('PYTHONPATH', '').split(os.pathsep)
+                                                     if p])
+  for name, sub in (('TFDS_DATA_DIR', 'tfds'), ('VIT_JAX_CACHE', 'cache'), ('TMPDIR', 'tmp')):
+    (tmp_path / sub).mkdir()
+    env[name] = str(tmp_path / sub)
+  env.pop('MPLBACKEND', None)  # the kernel's inline backend renders figures, as in Colab.
+  return env
+
+
+def test_there_are_notebooks():
+  assert {'quickstart', 'finetune', 'sharding'} <= set(IDS)
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=IDS)
+def test_notebook_runs(path, tmp_path):
+  notebook = nbformat.read(path, as_version=4)
+  # A last cell of our own: the kernel is this Python, and vit_jax is this checkout's.
+  notebook.cells.append(nbformat.v4.new_code_cell(
+      'import sys\nimport vit_jax\nprint(sys.executable)\nprint(vit_jax.__file__)'))
+  workdir = tmp_path / 'cwd'
+  workdir.mkdir()
+  client = NotebookClient(notebook, timeout=600, kernel_name='python3', allow_errors=False,
+                          resources={'metadata': {'path': str(workdir)}})
+  start = time.perf_counter()
+  try:
+    client.execute(env=_kernel_env(tmp_path))
+  except CellExecutionError as e:
+    pytest.fail(f'{path.name}: a cell failed:\n{e}', pytrace=False)
+  seconds = time.perf_counter() - start
+  print(f'{path.name}: {seconds:.0f}s')
+  executable, package = notebook.cells[-1].outputs[0]['text'].split()
+  assert os.path.realpath(executable) == os.path.realpath(sys.executable)
+  assert package == str(ROOT / 'vit_jax' / '__init__.py')
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=IDS)
+def test_notebook_is_stored_without_outputs(path):
+  # Outputs in git are noise in diffs and go stale; Colab shows them once run.
+  notebook = nbformat.read(path, as_version=4)
+  nbformat.validate(notebook)
+  for i, cell in enumerate(notebook.cells):
+    if cell.cell_type == 'code':
+      assert cell.outputs == [], f'{path.name} cell {i} has outputs; clear them before committing'
+      assert cell.execution_count is None, f'{path.name} cell {i} has an execution count'
+    assert 'execution' not in cell.metadata, f'{path.name} cell {i} has execution timings'
+  assert 'widgets' not in notebook.metadata
+  assert notebook.metadata['kernelspec']['name'] == 'python3'
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=IDS)
+def test_notebook_opens_in_colab_and_installs_itself(path):
+  notebook = nbformat.read(path, as_version=4)
+  first, install = notebook.cells[0], notebook.cells[1]
+  assert first.cell_type == 'markdown' and first.source.startswith('# ')
+  badge = (f'(https://colab.research.google.com/github/{GITHUB_REPO}/blob/main/colabs/'
+           f'{path.name})')
+  assert badge in first.source, f'{path.name}: the first cell needs the badge link {badge}'
+  assert install.cell_type == 'code'
+  assert f"'https://github.com/{GITHUB_REPO}'" in install.source
+  assert 'except ImportError:' in install.source  # installs only where vit_jax is missing.
+
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=IDS)
+def test_notebook_code_is_within_100_columns(path):
+  notebook = nbformat.read(path, as_version=4)
+  for i, cell in enumerate(notebook.cells):
+    if cell.cell_type == 'code':
+      for line in cell.source.splitlines():
+        assert len(line) <= 100, f'{path.name} cell {i}: {line!r}'

@@ -1,0 +1,131 @@
+"""The main job from Python: a config file in, a trained workdir and its metrics out.
+
+    from vit_jax import experiment
+    config = experiment.load_config('configs/default.py')   # locked, as the command line's
+    config.total_steps = 300                                # any field, as --config.<field>
+    final = experiment.train(config, '/tmp/run')            # {'test/accuracy': ..., 'step': 300}
+    curves = experiment.read_metrics('/tmp/run')            # {'train/loss': (steps, values), ...}
+    experiment.evaluate(config, '/tmp/run')                 # the newest checkpoint, evaluated
+
+`train` is `python -m vit_jax.main` without what belongs to a process (flags, exit codes,
+jax.distributed, the split of a CPU host into one device per core: call
+`vit_jax.cpu_devices.split_host()` before JAX starts for that): the same validation, loop,
+workdir files and resuming. Errors are raised instead of exit codes: setup_run.ConfigError
+(a config that cannot work, one line), loop.NonFiniteLossError, orbax_io.CheckpointError.
+"""
+
+import importlib.util
+import json
+import os
+from typing import Any, Optional
+
+from etils import epath
+from ml_collections import config_dict
+import numpy as np
+
+from vit_jax import config_check
+from vit_jax import config_lib
+from vit_jax import orbax_io
+from vit_jax.train import loop
+from vit_jax.train import session as session_lib
+from vit_jax.train import setup_run
+
+
+def load_config(path: str) -> config_dict.ConfigDict:
+  """Loads `configs/<file>.py[:arg]` as `--config=` does: get_config([arg]), locked.
+
+  Fields can then be set as attributes (`config.total_steps = 300`); a misspelt one is an
+  error, as on the command line.
+
+  Raises:
+    setup_run.ConfigError: (one line) a missing or broken file, or a file that adds a field
+      that `config_lib.base_config()` does not have (a misspelt field).
+  """
+  path = os.fspath(path)
+  # A ':' after the file name passes an argument (configs/vit.py:ViT-B_16,cifar10); a Windows
+  # drive letter ('C:') is part of the path.
+  file, sep, arg = path.partition('.py:')
+  file = file + '.py' if sep else path
+  try:
+    spec = importlib.util.spec_from_file_location('vit_jax_config_file', file)
+    if spec is None or not os.path.isfile(file):
+      raise FileNotFoundError(f'{file} does not exist')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(arg) if sep else module.get_config()
+  except Exception as e:  # pylint: disable=broad-except  (any error of the user's file)
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    raise setup_run.ConfigError(
+        f'cannot load config file {path}: {lines[-1] if lines else type(e).__name__}; pass an '
+        'existing config file, e.g. configs/default.py (configs/<file>.py[:arg]).') from None
+  message = config_check.check_added_fields(config, config_lib.base_config())
+  if message:
+    raise setup_run.ConfigError(f'{path}: {message}')
+  config.lock()
+  return config
+
+
+def train(config: config_dict.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains `config` into `workdir` (resuming what it holds); returns the final metrics.
+
+  The workdir receives what the command line writes (checkpoints/, metrics.jsonl,
+  tensorboard/, config.json, labels.json, final_metrics.json once finished).
+
+  Returns:
+    The last values: 'train/<name>' and '<split>/<name>' (e.g. 'test/accuracy', 0..1) and
+    'step'; 'preempted_at' when a SIGTERM stopped the run (rerun to resume).
+  """
+  final = loop.train_and_evaluate(setup_run.build(config, os.fspath(workdir)))
+  if 'preempted_at' not in final:
+    loop.dump_final(os.fspath(workdir), final)
+  return final
+
+
+def read_metrics(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """Every metric of a run's metrics.jsonl: name -> (steps int64 [N], values float64 [N]).
+
+  Names are as recorded ('train/loss', 'test/accuracy', ...), steps ascending, one value per
+  step (the writer keeps one across resumes).
+
+  Raises:
+    FileNotFoundError: (one line) no metrics.jsonl in `workdir`.
+  """
+  path = epath.Path(workdir) / 'metrics.jsonl'
+  if not path.exists():
+    raise FileNotFoundError(f'{path} does not exist; pass the workdir of a run (trained with '
+                            'vit_jax.experiment.train or python -m vit_jax.main).')
+  series: dict[str, dict[int, float]] = {}
+  for line in path.read_text().splitlines():
+    try:
+      record = json.loads(line)
+    except ValueError:
+      continue  # a line cut short by a killed run.
+    step = int(record.pop('step'))
+    for name, value in record.items():
+      series.setdefault(name, {})[step] = float(value)
+  return {name: (np.array(sorted(values), np.int64),
+                 np.array([values[s] for s in sorted(values)], np.float64))
+          for name, values in sorted(series.items())}
+
+
+def evaluate(config: config_dict.ConfigDict, workdir: str,
+             step: Optional[int] = None) -> dict[str, float]:
+  """Evaluates the newest checkpoint of `workdir` (or `step`) on the config's eval splits.
+
+  Returns:
+    {'<split>/<name>': value} as `train` reports them ('test/accuracy', 'test/loss', ...),
+    and 'step', the checkpoint's step. Nothing is written to the workdir.
+
+  Raises:
+    setup_run.ConfigError: no checkpoint in `workdir`, or one that does not fit `config`.
+  """
+  workdir = os.fspath(workdir)
+  try:
+    orbax_io.find_checkpoint(workdir)
+  except ValueError as e:
+    raise setup_run.ConfigError(f'{e} Train first (vit_jax.experiment.train).') from None
+  session = session_lib.Session.start(config, workdir, step=step)
+  out = {f'{split}/{name}': value for split, values in session.evaluate().items()
+         for name, value in values.items()}
+  out['step'] = session.step
+  return out

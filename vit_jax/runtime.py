@@ -1,0 +1,62 @@
+"""What this process runs on, for notebooks and scripts that size their work to it.
+
+    rt = runtime.detect()     # Runtime(platform='cpu', num_devices=2, device_kind='cpu', ...)
+    steps = 1500 if rt.accelerator else 300
+    if rt.online: ...         # the released checkpoints can be downloaded
+
+`detect` starts JAX (it lists the devices): set the device count first (XLA_FLAGS or
+`vit_jax.cpu_devices.split_host`), since it cannot change afterwards.
+"""
+
+import dataclasses
+import socket
+import threading
+
+import jax
+
+# Where the released checkpoints are (vit_jax.convert.catalogue downloads over HTTPS).
+RELEASES_HOST = 'storage.googleapis.com'
+
+
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+  """The devices JAX computes on, and whether the released checkpoints are reachable."""
+  platform: str  # 'tpu', 'gpu' or 'cpu': JAX's default backend.
+  num_devices: int  # over all processes.
+  device_kind: str  # e.g. 'TPU v2', 'NVIDIA H100 80GB HBM3', 'cpu'.
+  online: bool  # RELEASES_HOST answered (False when not checked).
+
+  @property
+  def accelerator(self) -> bool:
+    """True on a TPU or GPU: room for larger models, images and more steps."""
+    return self.platform != 'cpu'
+
+
+def online(host: str = RELEASES_HOST, port: int = 443, timeout: float = 3.0) -> bool:
+  """Whether a TCP connection to host:port opens within `timeout` seconds (no data sent).
+
+  The name lookup counts too: the probe runs in a thread that is abandoned after `timeout`,
+  since a resolver that gets no answer can block for much longer than the connect timeout.
+  """
+  opened = []
+
+  def probe():
+    try:
+      with socket.create_connection((host, port), timeout=timeout):
+        opened.append(True)
+    except OSError:  # no DNS, refused, unreachable, timed out.
+      pass
+
+  thread = threading.Thread(target=probe, name='vit_jax-online-probe', daemon=True)
+  thread.start()
+  thread.join(timeout)
+  return bool(opened)
+
+
+def detect(check_network: bool = True, timeout: float = 3.0) -> Runtime:
+  """The runtime; `check_network=False` skips the probe (online=False), `timeout` bounds it."""
+  devices = jax.devices()
+  platform = jax.default_backend()
+  return Runtime(platform='gpu' if platform in ('cuda', 'rocm') else platform,
+                 num_devices=len(devices), device_kind=devices[0].device_kind,
+                 online=online(timeout=timeout) if check_network else False)
