@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import jax
 
+from vit_jax import cpu_devices
 from vit_jax import orbax_io
 from vit_jax import sharding
 from vit_jax.train import loop
@@ -33,7 +34,9 @@ class Session:
     self._data_state = data_state
     self._iterators = None
     # The loop's own steps, so that a session computes exactly what training computes.
-    self._train_step, self._eval_step = loop._jit_steps(run)  # pylint: disable=protected-access
+    train_step, self._eval_step = loop._jit_steps(run)  # pylint: disable=protected-access
+    # As the loop: on several CPU devices, one step at a time (see cpu_devices.one_at_a_time).
+    self._train_step = cpu_devices.one_at_a_time(train_step)
 
   @classmethod
   def start(cls, config, workdir: str, *, step: Optional[int] = None) -> 'Session':
