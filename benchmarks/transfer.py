@@ -77,8 +77,6 @@ _OVERRIDES = flags.DEFINE_multi_string(
 flags.mark_flags_as_required(['workdir'])
 
 CONFIG = 'configs/default.py'
-MNIST_FILES = mnist_folder.FILES
-write_mnist_folder = mnist_folder.write_mnist_folder
 
 
 def run_main(workdir: str, *overrides: str) -> dict:
@@ -170,12 +168,11 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   workdir = os.path.abspath(_WORKDIR.value)
   os.makedirs(workdir, exist_ok=True)
-  for name in MNIST_FILES:
-    if not os.path.exists(os.path.join(_MNIST.value, name)):
-      sys.exit(f'{os.path.join(_MNIST.value, name)} not found; pass --mnist_dir=DIR holding '
-               f'{" and ".join(MNIST_FILES)}.')
-  root = write_mnist_folder(_MNIST.value, os.path.join(workdir, 'mnist'), _TRAIN.value,
-                            _TEST.value)
+  try:  # (writing is skipped when the folder already holds these splits.)
+    root = mnist_folder.write_mnist_folder(_MNIST.value, os.path.join(workdir, 'mnist'),
+                                           _TRAIN.value, _TEST.value)
+  except FileNotFoundError as e:
+    sys.exit(str(e))
   pre_dir = os.path.join(workdir, f'pretrain_{_PRE_STEPS.value}')
   pre = run_main(pre_dir, f'total_steps={_PRE_STEPS.value}',
                  f'eval_every={_PRE_STEPS.value}', f'checkpoint_every={_PRE_STEPS.value}')

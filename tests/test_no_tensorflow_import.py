@@ -11,7 +11,11 @@ import pytest
 CORE_MODULES = ['vit_jax', 'vit_jax.models', 'vit_jax.checkpoint', 'vit_jax.resample',
                 'vit_jax.sharding', 'vit_jax.train.step', 'vit_jax.train.loop',
                 'vit_jax.orbax_io', 'vit_jax.metrics', 'vit_jax.main', 'vit_jax.inference_time',
-                'vit_jax.data', 'vit_jax.predict', 'vit_jax.convert.sources', 'vit_jax.export']
+                'vit_jax.data', 'vit_jax.predict', 'vit_jax.convert.sources', 'vit_jax.export',
+                'vit_jax.analysis.report', 'vit_jax.experiment']
+# More commands: each defines absl flags that clash with main's when imported together, so
+# they are only checked one per process (for TensorFlow).
+COMMANDS = ['vit_jax.analyze', 'vit_jax.sweep']
 TORCH_WORLD = ('torch', 'transformers', 'safetensors', 'timm')
 
 
@@ -26,7 +30,7 @@ def _assert_imports_none_of(modules, packages):
   assert result.returncode == 0, f'{modules} imported: {result.stdout}{result.stderr}'
 
 
-@pytest.mark.parametrize('module', CORE_MODULES)
+@pytest.mark.parametrize('module', CORE_MODULES + COMMANDS)
 def test_core_module_does_not_import_tensorflow(module):
   _assert_imports_none_of([module], ('tensorflow', 'tensorflow_datasets'))
 

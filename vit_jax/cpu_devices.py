@@ -89,8 +89,9 @@ def one_at_a_time(fn: Callable) -> Callable:
   step n's outputs, while device 0 waits in step n's gradient all-reduce for device 1: a
   deadlock, seen under load as "Termination timeout for `all reduce RendezvousKey...`" (gdb:
   one pool thread in InProcessCommunicator::AllReduce, one launch in Semaphore::Acquire, one
-  in BlockUntilReady). Waiting for each step costs the host's dispatch time only (~1 ms of a
-  0.1-2 s CPU step).
+  in BlockUntilReady). Waiting for each step loses the overlap of the host's work with the
+  step: measured on the default job (~50 ms steps, 2 cores) 2,621 / 2,425 img/s with the wait
+  vs 2,783 / 2,668 without (6-9%); less for longer steps.
   """
   if jax.default_backend() != 'cpu' or jax.local_device_count() < 2:
     return fn

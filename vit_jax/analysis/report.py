@@ -83,8 +83,7 @@ def posemb(model: nn.Module, params: Any, image_size: int) -> Result:
   similarity = posemb_similarity.position_similarity(embedding, geo.grid)
   h, w = geo.grid
   flat = similarity.reshape(h * w, h * w)
-  ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing='ij')
-  coords = np.stack([ys.ravel(), xs.ravel()], 1)
+  coords = distance_lib.token_positions(geo.grid, 1)  # grid units
   dist = np.linalg.norm(coords[:, None] - coords[None], axis=-1)
   off = ~np.eye(h * w, dtype=bool)
   # Does similarity fall with distance? (The paper's finding on trained models.)
