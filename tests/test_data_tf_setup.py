@@ -1,8 +1,11 @@
 """TensorFlow setup: CPU memory pooled on every CPU (batches do not page-fault), oneDNN off."""
 
+import importlib.util
 import os
 import subprocess
 import sys
+
+import pytest
 
 from vit_jax.data import tf_setup
 
@@ -50,3 +53,12 @@ def test_tensorflow_runs_with_pooled_allocator_and_without_onednn():
   from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top
   assert not _pywrap_util_port.IsMklEnabled()
   assert tf.config.get_visible_devices() == tf.config.get_visible_devices('CPU')
+
+
+def test_timm_imports_after_our_tensorflow():
+  """Triton after TensorFlow segfaults (tensorflow#124205); tf() imports it first."""
+  if importlib.util.find_spec('triton') is None:
+    pytest.skip('Triton is not installed (it comes with CUDA builds of PyTorch)')
+  code = 'from vit_jax.data import tf_setup; tf_setup.tf(); import triton; print("ok")'
+  result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+  assert result.returncode == 0 and result.stdout.strip() == 'ok', result.returncode

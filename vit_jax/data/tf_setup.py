@@ -14,11 +14,18 @@ off (TF_ENABLE_ONEDNN_OPTS=0, as on older CPUs). TF_CPU_ALLOCATOR_USE_BFC pools 
 oneDNN is then turned off: it speeds up convolutions and matmuls, which the pipelines hardly
 use (only RandAugment's 3x3 sharpness filter), and off it gives one code path and the same
 numbers on every CPU, and no INFO lines at import. Both are defaults: the environment wins.
+
+Triton (installed with CUDA builds of PyTorch; timm and torch.compile import it) segfaults the
+process when it loads after TensorFlow >= 2.20, whose LLVM is then in the global symbol table
+(tensorflow#124205); before it, it is fine. Where Triton is installed it is imported first
+(~0.5 s), so that timm works beside our pipelines in one process, imported in either order.
 """
 
 import functools
+import importlib.util
 import logging
 import os
+import sys
 
 
 @functools.cache
@@ -28,6 +35,11 @@ def tf():
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   os.environ.setdefault('TF_CPU_ALLOCATOR_USE_BFC', 'true')
   os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+  if 'triton' not in sys.modules and importlib.util.find_spec('triton') is not None:
+    try:
+      import triton  # pylint: disable=g-import-not-at-top,unused-import
+    except Exception:  # pylint: disable=broad-except
+      pass  # A broken Triton only matters to those who import it later, as without us.
   import tensorflow as tf_module  # pylint: disable=g-import-not-at-top
   for kind in ('GPU', 'TPU'):
     try:
