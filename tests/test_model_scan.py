@@ -181,7 +181,7 @@ def test_logged_flops_of_a_scanned_run_count_every_layer(tmp_path, digits_data_d
              'label': jax.ShapeDtypeStruct((128,), jnp.int32, sharding=run.batch_sharding)}
     writer = Recorder()
     with sharding.activate(run.mesh, run.rules):
-      train_step, _ = loop._jit_steps(run)  # pylint: disable=protected-access
+      train_step, _ = loop.jit_steps(run)
       compiled, flops[scan], _ = loop._compile_train_step(  # pylint: disable=protected-access
           run, train_step, run.abstract_state, batch, writer, 0)
     assert writer.scalars['train/step_flops_per_device'] == flops[scan]

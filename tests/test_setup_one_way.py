@@ -34,7 +34,7 @@ def test_the_image_folder_is_walked_once(tmp_path, monkeypatch):
   config = load_config('default', dataset=str(tmp_path / 'images'), pp__crop=8, batch=8,
                        batch_eval=8)
   run = setup_run.build(config, str(tmp_path / 'run'))
-  train_iter, evals = loop._data_iterators(run, None)  # pylint: disable=protected-access
+  train_iter, evals = loop.data_iterators(run, None)
   assert next(train_iter)['image'].shape == (8, 8, 8, 3) and len(evals['test']) == 2
   assert len(made) == 1
   assert data.get_dataset_info(run.info).source is run.info.source

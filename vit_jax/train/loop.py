@@ -73,7 +73,9 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def _data_iterators(run: setup_run.Run, data_state: Optional[dict]):
+def data_iterators(run: setup_run.Run, data_state: Optional[dict]):
+  """The run's train iterator (from `data_state`'s position, or the start) and its eval
+  iterators by name ('test', 'val'), as the loop reads them."""
   from vit_jax import data  # pylint: disable=g-import-not-at-top
   c = run.config
   # uint8 pixels: a quarter of the host's batching and host-to-device bytes of float32; the
@@ -101,7 +103,9 @@ def _train_step_fn(run: setup_run.Run, model):
       param_shardings=run.state_shardings.params)
 
 
-def _jit_steps(run: setup_run.Run):
+def jit_steps(run: setup_run.Run):
+  """The run's jitted (train_step, eval_step), with its shardings and donation; the eval step
+  already waits for its result on several CPU devices (cpu_devices.one_at_a_time)."""
   train_step = _train_step_fn(run, run.model)
   replicated = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
   train_step = jax.jit(train_step, in_shardings=(run.state_shardings, run.batch_sharding),
@@ -221,8 +225,8 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
   try:
     with sharding.activate(run.mesh, run.rules):
       state, data_state = _initial_state(run, ckpt, writer)
-      train_iter, evals = _data_iterators(run, data_state)
-      train_step, eval_step = _jit_steps(run)
+      train_iter, evals = data_iterators(run, data_state)
+      train_step, eval_step = jit_steps(run)
       step = int(jax.device_get(state.step))
       pending: list[tuple[int, Any]] = []  # (step, metrics) not yet fetched from devices.
       last_saved = step if ckpt.latest_step() is not None else None

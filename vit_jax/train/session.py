@@ -34,7 +34,7 @@ class Session:
     self._data_state = data_state
     self._iterators = None
     # The loop's own steps, so that a session computes exactly what training computes.
-    train_step, self._eval_step = loop._jit_steps(run)  # pylint: disable=protected-access
+    train_step, self._eval_step = loop.jit_steps(run)
     # As the loop: on several CPU devices, one step at a time (see cpu_devices.one_at_a_time).
     self._train_step = cpu_devices.one_at_a_time(train_step)
 
@@ -73,8 +73,7 @@ class Session:
 
   def _data(self):
     if self._iterators is None:  # built on first use: evaluating needs no train pipeline.
-      self._iterators = loop._data_iterators(  # pylint: disable=protected-access
-          self.run, self._data_state)
+      self._iterators = loop.data_iterators(self.run, self._data_state)
     return self._iterators
 
   def train(self, num_steps: int) -> list[dict[str, float]]:
