@@ -1,5 +1,6 @@
 """`python -m vit_jax.sweep`: a config's runs, and the table of mean ± std over seeds."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -19,6 +20,19 @@ def test_posemb_ablation_sweep_is_every_posemb_times_three_seeds():
                                               'sincos2d', 'relative_2d', 'relative_bias'}
   assert sorted({r['seed'] for r in runs}) == [0, 1, 2]
   assert sweep.run_name(runs[0]) == 'posemb=none_seed=0'
+
+
+def test_posemb_ablation_schedule_is_its_arg():
+  path = os.path.join(ROOT, 'configs', 'posemb_ablation.py')
+  spec = importlib.util.spec_from_file_location('posemb_ablation', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  default, short = module.get_config('/data/mnist'), module.get_config('/data/mnist,600')
+  assert default.dataset == short.dataset == '/data/mnist'
+  assert (default.total_steps, default.warmup_steps, default.eval_every) == (2400, 240, 2400)
+  assert (short.total_steps, short.warmup_steps, short.eval_every) == (600, 60, 600)
+  with pytest.raises(ValueError, match='number of training steps'):
+    sweep.load_sweep(path + ':/data/mnist,long')
 
 
 def test_summarize_groups_by_everything_but_the_seed():
@@ -55,3 +69,11 @@ def test_finished_runs_are_not_run_again_and_the_table_is_saved(tmp_path):
   saved = json.loads((tmp_path / 'runs' / 'results.json').read_text())
   assert [r['mean'] for r in saved['rows']] == pytest.approx([0.55, 0.75])
   assert (tmp_path / 'runs' / 'table.md').read_text().startswith('| model.posemb |')
+
+  # --only: the runs whose name contains one of the comma-separated parts.
+  result = subprocess.run([sys.executable, '-m', 'vit_jax.sweep', f'--config={config}',
+                           f'--workdir={tmp_path / "runs"}', '--only=none_seed=1,learn_seed=0'],
+                          cwd=ROOT, capture_output=True, text=True, check=False)
+  assert result.returncode == 0, result.stderr
+  assert '| none | 0.6000 ± 0.0000 | 1 |' in result.stdout
+  assert '| learn | 0.7000 ± 0.0000 | 1 |' in result.stdout

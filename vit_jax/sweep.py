@@ -27,7 +27,8 @@ _CONFIG = flags.DEFINE_string('config', None, 'Config file with get_sweep: FILE.
 _WORKDIR = flags.DEFINE_string('workdir', None, 'One subfolder per run goes here.',
                                required=True)
 _METRIC = flags.DEFINE_string('metric', 'test/accuracy', 'Key of final_metrics.json to report.')
-_ONLY = flags.DEFINE_string('only', None, 'Run only the runs whose name contains this.')
+_ONLY = flags.DEFINE_list('only', None, 'Run only the runs whose name contains one of these '
+                          '(comma-separated), e.g. posemb=none_,posemb=learn_seed.')
 
 
 def load_sweep(config: str) -> list[dict[str, Any]]:
@@ -107,7 +108,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], metric: str) -> str:
   return '\n'.join(lines)
 
 
-def main(argv: Sequence[str], only: Optional[str] = None) -> None:
+def main(argv: Sequence[str], only: Optional[Sequence[str]] = None) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
@@ -119,7 +120,7 @@ def main(argv: Sequence[str], only: Optional[str] = None) -> None:
   runs = []
   for overrides in sweep:
     name = run_name(overrides)
-    if only and only not in name:
+    if only and not any(part in name for part in only):
       continue
     try:
       final = run_one(_CONFIG.value, overrides, os.path.join(_WORKDIR.value, name))
