@@ -34,9 +34,9 @@ for _ in range(3):
 """
 
 
-def _faults_per_page(tmp_path, **env):
+def _faults_per_page(tmp_path):
   out = subprocess.run([sys.executable, '-c', _MEASURE_FAULTS, str(tmp_path)], check=True,
-                       capture_output=True, text=True, env={**os.environ, **env}).stdout
+                       capture_output=True, text=True).stdout
   return min(float(line) for line in out.split())
 
 
@@ -55,7 +55,7 @@ def test_tensorflow_runs_with_pooled_allocator_and_without_onednn():
   assert tf.config.get_visible_devices() == tf.config.get_visible_devices('CPU')
 
 
-def test_timm_imports_after_our_tensorflow():
+def test_triton_imports_after_our_tensorflow():
   """Triton after TensorFlow segfaults (tensorflow#124205); tf() imports it first."""
   if importlib.util.find_spec('triton') is None:
     pytest.skip('Triton is not installed (it comes with CUDA builds of PyTorch)')

@@ -1,6 +1,5 @@
 """`python -m vit_jax.sweep`: a config's runs, and the table of mean ± std over seeds."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import load_config
 from helpers import ROOT
 from vit_jax import sweep
 
@@ -24,10 +24,8 @@ def test_posemb_ablation_sweep_is_every_posemb_times_three_seeds():
 
 def test_posemb_ablation_schedule_is_its_arg():
   path = os.path.join(ROOT, 'configs', 'posemb_ablation.py')
-  spec = importlib.util.spec_from_file_location('posemb_ablation', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  default, short = module.get_config('/data/mnist'), module.get_config('/data/mnist,600')
+  default = load_config('posemb_ablation', '/data/mnist')
+  short = load_config('posemb_ablation', '/data/mnist,600')
   assert default.dataset == short.dataset == '/data/mnist'
   assert (default.total_steps, default.warmup_steps, default.eval_every) == (2400, 240, 2400)
   assert (short.total_steps, short.warmup_steps, short.eval_every) == (600, 60, 600)
