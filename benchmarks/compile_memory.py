@@ -30,9 +30,9 @@ def measure(model_name: str, batch: int, image_size: int, scan: bool, remat: str
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  from vit_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from vit_jax.train import config as config_lib  # pylint: disable=g-import-not-at-top
   from vit_jax import models  # pylint: disable=g-import-not-at-top
-  from vit_jax import throughput  # pylint: disable=g-import-not-at-top
+  from vit_jax.train import throughput  # pylint: disable=g-import-not-at-top
   from vit_jax.train import optim  # pylint: disable=g-import-not-at-top
   from vit_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
   from vit_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top

@@ -19,10 +19,10 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 import numpy as np
 
-from vit_jax import config_lib
+from vit_jax.train import config as config_lib
 from vit_jax import models
-from vit_jax import orbax_io
-from vit_jax import sharding
+from vit_jax.run import orbax_io
+from vit_jax.system import sharding
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'The run\'s config file.',
                                           lock_config=True)

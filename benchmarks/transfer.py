@@ -53,11 +53,11 @@ from sklearn import linear_model
 from sklearn import pipeline as sk_pipeline
 from sklearn import preprocessing
 
-from vit_jax import checkpoint
-from vit_jax import config_lib
+from vit_jax.weights import fit
+from vit_jax.train import config as config_lib
 from vit_jax import data
 from vit_jax import models
-from vit_jax import orbax_io
+from vit_jax.run import orbax_io
 from vit_jax.data import mnist_folder
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -121,7 +121,7 @@ def featurizer(params, crop: int):
                            **config_lib.model_overrides(config))
   init = nn.meta.unbox(model.init(jax.random.key(0), jnp.zeros([1, crop, crop, 3]))['params'])
   if params is not None:
-    init = checkpoint.load_pretrained(params, init)
+    init = fit.load_pretrained(params, init)
   forward = jax.jit(lambda x: model.apply({'params': init}, x))
   return lambda images: np.asarray(forward(jnp.asarray(images)))
 

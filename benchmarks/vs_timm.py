@@ -17,10 +17,10 @@ What is timed (random weights and images, 1000 classes):
   bfloat16: vit_jax computes matmuls in bfloat16 (params and activations float32, see
          `vit_jax.models.layers.matmul`); timm runs under `torch.autocast(dtype=bfloat16)`.
 On the CPU, vit_jax's worker runs with VIT_JAX_RETAIN_HOST_MEMORY=1 (`--host_memory=retain`,
-see `vit_jax.host_memory`; `--host_memory=system` leaves malloc alone), and `--cpu_devices=N`
+see `vit_jax.system.host_memory`; `--host_memory=system` leaves malloc alone), and `--cpu_devices=N`
 splits the host into N XLA devices and the batch over them (data parallel, gradients
 all-reduced); the default, 0, is one device per core, as `python -m vit_jax.main` does (see
-`vit_jax.cpu_devices`): XLA:CPU runs that faster than one device with N threads.
+`vit_jax.system.cpu_devices`): XLA:CPU runs that faster than one device with N threads.
 On GPU timm also uses `torch.compile` (`--compile`, default on for CUDA) and its default
 fused SDPA attention. MFU = model FLOPs/s (forward FLOPs of one image as XLA counts them on the
 plain model, x3 for a train step: recomputation and the optimizer do not count) / peak, against the
@@ -50,7 +50,7 @@ INSTALL_HINT = ("timm/torch are not installed; install the benchmark extra: pip 
 # --------------------------------------------------------------------------- workers
 def _jax_worker(spec):
   import jax  # pylint: disable=g-import-not-at-top
-  from vit_jax import cpu_devices  # pylint: disable=g-import-not-at-top
+  from vit_jax.system import cpu_devices  # pylint: disable=g-import-not-at-top
   if spec['cpu_devices']:
     jax.config.update('jax_num_cpu_devices', spec['cpu_devices'])
   else:
@@ -58,10 +58,10 @@ def _jax_worker(spec):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  from vit_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from vit_jax.train import config as config_lib  # pylint: disable=g-import-not-at-top
   from vit_jax import models  # pylint: disable=g-import-not-at-top
-  from vit_jax import sharding  # pylint: disable=g-import-not-at-top
-  from vit_jax import throughput  # pylint: disable=g-import-not-at-top
+  from vit_jax.system import sharding  # pylint: disable=g-import-not-at-top
+  from vit_jax.train import throughput  # pylint: disable=g-import-not-at-top
   from vit_jax.train import optim  # pylint: disable=g-import-not-at-top
   from vit_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
   from vit_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
@@ -123,10 +123,10 @@ def _jax_worker(spec):
         args = (out[0], args[1])
     jax.block_until_ready(out)
 
-  run(4)  # warm-up: the first steps also grow the host heap (see vit_jax.host_memory).
+  run(4)  # warm-up: the first steps also grow the host heap (see vit_jax.system.host_memory).
   device = jax.devices()[0]
   measured_peak = _matmul_peak() if device.platform != 'cpu' else None
-  from vit_jax import host_memory  # pylint: disable=g-import-not-at-top
+  from vit_jax.system import host_memory  # pylint: disable=g-import-not-at-top
   return run, {'compile_seconds': compile_seconds, 'flops': flops, 'devices': len(jax.devices()),
                'forward_flops_per_image': forward_flops,
                'measured_peak_flops': measured_peak,
@@ -320,7 +320,7 @@ def main() -> None:
                       help='vit_jax on the CPU: VIT_JAX_RETAIN_HOST_MEMORY=1 or plain malloc.')
   parser.add_argument('--cpu_devices', type=int, default=0,
                       help='vit_jax on the CPU: XLA devices to split the host into (data '
-                      'parallel); 0: one per core, as vit_jax.main does (vit_jax.cpu_devices).')
+                      'parallel); 0: one per core, as vit_jax.main does (vit_jax.system.cpu_devices).')
   parser.add_argument('--no_timm', action='store_true', help='Measure vit_jax only.')
   parser.add_argument('--peak_tflops', type=float, default=None,
                       help='Peak TFLOP/s of one device for the MFU column (GPUs/TPUs known).')
@@ -350,7 +350,7 @@ def main() -> None:
           for attention, remat in variants:
             _row(args, model, mode, dtype, batch, attention, remat, infos)
   if infos.get('vit_jax', {}).get('platform', 'cpu') != 'cpu':
-    from vit_jax import throughput  # pylint: disable=g-import-not-at-top
+    from vit_jax.train import throughput  # pylint: disable=g-import-not-at-top
     measured, table = _peak(infos['vit_jax'], args.peak_tflops), throughput.peak_flops_per_device(
         infos['vit_jax']['device'])
     print(f'\nMFU peak: {measured / 1e12:.0f} TFLOP/s (measured bf16 matmul or --peak_tflops); '

@@ -5,7 +5,7 @@ Runs offline on a 2-core CPU in a few minutes and reaches >= 95% top-1 on the te
   python -m vit_jax.main --config=configs/default.py --workdir=/tmp/vit_default
 """
 
-from vit_jax import config_lib
+from vit_jax.train import config as config_lib
 
 
 def get_config():

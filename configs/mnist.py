@@ -12,7 +12,7 @@ resnet: `ResNet-tiny` (BiT bottlenecks, stages of 2 units, 16-64-128 wide), 400 
 Both: AdamW (lr 1e-3, weight decay 1e-4), mild random crops, no flips.
 """
 
-from vit_jax import config_lib
+from vit_jax.train import config as config_lib
 
 MODELS = ('vit', 'resnet')
 

@@ -15,7 +15,7 @@ numbers (ViT-B/16, ImageNet 5-shot linear): none 0.614, 1-D learned 0.642, 2-D l
 relative 0.640.
 """
 
-from vit_jax import config_lib
+from vit_jax.train import config as config_lib
 
 # The paper's variants ('relative' is its 1-D relative attention), fixed 2-D sin-cos, and two
 # more relative forms: 2-D relative attention and the per-head scalar bias of Swin / BEiT.

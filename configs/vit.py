@@ -18,7 +18,7 @@ pre-training, this recipe, two runs each):
   ViT-L_32: cifar10 0.9903 / 0.9909, cifar100 0.9302 / 0.9306, imagenet2012 0.8178 / 0.8201
 """
 
-from vit_jax import config_lib
+from vit_jax.train import config as config_lib
 
 # dataset -> (total_steps, train split, validation split, test split)
 DATASETS = {

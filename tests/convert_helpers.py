@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax import checkpoint
+from vit_jax.weights import tree
 from vit_jax import models
 
 TINY = dict(patch_size=(8, 8), hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64)
@@ -20,7 +20,7 @@ def random_params(model, image_size, seed=0):
                           jnp.zeros((1, *image_size, 3)))['params']
   rng = np.random.default_rng(seed)
   out = {}
-  for key, value in checkpoint.flatten_released(shapes).items():
+  for key, value in tree.flatten_released(shapes).items():
     if key.endswith('/scale'):
       x = 1 + 0.2 * rng.normal(size=value.shape)
     elif key.endswith('/bias'):
@@ -39,7 +39,7 @@ def images(image_size, n=2, seed=1):
 
 
 def logits(model, flat, x):
-  return np.asarray(model.apply({'params': checkpoint.unflatten(flat)}, x))
+  return np.asarray(model.apply({'params': tree.unflatten(flat)}, x))
 
 
 def relative_error(got, want):

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 
 from helpers import ROOT
-from vit_jax import checkpoint
+from vit_jax.weights import released
 from vit_jax import models
 from vit_jax.data import synthetic
 
@@ -36,7 +36,7 @@ def test_every_analysis_writes_a_figure_and_its_numbers(tmp_path):
   params = jax.tree.map(lambda x: np.asarray(x) + rng.normal(0, 0.05, np.shape(x)),
                         nn.meta.unbox(variables['params']))
   npz = str(tmp_path / 'tiny.npz')
-  checkpoint.save(npz, params)
+  released.save(npz, params)
   folder = str(tmp_path / 'images')
   for split in ('train', 'test'):
     synthetic.write_image_folder(folder, split, synthetic.smooth_images(12, 64, 64, seed=1),
@@ -70,7 +70,7 @@ def test_analyses_that_do_not_apply_are_skipped_and_bad_input_is_one_line(tmp_pa
   model = models.get_model('testing', num_classes=3, posemb='relative')
   variables = model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))
   npz = str(tmp_path / 'relative.npz')
-  checkpoint.save(npz, nn.meta.unbox(variables['params']))
+  released.save(npz, nn.meta.unbox(variables['params']))
   out = str(tmp_path / 'out')
   result = _analyze(f'--checkpoint={npz}', '--model=testing', '--image_size=32',
                     '--what=posemb,filters', f'--out={out}')

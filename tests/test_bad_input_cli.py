@@ -9,8 +9,8 @@ import pytest
 from helpers import load_config
 from helpers import ROOT
 from test_main_cli import run_main
-from vit_jax import config_check
-from vit_jax import config_lib
+from vit_jax.train import config_check
+from vit_jax.train import config as config_lib
 from vit_jax.train import setup_run
 
 
@@ -38,7 +38,7 @@ def test_misspelt_field_messages_cover_nested_fields():
   assert config_check.unknown_field('model.num_head', paths) == (
       "config has no field 'model.num_head'; did you mean 'model.num_heads'?")
   assert config_check.unknown_field('zzz', paths) == (
-      "config has no field 'zzz'; see vit_jax/config_lib.py for the fields.")
+      "config has no field 'zzz'; see vit_jax/train/config.py for the fields.")
   assert config_check.check_overrides(
       ['main', '--config=x.py', '--config.batch=8', '--config.optim.momentm=0'],
       lambda path: config_lib.base_config()) == (
@@ -47,7 +47,7 @@ def test_misspelt_field_messages_cover_nested_fields():
 
 def test_misspelt_field_in_a_config_file(tmp_path):
   path = tmp_path / 'typo.py'
-  path.write_text('from vit_jax import config_lib\n\n\ndef get_config():\n'
+  path.write_text('from vit_jax.train import config as config_lib\n\n\ndef get_config():\n'
                   '  c = config_lib.base_config()\n  c.pp.crp = 32\n  return c\n')
   workdir = tmp_path / 'work'
   result = run_main(f'--config={path}', f'--workdir={workdir}')

@@ -18,7 +18,7 @@ import pytest
 
 from helpers import load_config
 from helpers import ROOT
-from vit_jax import orbax_io
+from vit_jax.run import orbax_io
 from vit_jax.train import loop
 from vit_jax.train import setup_run
 

@@ -5,7 +5,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from vit_jax import checkpoint
+from vit_jax.weights import released as released_lib
+from vit_jax.weights import tree as tree_lib
 from vit_jax import models
 
 IMAGES = np.zeros((1, 32, 32, 3), np.float32)
@@ -17,7 +18,7 @@ def tiny_params(seed=0, **kw):
       'num_heads': 3, 'mlp_dim': 16, 'representation_size': 6, **kw})
   params = jax.eval_shape(model.init, jax.random.key(seed), IMAGES)['params']
   # Non-trivial values everywhere (the zero-init head included) so that mix-ups show.
-  leaves, tree = jax.tree.flatten(checkpoint.flatten(params))
+  leaves, tree = jax.tree.flatten(tree_lib.flatten(params))
   rng = np.random.default_rng(seed)
   return model, jax.tree.unflatten(tree, [rng.normal(size=x.shape).astype(x.dtype)
                                           for x in leaves])
@@ -35,21 +36,21 @@ def to_linen_numbering(flat):
 
 def test_save_load_round_trip_is_exact(tmp_path):
   model, flat = tiny_params()
-  checkpoint.save(tmp_path / 'a.npz', checkpoint.unflatten(flat))
-  loaded = checkpoint.flatten(checkpoint.load(tmp_path / 'a.npz'))
+  released_lib.save(tmp_path / 'a.npz', tree_lib.unflatten(flat))
+  loaded = tree_lib.flatten(released_lib.load(tmp_path / 'a.npz'))
   assert sorted(loaded) == sorted(flat)
   for key in flat:
     assert loaded[key].dtype == flat[key].dtype
     np.testing.assert_array_equal(loaded[key], flat[key])
   # And the loaded tree drives the model.
-  out = model.apply({'params': checkpoint.load(tmp_path / 'a.npz')}, IMAGES)
+  out = model.apply({'params': released_lib.load(tmp_path / 'a.npz')}, IMAGES)
   assert out.shape == (1, 4) and np.abs(out).max() > 0
 
 
 def test_save_writes_released_numbering_and_boxed_params_work(tmp_path):
   model = models.get_model('testing', num_classes=3)
   boxed = model.init(jax.random.key(0), IMAGES)['params']  # LogicallyPartitioned leaves.
-  checkpoint.save(tmp_path / 'b.npz', boxed)
+  released_lib.save(tmp_path / 'b.npz', boxed)
   with np.load(tmp_path / 'b.npz') as npz:
     keys = set(npz.files)
   assert {'cls', 'embedding/kernel', 'Transformer/posembed_input/pos_embedding',
@@ -68,12 +69,12 @@ def test_linen_numbering_loads_the_same_and_saves_released(tmp_path):
   np.savez(tmp_path / 'linen.npz', **to_linen_numbering(flat))
   with np.load(tmp_path / 'linen.npz') as npz:
     assert 'Transformer/encoderblock_1/MlpBlock_0/Dense_0/kernel' in npz.files
-  released = checkpoint.flatten(checkpoint.load(tmp_path / 'released.npz'))
-  linen = checkpoint.flatten(checkpoint.load(tmp_path / 'linen.npz'))
+  released = tree_lib.flatten(released_lib.load(tmp_path / 'released.npz'))
+  linen = tree_lib.flatten(released_lib.load(tmp_path / 'linen.npz'))
   assert sorted(released) == sorted(linen)
   for key in released:
     np.testing.assert_array_equal(released[key], linen[key])
-  checkpoint.save(tmp_path / 'again.npz', checkpoint.unflatten(to_linen_numbering(flat)))
+  released_lib.save(tmp_path / 'again.npz', tree_lib.unflatten(to_linen_numbering(flat)))
   with np.load(tmp_path / 'again.npz') as npz:
     assert sorted(npz.files) == sorted(flat)
 
@@ -81,10 +82,10 @@ def test_linen_numbering_loads_the_same_and_saves_released(tmp_path):
 def test_bfloat16_arrays_survive(tmp_path):
   _, flat = tiny_params()
   flat_bf16 = {k: v.astype(ml_dtypes.bfloat16) for k, v in flat.items()}
-  checkpoint.save(tmp_path / 'bf16.npz', checkpoint.unflatten(flat_bf16))
+  released_lib.save(tmp_path / 'bf16.npz', tree_lib.unflatten(flat_bf16))
   with np.load(tmp_path / 'bf16.npz') as npz:  # NumPy stores bfloat16 as 2-byte void.
     assert npz['cls'].dtype.kind == 'V'
-  loaded = checkpoint.flatten(checkpoint.load(tmp_path / 'bf16.npz'))
+  loaded = tree_lib.flatten(released_lib.load(tmp_path / 'bf16.npz'))
   for key, value in flat_bf16.items():
     assert loaded[key].dtype == ml_dtypes.bfloat16
     np.testing.assert_array_equal(loaded[key].astype(np.float32), value.astype(np.float32))
@@ -95,7 +96,7 @@ def test_groupnorm_scales_stored_4d_are_flattened(tmp_path):
       'gn_root/scale': np.arange(8.).reshape(1, 1, 1, 8),
       'block1/unit1/gn_proj/bias': np.ones((1, 1, 1, 8)),
       'conv_root/kernel': np.ones((7, 7, 3, 8))})
-  loaded = checkpoint.load(tmp_path / 'gn.npz')
+  loaded = released_lib.load(tmp_path / 'gn.npz')
   assert loaded['gn_root']['scale'].shape == (8,)
   assert loaded['block1']['unit1']['gn_proj']['bias'].shape == (8,)
   assert loaded['conv_root']['kernel'].shape == (7, 7, 3, 8)
@@ -110,23 +111,23 @@ def test_not_an_npz_is_a_clear_error(tmp_path, content, message):
   path = tmp_path / 'bad.npz'
   path.write_bytes(content)
   with pytest.raises(ValueError, match=message) as e:
-    checkpoint.load(path)
+    released_lib.load(path)
   assert str(path) in str(e.value) and '\n' not in str(e.value)
 
 
 def test_pickled_or_empty_or_missing_files(tmp_path):
   np.save(tmp_path / 'obj.npy', np.array([{'a': 1}], dtype=object), allow_pickle=True)
   with pytest.raises(ValueError, match='not a readable .npz'):
-    checkpoint.load(tmp_path / 'obj.npy')
+    released_lib.load(tmp_path / 'obj.npy')
   np.savez(tmp_path / 'empty.npz')
   with pytest.raises(ValueError, match='holds no parameters'):
-    checkpoint.load(tmp_path / 'empty.npz')
+    released_lib.load(tmp_path / 'empty.npz')
   with pytest.raises(FileNotFoundError, match='does not exist'):
-    checkpoint.load(tmp_path / 'nope.npz')
+    released_lib.load(tmp_path / 'nope.npz')
 
 
 def test_variables_dict_instead_of_params_is_explained():
   model = models.get_model('testing', num_classes=3)
   variables = model.init(jax.random.key(0), IMAGES)
   with pytest.raises(ValueError, match=r"pass variables\['params'\]"):
-    checkpoint.flatten(variables)
+    tree_lib.flatten(variables)

@@ -6,12 +6,14 @@ import jax
 import numpy as np
 import pytest
 
-from vit_jax import checkpoint
-from vit_jax import config_lib
-from vit_jax import layouts
+from vit_jax.weights import fit
+from vit_jax.weights import released as released_lib
+from vit_jax.weights import tree as tree_lib
+from vit_jax.train import config as config_lib
+from vit_jax.models import layouts
 from vit_jax import models
-from vit_jax import orbax_io
-from vit_jax import sharding
+from vit_jax.run import orbax_io
+from vit_jax.system import sharding
 from vit_jax.train import optim
 from vit_jax.train import state as state_lib
 from vit_jax.train import step as step_lib
@@ -76,36 +78,36 @@ def test_loop_scan_loop_round_trip_is_bit_exact():
 def test_npz_save_from_scan_model_is_released_layout_and_loads_back(tmp_path):
   loop = randomized(shapes(vit(representation_size=5)))
   scan = layouts.to_scan(loop)
-  checkpoint.save(tmp_path / 'scan.npz', scan)
+  released_lib.save(tmp_path / 'scan.npz', scan)
   with np.load(tmp_path / 'scan.npz') as npz:
     keys = set(npz.files)
     np.testing.assert_array_equal(npz['Transformer/encoderblock_2/MlpBlock_3/Dense_0/kernel'],
                                   block(loop, 2))
-  assert keys == set(checkpoint.flatten(loop))  # released keys only, no stacked ones.
-  assert_trees_equal(checkpoint.load(tmp_path / 'scan.npz'), loop)
-  assert_trees_equal(checkpoint.load(tmp_path / 'scan.npz', layout='scan'), scan)
+  assert keys == set(tree_lib.flatten(loop))  # released keys only, no stacked ones.
+  assert_trees_equal(released_lib.load(tmp_path / 'scan.npz'), loop)
+  assert_trees_equal(released_lib.load(tmp_path / 'scan.npz', layout='scan'), scan)
   # A file written from a scanned model with Linen numbering (as big_vision writes) loads too.
-  flat = {k.replace('MlpBlock_3', 'MlpBlock_0'): v for k, v in checkpoint.flatten(scan).items()}
+  flat = {k.replace('MlpBlock_3', 'MlpBlock_0'): v for k, v in tree_lib.flatten(scan).items()}
   np.savez(tmp_path / 'bv.npz', **flat)
-  assert_trees_equal(checkpoint.load(tmp_path / 'bv.npz'), loop)
+  assert_trees_equal(released_lib.load(tmp_path / 'bv.npz'), loop)
 
 
 def test_load_pretrained_from_released_file_into_scan_model(tmp_path):
   # Relative position tables and position embeddings are resampled per layer (32 -> 48 px).
   kw = dict(posemb='relative_bias', representation_size=5)
   released = randomized(shapes(vit(**kw)))
-  checkpoint.save(tmp_path / 'pre.npz', released)
+  released_lib.save(tmp_path / 'pre.npz', released)
   loop_init, scan_init = shapes(vit(**kw), 48), shapes(vit(scan=True, **kw), 48)
-  expected = checkpoint.load_pretrained(tmp_path / 'pre.npz', zeros(loop_init))
-  got = checkpoint.load_pretrained(tmp_path / 'pre.npz', zeros(scan_init))
+  expected = fit.load_pretrained(tmp_path / 'pre.npz', zeros(loop_init))
+  got = fit.load_pretrained(tmp_path / 'pre.npz', zeros(scan_init))
   table = ('MultiHeadDotProductAttention_1', 'relative_position_bias')
   assert got['Transformer']['encoderblock'][table[0]][table[1]].shape == (3, 11 * 11 + 3, 3)
   assert_trees_equal(got, layouts.to_scan(expected))
   # Strict inference loading (keep_head), and params of a scanned run into a loop model.
-  strict = checkpoint.load_pretrained(tmp_path / 'pre.npz', zeros(shapes(vit(scan=True, **kw))),
+  strict = fit.load_pretrained(tmp_path / 'pre.npz', zeros(shapes(vit(scan=True, **kw))),
                                       keep_head=True)
   assert_trees_equal(strict, layouts.to_scan(released))
-  assert_trees_equal(checkpoint.load_pretrained(layouts.to_scan(released),
+  assert_trees_equal(fit.load_pretrained(layouts.to_scan(released),
                                                 zeros(shapes(vit(**kw))), keep_head=True),
                      released)
 
@@ -178,7 +180,7 @@ def test_orbax_state_restores_exactly_into_the_other_layout(tmp_path, saved_scan
   # Fine-tuning from that run's workdir (pretrained_path) into the other layout.
   params = orbax_io.load_params(str(tmp_path))
   assert layouts.layout_of(params) == ('scan' if saved_scan else 'loop')
-  loaded = checkpoint.load_pretrained(params, zeros(loader.abstract.params), keep_head=True)
+  loaded = fit.load_pretrained(params, zeros(loader.abstract.params), keep_head=True)
   assert_trees_equal(loaded, expected.params)
 
 

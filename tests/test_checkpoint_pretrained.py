@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from vit_jax import checkpoint
+from vit_jax.weights import fit
+from vit_jax.weights import released
+from vit_jax.weights import tree
 from vit_jax import models
-from vit_jax import resample
+from vit_jax.weights import resample
 
 
 def vit(size=32, **kw):
@@ -24,17 +26,17 @@ def init_like(model, image_shape):
   """
   shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros(image_shape, np.float32))
   return jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
-                      checkpoint.unflatten(checkpoint.flatten(shapes['params'])))
+                      tree.unflatten(tree.flatten(shapes['params'])))
 
 
 def randomized(params, seed=0):
   rng = np.random.default_rng(seed)
-  flat = checkpoint.flatten(params)
+  flat = tree.flatten(params)
   return {k: rng.normal(size=v.shape).astype(v.dtype) for k, v in flat.items()}
 
 
 def saved(tmp_path, flat, name='pre.npz'):
-  checkpoint.save(tmp_path / name, checkpoint.unflatten(flat))
+  released.save(tmp_path / name, tree.unflatten(flat))
   return tmp_path / name
 
 
@@ -42,35 +44,35 @@ def test_new_head_new_classes_and_pre_logits_dropped(tmp_path):
   _, pre = vit(num_classes=1000, representation_size=12)
   pre = randomized(pre)
   model, init = vit(num_classes=10)
-  out = checkpoint.flatten(checkpoint.load_pretrained(saved(tmp_path, pre), init))
-  target = checkpoint.flatten(init)
+  out = tree.flatten(fit.load_pretrained(saved(tmp_path, pre), init))
+  target = tree.flatten(init)
   assert sorted(out) == sorted(target)  # no pre_logits, head for 10 classes.
   assert out['head/kernel'].shape == (12, 10)
   np.testing.assert_array_equal(out['head/kernel'], 0.0)
   for key in target:
     if not key.startswith('head/'):
       np.testing.assert_array_equal(out[key], pre[key])
-  logits = model.apply({'params': checkpoint.unflatten(out)}, np.ones((2, 32, 32, 3)))
+  logits = model.apply({'params': tree.unflatten(out)}, np.ones((2, 32, 32, 3)))
   assert logits.shape == (2, 10)
 
 
 def test_keep_head_is_strict_and_exact(tmp_path):
   _, params = vit(representation_size=6)
   flat = randomized(params)
-  out = checkpoint.flatten(checkpoint.load_pretrained(saved(tmp_path, flat), params,
+  out = tree.flatten(fit.load_pretrained(saved(tmp_path, flat), params,
                                                       keep_head=True))
   for key in flat:
     np.testing.assert_array_equal(out[key], flat[key])
   _, no_repr = vit()
   with pytest.raises(ValueError, match=r'not in the model: pre_logits/bias \(6,\)'):
-    checkpoint.load_pretrained(saved(tmp_path, flat), no_repr, keep_head=True)
+    fit.load_pretrained(saved(tmp_path, flat), no_repr, keep_head=True)
 
 
 def test_position_embeddings_resampled_for_new_resolution(tmp_path):
   _, pre = vit(size=32)  # 4x4 grid + class token.
   pre = randomized(pre)
   model, init = vit(size=48)  # 6x6 grid.
-  out = checkpoint.load_pretrained(saved(tmp_path, pre), init)
+  out = fit.load_pretrained(saved(tmp_path, pre), init)
   pe = out['Transformer']['posembed_input']['pos_embedding']
   old = pre['Transformer/posembed_input/pos_embedding']
   assert pe.shape == (1, 37, 12) and pe.dtype == np.float32
@@ -85,9 +87,9 @@ def test_2d_and_relative_position_params_resampled(tmp_path):
   for kind in ('learn_2d', 'relative_bias', 'relative_2d'):
     _, pre = vit(size=32, posemb=kind)
     model, init = vit(size=64, posemb=kind)
-    out = checkpoint.load_pretrained(randomized(pre), init)
-    shapes = {k: v.shape for k, v in checkpoint.flatten(out).items()}
-    assert shapes == {k: v.shape for k, v in checkpoint.flatten(init).items()}
+    out = fit.load_pretrained(randomized(pre), init)
+    shapes = {k: v.shape for k, v in tree.flatten(out).items()}
+    assert shapes == {k: v.shape for k, v in tree.flatten(init).items()}
     assert model.apply({'params': out}, np.ones((1, 64, 64, 3))).shape == (1, 4)
   table = np.arange(7 * 7 + 3, dtype=np.float64).reshape(-1, 1)
   new = resample.resample_relative_table(table, (4, 4), (6, 6))
@@ -135,20 +137,20 @@ def test_mismatches_name_keys_and_shapes(tmp_path):
   _, narrow = vit(hidden_size=6, num_heads=2)
   with pytest.raises(ValueError, match=r'shape mismatch: Transformer/encoder_norm/bias \(12,\) vs '
                      r'model \(6,\), .* and 9 more\)') as e:
-    checkpoint.load_pretrained(saved(tmp_path, randomized(wide)), narrow)
+    fit.load_pretrained(saved(tmp_path, randomized(wide)), narrow)
   assert '\n' not in str(e.value)
   _, two_layers = vit(num_layers=2)
   with pytest.raises(ValueError, match=r'missing from the checkpoint: '
                      r'Transformer/encoderblock_1/LayerNorm_0/bias \(12,\)'):
-    checkpoint.load_pretrained(saved(tmp_path, randomized(wide)), two_layers)
+    fit.load_pretrained(saved(tmp_path, randomized(wide)), two_layers)
   with pytest.raises(ValueError, match=r'not in the model: Transformer/encoderblock_1/'):
-    checkpoint.load_pretrained(saved(tmp_path, randomized(two_layers)), wide)
+    fit.load_pretrained(saved(tmp_path, randomized(two_layers)), wide)
   _, gap = vit(classifier='gap')
   with pytest.raises(ValueError, match=r'not in the model: cls \(1, 1, 12\)'):
-    checkpoint.load_pretrained(saved(tmp_path, randomized(wide)), gap)
+    fit.load_pretrained(saved(tmp_path, randomized(wide)), gap)
   _, with_repr = vit(representation_size=5)
   with pytest.raises(ValueError, match=r'missing from the checkpoint: pre_logits/bias'):
-    checkpoint.load_pretrained(saved(tmp_path, randomized(wide)), with_repr)
+    fit.load_pretrained(saved(tmp_path, randomized(wide)), with_repr)
 
 
 def test_non_square_grid_needs_explicit_grid():
@@ -157,6 +159,6 @@ def test_non_square_grid_needs_explicit_grid():
                                    num_layers=1, num_heads=3, mlp_dim=16)
   init = init_like(model, (1, 32, 48, 3))
   with pytest.raises(ValueError, match=r'24 positions do not form a square grid; pass grid'):
-    checkpoint.load_pretrained(randomized(pre), init)
-  out = checkpoint.load_pretrained(randomized(pre), init, grid=(4, 6))
+    fit.load_pretrained(randomized(pre), init)
+  out = fit.load_pretrained(randomized(pre), init, grid=(4, 6))
   assert out['Transformer']['posembed_input']['pos_embedding'].shape == (1, 25, 12)

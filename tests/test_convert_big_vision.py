@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 import convert_helpers as h
-from vit_jax import checkpoint
-from vit_jax import layouts
+from vit_jax.weights import fit
+from vit_jax.weights import released
+from vit_jax.weights import tree as tree_lib
+from vit_jax.models import layouts
 
 LINEN = {'MultiHeadDotProductAttention_1': 'MultiHeadDotProductAttention_0',
          'LayerNorm_2': 'LayerNorm_1', 'MlpBlock_3': 'MlpBlock_0'}
@@ -15,7 +17,7 @@ POSEMB = 'Transformer/posembed_input/pos_embedding'
 def big_vision_tree(flat, prefix='params/'):
   """Our flat params as big_vision writes them: scanned blocks with Linen numbering,
   top-level pos_embedding without the class token's row, under `params/`, optimizer beside."""
-  scanned = checkpoint.flatten(layouts.to_scan(checkpoint.unflatten(flat)))
+  scanned = tree_lib.flatten(layouts.to_scan(tree_lib.unflatten(flat)))
   out = {}
   for key, value in scanned.items():
     parts = key.split('/')
@@ -40,7 +42,7 @@ def test_big_vision_checkpoint_loads_as_our_params(tmp_path, kw):
   if 'cls' in flat:  # big_vision's class token gets no position embedding: a zero row here.
     flat[POSEMB][:, 0] = 0.0
   np.savez(tmp_path / 'bv.npz', **big_vision_tree(flat))
-  assert_same(checkpoint.flatten(checkpoint.load(tmp_path / 'bv.npz')), flat)
+  assert_same(tree_lib.flatten(released.load(tmp_path / 'bv.npz')), flat)
 
 
 def test_sub_model_of_a_two_tower_file(tmp_path):
@@ -50,14 +52,14 @@ def test_sub_model_of_a_two_tower_file(tmp_path):
   tree['params/t'] = np.ones(1)
   np.savez(tmp_path / 'siglip.npz', **tree)
   path = f'{tmp_path}/siglip.npz:img'
-  assert_same(checkpoint.flatten(checkpoint.load(path)), flat)
+  assert_same(tree_lib.flatten(released.load(path)), flat)
   # Fine-tuning straight from the image tower, into a new 3-class head.
-  init = checkpoint.unflatten(h.random_params(h.vit(num_classes=3, classifier='map'), (32, 32)))
-  tuned = checkpoint.flatten(checkpoint.load_pretrained(path, init))
+  init = tree_lib.unflatten(h.random_params(h.vit(num_classes=3, classifier='map'), (32, 32)))
+  tuned = tree_lib.flatten(fit.load_pretrained(path, init))
   np.testing.assert_array_equal(tuned['MAPHead_0/probe'], flat['MAPHead_0/probe'])
   assert tuned['head/kernel'].shape == (32, 3)
   with pytest.raises(ValueError, match=r"no subtree 'image'; its top-level entries are img, t, "):
-    checkpoint.load(f'{tmp_path}/siglip.npz:image')
+    released.load(f'{tmp_path}/siglip.npz:image')
 
 
 def test_older_big_vision_variants(tmp_path):
@@ -68,9 +70,9 @@ def test_older_big_vision_variants(tmp_path):
     key = 'Transformer/pos_embedding' if key == POSEMB else key
     old['opt/target/' + key.replace('MAPHead_0/', '')] = value
   np.savez(tmp_path / 'old.npz', **old)
-  assert_same(checkpoint.flatten(checkpoint.load(tmp_path / 'old.npz')), flat)
+  assert_same(tree_lib.flatten(released.load(tmp_path / 'old.npz')), flat)
   # A top-level posemb that still has the class token's row (square grid + 1) is kept as is.
   flat = h.random_params(h.vit(), (32, 32))
   top = {('pos_embedding' if k == POSEMB else k): v for k, v in flat.items()}
   np.savez(tmp_path / 'cls_row.npz', **top)
-  assert_same(checkpoint.flatten(checkpoint.load(tmp_path / 'cls_row.npz')), flat)
+  assert_same(tree_lib.flatten(released.load(tmp_path / 'cls_row.npz')), flat)

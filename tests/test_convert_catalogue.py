@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 import convert_helpers as h
-from vit_jax import checkpoint
-from vit_jax.convert import catalogue
-from vit_jax.convert import sources
+from vit_jax.weights import fit
+from vit_jax.weights import released
+from vit_jax.weights import tree
+from vit_jax.weights import catalogue
+from vit_jax.weights import sources
 from vit_jax.train import setup_run
 
 AUGREG_B16 = 'B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0'
@@ -46,7 +48,7 @@ def test_unknown_name_lists_the_known_ones():
 
 def test_downloaded_once_then_read_from_the_cache(tmp_path, monkeypatch):
   flat = h.random_params(h.vit(), (32, 32))
-  checkpoint.save(tmp_path / 'served.npz', checkpoint.unflatten(flat))
+  released.save(tmp_path / 'served.npz', tree.unflatten(flat))
   monkeypatch.setenv('VIT_JAX_CACHE', str(tmp_path / 'cache'))
   monkeypatch.setattr(catalogue, 'https_url', lambda url: (tmp_path / 'served.npz').as_uri())
   loaded = sources.load('i21k:ViT-B_16')
@@ -55,8 +57,8 @@ def test_downloaded_once_then_read_from_the_cache(tmp_path, monkeypatch):
   np.testing.assert_array_equal(loaded['cls'], flat['cls'])
   # Second use: no download (the source is gone), the cached file is read.
   (tmp_path / 'served.npz').unlink()
-  init = checkpoint.unflatten(h.random_params(h.vit(num_classes=3), (32, 32)))
-  tuned = checkpoint.flatten(checkpoint.load_pretrained('i21k:ViT-B_16', init))
+  init = tree.unflatten(h.random_params(h.vit(num_classes=3), (32, 32)))
+  tuned = tree.flatten(fit.load_pretrained('i21k:ViT-B_16', init))
   np.testing.assert_array_equal(tuned['embedding/kernel'], flat['embedding/kernel'])
 
 

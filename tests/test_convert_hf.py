@@ -12,10 +12,12 @@ import torch
 import transformers
 
 import convert_helpers as h
-from vit_jax import checkpoint
+from vit_jax.weights import fit
+from vit_jax.weights import released
+from vit_jax.weights import tree
 from vit_jax import export
-from vit_jax.convert import sources
-from vit_jax.convert import tensor_files
+from vit_jax.weights import sources
+from vit_jax.weights.formats import tensor_files
 
 SIZE = (32, 48)  # non-square: HF's image_size and patch grid as [h, w].
 
@@ -41,7 +43,7 @@ def test_export_then_transformers_gives_our_logits(tmp_path):
   model = h.vit()
   flat = h.random_params(model, SIZE)
   x = h.images(SIZE)
-  checkpoint.save(tmp_path / 'ours.npz', checkpoint.unflatten(flat))
+  released.save(tmp_path / 'ours.npz', tree.unflatten(flat))
   out = str(tmp_path / 'hf')
   how = export.export(str(tmp_path / 'ours.npz'), 'hf', out, image_size=SIZE)
   assert how == f'transformers.ViTForImageClassification.from_pretrained({out!r})'
@@ -64,7 +66,7 @@ def test_pre_logits_export_as_vit_model_whose_pooler_is_pre_logits(tmp_path):
   x = h.images(SIZE)
   features = h.logits(features_model(representation_size=24),
                       {k: v for k, v in flat.items() if not k.startswith('head/')}, x)
-  checkpoint.save(tmp_path / 'ours.npz', checkpoint.unflatten(flat))
+  released.save(tmp_path / 'ours.npz', tree.unflatten(flat))
   how = export.export(str(tmp_path / 'ours.npz'), 'hf', str(tmp_path / 'hf'), image_size=SIZE)
   assert how.startswith('transformers.ViTModel.from_pretrained(')
   loaded, info = transformers.ViTModel.from_pretrained(tmp_path / 'hf', output_loading_info=True)
@@ -78,9 +80,9 @@ def test_hf_classifier_folder_imports_with_its_logits(tmp_path):
   x = h.images(SIZE)
   source.save_pretrained(tmp_path / 'hf')
   model = h.vit()
-  init = checkpoint.unflatten(h.random_params(model, SIZE))
-  loaded = checkpoint.load_pretrained(str(tmp_path / 'hf'), init, keep_head=True)
-  assert h.relative_error(h.logits(model, checkpoint.flatten(loaded), x),
+  init = tree.unflatten(h.random_params(model, SIZE))
+  loaded = fit.load_pretrained(str(tmp_path / 'hf'), init, keep_head=True)
+  assert h.relative_error(h.logits(model, tree.flatten(loaded), x),
                           run_hf(source, x)) <= 1e-5
 
 
@@ -94,10 +96,10 @@ def test_hf_model_with_pooler_imports_as_pre_logits_and_v5_names_read(tmp_path):
   assert any('q_proj' in k for k in state) or any('attention.attention' in k for k in state)
   tensor_files.write(tmp_path / 'hf' / 'model.safetensors', state)
   model = features_model(representation_size=24)
-  init = checkpoint.unflatten(h.random_params(model, SIZE))
-  loaded = checkpoint.load_pretrained(str(tmp_path / 'hf' / 'model.safetensors'), init,
+  init = tree.unflatten(h.random_params(model, SIZE))
+  loaded = fit.load_pretrained(str(tmp_path / 'hf' / 'model.safetensors'), init,
                                       keep_head=True)
-  assert h.relative_error(h.logits(model, checkpoint.flatten(loaded), x),
+  assert h.relative_error(h.logits(model, tree.flatten(loaded), x),
                           run_hf(source, x)) <= 1e-5
 
 
@@ -105,7 +107,7 @@ def test_features_only_export_loads_without_pooler(tmp_path):
   model = features_model()
   flat = h.random_params(model, SIZE, seed=4)
   x = h.images(SIZE)
-  checkpoint.save(tmp_path / 'f.npz', checkpoint.unflatten(flat))
+  released.save(tmp_path / 'f.npz', tree.unflatten(flat))
   out = str(tmp_path / 'hf')
   how = export.export(str(tmp_path / 'f.npz'), 'hf', out, image_size=SIZE)
   assert how == f'transformers.ViTModel.from_pretrained({out!r}, add_pooling_layer=False)'
@@ -119,7 +121,7 @@ def test_features_only_export_loads_without_pooler(tmp_path):
 
 def test_what_hf_cannot_hold_is_a_clear_error(tmp_path):
   flat = h.random_params(h.vit(classifier='gap'), (32, 32))
-  checkpoint.save(tmp_path / 'gap.npz', checkpoint.unflatten(flat))
+  released.save(tmp_path / 'gap.npz', tree.unflatten(flat))
   with pytest.raises(ValueError, match=r"classifier 'gap'.*export --to=timm"):
     export.export(str(tmp_path / 'gap.npz'), 'hf', str(tmp_path / 'out'))
   with pytest.raises(ValueError, match='a Hugging Face checkpoint is a folder'):

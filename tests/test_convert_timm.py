@@ -11,12 +11,14 @@ import timm
 import torch
 
 import convert_helpers as h
-from vit_jax import checkpoint
+from vit_jax.weights import fit
+from vit_jax.weights import released
+from vit_jax.weights import tree
 from vit_jax import export
-from vit_jax.convert import sources
-from vit_jax.convert import spec as spec_lib
-from vit_jax.convert import tensor_files
-from vit_jax.convert import timm as timm_convert
+from vit_jax.weights import sources
+from vit_jax.weights import spec as spec_lib
+from vit_jax.weights.formats import tensor_files
+from vit_jax.weights.formats import timm as timm_convert
 
 ARCHS = {
     'token': (dict(classifier='token'), (32, 32)),
@@ -84,8 +86,8 @@ def test_timm_state_dict_imports_with_its_logits(tmp_path, arch):
     tensor_files.write(path, {k: v.numpy() for k, v in source.state_dict().items()})
   model = h.vit(**kw)
   init = h.random_params(model, size)
-  loaded = checkpoint.load_pretrained(path, checkpoint.unflatten(init), keep_head=True)
-  assert h.relative_error(h.logits(model, checkpoint.flatten(loaded), x), want) <= 1e-5
+  loaded = fit.load_pretrained(path, tree.unflatten(init), keep_head=True)
+  assert h.relative_error(h.logits(model, tree.flatten(loaded), x), want) <= 1e-5
 
 
 def test_what_timm_cannot_hold_is_a_clear_error(tmp_path):
@@ -131,5 +133,5 @@ def test_old_timm_pre_logits_and_missing_qkv_bias_import():
 
 
 def _saved(tmp_path, flat, name='ours.npz'):
-  checkpoint.save(tmp_path / name, checkpoint.unflatten(flat))
+  released.save(tmp_path / name, tree.unflatten(flat))
   return str(tmp_path / name)

@@ -1,10 +1,10 @@
-"""One XLA device per core on a CPU host (`vit_jax.cpu_devices`), unless the user chose."""
+"""One XLA device per core on a CPU host (`vit_jax.system.cpu_devices`), unless the user chose."""
 
 import os
 import subprocess
 import sys
 
-from vit_jax import cpu_devices
+from vit_jax.system import cpu_devices
 
 
 def test_devices_for_divides_every_batch():
@@ -15,7 +15,7 @@ def test_devices_for_divides_every_batch():
   assert cpu_devices.devices_for([], 4) == 4
 
 
-_PROBE = ('import jax; from vit_jax import cpu_devices; '
+_PROBE = ('import jax; from vit_jax.system import cpu_devices; '
           'n = cpu_devices.split_host([{batch}]); print(n, jax.device_count())')
 
 
@@ -36,7 +36,7 @@ def test_split_host_one_device_per_core_unless_user_chose():
 def test_split_host_gives_collectives_time_and_xla_accepts_the_flags():
   """More than one device: XLA_FLAGS gains the longer collective timeouts (an unknown flag
   would abort the backend's start), and an all-reduce over the devices runs."""
-  code = ('import os, jax, jax.numpy as jnp; from vit_jax import cpu_devices; '
+  code = ('import os, jax, jax.numpy as jnp; from vit_jax.system import cpu_devices; '
           'n = cpu_devices.split_host([4]); '
           'x = jax.pmap(lambda v: jax.lax.psum(v, "d"), axis_name="d")(jnp.ones(n)); '
           'print(n, float(x[0]), os.environ.get("XLA_FLAGS", ""))')
@@ -56,7 +56,7 @@ def test_split_host_gives_collectives_time_and_xla_accepts_the_flags():
 
 def test_one_at_a_time_waits_for_results_only_with_several_cpu_devices():
   """The wrapped step returns computed arrays (no step queued behind an unfinished one)."""
-  code = ('import jax, jax.numpy as jnp; from vit_jax import cpu_devices; '
+  code = ('import jax, jax.numpy as jnp; from vit_jax.system import cpu_devices; '
           'jax.config.update("jax_num_cpu_devices", {n}); '
           'f = jax.jit(lambda x: x * 2); g = cpu_devices.one_at_a_time(f); '
           'y = g(jnp.ones(4)); print(g is f, y.is_ready(), float(y.sum()))')

@@ -31,7 +31,7 @@ def test_load_config_errors_are_one_line(tmp_path):
   with pytest.raises(setup_run.ConfigError, match='dataset must be one of'):
     experiment.load_config(str(ROOT / 'configs' / 'vit.py') + ':ViT-Ti_16,mnist')
   misspelt = tmp_path / 'misspelt.py'
-  misspelt.write_text('from vit_jax import config_lib\n\n\ndef get_config():\n'
+  misspelt.write_text('from vit_jax.train import config as config_lib\n\n\ndef get_config():\n'
                       '  c = config_lib.base_config()\n  c.totl_steps = 5\n  return c\n')
   with pytest.raises(setup_run.ConfigError) as e:
     experiment.load_config(str(misspelt))

@@ -11,12 +11,13 @@ import pytest
 
 import convert_helpers as h
 from helpers import ROOT
-from vit_jax import checkpoint
-from vit_jax import config_lib
+from vit_jax.weights import released
+from vit_jax.weights import tree
+from vit_jax.train import config as config_lib
 from vit_jax import export
-from vit_jax import layouts
+from vit_jax.models import layouts
 from vit_jax import models
-from vit_jax import orbax_io
+from vit_jax.run import orbax_io
 from vit_jax.train import state as state_lib
 
 
@@ -29,7 +30,7 @@ def scanned_workdir(tmp_path):
     config.model[field] = value
   config.pp.crop = 32
   flat = h.random_params(h.vit(), (32, 32))
-  params = layouts.to_scan(checkpoint.unflatten(flat))
+  params = layouts.to_scan(tree.unflatten(flat))
   state = state_lib.TrainState(step=np.int32(7), params=params,
                                opt_state=optax.sgd(0.1).init(params),
                                rng=np.zeros(2, np.uint32))
@@ -44,7 +45,7 @@ def scanned_workdir(tmp_path):
 def test_workdir_exports_released_npz_and_timm(tmp_path):
   workdir, flat = scanned_workdir(tmp_path)
   how = export.export(workdir, 'npz', str(tmp_path / 'out.npz'))
-  assert how == f"vit_jax.checkpoint.load('{tmp_path / 'out.npz'}')"
+  assert how == f"vit_jax.weights.released.load('{tmp_path / 'out.npz'}')"
   with np.load(tmp_path / 'out.npz') as npz:  # released layout: blocks unstacked.
     assert sorted(npz.files) == sorted(flat)
     np.testing.assert_array_equal(
@@ -57,7 +58,7 @@ def test_workdir_exports_released_npz_and_timm(tmp_path):
 
 def test_model_flag_checks_the_params(tmp_path):
   flat = h.random_params(h.vit(), (32, 32))
-  checkpoint.save(tmp_path / 'tiny.npz', checkpoint.unflatten(flat))
+  released.save(tmp_path / 'tiny.npz', tree.unflatten(flat))
   with pytest.raises(ValueError, match=r'^--model=ViT-S_16 at 224x224 does not fit the '
                      r'checkpoint .*: Pre-trained params do not fit the model \(shape mismatch: '
                      r'Transformer/encoder_norm/bias \(32,\) vs model \(384,\)'):
@@ -73,7 +74,7 @@ def test_model_flag_checks_the_params(tmp_path):
 def test_unpooled_models_are_refused_for_timm_and_hf(tmp_path):
   # Their params look like a GAP model's; only the registered model tells them apart.
   flat = h.random_params(models.get_model('testing-unpooled', num_classes=None), (32, 32))
-  checkpoint.save(tmp_path / 'u.npz', checkpoint.unflatten(flat))
+  released.save(tmp_path / 'u.npz', tree.unflatten(flat))
   with pytest.raises(ValueError, match=r"^classifier 'unpooled' \(all tokens out\) has no timm "
                      r'equivalent; export --to=npz instead\.$'):
     export.export(str(tmp_path / 'u.npz'), 'timm', str(tmp_path / 't'),
@@ -87,7 +88,7 @@ def run(*args):
 
 def test_command_line(tmp_path):
   flat = h.random_params(h.vit(classifier='gap'), (32, 32))
-  checkpoint.save(tmp_path / 'gap.npz', checkpoint.unflatten(flat))
+  released.save(tmp_path / 'gap.npz', tree.unflatten(flat))
   done = run(f'--checkpoint={tmp_path}/gap.npz', '--to=timm', f'--out={tmp_path}/t')
   assert done.returncode == 0, done.stderr[-2000:]
   assert done.stdout.strip() == (f"Wrote {tmp_path}/t; load it with: "

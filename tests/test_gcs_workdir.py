@@ -8,7 +8,7 @@ from etils.epath import backend
 from etils.epath import gpath
 from tensorboard.backend.event_processing import event_accumulator
 
-from vit_jax import metrics as metrics_lib
+from vit_jax.train import metrics as metrics_lib
 from vit_jax.train import loop
 from vit_jax.train import setup_run
 

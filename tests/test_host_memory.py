@@ -1,4 +1,4 @@
-"""Host-memory tuning (`vit_jax.host_memory`) is opt-in and takes effect at import."""
+"""Host-memory tuning (`vit_jax.system.host_memory`) is opt-in and takes effect at import."""
 
 import os
 import platform
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-_PROBE = ('import vit_jax, jax; from vit_jax import host_memory; '
+_PROBE = ('import vit_jax, jax; from vit_jax.system import host_memory; '
           'jax.numpy.ones(3).block_until_ready(); print(host_memory._applied)')
 
 

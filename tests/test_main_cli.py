@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from helpers import ROOT
-from vit_jax import config_lib
+from vit_jax.train import config as config_lib
 from vit_jax import inference_time
 
 

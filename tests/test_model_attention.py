@@ -14,6 +14,7 @@ import pytest
 
 from vit_jax import models
 from vit_jax.models import attention
+from vit_jax.models import relative_position
 from vit_jax.models import layers
 from vit_jax.train import setup_run
 
@@ -123,7 +124,7 @@ def test_self_attention_module_with_relative_bias_matches_numpy_for_both_impleme
   p = params['params']
   table = np.asarray(p['relative_position_bias'], np.float64)
   # The index itself is checked against the 2-D offsets in test_model_forward.
-  index = attention.relative_position_index(*GRID, num_prefix=1)
+  index = relative_position.relative_position_index(*GRID, num_prefix=1)
   expected = numpy_attention(p, x, x, np.transpose(table[index], (2, 0, 1)))
   outputs = {impl: _module(impl, **kw).apply(params, x, x) for impl in ('per_head', 'xla')}
   for impl, out in outputs.items():

@@ -11,6 +11,7 @@ import pytest
 
 from vit_jax import models
 from vit_jax.models import attention
+from vit_jax.models import relative_position
 from vit_jax.models import posemb
 
 TINY = dict(patch_size=(4, 4), hidden_size=16, num_layers=2, num_heads=2, mlp_dim=24)
@@ -143,7 +144,7 @@ def test_sincos_embedding_values():
 
 
 def test_relative_position_index_is_a_function_of_the_offset():
-  index = attention.relative_position_index(3, 4, num_prefix=1)
+  index = relative_position.relative_position_index(3, 4, num_prefix=1)
   assert index.shape == (13, 13)
   coords = [(r, c) for r in range(3) for c in range(4)]
   for i, (r1, c1) in enumerate(coords):

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vit_jax import layouts
+from vit_jax.models import layouts
 from vit_jax import models
 from vit_jax.analysis import capture
 

@@ -2,7 +2,7 @@
 
 The weights are built here in the released `.npz` layout (pre-Linen numbering, q/k/v kernels
 [D, heads, head_dim], out kernel [heads, head_dim, D]), written to disk and read back with
-`checkpoint.load`: the test proves both the model and the checkpoint format.
+`npz.load`: the test proves both the model and the checkpoint format.
 """
 
 import functools
@@ -11,7 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from vit_jax import checkpoint
+from vit_jax.weights import released
+from vit_jax.weights import tree
 from vit_jax import models
 
 PATCH, SIZE, D, HEADS, MLP, LAYERS, REPR, CLASSES = 4, 16, 8, 2, 12, 2, 6, 5
@@ -103,7 +104,7 @@ def test_logits_match_numpy_reference(tmp_path, classifier, representation):
   rng = np.random.default_rng(0)
   flat = released_weights(rng, classifier, representation)
   np.savez(tmp_path / 'tiny.npz', **flat)
-  params = checkpoint.load(tmp_path / 'tiny.npz')
+  params = released.load(tmp_path / 'tiny.npz')
   images = rng.uniform(-1, 1, (3, SIZE, SIZE, 3)).astype(np.float32)
 
   apply = jax.jit(functools.partial(tiny_vit(classifier, representation).apply, train=False))
@@ -125,5 +126,5 @@ def test_model_init_tree_has_exactly_the_released_keys():
   flat = released_weights(rng)
   variables = jax.eval_shape(tiny_vit('token', True).init, jax.random.key(0),
                              np.zeros((1, SIZE, SIZE, 3), np.float32))
-  shapes = {k: v.shape for k, v in checkpoint.flatten(variables['params']).items()}
+  shapes = {k: v.shape for k, v in tree.flatten(variables['params']).items()}
   assert shapes == {k: v.shape for k, v in flat.items()}

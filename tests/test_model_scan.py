@@ -1,6 +1,6 @@
 """Scan over layers and rematerialisation compute the same function as the plain loop.
 
-The scanned model gets the loop model's params converted (vit_jax.layouts), so any
+The scanned model gets the loop model's params converted (vit_jax.models.layouts), so any
 difference in logits or gradients is the model's. Train-mode randomness cannot be compared
 draw for draw (the loop folds each block's name into the dropout RNG, the scan splits it per
 layer), so stochastic depth is checked at rates 0 and 1 (deterministic) and dropout by its
@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from helpers import load_config
-from vit_jax import config_lib
-from vit_jax import layouts
+from vit_jax.train import config as config_lib
+from vit_jax.models import layouts
 from vit_jax import models
-from vit_jax import sharding
-from vit_jax import throughput
+from vit_jax.system import sharding
+from vit_jax.train import throughput
 from vit_jax.train import loop
 from vit_jax.train import setup_run
 

@@ -17,16 +17,16 @@ from PIL import Image
 
 from helpers import load_config
 from helpers import ROOT
-from vit_jax import checkpoint
-from vit_jax import config_lib
-from vit_jax import labels
+from vit_jax.weights import released
+from vit_jax.train import config as config_lib
+from vit_jax.inference import labels
 from vit_jax import models
-from vit_jax import orbax_io
+from vit_jax.run import orbax_io
 from vit_jax import predict
-from vit_jax import predictor as predictor_lib
+from vit_jax.inference import predictor as predictor_lib
 from vit_jax.train import loop
 from vit_jax.train import setup_run
-from vit_jax.train import step as step_lib
+from vit_jax.models import layers
 
 # Class folder names whose sorted order (eight, five, four, ...) is not the digits' order, so
 # a name taken from the wrong place cannot pass for the right one.
@@ -65,7 +65,7 @@ def trained(tmp_path_factory):
 @functools.partial(jax.jit, static_argnums=0)
 def _softmax(model, params, images):
   """Reference probabilities: the model on uint8 images as the train loop's eval step sees them."""
-  return jax.nn.softmax(model.apply({'params': params}, step_lib.model_input(images),
+  return jax.nn.softmax(model.apply({'params': params}, layers.model_input(images),
                                     train=False))
 
 
@@ -85,7 +85,7 @@ def test_probabilities_match_the_eval_pipeline(trained):
   from vit_jax import data  # pylint: disable=g-import-not-at-top
   workdir, root, config = trained
   # The run's own evaluation path: its eval iterator (uint8 pixels, as the loop reads them)
-  # and the model applied to step.model_input, with the params of the saved checkpoint.
+  # and the model applied to layers.model_input, with the params of the saved checkpoint.
   batch = next(iter(data.eval_iterator(str(root), 'test', global_batch=24, crop=16,
                                        image_dtype='uint8')))
   assert batch['mask'].sum() == NUM_TEST
@@ -195,7 +195,7 @@ def _npz(tmp_path, num_classes, representation_size=10):
   """(path, model, params): the `testing` model saved as a released-format .npz."""
   model, params = _testing_params(num_classes, representation_size)
   path = tmp_path / f'testing_{num_classes}_{representation_size}.npz'
-  checkpoint.save(path, params)
+  released.save(path, params)
   return path, model, params
 
 

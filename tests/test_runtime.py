@@ -4,7 +4,7 @@ import socket
 import threading
 import time
 
-from vit_jax import runtime
+from vit_jax.system import runtime
 
 
 def test_detect_on_the_test_devices():

@@ -9,8 +9,8 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from vit_jax import config_lib
-from vit_jax import sharding
+from vit_jax.train import config as config_lib
+from vit_jax.system import sharding
 
 FSDP = config_lib.SHARDING_RULES['fsdp']
 OUT_PROJ = ('heads', 'kv', 'embed')  # Attention out-projection kernel [heads, head_dim, D].

@@ -6,10 +6,10 @@ from jax.sharding import PartitionSpec as P
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax import config_lib
+from vit_jax.train import config as config_lib
 from vit_jax import models
-from vit_jax import sharding
-from vit_jax import sharding_view
+from vit_jax.system import sharding
+from vit_jax.system import sharding_view
 from vit_jax.train import optim
 from vit_jax.train import state as state_lib
 from helpers import load_config

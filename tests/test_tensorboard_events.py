@@ -5,7 +5,7 @@ import sys
 
 from tensorboard.backend.event_processing import event_accumulator
 
-from vit_jax import tensorboard_events
+from vit_jax.train import tensorboard_events
 
 
 def test_scalars_read_back_and_writers_never_share_a_file(tmp_path):
@@ -25,7 +25,7 @@ def test_scalars_read_back_and_writers_never_share_a_file(tmp_path):
 
 
 def test_writer_imports_neither_tensorflow_nor_torch(tmp_path):
-  code = ('import sys\nfrom vit_jax import tensorboard_events\n'
+  code = ('import sys\nfrom vit_jax.train import tensorboard_events\n'
           f'tensorboard_events.EventFileWriter({str(tmp_path)!r}).scalars(1, {{"x": 1.0}})\n'
           "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'torch'}))")
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)

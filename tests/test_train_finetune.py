@@ -7,8 +7,8 @@ import os
 import numpy as np
 
 from helpers import load_config
-from vit_jax import checkpoint
-from vit_jax import orbax_io
+from vit_jax.weights import released
+from vit_jax.run import orbax_io
 from vit_jax.train import loop
 from vit_jax.train import setup_run
 
@@ -30,7 +30,7 @@ def test_finetune_from_npz_at_new_resolution(tmp_path, digits_data_dir):
   train(pre, digits_data_dir, total_steps=150, warmup_steps=20, eval_every=1000,
         checkpoint_every=1000)
   params = orbax_io.load_params(str(pre))
-  checkpoint.save(tmp_path / 'pre.npz', params)
+  released.save(tmp_path / 'pre.npz', params)
   assert params['Transformer']['posembed_input']['pos_embedding'].shape == (1, 16, 64)
 
   # Fine-tune at 24px (6x6 grid): SGD as in the fine-tuning recipe.

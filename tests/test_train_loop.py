@@ -9,7 +9,8 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from helpers import load_config
-from vit_jax import checkpoint
+from vit_jax.weights import released
+from vit_jax.weights import tree
 from vit_jax import models
 from vit_jax.train import loop
 from vit_jax.train import setup_run
@@ -97,8 +98,8 @@ def test_pretrained_file_that_does_not_fit(tmp_path, digits_data_dir):
   other = models.get_model('testing', num_classes=10)
   import jax  # pylint: disable=g-import-not-at-top
   params = jax.eval_shape(other.init, jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))
-  checkpoint.save(tmp_path / 'other.npz', jax.tree.map(lambda x: np.ones(x.shape, x.dtype),
-                                                       checkpoint.flatten(params['params'])))
+  released.save(tmp_path / 'other.npz', jax.tree.map(lambda x: np.ones(x.shape, x.dtype),
+                                                       tree.flatten(params['params'])))
   message = build_error(tmp_path, digits_data_dir, pretrained_path=str(tmp_path / 'other.npz'))
   print(message)
   assert 'Pre-trained params do not fit the model (shape mismatch: ' in message

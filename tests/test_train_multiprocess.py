@@ -16,8 +16,8 @@ import sys
 import numpy as np
 from helpers import ROOT
 
-from vit_jax import checkpoint
-from vit_jax import orbax_io
+from vit_jax.weights import tree
+from vit_jax.run import orbax_io
 
 from vit_jax.train.loop import PREEMPTED_EXIT_CODE as PREEMPTED
 
@@ -99,8 +99,8 @@ def test_two_processes_fsdp_train_as_one_process(tmp_path, digits_data_dir):
       losses[run] = [json.loads(line)['train/loss'] for line in f if 'train/loss' in line]
   assert len(losses['one']) == 6
   np.testing.assert_allclose(losses['two'], losses['one'], rtol=1e-6)
-  two = checkpoint.flatten(orbax_io.load_params(str(tmp_path / 'two')))
-  one = checkpoint.flatten(orbax_io.load_params(str(tmp_path / 'one')))
+  two = tree.flatten(orbax_io.load_params(str(tmp_path / 'two')))
+  one = tree.flatten(orbax_io.load_params(str(tmp_path / 'one')))
   assert sorted(two) == sorted(one) and len(one) == 71  # 4 blocks of 16, and 7 more.
   diff = {k: float(np.linalg.norm(two[k] - one[k]) / np.linalg.norm(one[k])) for k in one}
   total = np.sqrt(sum(float(np.sum((two[k] - one[k])**2)) for k in one) /

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from helpers import ROOT
-from vit_jax import config_lib
+from vit_jax.train import config as config_lib
 from vit_jax import models
-from vit_jax import orbax_io
-from vit_jax import sharding
+from vit_jax.run import orbax_io
+from vit_jax.system import sharding
 from vit_jax.train import loop
 from vit_jax.train import optim
 from vit_jax.train import state as state_lib

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from vit_jax import config_lib
+from vit_jax.train import config as config_lib
 from vit_jax.train import optim
 
 

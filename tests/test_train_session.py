@@ -6,7 +6,7 @@ import optax
 
 from helpers import load_config
 from vit_jax import experiment
-from vit_jax import orbax_io
+from vit_jax.run import orbax_io
 from vit_jax.train import session as session_lib
 
 

@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from vit_jax import config_lib
+from vit_jax.train import config as config_lib
 from vit_jax import models
-from vit_jax import sharding
+from vit_jax.system import sharding
 from vit_jax.train import optim
 from vit_jax.train import state as state_lib
 from vit_jax.train import step as step_lib

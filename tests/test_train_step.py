@@ -7,10 +7,11 @@ import numpy as np
 import optax
 import pytest
 
-from vit_jax import config_lib
+from vit_jax.train import config as config_lib
 from vit_jax import models
 from vit_jax.train import optim
 from vit_jax.train import state as state_lib
+from vit_jax.models import layers
 from vit_jax.train import step as step_lib
 
 
@@ -102,11 +103,11 @@ def test_uint8_images_are_mapped_to_minus_one_one_on_the_device():
   pixels = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
   pixels[0, 0, 0] = [0, 128, 255]
   floats = pixels.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
-  mapped = np.asarray(jax.jit(step_lib.model_input)(pixels))
+  mapped = np.asarray(jax.jit(layers.model_input)(pixels))
   assert mapped.dtype == np.float32
   np.testing.assert_allclose(mapped[0, 0, 0], [-1.0, 1 / 255, 1.0], rtol=0, atol=1.2e-7)
   np.testing.assert_allclose(mapped, floats, rtol=0, atol=1.2e-7)
-  assert step_lib.model_input(floats) is floats
+  assert layers.model_input(floats) is floats
   state_u, metrics_u = _one_step(images=pixels)
   state_f, metrics_f = _one_step(images=floats)
   assert float(metrics_u['grad_norm']) > 0

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 from helpers import load_config
-from vit_jax import throughput
+from vit_jax.train import throughput
 from vit_jax.train import loop
 from vit_jax.train import setup_run
 

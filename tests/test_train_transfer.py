@@ -15,9 +15,9 @@ import sys
 import numpy as np
 
 from helpers import ROOT
-from vit_jax import checkpoint
-from vit_jax import orbax_io
-from vit_jax import resample
+from vit_jax.weights import tree
+from vit_jax.run import orbax_io
+from vit_jax.weights import resample
 from vit_jax.data import synthetic
 
 PRE_STEPS = 150
@@ -59,8 +59,8 @@ def test_pretrain_on_digits_then_finetune_on_mnist_at_higher_resolution(
                 'warmup_steps=6', f'eval_every={STEPS}', f'checkpoint_every={STEPS}', 'seed=1',
                 f'pretrained_path={pre}')
 
-  flat_pre = checkpoint.flatten(orbax_io.load_params(pre))
-  flat_ft = checkpoint.flatten(orbax_io.load_params(ft))
+  flat_pre = tree.flatten(orbax_io.load_params(pre))
+  flat_ft = tree.flatten(orbax_io.load_params(ft))
   # Position embeddings: 4x4 patches of 16px -> 7x7 of 28px, resampled from the pre-trained.
   posemb = 'Transformer/posembed_input/pos_embedding'
   assert flat_pre[posemb].shape == (1, 16, 64) and flat_ft[posemb].shape == (1, 49, 64)

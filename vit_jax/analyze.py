@@ -33,7 +33,7 @@ from absl import logging
 import jax
 import numpy as np
 
-from vit_jax import predictor as predictor_lib
+from vit_jax.inference import predictor as predictor_lib
 
 ANALYSES = ('filters', 'posemb', 'attention_distance', 'rollout', 'fourier', 'noise',
             'hessian', 'landscape')

@@ -9,7 +9,7 @@
 
 `train` is `python -m vit_jax.main` without what belongs to a process (flags, exit codes,
 jax.distributed, the split of a CPU host into one device per core: call
-`vit_jax.cpu_devices.split_host()` before JAX starts for that): the same validation, loop,
+`vit_jax.system.cpu_devices.split_host()` before JAX starts for that): the same validation, loop,
 workdir files and resuming. Errors are raised instead of exit codes: setup_run.ConfigError
 (a config that cannot work, one line), loop.NonFiniteLossError, orbax_io.CheckpointError.
 """
@@ -23,9 +23,9 @@ from etils import epath
 from ml_collections import config_dict
 import numpy as np
 
-from vit_jax import config_check
-from vit_jax import config_lib
-from vit_jax import orbax_io
+from vit_jax.train import config_check
+from vit_jax.train import config as config_lib
+from vit_jax.run import orbax_io
 from vit_jax.train import loop
 from vit_jax.train import session as session_lib
 from vit_jax.train import setup_run

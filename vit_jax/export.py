@@ -6,10 +6,10 @@ r"""Exports a checkpoint for other codebases: released `.npz`, timm or Hugging F
 `--checkpoint` takes a vit_jax training workdir (its newest Orbax checkpoint; the workdir's
 config.json names the model and image size) or anything `config.pretrained_path` takes (a
 released or big_vision `.npz`, a released name such as `i21k:ViT-B_16`, timm / Hugging Face
-files). The architecture is read from the params' shapes (vit_jax.convert.spec); `--model`
+files). The architecture is read from the params' shapes (vit_jax.weights.spec); `--model`
 checks the params against a registered model instead, `--image_size` gives a non-square size.
 
-  --to=npz   released layout (vit_jax.checkpoint.save), any model.
+  --to=npz   released layout (vit_jax.weights.released.save), any model.
   --to=timm  a folder (model.safetensors + timm's config.json) for
              timm.create_model('local-dir:OUT', pretrained=True), or with OUT ending in
              .safetensors / .pth / .bin that one state_dict file (the printed
@@ -29,13 +29,15 @@ from absl import flags
 import jax
 import numpy as np
 
-from vit_jax import checkpoint
+from vit_jax.weights import fit
+from vit_jax.weights import released
+from vit_jax.weights import tree
 from vit_jax import models
-from vit_jax import orbax_io
-from vit_jax.convert import hf
-from vit_jax.convert import sources
-from vit_jax.convert import spec as spec_lib
-from vit_jax.convert import timm
+from vit_jax.run import orbax_io
+from vit_jax.weights.formats import hf
+from vit_jax.weights import sources
+from vit_jax.weights import spec as spec_lib
+from vit_jax.weights.formats import timm
 
 TARGETS = ('hf', 'timm', 'npz')
 FLAGS = flags.FLAGS
@@ -97,7 +99,7 @@ def _check_against_model(flat, name, overrides, image_size):
                                                                    np.float32))['params']
   zeros = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
   try:
-    checkpoint.load_pretrained(checkpoint.unflatten(flat), zeros, keep_head=True)
+    fit.load_pretrained(tree.unflatten(flat), zeros, keep_head=True)
   except ValueError as e:
     raise ExportError(f'--model={name} at {image_size[0]}x{image_size[1]} does not fit the '
                       f'checkpoint (leave --model out to read the architecture from the params): '
@@ -130,8 +132,8 @@ def export(source: str, to: str, out: str, model: str | None = None,
   flat = sources.load(source, num_heads=num_heads)
   module = _check_against_model(flat, model, overrides, image_size) if model else None
   if to == 'npz':
-    checkpoint.save(out, checkpoint.unflatten(flat))
-    return f'vit_jax.checkpoint.load({out!r})'
+    released.save(out, tree.unflatten(flat))
+    return f'vit_jax.weights.released.load({out!r})'
   classifier = getattr(module, 'classifier', None)
   if classifier in ('unpooled', 'token_unpooled'):  # params alone look like gap / token.
     raise ExportError(f"classifier {classifier!r} (all tokens out) has no {to} equivalent; "

@@ -4,7 +4,7 @@ r"""Inference throughput of a model: images/s and images/s/device after warm-up.
       [--dtype=bfloat16] [--steps=20] [--warmup=3]
 
 The batch is split over all devices (data parallel, params replicated; on a CPU host one
-device per core, see `vit_jax.cpu_devices`); each timed step is one
+device per core, see `vit_jax.system.cpu_devices`); each timed step is one
 jitted forward pass, timed to completion; the median step time is reported.
 """
 
@@ -19,9 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax import cpu_devices
+from vit_jax.system import cpu_devices
 from vit_jax import models
-from vit_jax import sharding
+from vit_jax.system import sharding
 
 _MODEL = flags.DEFINE_string('model', 'ViT-B_16', 'Registered model name.')
 _BATCH = flags.DEFINE_integer('batch', 64, 'Global batch size (divisible by the device count).')

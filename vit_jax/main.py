@@ -23,10 +23,10 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from vit_jax import config_check
-from vit_jax import config_lib
-from vit_jax import cpu_devices
-from vit_jax import orbax_io
+from vit_jax.train import config_check
+from vit_jax.train import config as config_lib
+from vit_jax.system import cpu_devices
+from vit_jax.run import orbax_io
 from vit_jax.data import stderr_filter
 from vit_jax.train import loop
 from vit_jax.train import setup_run
@@ -45,7 +45,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def _split_cpu(config) -> None:
-  """One CPU device per core (see vit_jax.cpu_devices) where the mesh leaves the count open."""
+  """One CPU device per core (see vit_jax.system.cpu_devices) where the mesh leaves the count open."""
   sizes = list(config.mesh.values())
   if sizes.count(-1) != 1 or any(s not in (-1, 1) for s in sizes):
     return  # The user sized the mesh; the device count is theirs to choose.

@@ -10,7 +10,7 @@ class names and the run's eval preprocessing; or a released-format `.npz`, with 
 naming the registered model. For an `.npz` the image size comes from the position embeddings
 (or `--image_size`), the resize is the original's plain resize (or `--resize_mode`), and the
 class names from `--labels=FILE` (one per line), else the ImageNet lists of the installed
-packages for 1,000 / 21,843 classes (see vit_jax.labels), else the class indices.
+packages for 1,000 / 21,843 classes (see vit_jax.inference.labels), else the class indices.
 
 Arguments are image files and folders (searched recursively for .jpg/.jpeg/.png/.bmp/.gif).
 Images are decoded and resized exactly as the run's evaluation did (vit_jax.data.preprocess),
@@ -18,7 +18,7 @@ then classified in jitted batches; probabilities are the softmax of the logits. 
 cannot be read is listed with the reason, the others are still classified. Output: a table,
 or with `--json` one JSON object. Exit codes: 0 predictions printed, 1 no image could be read,
 2 bad input (one `Error:` line on stderr: missing checkpoint, no images, model mismatch, ...).
-Loading and classifying are vit_jax.predictor's; this module is the command line.
+Loading and classifying are vit_jax.inference.predictor's; this module is the command line.
 """
 
 import json
@@ -29,7 +29,7 @@ from typing import Any, Sequence
 from absl import flags
 from etils import epath
 
-from vit_jax import predictor as predictor_lib
+from vit_jax.inference import predictor as predictor_lib
 
 PredictError = predictor_lib.PredictError
 

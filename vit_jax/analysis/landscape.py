@@ -34,7 +34,7 @@ import tqdm
 PyTree = Any
 Path = tuple[str, ...]
 
-_SCANNED = 'encoderblock'  # vit_jax.layouts: the scan layout stacks the blocks under this name
+_SCANNED = 'encoderblock'  # vit_jax.models.layouts: the scan layout stacks the blocks under this name
 _PER_HEAD_INPUTS = ('query', 'key', 'value')
 
 

@@ -277,7 +277,7 @@ def train_iterator(dataset, split: str, *, global_batch: int, crop: int, shardin
     prefetch: batches kept ready on the devices (or on the host when sharding is None).
     image_dtype: 'float32' gives pixels in [-1, 1], as the models take them; 'uint8' gives
       [0, 255] (rounded after resizing): a quarter of the bytes to batch on the host and to
-      copy to the devices, mapped to [-1, 1] on the devices by `train.step.model_input` (the
+      copy to the devices, mapped to [-1, 1] on the devices by `models.layers.model_input` (the
       trainer's choice).
     process_index, process_count: default to jax's; pass both to simulate processes.
     state: a dict from `TrainIterator.get_state()` to continue a run.

@@ -9,7 +9,7 @@ prepared from the copy inside scikit-learn.
 import difflib
 import logging
 
-from vit_jax import quiet_logs
+from vit_jax.system import quiet_logs
 from vit_jax.data import errors
 from vit_jax.data import preprocess
 from vit_jax.data import tf_setup

@@ -3,20 +3,8 @@
 Parameters (same layout as the released `.npz` files and flax's MultiHeadDotProductAttention):
   query/key/value: kernel [D, heads, head_dim], bias [heads, head_dim]
   out:             kernel [heads, head_dim, D], bias [D]
-plus, with `relative_grid` set, one of three learned relative position encodings for the
-patches of an h x w grid (the ViT paper's ablation of position embeddings, Appendix D.4):
-  relative='attention'    (posemb 'relative', the paper's variant) 1-D relative attention: an
-      embedding per offset i - j between patches in raster order, `relative_embedding`
-      [2hw - 1 (+3), head_dim] shared by the heads; each head's query is dotted with the
-      embedding of the (query, key) offset and the result added to the logit before the
-      softmax (content-dependent, as in Shaw et al. 2018).
-  relative='attention_2d' (posemb 'relative_2d') the same with 2-D offsets: `relative_embedding_y`
-      [2h - 1 (+3), head_dim/2] and `relative_embedding_x` [2w - 1 (+3), head_dim/2], the
-      offset's embedding being the two concatenated.
-  relative='bias'         (posemb 'relative_bias') a learned scalar per head and 2-D offset,
-      `relative_position_bias` [(2h-1)(2w-1) (+3), heads] (the form of Swin / BEiT).
-Prefix tokens (the class token) get three learned entries in each table: prefix->patch,
-patch->prefix and prefix->prefix (the "+3").
+plus, with `relative_grid` set, the tables of a learned relative position encoding
+(vit_jax.models.relative_position: the ViT paper's ablation, Appendix D.4).
 
 With the `intermediates` collection mutable (`apply(..., mutable=['intermediates'])`) the module
 also sows its post-softmax attention weights, float32 [B, heads, T, S], as `attention_weights`
@@ -45,62 +33,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_jax.models import layers
+from vit_jax.models import relative_position
 
 IMPLEMENTATIONS = ('auto', 'per_head', 'xla', 'cudnn')
-
-
-RELATIVE_KINDS = ('attention', 'attention_2d', 'bias')
-
-
-def _with_prefix(patch_index: np.ndarray, num_offsets: int, num_prefix: int) -> np.ndarray:
-  """Extends a [hw, hw] patch-pair index with the three prefix entries -> int32 [L, L]."""
-  if not num_prefix:
-    return patch_index.astype(np.int32)
-  length = num_prefix + patch_index.shape[0]
-  index = np.empty((length, length), np.int64)
-  index[num_prefix:, num_prefix:] = patch_index
-  index[:num_prefix, num_prefix:] = num_offsets  # prefix query -> patch key.
-  index[num_prefix:, :num_prefix] = num_offsets + 1  # patch query -> prefix key.
-  index[:num_prefix, :num_prefix] = num_offsets + 2  # prefix -> prefix.
-  return index.astype(np.int32)
-
-
-def _grid_deltas(h: int, w: int) -> np.ndarray:
-  """Offsets (dy, dx) of query minus key for every pair of patches: int [hw, hw, 2]."""
-  ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing='ij')
-  coords = np.stack([ys.ravel(), xs.ravel()], axis=-1)  # [hw, 2]
-  return coords[:, None, :] - coords[None, :, :]
-
-
-def relative_position_index(h: int, w: int, num_prefix: int) -> np.ndarray:
-  """Index into the 2-D relative bias table for every (query, key) pair: int32 [L, L].
-
-  Patch pairs use (dy + h - 1) * (2w - 1) + (dx + w - 1); prefix rows/columns use the three
-  entries after the (2h-1)(2w-1) patch offsets.
-  """
-  delta = _grid_deltas(h, w)
-  patch_index = (delta[..., 0] + h - 1) * (2 * w - 1) + (delta[..., 1] + w - 1)
-  return _with_prefix(patch_index, (2 * h - 1) * (2 * w - 1), num_prefix)
-
-
-def relative_index_1d(h: int, w: int, num_prefix: int) -> np.ndarray:
-  """Index into the 1-D relative embedding table: int32 [L, L]; patches i - j + hw - 1 (raster
-  order), prefix entries after the 2hw - 1 offsets."""
-  n = h * w
-  patch_index = np.arange(n)[:, None] - np.arange(n)[None, :] + n - 1
-  return _with_prefix(patch_index, 2 * n - 1, num_prefix)
-
-
-def relative_index_2d(h: int, w: int, num_prefix: int) -> tuple[np.ndarray, np.ndarray]:
-  """Indices into the y and x relative embedding tables: two int32 [L, L] (dy + h - 1 and
-  dx + w - 1 for patches; prefix entries after the 2h - 1 / 2w - 1 offsets)."""
-  delta = _grid_deltas(h, w)
-  return (_with_prefix(delta[..., 0] + h - 1, 2 * h - 1, num_prefix),
-          _with_prefix(delta[..., 1] + w - 1, 2 * w - 1, num_prefix))
-
-
-def relative_table_size(h: int, w: int, num_prefix: int) -> int:
-  return (2 * h - 1) * (2 * w - 1) + (3 if num_prefix else 0)
 
 
 def resolve_implementation(implementation: str, dtype, head_dim: int) -> str:
@@ -280,7 +215,7 @@ class MultiHeadDotProductAttention(nn.Module):
     attention_dropout_rate: dropout on the attention weights (train only).
     relative_grid: (h, w) patch grid to enable a learned relative position encoding (self-
       attention only); `num_prefix` tokens (class token) precede the h*w patches.
-    relative: which one (RELATIVE_KINDS, see the module docstring).
+    relative: which one (vit_jax.models.relative_position.KINDS).
     implementation: see the module docstring.
     dtype: matmul operand dtype (accumulation is float32).
   """
@@ -388,43 +323,18 @@ class MultiHeadDotProductAttention(nn.Module):
       raise ValueError(
           f'relative position encoding is built for {self.num_prefix} prefix tokens + a {h}x{w} '
           f'grid ({length} tokens) but got {len_q} queries and {len_kv} keys.')
-    if self.relative not in RELATIVE_KINDS:
-      raise ValueError(f'unknown relative position encoding {self.relative!r}; choose one of '
-                       f'{RELATIVE_KINDS}.')
-
-  def _relative_table(self, name: str, rows: int, width: int, axis_name) -> jax.Array:
-    return self.param(
-        name, layers.logical(nn.initializers.truncated_normal(stddev=0.02), (None, axis_name)),
-        (rows, width), self.param_dtype).astype(jnp.float32)
 
   def _relative_logits(self, q: jax.Array) -> Optional[jax.Array]:
-    """The relative position term of the logits, float32: [N, T, T] ('bias') or [B, N, T, T]
-    (query-dependent kinds) for q [B, T, N, H] already scaled by 1/sqrt(H); None without."""
+    """The relative position term of the logits (vit_jax.models.relative_position.logits) for
+    q [B, T, N, H] already scaled by 1/sqrt(H); None without a relative encoding."""
     if self.relative_grid is None:
       return None
-    h, w = self.relative_grid
-    extra = 3 if self.num_prefix else 0
     heads, head_dim = q.shape[2:]
-    if self.relative == 'bias':
-      table = self._relative_table('relative_position_bias',
-                                   relative_table_size(h, w, self.num_prefix), heads, 'heads')
-      index = relative_position_index(h, w, self.num_prefix)
-      bias = jnp.take(table, index.reshape(-1), axis=0).reshape(*index.shape, heads)
-      return jnp.transpose(bias, (2, 0, 1))
-    rows = np.arange(self.num_prefix + h * w)[:, None]
-    q = q.astype(jnp.float32)
-
-    def gather(q_part, table, index):  # [B, T, N, h'] . [O, h'] -> [B, N, T, O] -> [B, N, T, T]
-      per_offset = jnp.einsum('btnh,oh->bnto', q_part, table)
-      return per_offset[:, :, rows, index]
-
-    if self.relative == 'attention':
-      table = self._relative_table('relative_embedding', 2 * h * w - 1 + extra, head_dim, 'kv')
-      return gather(q, table, relative_index_1d(h, w, self.num_prefix))
-    if head_dim % 2:
-      raise ValueError(f"posemb='relative_2d' needs an even head dimension, got {head_dim}.")
-    half = head_dim // 2
-    table_y = self._relative_table('relative_embedding_y', 2 * h - 1 + extra, half, None)
-    table_x = self._relative_table('relative_embedding_x', 2 * w - 1 + extra, half, None)
-    index_y, index_x = relative_index_2d(h, w, self.num_prefix)
-    return gather(q[..., :half], table_y, index_y) + gather(q[..., half:], table_x, index_x)
+    init = nn.initializers.truncated_normal(stddev=0.02)
+    tables = {
+        name: self.param(name, layers.logical(init, (None, axis)), (rows, width),
+                         self.param_dtype).astype(jnp.float32)
+        for name, (rows, width, axis) in relative_position.tables(
+            self.relative, self.relative_grid, self.num_prefix, heads, head_dim).items()}
+    return relative_position.logits(self.relative, q, tables, self.relative_grid,
+                                    self.num_prefix)

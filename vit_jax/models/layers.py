@@ -11,10 +11,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax import sharding
+from vit_jax.system import sharding
 
 Dtype = Any
 Initializer = Callable[..., jax.Array]
+
+
+def model_input(images: jax.Array) -> jax.Array:
+  """Images as the models take them: uint8 [0, 255] pixels (the trainer's host hand-off, a
+  quarter of the bytes of float32) -> float32 [-1, 1], as `vit_jax.data.preprocess.value_range`;
+  floating images are taken to be in [-1, 1] already and pass unchanged."""
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) / 127.5 - 1.0
+  return images
 
 
 def logical(init: Initializer, names: Sequence[Optional[str]]) -> Initializer:
@@ -23,7 +32,7 @@ def logical(init: Initializer, names: Sequence[Optional[str]]) -> Initializer:
 
 
 def constrain(x: jax.Array, names: Sequence[Optional[str]]) -> jax.Array:
-  """Activation sharding hint by logical axes (vit_jax.sharding's resolver, the one used for
+  """Activation sharding hint by logical axes (vit_jax.system.sharding's resolver, the one used for
   parameters); a no-op outside `sharding.activate`."""
   return sharding.constrain(x, tuple(names))
 

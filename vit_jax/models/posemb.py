@@ -88,4 +88,4 @@ class AddPositionEmbs(nn.Module):
       raise ValueError(
           f'{path} has shape {have} but the input needs {shape} ({what}): the '
           'image size differs from the one the params were made for; use '
-          'vit_jax.checkpoint.load_pretrained to resample the position embeddings.')
+          'vit_jax.weights.fit.load_pretrained to resample the position embeddings.')

@@ -5,7 +5,7 @@ Parameter paths are the keys of the released `.npz` checkpoints, e.g.
 pre-Linen numbering LayerNorm_0, MultiHeadDotProductAttention_1, LayerNorm_2, MlpBlock_3).
 With `scan=True` the blocks are one `nn.scan` and their params are stacked along a leading
 [num_layers] axis (logical name 'layers') under `Transformer/encoderblock/...`, big_vision's
-scanned layout; vit_jax.layouts converts between the two at the checkpoint boundary.
+scanned layout; vit_jax.models.layouts converts between the two at the checkpoint boundary.
 """
 
 from typing import Optional

@@ -21,12 +21,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax import cpu_devices
-from vit_jax import labels
-from vit_jax import metrics as metrics_lib
-from vit_jax import orbax_io
-from vit_jax import sharding
-from vit_jax import throughput
+from vit_jax.system import cpu_devices
+from vit_jax.inference import labels
+from vit_jax.train import metrics as metrics_lib
+from vit_jax.run import orbax_io
+from vit_jax.system import sharding
+from vit_jax.train import throughput
 from vit_jax.train import setup_run
 from vit_jax.train import state as state_lib
 from vit_jax.train import step as step_lib
@@ -79,7 +79,7 @@ def data_iterators(run: setup_run.Run, data_state: Optional[dict]):
   from vit_jax import data  # pylint: disable=g-import-not-at-top
   c = run.config
   # uint8 pixels: a quarter of the host's batching and host-to-device bytes of float32; the
-  # steps map them to [-1, 1] on the devices (step_lib.model_input).
+  # steps map them to [-1, 1] on the devices (layers.model_input).
   # run.info: the source resolved once by setup_run (an image folder is not walked again).
   common = dict(crop=c.pp.crop, sharding=run.batch_sharding, prefetch=c.prefetch,
                 image_dtype='uint8', skip_unreadable=c.skip_unreadable)
@@ -233,7 +233,7 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
       last_loss = ckpt.train_loss(step) if last_saved is not None else None
       saved_loss = last_loss
       # Speed counts training steps only: from the end of this run's first step (compilation,
-      # warm-up) on, with evals and checkpoints paused (see vit_jax.throughput).
+      # warm-up) on, with evals and checkpoints paused (see vit_jax.train.throughput).
       timer = throughput.TrainTimer()
       first_step, flops, peak = step + 1, None, None
 

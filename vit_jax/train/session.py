@@ -15,9 +15,9 @@ from typing import Any, Optional
 
 import jax
 
-from vit_jax import cpu_devices
-from vit_jax import orbax_io
-from vit_jax import sharding
+from vit_jax.system import cpu_devices
+from vit_jax.run import orbax_io
+from vit_jax.system import sharding
 from vit_jax.train import loop
 from vit_jax.train import setup_run
 from vit_jax.train import state as state_lib

@@ -15,12 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vit_jax import checkpoint
-from vit_jax import checkpoint_health
-from vit_jax import config_lib
+from vit_jax.weights import fit
+from vit_jax.run import health
+from vit_jax.train import config as config_lib
 from vit_jax import models
-from vit_jax import orbax_io
-from vit_jax import sharding
+from vit_jax.run import orbax_io
+from vit_jax.system import sharding
 from vit_jax.models import attention
 from vit_jax.models import vit
 from vit_jax.train import optim
@@ -56,9 +56,9 @@ def _check_workdir(workdir: str) -> None:
   root = epath.Path(workdir)
   try:
     root.mkdir(parents=True, exist_ok=True)
-    error = checkpoint_health.write_error(root)
+    error = health.write_error(root)
   except Exception as e:  # pylint: disable=broad-except  (OSError; object stores' own errors)
-    error = checkpoint_health.reason(e)
+    error = health.reason(e)
   if error:
     raise ConfigError(f'workdir {workdir} is not writable ({error}); pass a --workdir you can '
                       'write to.')
@@ -66,9 +66,9 @@ def _check_workdir(workdir: str) -> None:
   try:
     epath.Path(checkpoints).mkdir(parents=True, exist_ok=True)
   except Exception as e:  # pylint: disable=broad-except
-    raise ConfigError(f'{checkpoints} cannot be created ({checkpoint_health.reason(e)}); fix '
+    raise ConfigError(f'{checkpoints} cannot be created ({health.reason(e)}); fix '
                       'its permissions or pass a new --workdir.') from None
-  problem = checkpoint_health.unwritable(checkpoints)
+  problem = health.unwritable(checkpoints)
   if problem:
     raise ConfigError(f'{problem}: checkpoints could not be saved; fix the permissions (e.g. '
                       f'chown -R $USER {checkpoints}) or pass a new --workdir.')
@@ -93,7 +93,7 @@ def _check_checkpoints(config, workdir: str, abstract_state) -> bool:
       continue
     if stored is None:
       continue
-    difference = checkpoint_health.mismatch(stored, abstract_state)
+    difference = health.mismatch(stored, abstract_state)
     if difference:
       raise ConfigError(f'the checkpoint step {step} in {directory} does not match the config '
                         f'({difference}); pass a new --workdir for this model.')
@@ -169,8 +169,8 @@ def _pretrained(config, abstract_params) -> Optional[dict]:
   if not path:
     return None
   zeros = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract_params)
-  try:  # Any format (see vit_jax.convert.sources): .npz, released names, timm, HF, workdirs.
-    params = checkpoint.load_pretrained(path, zeros, align=config.pretrained_align)
+  try:  # Any format (see vit_jax.weights.sources): .npz, released names, timm, HF, workdirs.
+    params = fit.load_pretrained(path, zeros, align=config.pretrained_align)
   except (ValueError, OSError) as e:
     raise ConfigError(f'config.pretrained_path={path}: {e}') from None
   params.pop('head', None)  # the fresh head of the initialised state is kept.

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vit_jax import sharding
+from vit_jax.system import sharding
 
 
 @flax.struct.dataclass

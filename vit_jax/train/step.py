@@ -12,18 +12,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vit_jax.models import layers
 from vit_jax.train import state as state_lib
 
 Batch = dict[str, jax.Array]
-
-
-def model_input(images: jax.Array) -> jax.Array:
-  """Images as the models take them: uint8 [0, 255] pixels (the trainer's host hand-off, a
-  quarter of the bytes of float32) -> float32 [-1, 1], as `data.preprocess.value_range`;
-  floating images are taken to be in [-1, 1] already and pass unchanged."""
-  if images.dtype == jnp.uint8:
-    return images.astype(jnp.float32) / 127.5 - 1.0
-  return images
 
 
 def mixup(rng: jax.Array, images: jax.Array, labels: jax.Array, alpha: float):
@@ -53,7 +45,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     mixup_alpha: float = 0.0, param_shardings: Any = None) -> Callable[..., Any]:
   """Returns train_step(state, batch) -> (state, metrics) for batches {'image', 'label'}.
 
-  Images are uint8 [0, 255] or floats in [-1, 1] (see `model_input`). The loss is the mean
+  Images are uint8 [0, 255] or floats in [-1, 1] (see `layers.model_input`). The loss is the mean
   softmax cross-entropy over the whole batch; with accum_steps > 1 the batch is processed in
   micro-batches whose gradients are averaged (equal to the full-batch gradient) before a
   single update; the running gradient sum is laid out as the params (`param_shardings`, e.g.
@@ -77,7 +69,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   def train_step(state: state_lib.TrainState, batch: Batch):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     mix_rng, drop_rng = jax.random.split(rng)
-    images, labels = model_input(batch['image']), batch['label']
+    images, labels = layers.model_input(batch['image']), batch['label']
     targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
     if mixup_alpha:
       images, targets = mixup(mix_rng, images, targets, mixup_alpha)
@@ -121,7 +113,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 def make_eval_step(model: nn.Module, num_classes: int) -> Callable[..., dict[str, jax.Array]]:
   """Returns eval_step(params, batch) -> sums over the unmasked examples of the batch.
 
-  batch: {'image' [B,H,W,3] (see `model_input`), 'label' [B], 'mask' [B]} (mask 0 on padding
+  batch: {'image' [B,H,W,3] (see `layers.model_input`), 'label' [B], 'mask' [B]} (mask 0 on padding
   rows). Output:
   {'correct_top1', 'correct_top5', 'loss', 'count'}: float32 sums, so that accuracy over a
   split is sum(correct) / sum(count) with every example counted exactly once.
@@ -129,7 +121,7 @@ def make_eval_step(model: nn.Module, num_classes: int) -> Callable[..., dict[str
   top_k = min(5, num_classes)
 
   def eval_step(params, batch: Batch):
-    logits = model.apply({'params': params}, model_input(batch['image']),
+    logits = model.apply({'params': params}, layers.model_input(batch['image']),
                          train=False).astype(jnp.float32)
     labels, mask = batch['label'], batch['mask'].astype(jnp.float32)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)

@@ -12,7 +12,7 @@ from typing import Mapping, Optional, TextIO
 
 from etils import epath
 
-from vit_jax import tensorboard_events
+from vit_jax.train import tensorboard_events
 
 
 class _JsonLines:

@@ -1,4 +1,4 @@
-"""big_vision `.npz` trees -> the released layout that vit_jax.checkpoint reads.
+"""big_vision `.npz` trees -> the released layout that vit_jax.weights reads.
 
 What big_vision writes that the released files do not (facts from big_vision's
 `utils.load_params` and `models/vit.py`):
@@ -15,7 +15,7 @@ What big_vision writes that the released files do not (facts from big_vision's
   ViT-G-era files, instead of under `MAPHead_0`.
 
 The stacked `Transformer/encoderblock` (scan) and the Linen block numbering are handled by
-vit_jax.checkpoint / vit_jax.layouts; MAP heads under `MAPHead_0` already have our names.
+vit_jax.weights / vit_jax.models.layouts; MAP heads under `MAPHead_0` already have our names.
 """
 
 import math

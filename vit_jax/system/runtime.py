@@ -5,7 +5,7 @@
     if rt.online: ...         # the released checkpoints can be downloaded
 
 `detect` starts JAX (it lists the devices): set the device count first (XLA_FLAGS or
-`vit_jax.cpu_devices.split_host`), since it cannot change afterwards.
+`vit_jax.system.cpu_devices.split_host`), since it cannot change afterwards.
 """
 
 import dataclasses
@@ -14,7 +14,7 @@ import threading
 
 import jax
 
-# Where the released checkpoints are (vit_jax.convert.catalogue downloads over HTTPS).
+# Where the released checkpoints are (vit_jax.weights.catalogue downloads over HTTPS).
 RELEASES_HOST = 'storage.googleapis.com'
 
 

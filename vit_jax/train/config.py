@@ -98,7 +98,7 @@ def base_config() -> config_dict.ConfigDict:
   c.restore_step = config_dict.placeholder(int)
 
   # Speed reporting. MFU needs the peak FLOP/s of one device: None = the bf16 peak from
-  # vit_jax.throughput's table when it knows the device (not CPUs); set it to log MFU anyway.
+  # vit_jax.train.throughput's table when it knows the device (not CPUs); set it to log MFU anyway.
   c.peak_flops_per_device = config_dict.placeholder(float)
   c.profile_steps = 0  # > 0: a jax.profiler trace of that many steps into WORKDIR/profile.
 

@@ -5,7 +5,7 @@
     results = predictor.predict(['cat.jpg', 'dog.png'], top_k=5)
 
 A run's workdir gives the model (config.json), the class names and the eval preprocessing
-(labels.json, see vit_jax.labels). A released `.npz` needs the model's name; its image size
+(labels.json, see vit_jax.inference.labels). A released `.npz` needs the model's name; its image size
 comes from the position embeddings, whether it has a `pre_logits` layer from the file too, its
 class names from a label file or the ImageNet lists.
 Every mismatch is a one-line PredictError, raised before anything is compiled. Used by the
@@ -24,10 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax import checkpoint
-from vit_jax import labels as labels_lib
+from vit_jax.weights import released
+from vit_jax.weights import tree
+from vit_jax.inference import labels as labels_lib
 from vit_jax import models
-from vit_jax import orbax_io
+from vit_jax.run import orbax_io
 
 _NPZ_RESIZE_MODE = 'resize'  # the original vit_jax evaluated the released models so.
 _UNDECODABLE = 'not a decodable image (JPEG, PNG, GIF, BMP or WebP)'
@@ -93,7 +94,7 @@ class Predictor:
   def probabilities(self, images: np.ndarray) -> np.ndarray:
     """float32 [B, num_classes] softmax of the logits for uint8 images [B, size, size, 3]."""
     if self._forward is None:
-      from vit_jax.train import step  # pylint: disable=g-import-not-at-top
+      from vit_jax.models import layers  # pylint: disable=g-import-not-at-top
       self._forward = jax.jit(
           lambda params, x: jax.nn.softmax(self.model.apply(
               {'params': params}, step.model_input(x), train=False).astype(jnp.float32)))
@@ -140,10 +141,10 @@ def _abstract_params(model, image_size: int):
 def _fit(params, model, image_size: int, where: str, hint: str = '') -> dict[str, Any]:
   """Host params checked against the model's (every key and shape), cast to its dtypes."""
   try:
-    abstract = checkpoint.flatten(_abstract_params(model, image_size))
+    abstract = tree.flatten(_abstract_params(model, image_size))
   except ValueError as e:  # e.g. an image size the patch stride does not divide.
     raise PredictError(f'{where}: {e}') from None
-  flat = checkpoint.flatten(params)
+  flat = tree.flatten(params)
   diffs = [f'{k} {tuple(flat[k].shape)} vs model {tuple(abstract[k].shape)}'
            for k in sorted(flat.keys() & abstract.keys()) if flat[k].shape != abstract[k].shape]
   diffs += [f'{k} only in the checkpoint' for k in sorted(flat.keys() - abstract.keys())]
@@ -152,7 +153,7 @@ def _fit(params, model, image_size: int, where: str, hint: str = '') -> dict[str
     more = f' and {len(diffs) - 3} more' if len(diffs) > 3 else ''
     raise PredictError(f'{where} does not match the checkpoint: {"; ".join(diffs[:3])}{more}'
                        f'{hint}.')
-  return checkpoint.unflatten(
+  return tree.unflatten(
       {k: np.asarray(v, dtype=abstract[k].dtype) for k, v in flat.items()})
 
 
@@ -249,7 +250,7 @@ def _load_workdir(path: str, model_name, labels_file, image_size, resize_mode) -
   except Exception as e:  # pylint: disable=broad-except  (any Orbax read error)
     raise PredictError(f'checkpoint step {step} in {directory} cannot be read '
                        f'({first_line(e)}); pass another step folder.') from None
-  num_classes = _num_classes(checkpoint.flatten(params), f'checkpoint step {step}')
+  num_classes = _num_classes(tree.flatten(params), f'checkpoint step {step}')
   if recorded and recorded['num_classes'] != num_classes:
     raise PredictError(f'{workdir}/labels.json has {recorded["num_classes"]} classes but the '
                        f'checkpoint\'s head has {num_classes}; delete labels.json or pass '
@@ -277,10 +278,10 @@ def _load_npz(path: str, model_name, labels_file, image_size, resize_mode) -> Pr
                        '(e.g. --model=ViT-B_16).')
   _check_model_name(model_name)
   try:
-    params = checkpoint.load(path)
+    params = released.load(path)
   except (ValueError, FileNotFoundError) as e:
     raise PredictError(f'--checkpoint={path}: {e}') from None
-  flat = checkpoint.flatten(params)
+  flat = tree.flatten(params)
   num_classes = _num_classes(flat, path)
   model = _model(model_name, num_classes)
   pre_logits = flat.get('pre_logits/kernel')

@@ -26,7 +26,7 @@ def unknown_field(path: str, paths: list[str]) -> str:
   """The one-line message for a field `path` that is not among `paths`."""
   close = difflib.get_close_matches(path, paths, n=1)
   hint = (f'did you mean {close[0]!r}?' if close else
-          'see vit_jax/config_lib.py for the fields.')
+          'see vit_jax/train/config.py for the fields.')
   return f'config has no field {path!r}; {hint}'
 
 

@@ -21,9 +21,9 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from vit_jax.convert import spec as spec_lib
-from vit_jax.convert import tensor_files
-from vit_jax.convert import torch_layout as tl
+from vit_jax.weights import spec as spec_lib
+from vit_jax.weights.formats import tensor_files
+from vit_jax.weights.formats import torch_layout as tl
 
 ARCHITECTURE = 'vit_base_patch16_224'  # any timm ViT name; model_args set every size.
 _POSEMB = 'Transformer/posembed_input/pos_embedding'

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import jax
 
-from vit_jax import host_memory
+from vit_jax.system import host_memory
 
 
 def _user_chose() -> bool:

@@ -1,13 +1,13 @@
 """Pre-trained params from any supported path or name: the one place formats are told apart.
 
   i21k:ViT-B_16, augreg:B_16, ...  a released name (catalogue.py): downloaded once, then .npz
-  file.npz[:sub/key]               released / big_vision .npz (vit_jax.checkpoint.load)
+  file.npz[:sub/key]               released / big_vision .npz (vit_jax.weights.released.load)
   file.safetensors, .pth, .bin     a timm or Hugging Face state_dict (told apart by its keys)
   DIR with config.json + weights   a Hugging Face ViT folder (model_type 'vit') or a timm Hub
                                    folder ('architecture')
   DIR with checkpoints/            a vit_jax run (its workdir, checkpoints/ or one step folder)
 
-`config.pretrained_path` and `checkpoint.load_pretrained` both come here.
+`config.pretrained_path` and `fit.load_pretrained` both come here.
 """
 
 import json
@@ -17,13 +17,15 @@ from typing import Any, Optional
 from etils import epath
 import numpy as np
 
-from vit_jax import checkpoint
-from vit_jax import orbax_io
-from vit_jax.convert import big_vision
-from vit_jax.convert import catalogue
-from vit_jax.convert import hf
-from vit_jax.convert import tensor_files
-from vit_jax.convert import timm
+from vit_jax.weights import fit
+from vit_jax.weights import released
+from vit_jax.weights import tree
+from vit_jax.run import orbax_io
+from vit_jax.weights.formats import big_vision
+from vit_jax.weights import catalogue
+from vit_jax.weights.formats import hf
+from vit_jax.weights.formats import tensor_files
+from vit_jax.weights.formats import timm
 
 FORMATS = ('a released name (e.g. i21k:ViT-B_16), a .npz[:subtree], .safetensors, .pth or .bin '
            'file, a Hugging Face or timm folder with config.json, or a vit_jax workdir')
@@ -47,7 +49,7 @@ def load(path: Any, num_heads: Optional[int] = None) -> dict[str, np.ndarray]:
     path = catalogue.fetch(file) + (f':{subtree}' if subtree else '')
   file, _ = big_vision.split_subtree(path)
   if file.endswith('.npz'):
-    return checkpoint.flatten(checkpoint.load(path))
+    return tree.flatten(released.load(path))
   if tensor_files.is_tensor_file(path):
     return _state_dict(path, tensor_files.read(path), num_heads)
   if os.path.isdir(path):
@@ -62,7 +64,7 @@ def load(path: Any, num_heads: Optional[int] = None) -> dict[str, np.ndarray]:
     except ValueError:
       pass
     else:
-      return checkpoint.flatten_released(orbax_io.load_params(path))
+      return tree.flatten_released(orbax_io.load_params(path))
   if not epath.Path(path).exists():
     raise FileNotFoundError(f'{path} does not exist; pass {FORMATS}.')
   raise ValueError(f'{path} is not a checkpoint vit_jax reads; pass {FORMATS}.')

@@ -10,7 +10,7 @@ from typing import Any, Optional
 from etils import epath
 import jax
 
-from vit_jax import layouts
+from vit_jax.models import layouts
 
 DAMAGED = 'damaged'
 _MAX_SHOWN = 3

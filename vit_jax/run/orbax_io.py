@@ -5,7 +5,7 @@ appears only when complete, so a run killed mid-save resumes from the previous o
 last `keep` are kept. Restoring takes the *target* shardings, so a checkpoint written under
 one mesh (say 8-device FSDP) restores onto another (say 1 device), and the target's encoder
 block layout: a checkpoint of a `scan=True` run restores into a loop-layout run and vice
-versa (see vit_jax.layouts; params and optimizer state alike).
+versa (see vit_jax.models.layouts; params and optimizer state alike).
 """
 
 import contextlib
@@ -20,11 +20,11 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from vit_jax import checkpoint_health
-from vit_jax import layouts
-from vit_jax import quiet_logs
+from vit_jax.run import health
+from vit_jax.models import layouts
+from vit_jax.system import quiet_logs
 
-CheckpointError = checkpoint_health.CheckpointError
+CheckpointError = health.CheckpointError
 _LOSS_KEY = 'train_loss'  # the training loss at the saved step, kept in the `data` item.
 
 
@@ -77,7 +77,7 @@ class CheckpointIO:
 
   def last_complete_step(self) -> Optional[int]:
     done = [s for s in ocp.utils.checkpoint_steps(self.directory)
-            if not checkpoint_health.missing_part(self.directory / str(s))]
+            if not health.missing_part(self.directory / str(s))]
     return max(done) if done else None
 
   def train_loss(self, step: int) -> Optional[float]:
@@ -94,7 +94,7 @@ class CheckpointIO:
     A checkpoint in the other block layout is restored as stored, then converted on device.
     """
     step = self.latest_step() if step is None else step
-    problem = checkpoint_health.missing_part(self.directory / str(step))
+    problem = health.missing_part(self.directory / str(step))
     if problem:
       raise CheckpointError(problem)
     target = layouts.layout_of(abstract_state.params)
@@ -117,14 +117,14 @@ class CheckpointIO:
   def restore_intact(self, abstract_state: Any, log, step: Optional[int] = None):
     """(state, data_state, step) of the newest intact checkpoint (or of `step` if given).
 
-    A damaged step folder is moved aside (see checkpoint_health.move_aside) with a one-line
+    A damaged step folder is moved aside (see health.move_aside) with a one-line
     warning through `log`, and the next older one is tried. Restoring an earlier `step` moves
     the later ones aside too (the run continues from `step`; they would not be overwritten).
     Raises CheckpointError when no checkpoint is intact.
     """
     if step is not None:
       for later in [s for s in self.all_steps() if s > step]:
-        moved = checkpoint_health.move_aside(self.directory, later, f'after-restore-{step}')
+        moved = health.move_aside(self.directory, later, f'after-restore-{step}')
         log(f'Restoring step {step}: moved the later step {later} aside to {moved}.')
       self._manager.reload()
     candidates = [step] if step is not None else sorted(self.all_steps(), reverse=True)
@@ -138,13 +138,13 @@ class CheckpointIO:
           reason, detail = str(e), str(e).replace('-', ' ')
         else:
           reason, detail = 'unreadable-arrays', f'unreadable arrays: {_first_line(e)}'
-        moved = checkpoint_health.move_aside(self.directory, s, reason)
+        moved = health.move_aside(self.directory, s, reason)
         self._manager.reload()
         log(f'Warning: checkpoint step {s} is damaged ({detail}); moved it to {moved}; '
             'trying the previous one.')
     raise CheckpointError(
         f'No intact checkpoint left in {self.directory} (damaged ones are in '
-        f'{self.directory / checkpoint_health.DAMAGED}); rerun with a new --workdir to start '
+        f'{self.directory / health.DAMAGED}); rerun with a new --workdir to start '
         'from scratch.')
 
   def close(self) -> None:

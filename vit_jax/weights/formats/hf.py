@@ -24,9 +24,9 @@ from typing import Any, Mapping
 from absl import logging
 import numpy as np
 
-from vit_jax.convert import spec as spec_lib
-from vit_jax.convert import tensor_files
-from vit_jax.convert import torch_layout as tl
+from vit_jax.weights import spec as spec_lib
+from vit_jax.weights.formats import tensor_files
+from vit_jax.weights.formats import torch_layout as tl
 
 _POSEMB = 'Transformer/posembed_input/pos_embedding'
 _ATTN = 'MultiHeadDotProductAttention_1'

@@ -1,0 +1,10 @@
+"""Other codebases' checkpoint formats, both ways, as flat params in the released layout.
+
+  big_vision.py    big_vision `.npz` trees (params/ prefix, top-level pos_embedding, `file:sub`)
+  timm.py          timm VisionTransformer state_dicts and Hub folders
+  hf.py            Hugging Face ViTForImageClassification / ViTModel folders
+  torch_layout.py  PyTorch Linear / Conv2d weight layouts <-> ours (per-head q/k/v included)
+  tensor_files.py  `.safetensors` (the safetensors library, NumPy API) and `.pth` / `.bin`
+
+PyTorch and transformers are never imported here (PyTorch only to read or write .pth / .bin).
+"""
