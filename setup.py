@@ -18,6 +18,9 @@ INSTALL_REQUIRES = [
     'optax>=0.2.5',
     'orbax-checkpoint>=0.11.28',
     'pillow>=10',
+    # .safetensors in and out (timm / Hugging Face checkpoints): small, no PyTorch; 0.4.1 reads
+    # bfloat16 into NumPy.
+    'safetensors>=0.4.1',
     'scikit-learn>=1.3',  # ships the offline `digits` dataset used by the default job.
     'tensorboard>=2.15',  # event files (written without TensorFlow).
     'tensorflow-cpu>=2.16',  # tf.data only; TensorFlow never sees the accelerators.
@@ -31,12 +34,6 @@ BENCH_REQUIRES = [
     'torch>=2.4',
 ]
 
-# Writing .safetensors (timm / Hugging Face exports); reading needs nothing extra, and .pth /
-# .bin files need torch.
-CONVERT_REQUIRES = [
-    'safetensors>=0.4',
-]
-
 TEST_REQUIRES = [
     # The notebooks in colabs/ run headless in the tests (tests/test_colabs.py).
     'ipykernel>=6.29',
@@ -46,7 +43,6 @@ TEST_REQUIRES = [
     'pytest-xdist>=3.5',
     'scipy>=1.11',  # reference implementation of the original's position-embedding zoom.
     # Parity of exported / imported checkpoints with the real thing (tests/test_convert_*.py).
-    'safetensors>=0.4',
     'timm>=1.0.16',  # timm.create_model('local-dir:...').
     'torch>=2.4',
     'transformers>=5.0',
@@ -62,7 +58,8 @@ setuptools.setup(
     python_requires='>=3.10',
     packages=setuptools.find_packages(include=['vit_jax', 'vit_jax.*']),
     install_requires=INSTALL_REQUIRES,
-    extras_require={'test': TEST_REQUIRES, 'bench': BENCH_REQUIRES, 'convert': CONVERT_REQUIRES},
+    # No `convert` extra: .safetensors needs only the core; .pth / .bin need torch (`bench`).
+    extras_require={'test': TEST_REQUIRES, 'bench': BENCH_REQUIRES},
     license='Apache 2.0',
     classifiers=[
         'Programming Language :: Python :: 3',

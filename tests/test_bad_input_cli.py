@@ -95,7 +95,7 @@ def test_invalid_optimisation_numbers(tmp_path, field, value, message):
 
 def test_switched_off_clipping_is_valid(tmp_path):
   for value in (0.0, None):
-    setup_run._check_numbers(load_config('default', grad_norm_clip=value))
+    config_check.validate(load_config('default', grad_norm_clip=value))
 
 
 def run_inference_time(*args):

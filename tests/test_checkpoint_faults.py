@@ -6,6 +6,8 @@ One tiny run (4 steps, checkpoints at 2 and 4) is trained once; each test damage
 
 import errno
 import json
+
+import numpy as np
 import os
 import re
 import shutil
@@ -240,3 +242,63 @@ def test_workdir_of_another_model(trained, tmp_path, digits_data_dir):
   assert message.endswith(' and 195 more); pass a new --workdir for this model.')
   # The scan layout of the same model is a legal difference.
   setup_run.build(tiny_config(digits_data_dir, model__scan=True), workdir)
+
+
+def _read_with(reader, workdir, config, tmp_path, capsys):
+  """(the step `reader` read, the warnings it printed) for a workdir."""
+  from vit_jax import analyze  # pylint: disable=g-import-not-at-top
+  from vit_jax import experiment  # pylint: disable=g-import-not-at-top
+  from vit_jax import export  # pylint: disable=g-import-not-at-top
+  from vit_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
+  from vit_jax.train import session as session_lib  # pylint: disable=g-import-not-at-top
+  from vit_jax.weights import released  # pylint: disable=g-import-not-at-top
+  from vit_jax.weights import sources  # pylint: disable=g-import-not-at-top
+  from vit_jax.weights import tree  # pylint: disable=g-import-not-at-top
+  capsys.readouterr()
+  if reader == 'session':
+    lines = []
+    step = session_lib.Session.start(config, workdir, log=lines.append).step
+    return step, '\n'.join(lines)
+  if reader == 'evaluate':
+    step = experiment.evaluate(config, workdir)['step']
+  elif reader == 'predict':
+    step = predictor_lib.load(workdir).about['step']
+  elif reader == 'fine-tuning':
+    step = sources.read(workdir).step
+  elif reader == 'analyze':
+    out = tmp_path / 'analysis'
+    analyze.run(analyze.Options(checkpoint=workdir, out=str(out), what=('filters',)))
+    step = int(json.loads((out / 'filters.json').read_text())['checkpoint'].split('/')[-1])
+  else:  # export: the file holds the params of the step it read.
+    export.export(workdir, 'npz', str(tmp_path / 'out.npz'))
+    exported = tree.flatten(released.load(tmp_path / 'out.npz'))
+    step = next(s for s in (2, 4) if all(np.array_equal(exported[k], v) for k, v in tree.flatten(
+        orbax_io.load_params(os.path.join(workdir, 'checkpoints', str(s)))).items()))
+  return step, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize('reader', ['session', 'evaluate', 'predict', 'export', 'analyze',
+                                    'fine-tuning'])
+def test_readers_fall_back_to_the_previous_checkpoint_and_move_nothing(
+    trained, tmp_path, digits_data_dir, capsys, reader):
+  workdir = copy_of(trained, tmp_path)
+  checkpoints = epath.Path(workdir) / 'checkpoints'
+  truncate_largest_array(checkpoints / '4')
+  step, warning = _read_with(reader, workdir, tiny_config(digits_data_dir), tmp_path, capsys)
+  assert step == 2
+  assert len(warning.splitlines()) == 1, warning
+  assert warning.startswith('Warning: checkpoint step 4') and 'is damaged (unreadable arrays: ' in (
+      warning) and warning.endswith('trying the previous one.'), warning
+  assert steps_of(workdir) == [2, 4] and not (checkpoints / 'damaged').exists()
+
+
+def test_only_real_step_folders_are_orbax_checkpoints(trained, tmp_path):
+  workdir = copy_of(trained, tmp_path)
+  for path in (workdir, f'{workdir}/checkpoints', f'{workdir}/checkpoints/2'):
+    assert orbax_io.is_orbax_checkpoint(path), path
+  lookalike = tmp_path / 'photos'
+  (lookalike / '2019').mkdir(parents=True)  # numbered folders of something else.
+  (lookalike / 'checkpoints' / '7').mkdir(parents=True)
+  for path in (lookalike, lookalike / '2019', lookalike / 'checkpoints', tmp_path / 'x.npz',
+               tmp_path / 'missing'):
+    assert not orbax_io.is_orbax_checkpoint(path), path

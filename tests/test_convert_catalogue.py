@@ -1,7 +1,14 @@
 """Released names -> URLs, downloaded once into the cache; offline is one line naming the URL.
 
-No network: downloads come from file:// URLs or an address that refuses connections.
+No network: downloads come from file:// URLs, a local HTTP server on 127.0.0.1 that answers as
+storage.googleapis.com does (Content-Length, x-goog-hash), or an address that refuses
+connections.
 """
+
+import base64
+import hashlib
+import http.server
+import threading
 
 import jax
 import ml_collections
@@ -84,3 +91,99 @@ def test_offline_is_one_line_naming_the_url(tmp_path, monkeypatch):
   monkeypatch.undo()
   assert catalogue.https_url('gs://vit_models/sam/ViT-B_16.npz') == (
       'https://storage.googleapis.com/vit_models/sam/ViT-B_16.npz')
+
+
+@pytest.fixture
+def gcs(tmp_path, monkeypatch):
+  """A stand-in for storage.googleapis.com on 127.0.0.1: gs:// URLs go to it, the cache is
+  tmp_path/cache. Fill `files` with {path: (body, md5 header value, Content-Length,
+  x-goog-hash in one header)}; `requests` lists the paths asked for."""
+  files, requests = {}, []
+
+  class Handler(http.server.BaseHTTPRequestHandler):
+
+    def do_GET(self):  # pylint: disable=invalid-name
+      requests.append(self.path)
+      body, md5, length, one_header = files[self.path]
+      self.send_response(200)
+      self.send_header('Content-Length', str(length))
+      if one_header:
+        self.send_header('x-goog-hash', f'crc32c=AAAAAA==,md5={md5}')
+      else:  # as GCS also sends it: one header per hash.
+        self.send_header('x-goog-hash', 'crc32c=AAAAAA==')
+        self.send_header('x-goog-hash', f'md5={md5}')
+      self.end_headers()
+      self.wfile.write(body)  # HTTP/1.0: the connection closes after it, short or not.
+
+    def log_message(self, *args):  # pylint: disable=arguments-differ
+      pass
+
+  server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  base = f'http://127.0.0.1:{server.server_address[1]}/'
+  monkeypatch.setenv('VIT_JAX_CACHE', str(tmp_path / 'cache'))
+  monkeypatch.setenv('no_proxy', '127.0.0.1')  # a proxy set for the registries must not see it.
+  monkeypatch.setattr(catalogue, 'https_url', lambda url: url.replace('gs://', base))
+  yield files, requests
+  server.shutdown()
+  server.server_close()
+  thread.join()
+
+
+def _md5(body):
+  return base64.b64encode(hashlib.md5(body).digest()).decode()
+
+
+BODY = bytes(range(256)) * 4099  # ~1 MiB: several reads of the download loop.
+
+
+@pytest.mark.parametrize('one_header', [True, False])
+def test_verified_download_lands_in_the_cache_once(tmp_path, gcs, one_header):
+  files, requests = gcs
+  files['/vit_models/sam/ViT-B_16.npz'] = (BODY, _md5(BODY), len(BODY), one_header)
+  path = catalogue.fetch('gs://vit_models/sam/ViT-B_16.npz')
+  assert path == str(tmp_path / 'cache' / 'vit_models' / 'sam' / 'ViT-B_16.npz')
+  with open(path, 'rb') as f:
+    assert f.read() == BODY
+  assert catalogue.fetch('gs://vit_models/sam/ViT-B_16.npz') == path
+  assert requests == ['/vit_models/sam/ViT-B_16.npz']  # the second fetch read the cache.
+  assert sorted(p.name for p in (tmp_path / 'cache').rglob('*') if p.is_file()) == [
+      'ViT-B_16.npz']
+
+
+def test_wrong_md5_is_one_line_and_leaves_nothing(tmp_path, gcs):
+  files, _ = gcs
+  wrong = _md5(b'something else')
+  files['/vit_models/sam/ViT-B_16.npz'] = (BODY, wrong, len(BODY), True)
+  with pytest.raises(catalogue.FetchError) as e:
+    catalogue.fetch('gs://vit_models/sam/ViT-B_16.npz')
+  message = str(e.value)
+  assert '\n' not in message
+  assert message.startswith('could not download http://127.0.0.1:')
+  assert '/vit_models/sam/ViT-B_16.npz' in message
+  assert f'expected md5 {wrong}' in message and f'got {_md5(BODY)}' in message
+  assert 'rerun' in message
+  assert str(tmp_path / 'cache' / 'vit_models' / 'sam' / 'ViT-B_16.npz') in message
+  assert not [p for p in (tmp_path / 'cache').rglob('*') if p.is_file()]
+
+
+def test_short_body_is_one_line_and_leaves_nothing(tmp_path, gcs):
+  files, _ = gcs
+  files['/vit_models/sam/ViT-B_16.npz'] = (BODY, _md5(BODY), len(BODY) + 100, True)
+  with pytest.raises(catalogue.FetchError) as e:
+    catalogue.fetch('gs://vit_models/sam/ViT-B_16.npz')
+  message = str(e.value)
+  assert '\n' not in message and message.startswith('could not download http://127.0.0.1:')
+  assert f'expected {len(BODY) + 100} bytes' in message and f'got {len(BODY)}' in message
+  assert 'rerun' in message
+  assert not [p for p in (tmp_path / 'cache').rglob('*') if p.is_file()]
+
+
+def test_progress_bar_on_stderr(gcs, capsys):
+  files, _ = gcs
+  files['/vit_models/sam/ViT-B_16.npz'] = (BODY, _md5(BODY), len(BODY), True)
+  catalogue.fetch('gs://vit_models/sam/ViT-B_16.npz', progress=True)
+  captured = capsys.readouterr()
+  assert captured.out == ''
+  assert '100%' in captured.err and '1.00M/1.00M' in captured.err  # bytes, scaled by 1024.

@@ -5,8 +5,10 @@ random params everywhere: class token, GAP on a non-square image, MAP pooling. t
 tanh-GELU (act_layer='gelu_tanh'), our MLPs' GELU; LayerNorm eps is 1e-6 in both.
 """
 
+import ml_dtypes
 import numpy as np
 import pytest
+from safetensors import torch as safetensors_torch
 import timm
 import torch
 
@@ -135,3 +137,37 @@ def test_old_timm_pre_logits_and_missing_qkv_bias_import():
 def _saved(tmp_path, flat, name='ours.npz'):
   released.save(tmp_path / name, tree.unflatten(flat))
   return str(tmp_path / name)
+
+
+def test_bfloat16_safetensors_round_trip_bit_exactly(tmp_path):
+  # A bfloat16 state_dict as PyTorch writes it reads back bit for bit, and ours reads in torch.
+  torch.manual_seed(0)
+  state = {'blocks.0.attn.qkv.weight': torch.randn(96, 32).to(torch.bfloat16),
+           'cls_token': torch.randn(1, 1, 32).to(torch.bfloat16), 'pos_embed': torch.randn(5)}
+  safetensors_torch.save_file(state, tmp_path / 'torch.safetensors')
+  ours = tensor_files.read(tmp_path / 'torch.safetensors')
+  assert sorted(ours) == sorted(state)
+  for name, value in state.items():
+    want = (value.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+            if value.dtype == torch.bfloat16 else value.numpy())
+    assert ours[name].dtype == want.dtype and ours[name].shape == want.shape
+    assert ours[name].tobytes() == want.tobytes()
+  tensor_files.write(tmp_path / 'ours.safetensors', ours)
+  back = safetensors_torch.load_file(tmp_path / 'ours.safetensors')
+  for name, value in state.items():
+    assert back[name].dtype == value.dtype and torch.equal(back[name], value)
+
+
+@pytest.mark.parametrize('keep', ['4 bytes', 'half the header', 'half the data'])
+def test_damaged_safetensors_is_one_line(tmp_path, keep):
+  path = tmp_path / 'w.safetensors'
+  tensor_files.write(path, {'a': np.ones((64, 64), np.float32), 'b': np.zeros(3, np.int64)})
+  data = path.read_bytes()
+  header = 8 + int.from_bytes(data[:8], 'little')
+  cut = {'4 bytes': 4, 'half the header': header // 2,
+         'half the data': (header + len(data)) // 2}[keep]
+  path.write_bytes(data[:cut])
+  with pytest.raises(ValueError) as e:
+    tensor_files.read(path)
+  message = str(e.value)
+  assert message.startswith(f'{path} is not a readable .safetensors file (') and '\n' not in message

@@ -5,6 +5,7 @@ TensorStore's own gs:// driver and are not covered here)."""
 import json
 
 from etils.epath import backend
+import flax.linen as nn
 from etils.epath import gpath
 from tensorboard.backend.event_processing import event_accumulator
 
@@ -52,4 +53,53 @@ def test_run_files_go_through_epath(tmp_path, monkeypatch):
   events.Reload()
   # TensorBoard files are not trimmed on resume: step 3 appears twice (readers take the last).
   assert len(events.Scalars('train/loss')) == 4
+  assert not (tmp_path / 'gs:').exists()
+
+
+def _fake_gcs(tmp_path, monkeypatch):
+  fake = _FakeGcs(tmp_path / 'store')
+  monkeypatch.setattr(backend, 'tf_backend', fake)
+  monkeypatch.setitem(gpath._PREFIX_TO_BACKEND, 'gs', fake)  # pylint: disable=protected-access
+  monkeypatch.chdir(tmp_path)  # A plain open('gs://...') would create ./gs:/ here.
+  return tmp_path / 'store'
+
+
+def test_profile_trace_lands_in_a_gs_workdir(tmp_path, monkeypatch):
+  import jax  # pylint: disable=g-import-not-at-top
+  from vit_jax.train import throughput  # pylint: disable=g-import-not-at-top
+  store = _fake_gcs(tmp_path, monkeypatch)
+  trace = throughput.StepTrace('gs://bucket/run/profile', num_steps=1)
+  trace.start(0)
+  x = jax.jit(lambda a: a @ a)(jax.numpy.ones((64, 64)))
+  trace.stop(wait_for=x)
+  traces = list((store / 'bucket' / 'run' / 'profile').rglob('*.xplane.pb'))
+  assert len(traces) == 1 and traces[0].stat().st_size > 0, traces
+  assert not (tmp_path / 'gs:').exists()
+
+
+def test_analyze_reads_and_writes_gs(tmp_path, monkeypatch):
+  """A checkpoint file and the output folder in a bucket (a run's config.json and labels.json
+  are read through the same etils.epath calls, see vit_jax.run.workdir)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from vit_jax import analyze  # pylint: disable=g-import-not-at-top
+  from vit_jax import models  # pylint: disable=g-import-not-at-top
+  from vit_jax.run import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from vit_jax.weights import released  # pylint: disable=g-import-not-at-top
+  store = _fake_gcs(tmp_path, monkeypatch)
+  model = models.get_model('testing', num_classes=3)
+  params = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 32, 32, 3)))['params']
+  released.save('gs://bucket/tiny.npz', jax.tree.map(lambda x: np.ones(x.shape, x.dtype),
+                                                      nn.meta.unbox(params)))
+  status = analyze.run(analyze.Options(checkpoint='gs://bucket/tiny.npz', model='testing',
+                                       out='gs://bucket/analysis', what=('filters', 'posemb')))
+  assert set(status) == {'filters', 'posemb'}
+  out = store / 'bucket' / 'analysis'
+  assert sorted(p.name for p in out.iterdir()) == ['filters.json', 'filters.png', 'posemb.json',
+                                                  'posemb.png']
+  assert json.loads((out / 'filters.json').read_text())['checkpoint'] == 'gs://bucket/tiny.npz'
+  # A run's files in a bucket: what analyze and predict read of a workdir.
+  (store / 'bucket' / 'run').mkdir()
+  (store / 'bucket' / 'run' / 'config.json').write_text('{"dataset": "sklearn_digits"}')
+  assert workdir_lib.read_config('gs://bucket/run') == {'dataset': 'sklearn_digits'}
   assert not (tmp_path / 'gs:').exists()

@@ -8,11 +8,12 @@ import sys
 
 import pytest
 
-CORE_MODULES = ['vit_jax', 'vit_jax.models', 'vit_jax.weights', 'vit_jax.weights.resample',
-                'vit_jax.system.sharding', 'vit_jax.train.step', 'vit_jax.train.loop',
-                'vit_jax.run.orbax_io', 'vit_jax.train.metrics', 'vit_jax.main', 'vit_jax.inference_time',
-                'vit_jax.data', 'vit_jax.predict', 'vit_jax.weights.sources', 'vit_jax.export',
-                'vit_jax.analysis.report', 'vit_jax.experiment']
+CORE_MODULES = ['vit_jax', 'vit_jax.models', 'vit_jax.weights.released', 'vit_jax.weights.fit',
+                'vit_jax.weights.resample', 'vit_jax.system.sharding', 'vit_jax.train.step',
+                'vit_jax.train.loop', 'vit_jax.run.orbax_io', 'vit_jax.run.workdir',
+                'vit_jax.train.metrics', 'vit_jax.main', 'vit_jax.inference_time', 'vit_jax.data',
+                'vit_jax.predict', 'vit_jax.inference.predictor', 'vit_jax.weights.sources',
+                'vit_jax.export', 'vit_jax.analysis.report', 'vit_jax.experiment']
 # More commands: each defines absl flags that clash with main's when imported together, so
 # they are only checked one per process (for TensorFlow).
 COMMANDS = ['vit_jax.analyze', 'vit_jax.sweep']
@@ -42,13 +43,16 @@ def test_core_works_with_tensorflow_unimportable():
 import sys
 sys.modules['tensorflow'] = sys.modules['tensorflow_datasets'] = None
 import jax, numpy as np
-from vit_jax.weights import released, models
+from vit_jax import models
+from vit_jax.weights import released
 model = models.get_model('testing', num_classes=3)
 variables = model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))
 released.save('PATH', variables['params'])
 print(model.apply({'params': released.load('PATH')}, np.ones((1, 32, 32, 3))).shape)
 # The training core: sharded state, one jitted step, an Orbax save and restore.
-from vit_jax.train import config as config_lib, orbax_io, sharding
+from vit_jax.run import orbax_io
+from vit_jax.system import sharding
+from vit_jax.train import config as config_lib
 from vit_jax.train import optim, state as state_lib, step as step_lib
 rules = config_lib.SHARDING_RULES['fsdp']
 mesh = sharding.make_mesh({'data': 1, 'fsdp': -1, 'model': 1})
@@ -81,14 +85,15 @@ def test_core_and_converters_do_not_import_torch():
 
 
 def test_safetensors_in_and_hf_out_work_without_torch():
-  # A timm state_dict in .safetensors is read without torch (the format is parsed here) and
+  # A timm state_dict in .safetensors is read without torch (the safetensors library's NumPy
+  # API) and
   # exported to a Hugging Face folder; a .pth says that it needs torch.
   code = '''
 import sys
 sys.modules['torch'] = sys.modules['transformers'] = sys.modules['timm'] = None
 import numpy as np
 from safetensors import numpy as st
-from vit_jax.weights import released, export
+from vit_jax import export
 d, m = 16, 32
 rng = np.random.default_rng(0)
 sd = {'cls_token': np.ones((1, 1, d)), 'pos_embed': np.ones((1, 5, d)),

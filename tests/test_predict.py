@@ -22,6 +22,7 @@ from vit_jax.train import config as config_lib
 from vit_jax.inference import labels
 from vit_jax import models
 from vit_jax.run import orbax_io
+from vit_jax.run import workdir as workdir_lib
 from vit_jax import predict
 from vit_jax.inference import predictor as predictor_lib
 from vit_jax.train import loop
@@ -75,7 +76,7 @@ def _images(root):
 
 def test_training_writes_labels_json(trained):
   workdir, root, _ = trained
-  recorded = json.loads((workdir / labels.LABELS_FILE).read_text())
+  recorded = json.loads((workdir / workdir_lib.LABELS).read_text())
   assert recorded == {'dataset': str(root), 'num_classes': 10, 'class_names': SORTED,
                       'eval_preprocess': {'crop': 16, 'resize_mode': 'resize',
                                           'resize_small': None}}
@@ -167,7 +168,7 @@ def test_a_run_without_labels_json_uses_its_config(trained, tmp_path):
   workdir, root, _ = trained
   copy = tmp_path / 'old_run'
   shutil.copytree(workdir, copy)
-  (copy / labels.LABELS_FILE).unlink()
+  (copy / workdir_lib.LABELS).unlink()
   predictor = predictor_lib.load(str(copy))
   assert predictor.image_size == 16
   assert predictor.class_names == [str(i) for i in range(10)]

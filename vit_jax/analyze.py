@@ -19,76 +19,96 @@ augmentation); B3 and B4 read augmented training batches, as the paper.
 The definitions are in vit_jax/analysis/. A workdir gives the model, dataset and preprocessing
 (config.json); a `.npz` needs --model, and --dataset for all but filters / posemb. Analyses
 that do not apply to the model (e.g. attention on an MLP-Mixer) are skipped with a note.
+From Python: `analyze.run(analyze.Options(checkpoint=..., out=..., what=('filters',)))`.
 """
 
+import dataclasses
+import io
 import json
-import os
 import sys
 import time
-from typing import Any, Optional
+from typing import Optional, Sequence
 
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 import jax
 import numpy as np
 
 from vit_jax.inference import predictor as predictor_lib
+from vit_jax.run import workdir
 
 ANALYSES = ('filters', 'posemb', 'attention_distance', 'rollout', 'fourier', 'noise',
             'hessian', 'landscape')
 
-_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'A run\'s workdir or a released .npz.')
-_MODEL = flags.DEFINE_string('model', None, 'Model name (needed for a .npz).')
-_DATASET = flags.DEFINE_string('dataset', None, 'TFDS name or image folder (default: the '
-                               'run\'s dataset).')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir (default: the run\'s).')
-_SPLIT = flags.DEFINE_string('split', None, 'Images to analyse (default: the test split).')
-_TRAIN_SPLIT = flags.DEFINE_string('train_split', None, 'Hessian / landscape batches '
-                                   '(default: the training split).')
-_IMAGE_SIZE = flags.DEFINE_integer('image_size', None, 'Default: the run\'s / the file\'s.')
-_WHAT = flags.DEFINE_list('what', list(ANALYSES), f'Any of {",".join(ANALYSES)}.')
-_OUT = flags.DEFINE_string('out', None, 'Folder for the PNG and JSON files.')
-_NUM_IMAGES = flags.DEFINE_integer('num_images', 128, 'Images for A3, A4, B1 (paper: 128) '
-                                   'and B2.')
-_NOISE_EPS = flags.DEFINE_float('noise_eps', 0.1, 'B2: amplitude of the sign noise (images '
-                                'in [-1, 1]).')
-_HESSIAN_BATCHES = flags.DEFINE_integer('hessian_batches', 8, 'B3: mini-batches (paper: 10% '
-                                        'of the training set).')
-_HESSIAN_BATCH = flags.DEFINE_integer('hessian_batch', 16, 'B3: mini-batch size (paper: 16).')
-_WEIGHT_DECAY = flags.DEFINE_float('weight_decay', None, 'B3: L2 added to the loss (default: '
-                                   'the run\'s optim.weight_decay, 0 for a .npz).')
-_LANDSCAPE_STEPS = flags.DEFINE_integer('landscape_steps', 21, 'B4: grid points per axis.')
-_LANDSCAPE_BATCHES = flags.DEFINE_integer('landscape_batches', 2, 'B4: training batches of '
-                                          '--hessian_batch*4 images averaged per point.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Noise, directions and which images.')
-_LABEL = flags.DEFINE_string('label', None, 'Model name on the figures (default: --model or '
-                             'the run\'s model_name).')
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """What to analyse and how; the command line's flags of the same names."""
+  checkpoint: str  # anything vit_jax.inference.predictor.load takes.
+  out: str  # folder for the PNG and JSON files (local or gs://).
+  what: Sequence[str] = ANALYSES
+  model: Optional[str] = None
+  dataset: Optional[str] = None
+  data_dir: Optional[str] = None
+  split: Optional[str] = None
+  train_split: Optional[str] = None
+  image_size: Optional[int] = None
+  num_images: int = 128
+  noise_eps: float = 0.1
+  hessian_batches: int = 8
+  hessian_batch: int = 16
+  weight_decay: Optional[float] = None
+  landscape_steps: int = 21
+  landscape_batches: int = 2
+  seed: int = 0
+  label: Optional[str] = None
+
+
+def _define_flags() -> None:
+  """The flags of `Options`; defined only when run as a command (the names would clash with
+  other entry points' flags in a process that imports this module)."""
+  flags.DEFINE_string('checkpoint', None, 'A run\'s workdir, a released name or .npz, or any '
+                      'checkpoint predict takes.')
+  flags.DEFINE_string('model', None, 'Model name (needed for a file).')
+  flags.DEFINE_string('dataset', None, 'TFDS name or image folder (default: the run\'s dataset).')
+  flags.DEFINE_string('data_dir', None, 'TFDS data_dir (default: the run\'s).')
+  flags.DEFINE_string('split', None, 'Images to analyse (default: the test split).')
+  flags.DEFINE_string('train_split', None, 'Hessian / landscape batches (default: the training '
+                      'split).')
+  flags.DEFINE_integer('image_size', None, 'Default: the run\'s / the file\'s.')
+  flags.DEFINE_list('what', list(ANALYSES), f'Any of {",".join(ANALYSES)}.')
+  flags.DEFINE_string('out', None, 'Folder for the PNG and JSON files (local or gs://).')
+  flags.DEFINE_integer('num_images', 128, 'Images for A3, A4, B1 (paper: 128) and B2.')
+  flags.DEFINE_float('noise_eps', 0.1, 'B2: amplitude of the sign noise (images in [-1, 1]).')
+  flags.DEFINE_integer('hessian_batches', 8, 'B3: mini-batches (paper: 10% of the training '
+                       'set).')
+  flags.DEFINE_integer('hessian_batch', 16, 'B3: mini-batch size (paper: 16).')
+  flags.DEFINE_float('weight_decay', None, 'B3: L2 added to the loss (default: the run\'s '
+                     'optim.weight_decay, 0 for a file).')
+  flags.DEFINE_integer('landscape_steps', 21, 'B4: grid points per axis.')
+  flags.DEFINE_integer('landscape_batches', 2, 'B4: training batches of --hessian_batch*4 '
+                       'images averaged per point.')
+  flags.DEFINE_integer('seed', 0, 'Noise, directions and which images.')
+  flags.DEFINE_string('label', None, 'Model name on the figures (default: --model or the '
+                      'run\'s model_name).')
 
 
 class AnalyzeError(ValueError):
   """Bad input; one line saying what to pass instead."""
 
 
-def _run_config(path: str) -> Optional[dict[str, Any]]:
-  """The config.json of the run that `path` (workdir / checkpoints / step) belongs to."""
-  for folder in (path, os.path.dirname(path.rstrip('/')),
-                 os.path.dirname(os.path.dirname(path.rstrip('/')))):
-    candidate = os.path.join(folder, 'config.json')
-    if os.path.exists(candidate):
-      with open(candidate) as f:
-        return json.load(f)
-  return None
-
-
 class _Data:
   """The images and training batches the analyses read, loaded on first use."""
 
-  def __init__(self, config, size):
+  def __init__(self, options: Options, config, size):
+    self.options = options
     self.config = config or {}
     self.size = size
-    self.dataset = _DATASET.value or self.config.get('dataset')
-    self.data_dir = _DATA_DIR.value or self.config.get('data_dir')
+    self.dataset = options.dataset or self.config.get('dataset')
+    self.data_dir = options.data_dir or self.config.get('data_dir')
     self._eval = None
 
   def _check(self):
@@ -103,9 +123,9 @@ class _Data:
     if self._eval is None:
       self._check()
       from vit_jax import data  # pylint: disable=g-import-not-at-top  (TensorFlow)
-      split = _SPLIT.value or self.config.get('test_split', 'test')
-      it = data.train_iterator(self.dataset, split, global_batch=_NUM_IMAGES.value,
-                               crop=self.size, seed=_SEED.value, data_dir=self.data_dir,
+      split = self.options.split or self.config.get('test_split', 'test')
+      it = data.train_iterator(self.dataset, split, global_batch=self.options.num_images,
+                               crop=self.size, seed=self.options.seed, data_dir=self.data_dir,
                                area_range=(1.0, 1.0), aspect_range=(1.0, 1.0), flip=False,
                                shuffle_buffer=10_000)
       batch = next(iter(it))
@@ -117,32 +137,42 @@ class _Data:
     self._check()
     from vit_jax import data  # pylint: disable=g-import-not-at-top  (TensorFlow)
     pp = self.config.get('pp', {})
-    split = _TRAIN_SPLIT.value or self.config.get('train_split', 'train')
+    split = self.options.train_split or self.config.get('train_split', 'train')
     it = data.train_iterator(self.dataset, split, global_batch=batch_size, crop=self.size,
-                             seed=_SEED.value, data_dir=self.data_dir,
+                             seed=self.options.seed, data_dir=self.data_dir,
                              area_range=(pp.get('area_min', 0.05), 1.0),
                              flip=pp.get('flip', True), shuffle_buffer=10_000)
     return [{'image': np.asarray(b['image']), 'label': np.asarray(b['label'])}
             for b, _ in zip(it, range(count))]
 
 
-def run(what, out: str) -> dict[str, str]:
-  """Runs the analyses in `what`, writes their files to `out`; returns name -> status."""
+def run(options: Options) -> dict[str, str]:
+  """Runs the analyses in `options.what`, writes their files to `options.out` (local or
+  gs://); returns name -> status ('<files> (<seconds> s)' or 'skipped: <why>').
+
+  Raises:
+    AnalyzeError: (one line) bad input, before anything is computed.
+  """
+  o = options
+  what, out = list(o.what), o.out
   from vit_jax.analysis import capture  # pylint: disable=g-import-not-at-top
   from vit_jax.analysis import report  # pylint: disable=g-import-not-at-top
   unknown = sorted(set(what) - set(ANALYSES))
   if unknown:
     raise AnalyzeError(f'--what={",".join(unknown)} unknown; choose from {",".join(ANALYSES)}.')
   try:
-    pred = predictor_lib.load(_CHECKPOINT.value, model_name=_MODEL.value,
-                              image_size=_IMAGE_SIZE.value)
+    pred = predictor_lib.load(o.checkpoint, model_name=o.model, image_size=o.image_size)
   except predictor_lib.PredictError as e:
     raise AnalyzeError(str(e)) from None
-  config = _run_config(_CHECKPOINT.value) if not _CHECKPOINT.value.endswith('.npz') else None
+  try:  # a run's config.json gives the dataset, splits and preprocessing (gs:// too).
+    config = workdir.read_config(pred.workdir) if pred.workdir else None
+  except workdir.RunFileError as e:
+    raise AnalyzeError(str(e)) from None
   model, params = pred.model, pred.params
-  label = _LABEL.value or pred.about['model']
-  data = _Data(config, pred.image_size)
-  os.makedirs(out, exist_ok=True)
+  label = o.label or pred.about['model']
+  data = _Data(o, config, pred.image_size)
+  out = epath.Path(out)  # local or gs://, as the run's files.
+  out.mkdir(parents=True, exist_ok=True)
   captured = None
   status = {}
   for name in what:
@@ -165,31 +195,31 @@ def run(what, out: str) -> dict[str, str]:
       elif name == 'noise':
         images, labels = data.eval_batch()
         forward = jax.jit(lambda x: model.apply({'params': params}, x, train=False))
-        result = report.noise(forward, images, labels, eps=_NOISE_EPS.value, seed=_SEED.value,
+        result = report.noise(forward, images, labels, eps=o.noise_eps, seed=o.seed,
                               label=label)
       elif name == 'hessian':
-        wd = _WEIGHT_DECAY.value
+        wd = o.weight_decay
         if wd is None:
           wd = float((config or {}).get('optim', {}).get('weight_decay', 0.0) or 0.0)
-        batches = data.train_batches(_HESSIAN_BATCH.value, _HESSIAN_BATCHES.value)
+        batches = data.train_batches(o.hessian_batch, o.hessian_batches)
         result = report.hessian(model, params, batches, weight_decay=wd, label=label,
-                                seed=_SEED.value)
+                                seed=o.seed)
       else:
-        batches = data.train_batches(_HESSIAN_BATCH.value * 4, _LANDSCAPE_BATCHES.value)
-        result = report.landscape(model, params, batches, steps=_LANDSCAPE_STEPS.value,
-                                  seed=_SEED.value, label=label)
+        batches = data.train_batches(o.hessian_batch * 4, o.landscape_batches)
+        result = report.landscape(model, params, batches, steps=o.landscape_steps,
+                                  seed=o.seed, label=label)
     except report.NotApplicable as e:
       status[name] = f'skipped: {e}'
       print(f'{name}: skipped ({e})', flush=True)
       continue
     numbers = dict(result.numbers, model=label, checkpoint=pred.about['checkpoint'])
-    with open(os.path.join(out, f'{name}.json'), 'w') as f:
-      json.dump(numbers, f)
+    (out / f'{name}.json').write_text(json.dumps(numbers))
     files = []
     for fig_name, figure in result.figures.items():
-      path = os.path.join(out, f'{fig_name}.png')
-      figure.savefig(path, dpi=110, bbox_inches='tight')
-      files.append(os.path.basename(path))
+      png = io.BytesIO()
+      figure.savefig(png, format='png', dpi=110, bbox_inches='tight')
+      (out / f'{fig_name}.png').write_bytes(png.getvalue())
+      files.append(f'{fig_name}.png')
     status[name] = f'{", ".join(files)} + {name}.json ({time.time() - start:.1f} s)'
     print(f'{name}: {status[name]}', flush=True)
   return status
@@ -198,16 +228,19 @@ def run(what, out: str) -> dict[str, str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not _CHECKPOINT.value or not _OUT.value:
+  values = flags.FLAGS
+  if not values.checkpoint or not values.out:
     print('Error: pass --checkpoint=WORKDIR|FILE.npz and --out=DIR.', file=sys.stderr)
     sys.exit(2)
   logging.set_verbosity(logging.WARNING)
+  options = Options(**{f.name: values[f.name].value for f in dataclasses.fields(Options)})
   try:
-    run(_WHAT.value, _OUT.value)
+    run(options)
   except AnalyzeError as e:
     print(f'Error: {e}', file=sys.stderr)
     sys.exit(2)
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

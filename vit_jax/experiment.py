@@ -14,55 +14,29 @@ workdir files and resuming. Errors are raised instead of exit codes: setup_run.C
 (a config that cannot work, one line), loop.NonFiniteLossError, orbax_io.CheckpointError.
 """
 
-import importlib.util
-import json
 import os
 from typing import Any, Optional
 
-from etils import epath
 from ml_collections import config_dict
 import numpy as np
 
-from vit_jax.train import config_check
-from vit_jax.train import config as config_lib
 from vit_jax.run import orbax_io
+from vit_jax.run import workdir as workdir_lib
+from vit_jax.train import config as config_lib
 from vit_jax.train import loop
 from vit_jax.train import session as session_lib
 from vit_jax.train import setup_run
 
 
 def load_config(path: str) -> config_dict.ConfigDict:
-  """Loads `configs/<file>.py[:arg]` as `--config=` does: get_config([arg]), locked.
-
-  Fields can then be set as attributes (`config.total_steps = 300`); a misspelt one is an
-  error, as on the command line.
+  """Loads `configs/<file>.py[:arg]` as `--config=` does (vit_jax.train.config.load_config):
+  get_config([arg]), locked; fields can then be set as attributes (`config.total_steps = 300`),
+  a misspelt one is an error, as on the command line.
 
   Raises:
-    setup_run.ConfigError: (one line) a missing or broken file, or a file that adds a field
-      that `config_lib.base_config()` does not have (a misspelt field).
+    setup_run.ConfigError: (one line) a missing or broken file, or a misspelt field.
   """
-  path = os.fspath(path)
-  # A ':' after the file name passes an argument (configs/vit.py:ViT-B_16,cifar10); a Windows
-  # drive letter ('C:') is part of the path.
-  file, sep, arg = path.partition('.py:')
-  file = file + '.py' if sep else path
-  try:
-    spec = importlib.util.spec_from_file_location('vit_jax_config_file', file)
-    if spec is None or not os.path.isfile(file):
-      raise FileNotFoundError(f'{file} does not exist')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(arg) if sep else module.get_config()
-  except Exception as e:  # pylint: disable=broad-except  (any error of the user's file)
-    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-    raise setup_run.ConfigError(
-        f'cannot load config file {path}: {lines[-1] if lines else type(e).__name__}; pass an '
-        'existing config file, e.g. configs/default.py (configs/<file>.py[:arg]).') from None
-  message = config_check.check_added_fields(config, config_lib.base_config())
-  if message:
-    raise setup_run.ConfigError(f'{path}: {message}')
-  config.lock()
-  return config
+  return config_lib.load_config(path)
 
 
 def train(config: config_dict.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -82,30 +56,13 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict[str, Any]:
 
 
 def read_metrics(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-  """Every metric of a run's metrics.jsonl: name -> (steps int64 [N], values float64 [N]).
-
-  Names are as recorded ('train/loss', 'test/accuracy', ...), steps ascending, one value per
-  step (the writer keeps one across resumes).
+  """Every metric of a run's metrics.jsonl: name -> (steps int64 [N], values float64 [N]);
+  see vit_jax.run.workdir.read_metrics.
 
   Raises:
     FileNotFoundError: (one line) no metrics.jsonl in `workdir`.
   """
-  path = epath.Path(workdir) / 'metrics.jsonl'
-  if not path.exists():
-    raise FileNotFoundError(f'{path} does not exist; pass the workdir of a run (trained with '
-                            'vit_jax.experiment.train or python -m vit_jax.main).')
-  series: dict[str, dict[int, float]] = {}
-  for line in path.read_text().splitlines():
-    try:
-      record = json.loads(line)
-    except ValueError:
-      continue  # a line cut short by a killed run.
-    step = int(record.pop('step'))
-    for name, value in record.items():
-      series.setdefault(name, {})[step] = float(value)
-  return {name: (np.array(sorted(values), np.int64),
-                 np.array([values[s] for s in sorted(values)], np.float64))
-          for name, values in sorted(series.items())}
+  return workdir_lib.read_metrics(workdir)
 
 
 def evaluate(config: config_dict.ConfigDict, workdir: str,

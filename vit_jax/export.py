@@ -20,8 +20,6 @@ checks the params against a registered model instead, `--image_size` gives a non
 Prints how to load the result. Exit code 2, with one line saying what to do, on bad input.
 """
 
-import json
-import os
 import sys
 
 from absl import app
@@ -30,13 +28,14 @@ import jax
 import numpy as np
 
 from vit_jax.weights import fit
-from vit_jax.weights import released
-from vit_jax.weights import tree
 from vit_jax import models
-from vit_jax.run import orbax_io
-from vit_jax.weights.formats import hf
+from vit_jax.run import workdir
+from vit_jax.weights import fit
+from vit_jax.weights import released
 from vit_jax.weights import sources
 from vit_jax.weights import spec as spec_lib
+from vit_jax.weights import tree
+from vit_jax.weights.formats import hf
 from vit_jax.weights.formats import timm
 
 TARGETS = ('hf', 'timm', 'npz')
@@ -73,25 +72,9 @@ def _image_size(text):
   return (sizes[0], sizes[-1])
 
 
-def _workdir_config(path: str):
-  """(model_name, model overrides, image size) of a vit_jax workdir; None for other paths."""
-  try:
-    directory, _ = orbax_io.find_checkpoint(path)
-  except ValueError:
-    return None
-  config_file = (directory.parent if directory.name == 'checkpoints' else directory) / 'config.json'
-  if not config_file.exists():
-    return None
-  config = json.loads(config_file.read_text())
-  overrides = {k: (tuple(v) if isinstance(v, list) else v)
-               for k, v in (config.get('model') or {}).items() if v is not None}
-  crop = (config.get('pp') or {}).get('crop')
-  return config.get('model_name'), overrides, (crop, crop) if crop else None
-
-
 def _check_against_model(flat, name, overrides, image_size):
   """Model `name`, checked to fit the params exactly (keys and shapes); else ExportError."""
-  num_classes = int(np.shape(flat['head/kernel'])[1]) if 'head/kernel' in flat else None
+  num_classes = spec_lib.num_classes(flat) or None
   model = models.get_model(name, num_classes=num_classes, **overrides)
   if image_size is None:
     image_size = spec_lib.infer(flat).image_size if 'embedding/kernel' in flat else (224, 224)
@@ -116,20 +99,18 @@ def export(source: str, to: str, out: str, model: str | None = None,
   """
   if to not in TARGETS:
     raise ExportError(f'--to={to}; pick one of {", ".join(TARGETS)}.')
-  overrides = {}
-  maybe_workdir = os.path.isdir(source) or ('://' in source and '.npz' not in source)
-  workdir = _workdir_config(source) if maybe_workdir else None
-  if workdir is not None:
-    name, overrides, crop = workdir
-    model = model or name
-    image_size = image_size or crop
-  num_heads = None
-  if model is not None:
-    if model not in models.model_names():
-      raise ExportError(f'unknown --model={model}; pick one of '
-                        f'{", ".join(models.model_names())}.')
-    num_heads = getattr(models.get_model(model, **overrides), 'num_heads', None)
-  flat = sources.load(source, num_heads=num_heads)
+  if model is not None and model not in models.model_names():
+    raise ExportError(f'unknown --model={model}; pick one of {", ".join(models.model_names())}.')
+  num_heads = getattr(models.get_model(model), 'num_heads', None) if model else None
+  read = sources.read(source, num_heads=num_heads)
+  flat, overrides = read.params, {}
+  config = workdir.read_config(read.workdir) if read.workdir is not None else None
+  if config is not None:  # a vit_jax run: its config names the model and the image size.
+    model = model or config.get('model_name')
+    overrides = {k: (tuple(v) if isinstance(v, list) else v)
+                 for k, v in (config.get('model') or {}).items() if v is not None}
+    crop = (config.get('pp') or {}).get('crop')
+    image_size = image_size or ((crop, crop) if crop else None)
   module = _check_against_model(flat, model, overrides, image_size) if model else None
   if to == 'npz':
     released.save(out, tree.unflatten(flat))

@@ -11,7 +11,6 @@ again (rerun the command to resume a sweep). The table groups runs by every over
 printed and written to DIR/table.md, with every run's numbers in DIR/results.json.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,6 +20,9 @@ from typing import Any, Optional, Sequence
 from absl import app
 from absl import flags
 import numpy as np
+
+from vit_jax.run import workdir as workdir_lib
+from vit_jax.train import config as config_lib
 
 _CONFIG = flags.DEFINE_string('config', None, 'Config file with get_sweep: FILE.py[:arg].',
                               required=True)
@@ -32,17 +34,15 @@ _ONLY = flags.DEFINE_list('only', None, 'Run only the runs whose name contains o
 
 
 def load_sweep(config: str) -> list[dict[str, Any]]:
-  """The overrides of every run of `config` ('FILE.py[:arg]')."""
-  path, _, arg = config.partition(':')
-  spec = importlib.util.spec_from_file_location('_sweep_config', path)
-  if spec is None or not os.path.exists(path):
-    raise ValueError(f'config file {path} not found.')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  """The overrides of every run of `config` ('FILE.py[:arg]', as --config= takes it)."""
+  try:
+    module, arg = config_lib.load_module(config)
+  except FileNotFoundError:
+    raise ValueError(f'config file {config_lib.split_spec(config)[0]} not found.') from None
   if not hasattr(module, 'get_sweep'):
-    raise ValueError(f'{path} defines no get_sweep(arg); add one returning a list of dicts of '
-                     'config overrides.')
-  return list(module.get_sweep(arg) if arg else module.get_sweep())
+    raise ValueError(f'{config_lib.split_spec(config)[0]} defines no get_sweep(arg); add one '
+                     'returning a list of dicts of config overrides.')
+  return list(module.get_sweep(arg) if arg is not None else module.get_sweep())
 
 
 def run_name(overrides: dict[str, Any]) -> str:
@@ -64,8 +64,8 @@ def _override_flag(key: str, value: Any) -> str:
 
 def run_one(config: str, overrides: dict[str, Any], workdir: str) -> dict[str, Any]:
   """Trains one run (unless its final_metrics.json exists) and returns its final metrics."""
-  final = os.path.join(workdir, 'final_metrics.json')
-  if not os.path.exists(final):
+  final = workdir_lib.read_final(workdir)
+  if final is None:
     cmd = [sys.executable, '-m', 'vit_jax.main', f'--config={config}', f'--workdir={workdir}',
            *(_override_flag(k, v) for k, v in overrides.items())]
     print('$', ' '.join(cmd), flush=True)
@@ -73,8 +73,8 @@ def run_one(config: str, overrides: dict[str, Any], workdir: str) -> dict[str, A
     if result.returncode != 0:
       raise RuntimeError(f'run {workdir} failed with exit code {result.returncode}; fix it and '
                          'rerun the sweep (finished runs are kept).')
-  with open(final) as f:
-    return json.load(f)
+    final = workdir_lib.read_final(workdir)
+  return final
 
 
 def summarize(runs: Sequence[tuple[dict[str, Any], dict[str, Any]]],

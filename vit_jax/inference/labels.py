@@ -1,14 +1,7 @@
-"""Class names of a checkpoint: a run's `labels.json`, the ImageNet lists, a user's label file.
+"""Class names of a checkpoint that has none of its own: the ImageNet lists, a user's label file.
 
-A training run writes `WORKDIR/labels.json` (process 0, at the start of training, through
-etils.epath so gs:// workdirs work): the dataset, its class names (TFDS ClassLabel names or the
-sorted class folder names; null when the dataset has none) and what `vit_jax.predict` needs to
-preprocess new images exactly as the run's evaluation did (crop, resize mode, short side):
-
-    {"dataset": "sklearn_digits", "num_classes": 10, "class_names": ["0", ..., "9"],
-     "eval_preprocess": {"crop": 16, "resize_mode": "resize", "resize_small": 18}}
-
-A released `.npz` has no such file. For ImageNet heads (1,000 or 21,843 classes) the WordNet
+A training run records its class names in `WORKDIR/labels.json` (vit_jax.run.workdir); a
+released `.npz` has no such file. For ImageNet heads (1,000 or 21,843 classes) the WordNet
 synset ids come from files that installed packages ship: TFDS's
 `datasets/imagenet2012/labels.txt` (1k, in the order of TFDS's labels and of the released
 fine-tuned checkpoints) and, when timm is installed (`pip install -e '.[bench]'`), its
@@ -18,49 +11,17 @@ line overrides all of these.
 """
 
 import importlib.util
-import json
 import os
-from typing import Any, Optional, Sequence
+from typing import Optional
 
 from etils import epath
 
-LABELS_FILE = 'labels.json'
 IMAGENET_1K = 1000
 IMAGENET_21K = 21843  # Google's ImageNet-21k: fall11's 21,841 synsets and two more.
 
 
 class LabelsError(ValueError):
   """A label file that cannot be used; the message says which file and what to do."""
-
-
-def write(workdir, *, dataset: str, class_names: Optional[Sequence[str]], num_classes: int,
-          crop: int, resize_mode: str, resize_small: Optional[int]) -> None:
-  """Writes WORKDIR/labels.json (see the module docstring); call it on process 0 only."""
-  record = {'dataset': str(dataset), 'num_classes': int(num_classes),
-            'class_names': list(class_names) if class_names is not None else None,
-            'eval_preprocess': {'crop': int(crop), 'resize_mode': resize_mode,
-                                'resize_small': resize_small}}
-  (epath.Path(workdir) / LABELS_FILE).write_text(json.dumps(record, indent=2))
-
-
-def read(workdir) -> Optional[dict[str, Any]]:
-  """WORKDIR/labels.json as written by `write`, or None when the run predates it."""
-  from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top  (TF-free import)
-  path = epath.Path(workdir) / LABELS_FILE
-  if not path.exists():
-    return None
-  try:
-    record = json.loads(path.read_text())
-    names = record['class_names']
-    if names is not None and len(names) != record['num_classes']:
-      raise ValueError(f'{len(names)} class names for {record["num_classes"]} classes')
-    pp = record['eval_preprocess']
-    if int(pp['crop']) < 1 or pp['resize_mode'] not in preprocess.RESIZE_MODES:
-      raise ValueError(f'eval_preprocess {pp}')
-  except (ValueError, KeyError, TypeError) as e:
-    raise LabelsError(f'{path} is damaged ({type(e).__name__}: {e}); delete it to predict with '
-                      'class indices, or pass --labels=FILE.') from None
-  return record
 
 
 def read_label_file(path: str, num_classes: int) -> list[str]:

@@ -1,15 +1,18 @@
 """A checkpoint made ready to classify image files: model, params, class names, preprocessing.
 
     predictor = predictor.load('WORKDIR')                       # a training run
+    predictor = predictor.load('i21k+i1k:ViT-B_16')             # a released name
     predictor = predictor.load('ViT-B_16.npz', model_name='ViT-B_16', labels_file='names.txt')
     results = predictor.predict(['cat.jpg', 'dog.png'], top_k=5)
 
-A run's workdir gives the model (config.json), the class names and the eval preprocessing
-(labels.json, see vit_jax.inference.labels). A released `.npz` needs the model's name; its image size
-comes from the position embeddings, whether it has a `pre_logits` layer from the file too, its
-class names from a label file or the ImageNet lists.
+Takes everything vit_jax.weights.sources reads. A run's workdir gives the model (config.json),
+the class names and the eval preprocessing (labels.json, see vit_jax.run.workdir); a released
+name gives the model. Any other file or folder (released or big_vision `.npz`, timm, Hugging
+Face) needs the model's name. The image size comes from the position embeddings, whether the
+model has a `pre_logits` layer and which position embedding from the file too
+(vit_jax.weights.spec), the class names from a label file or the ImageNet lists.
 Every mismatch is a one-line PredictError, raised before anything is compiled. Used by the
-command line `python -m vit_jax.predict`.
+command lines `python -m vit_jax.predict` and `analyze`.
 """
 
 import dataclasses
@@ -24,13 +27,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax.weights import released
-from vit_jax.weights import tree
-from vit_jax.inference import labels as labels_lib
 from vit_jax import models
+from vit_jax.inference import labels as labels_lib
+from vit_jax.models import layers
+from vit_jax.models import layouts
 from vit_jax.run import orbax_io
+from vit_jax.run import workdir as workdir_lib
+from vit_jax.weights import catalogue
+from vit_jax.weights import sources
+from vit_jax.weights import spec
+from vit_jax.weights import tree
 
-_NPZ_RESIZE_MODE = 'resize'  # the original vit_jax evaluated the released models so.
+_FILE_RESIZE_MODE = 'resize'  # the original vit_jax evaluated the released models so.
+_KINDS = {'state_dict': 'timm or Hugging Face weights file', 'hf': 'Hugging Face folder',
+          'timm': 'timm folder'}
 _UNDECODABLE = 'not a decodable image (JPEG, PNG, GIF, BMP or WebP)'
 
 
@@ -48,6 +58,7 @@ class Predictor:
   resize_mode: str
   resize_small: Optional[int]
   about: dict[str, Any]  # checkpoint, step, model, labels: where everything came from.
+  workdir: Optional[str] = None  # the run's folder, for a run's checkpoint.
   _forward: Any = dataclasses.field(default=None, init=False, repr=False)
 
   @property
@@ -94,10 +105,9 @@ class Predictor:
   def probabilities(self, images: np.ndarray) -> np.ndarray:
     """float32 [B, num_classes] softmax of the logits for uint8 images [B, size, size, 3]."""
     if self._forward is None:
-      from vit_jax.models import layers  # pylint: disable=g-import-not-at-top
       self._forward = jax.jit(
           lambda params, x: jax.nn.softmax(self.model.apply(
-              {'params': params}, step.model_input(x), train=False).astype(jnp.float32)))
+              {'params': params}, layers.model_input(x), train=False).astype(jnp.float32)))
     return np.asarray(self._forward(self.params, images))
 
   def predict(self, paths: Sequence[str], *, top_k: int = 5,
@@ -138,13 +148,15 @@ def _abstract_params(model, image_size: int):
   return flax.linen.meta.unbox(variables['params'])
 
 
-def _fit(params, model, image_size: int, where: str, hint: str = '') -> dict[str, Any]:
-  """Host params checked against the model's (every key and shape), cast to its dtypes."""
+def _fit(flat, model, image_size: int, where: str, hint: str = '') -> dict[str, Any]:
+  """Flat host params checked against the model's (every key and shape, no resampling: the
+  model must be the checkpoint's), cast to its dtypes and laid out as its params."""
   try:
     abstract = tree.flatten(_abstract_params(model, image_size))
   except ValueError as e:  # e.g. an image size the patch stride does not divide.
     raise PredictError(f'{where}: {e}') from None
-  flat = tree.flatten(params)
+  layout = layouts.layout_of(tree.unflatten(abstract))
+  abstract = tree.flatten_released(tree.unflatten(abstract))
   diffs = [f'{k} {tuple(flat[k].shape)} vs model {tuple(abstract[k].shape)}'
            for k in sorted(flat.keys() & abstract.keys()) if flat[k].shape != abstract[k].shape]
   diffs += [f'{k} only in the checkpoint' for k in sorted(flat.keys() - abstract.keys())]
@@ -153,48 +165,8 @@ def _fit(params, model, image_size: int, where: str, hint: str = '') -> dict[str
     more = f' and {len(diffs) - 3} more' if len(diffs) > 3 else ''
     raise PredictError(f'{where} does not match the checkpoint: {"; ".join(diffs[:3])}{more}'
                        f'{hint}.')
-  return tree.unflatten(
-      {k: np.asarray(v, dtype=abstract[k].dtype) for k, v in flat.items()})
-
-
-def _num_classes(flat: dict[str, Any], where: str) -> int:
-  head = flat.get('head/kernel')
-  if head is None:
-    raise PredictError(f'{where} has no head/kernel: it holds no classifier to predict with.')
-  return int(head.shape[-1])
-
-
-def _tokens(flat: dict[str, Any], model) -> Optional[int]:
-  """Patches per image that the checkpoint's position embeddings (or Mixer) were made for."""
-  posemb = flat.get('Transformer/posembed_input/pos_embedding')
-  if posemb is not None:
-    prefix = 1 if getattr(model, 'classifier', None) in ('token', 'token_unpooled') else 0
-    return posemb.shape[1] - prefix
-  row = flat.get('Transformer/posembed_input/pos_embedding_row')
-  col = flat.get('Transformer/posembed_input/pos_embedding_col')
-  if row is not None and col is not None and row.shape[1] == col.shape[1]:
-    return row.shape[1] * col.shape[1]
-  token_mixing = flat.get('MixerBlock_0/token_mixing/Dense_0/kernel')
-  if token_mixing is not None:
-    return token_mixing.shape[0]
-  return None
-
-
-# Parameter names -> the position embedding that has them (the parameter-free kinds,
-# 'sincos2d' and 'none', cannot be told apart: the model's own setting is kept).
-_POSEMB_KEYS = (('Transformer/posembed_input/pos_embedding', 'learn'),
-                ('Transformer/posembed_input/pos_embedding_row', 'learn_2d'),
-                ('/relative_position_bias', 'relative_bias'),
-                ('/relative_embedding', 'relative'),
-                ('/relative_embedding_y', 'relative_2d'))
-
-
-def _posemb(flat: dict[str, Any]) -> Optional[str]:
-  """The position embedding whose parameters the checkpoint holds; None for none of them."""
-  for suffix, kind in _POSEMB_KEYS:
-    if any(k.endswith(suffix) for k in flat):
-      return kind
-  return None
+  params = tree.unflatten({k: np.asarray(v, dtype=abstract[k].dtype) for k, v in flat.items()})
+  return layouts.convert(params, layout) if layout else params
 
 
 def _model(name: str, num_classes: int, **overrides):
@@ -213,6 +185,12 @@ def _check_model_name(name: str) -> None:
                        'vit_jax import models; print(models.model_names())"`.')
 
 
+def _num_classes(flat: dict[str, Any], where: str) -> int:
+  if not spec.num_classes(flat):
+    raise PredictError(f'{where} has no head/kernel: it holds no classifier to predict with.')
+  return spec.num_classes(flat)
+
+
 def _class_names(num_classes: int, labels_file: Optional[str], recorded: Optional[dict]):
   """(names, where they came from): --labels, labels.json, ImageNet lists, else indices."""
   try:
@@ -228,33 +206,27 @@ def _class_names(num_classes: int, labels_file: Optional[str], recorded: Optiona
   return [str(i) for i in range(num_classes)], 'class indices (pass --labels=FILE for names)'
 
 
-def _load_workdir(path: str, model_name, labels_file, image_size, resize_mode) -> Predictor:
+def _from_run(source: sources.Source, model_name, labels_file, image_size,
+              resize_mode) -> Predictor:
+  """A run's checkpoint: the model from its config.json, names and preprocessing from its
+  labels.json (its config's crop and resize for runs that predate labels.json)."""
+  where = f'checkpoint step {source.step}'
   try:
-    directory, step = orbax_io.find_checkpoint(path)
-  except ValueError as e:
-    raise PredictError(f'--checkpoint={path}: {e}') from None
-  workdir = directory.parent if directory.name == 'checkpoints' else directory
-  config_file = workdir / 'config.json'
-  if not config_file.exists():
-    raise PredictError(f'--checkpoint={path}: no config.json in {workdir} to build the model '
-                       'from; pass the run\'s workdir, or a .npz with --model.')
-  config = json.loads(config_file.read_text())
-  if model_name and model_name != config['model_name']:
-    raise PredictError(f'--model={model_name} but the run in {workdir} trained '
-                       f'{config["model_name"]}; drop --model for a workdir.')
-  try:
-    recorded = labels_lib.read(workdir)
-    params = orbax_io.load_params(str(directory / str(step)))
-  except labels_lib.LabelsError as e:
+    config = workdir_lib.read_config(source.workdir)
+    recorded = workdir_lib.read_labels(source.workdir)
+  except workdir_lib.RunFileError as e:
     raise PredictError(str(e)) from None
-  except Exception as e:  # pylint: disable=broad-except  (any Orbax read error)
-    raise PredictError(f'checkpoint step {step} in {directory} cannot be read '
-                       f'({first_line(e)}); pass another step folder.') from None
-  num_classes = _num_classes(tree.flatten(params), f'checkpoint step {step}')
+  if config is None:
+    raise PredictError(f'--checkpoint={source.path}: no config.json in {source.workdir} to '
+                       'build the model from; pass the run\'s workdir, or a .npz with --model.')
+  if model_name and model_name != config['model_name']:
+    raise PredictError(f'--model={model_name} but the run in {source.workdir} trained '
+                       f'{config["model_name"]}; drop --model for a workdir.')
+  num_classes = _num_classes(source.params, where)
   if recorded and recorded['num_classes'] != num_classes:
-    raise PredictError(f'{workdir}/labels.json has {recorded["num_classes"]} classes but the '
-                       f'checkpoint\'s head has {num_classes}; delete labels.json or pass '
-                       '--labels=FILE.')
+    raise PredictError(f'{source.workdir}/{workdir_lib.LABELS} has {recorded["num_classes"]} '
+                       f'classes but the checkpoint\'s head has {num_classes}; delete '
+                       f'{workdir_lib.LABELS} or pass --labels=FILE.')
   pp = recorded['eval_preprocess'] if recorded else {
       'crop': config['pp']['crop'], 'resize_mode': config['pp']['resize_mode'],
       'resize_small': None}
@@ -263,56 +235,46 @@ def _load_workdir(path: str, model_name, labels_file, image_size, resize_mode) -
   model = _model(config['model_name'], num_classes, dtype=jnp.dtype(config['dtype']),
                  **overrides)
   size = image_size or pp['crop']
-  params = _fit(params, model, size, f'{config["model_name"]} of {config_file} at {size}px')
-  names, source = _class_names(num_classes, labels_file, recorded)
+  params = _fit(source.params, model, size,
+                f'{config["model_name"]} of {source.workdir}/{workdir_lib.CONFIG} at {size}px')
+  names, labels_source = _class_names(num_classes, labels_file, recorded)
   return Predictor(model=model, params=jax.device_put(params), class_names=names,
                    image_size=size, resize_mode=resize_mode or pp['resize_mode'],
                    resize_small=pp['resize_small'] if size == pp['crop'] else None,
-                   about={'checkpoint': str(directory / str(step)), 'step': step,
-                          'model': config['model_name'], 'labels': source})
+                   about={'checkpoint': source.path, 'step': source.step,
+                          'model': config['model_name'], 'labels': labels_source},
+                   workdir=str(source.workdir))
 
 
-def _load_npz(path: str, model_name, labels_file, image_size, resize_mode) -> Predictor:
-  if not model_name:
-    raise PredictError(f'--checkpoint={path} is a .npz: pass the model it holds with --model '
-                       '(e.g. --model=ViT-B_16).')
-  _check_model_name(model_name)
-  try:
-    params = released.load(path)
-  except (ValueError, FileNotFoundError) as e:
-    raise PredictError(f'--checkpoint={path}: {e}') from None
-  flat = tree.flatten(params)
-  num_classes = _num_classes(flat, path)
+def _from_file(given: str, source: sources.Source, model_name, labels_file, image_size,
+               resize_mode) -> Predictor:
+  """Any other checkpoint: the registered model named (or held by a released name), given the
+  file's head, pre-logits layer and position embedding; the image size from the file."""
+  flat = source.params
+  num_classes = _num_classes(flat, given)
   model = _model(model_name, num_classes)
-  pre_logits = flat.get('pre_logits/kernel')
-  width = None if pre_logits is None else int(pre_logits.shape[-1])
-  if getattr(model, 'representation_size', width) != width:  # (Mixers have none.)
-    # e.g. the ImageNet-21k files of ViT-B_16 keep the pre-training's pre_logits layer.
-    model = model.clone(representation_size=width)
-  kind = _posemb(flat)
-  if kind and getattr(model, 'posemb', kind) != kind:  # e.g. a file from the ablation.
-    model = model.clone(posemb=kind)
+  model = model.clone(**spec.model_fields(flat, model))
   if not image_size:
-    tokens = _tokens(flat, model)
-    side = int(round(tokens ** 0.5)) if tokens else 0
-    if not tokens or side * side != tokens:
-      raise PredictError(f'cannot tell the image size of {path} for {model_name}; pass '
+    image_size = spec.square_image_size(flat, model.stride)
+    if not image_size:
+      raise PredictError(f'cannot tell the image size of {given} for {model_name}; pass '
                          '--image_size (e.g. 224 or 384).')
-    image_size = side * model.stride
-  params = _fit(params, model, image_size, f'--model={model_name} at {image_size}px',
+  params = _fit(flat, model, image_size, f'--model={model_name} at {image_size}px',
                 '; pass the --model (and --image_size) that the file was saved from')
-  names, source = _class_names(num_classes, labels_file, None)
+  names, labels_source = _class_names(num_classes, labels_file, None)
   return Predictor(model=model, params=jax.device_put(params), class_names=names,
-                   image_size=image_size, resize_mode=resize_mode or _NPZ_RESIZE_MODE,
+                   image_size=image_size, resize_mode=resize_mode or _FILE_RESIZE_MODE,
                    resize_small=None,
-                   about={'checkpoint': path, 'step': None, 'model': model_name,
-                          'labels': source})
+                   about={'checkpoint': given, 'step': None, 'model': model_name,
+                          'labels': labels_source})
 
 
 def load(checkpoint_path: str, *, model_name: Optional[str] = None,
          labels_file: Optional[str] = None, image_size: Optional[int] = None,
          resize_mode: Optional[str] = None) -> Predictor:
-  """A Predictor for a run's workdir (or checkpoints / step folder) or a released `.npz`.
+  """A Predictor for anything vit_jax.weights.sources reads: a run's workdir (or checkpoints
+  or step folder; its newest intact checkpoint), a released name, a released or big_vision
+  `.npz`, a timm or Hugging Face file or folder (these with `model_name`).
 
   Raises:
     PredictError: (one line) a missing or unreadable checkpoint, a model that does not match
@@ -321,12 +283,30 @@ def load(checkpoint_path: str, *, model_name: Optional[str] = None,
   if not checkpoint_path:
     raise PredictError('pass --checkpoint=WORKDIR (a training run) or --checkpoint=FILE.npz '
                        'with --model.')
-  if not epath.Path(checkpoint_path).exists():
-    raise PredictError(f'--checkpoint={checkpoint_path} does not exist; pass a run\'s workdir '
-                       'or a .npz file.')
   if resize_mode is not None:
     from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top  (no TF import)
     if resize_mode not in preprocess.RESIZE_MODES:
       raise PredictError(f'--resize_mode={resize_mode}; use one of {preprocess.RESIZE_MODES}.')
-  loader = _load_workdir if orbax_io.is_orbax_checkpoint(checkpoint_path) else _load_npz
-  return loader(checkpoint_path, model_name, labels_file, image_size, resize_mode)
+  try:
+    kind = sources.identify(checkpoint_path)
+  except ValueError as e:  # a catalogue prefix with a name it does not have.
+    raise PredictError(f'--checkpoint={checkpoint_path}: {e}') from None
+  if kind != 'released' and not epath.Path(checkpoint_path).exists():
+    raise PredictError(f'--checkpoint={checkpoint_path} does not exist; pass a run\'s workdir '
+                       'or a .npz file.')
+  model_name = model_name or (catalogue.model_name(checkpoint_path) if kind == 'released'
+                              else None)
+  if model_name:
+    _check_model_name(model_name)
+  elif kind not in ('run', None):  # None: sources.read says what the path is not.
+    what = 'a .npz' if kind == 'npz' else f'a {_KINDS[kind]}'
+    raise PredictError(f'--checkpoint={checkpoint_path} is {what}: pass the model it holds with '
+                       '--model (e.g. --model=ViT-B_16).')
+  heads = getattr(models.get_model(model_name), 'num_heads', None) if model_name else None
+  try:
+    source = sources.read(checkpoint_path, num_heads=heads)
+  except (ValueError, OSError) as e:
+    raise PredictError(f'--checkpoint={checkpoint_path}: {first_line(e)}') from None
+  if source.workdir is not None:
+    return _from_run(source, model_name, labels_file, image_size, resize_mode)
+  return _from_file(checkpoint_path, source, model_name, labels_file, image_size, resize_mode)

@@ -49,11 +49,11 @@ def split_host(batch_sizes: Sequence[int] = ()) -> int:
   """
   if not host_memory.computes_on_cpu() or _user_chose():
     return 0
-  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
-  if xla_bridge.backends_are_initialized():
-    return 0
   count = devices_for(batch_sizes, cores())
-  jax.config.update('jax_num_cpu_devices', count)
+  try:
+    jax.config.update('jax_num_cpu_devices', count)
+  except RuntimeError:  # JAX refuses once its backends are initialised: too late.
+    return 0
   if count > 1:
     _patient_collectives()
   return count

@@ -8,23 +8,20 @@ position, so that a run killed at any moment and restarted ends with the same pa
 one that never stopped.
 """
 
-import json
 import math
-import os
 import signal
 import threading
 import time
 from typing import Any, Optional
 
-from etils import epath
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from vit_jax.system import cpu_devices
-from vit_jax.inference import labels
 from vit_jax.train import metrics as metrics_lib
 from vit_jax.run import orbax_io
+from vit_jax.run import workdir as workdir_lib
 from vit_jax.system import sharding
 from vit_jax.train import throughput
 from vit_jax.train import setup_run
@@ -202,13 +199,12 @@ def _save_config(run: setup_run.Run) -> None:
   if jax.process_index() == 0:
     from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top  (no TF import)
     c = run.config
-    (epath.Path(run.workdir) / 'config.json').write_text(
-        c.to_json_best_effort(indent=2, sort_keys=True))
-    labels.write(run.workdir, dataset=run.info.name, class_names=run.info.class_names,
-                 num_classes=run.info.num_classes, crop=c.pp.crop,
-                 resize_mode=c.pp.resize_mode,
-                 resize_small=(preprocess.default_resize_small(c.pp.crop)
-                               if c.pp.resize_mode == 'resize_crop' else None))
+    workdir_lib.write_config(run.workdir, c)
+    workdir_lib.write_labels(
+        run.workdir, dataset=run.info.name, class_names=run.info.class_names,
+        num_classes=run.info.num_classes, crop=c.pp.crop, resize_mode=c.pp.resize_mode,
+        resize_small=(preprocess.default_resize_small(c.pp.crop)
+                      if c.pp.resize_mode == 'resize_crop' else None))
 
 
 def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
@@ -218,7 +214,7 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
                                     is_main=jax.process_index() == 0)
   ckpt = orbax_io.CheckpointIO(run.workdir, keep=c.keep_checkpoints)
   preemption = _Preemption()
-  trace = throughput.StepTrace(os.path.join(run.workdir, 'profile'), c.profile_steps,
+  trace = throughput.StepTrace(workdir_lib.path(run.workdir, workdir_lib.PROFILE), c.profile_steps,
                                enabled=jax.process_index() == 0)
   _save_config(run)
   final: dict[str, Any] = {}
@@ -323,6 +319,6 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
 
 
 def dump_final(workdir: str, final: dict[str, Any]) -> None:
+  """final_metrics.json of a finished run (process 0 writes it)."""
   if jax.process_index() == 0:
-    (epath.Path(workdir) / 'final_metrics.json').write_text(
-        json.dumps(final, indent=2, sort_keys=True))
+    workdir_lib.write_final(workdir, final)

@@ -12,6 +12,7 @@ from typing import Mapping, Optional, TextIO
 
 from etils import epath
 
+from vit_jax.run import workdir as workdir_lib
 from vit_jax.train import tensorboard_events
 
 
@@ -75,8 +76,9 @@ class MetricWriter:
     self._jsonl = self._events = None
     self._resume_step, self._at_resume = None, set()
     if is_main:
-      self._jsonl = _JsonLines(epath.Path(workdir) / 'metrics.jsonl')
-      self._events = tensorboard_events.EventFileWriter(str(epath.Path(workdir) / 'tensorboard'))
+      self._jsonl = _JsonLines(workdir_lib.path(workdir, workdir_lib.METRICS))
+      self._events = tensorboard_events.EventFileWriter(
+          str(workdir_lib.path(workdir, workdir_lib.TENSORBOARD)))
 
   def resume(self, step: int) -> None:
     """A run resumed at `step`: drops the records of later steps from metrics.jsonl, and from

@@ -11,7 +11,7 @@ and `start` restores the workdir's newest checkpoint when it holds one. Nothing 
 checkpoints, metrics files and cadence are `vit_jax.experiment.train`'s (the loop's) job.
 """
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 
@@ -39,20 +39,27 @@ class Session:
     self._train_step = cpu_devices.one_at_a_time(train_step)
 
   @classmethod
-  def start(cls, config, workdir: str, *, step: Optional[int] = None) -> 'Session':
-    """Validates `config` (setup_run.build), then restores the newest checkpoint of `workdir`
-    (or `step`) with its data position, or creates the state fresh (+ config.pretrained_path).
+  def start(cls, config, workdir: str, *, step: Optional[int] = None,
+            log: Optional[Callable[[str], None]] = None) -> 'Session':
+    """Validates `config` (setup_run.build), then restores the newest intact checkpoint of
+    `workdir` (or `step`) with its data position, or creates the state fresh (+
+    config.pretrained_path).
+
+    The restore is the trainer's checked one: a damaged newest checkpoint is reported (one
+    line through `log`, default stderr) and the previous one restored; nothing in the workdir
+    is moved or written.
 
     Raises:
       setup_run.ConfigError: (one line) a config that cannot work, or a checkpoint that does
         not fit it.
-      orbax_io.CheckpointError: `step` is not a complete checkpoint.
+      orbax_io.CheckpointError: `step` is not a complete checkpoint, or none is intact.
     """
     run = setup_run.build(config, workdir)
     ckpt = orbax_io.CheckpointIO(workdir, keep=config.keep_checkpoints)
     try:
       if step is not None or ckpt.latest_step() is not None:
-        state, data_state = ckpt.restore(run.abstract_state, step)
+        state, data_state, _ = ckpt.restore_intact(run.abstract_state, log or orbax_io.warn_on_stderr, step=step,
+                                                   move_aside=False)
         return cls(run, state, data_state)
     finally:
       ckpt.close()

@@ -5,7 +5,6 @@ workdir) is reported as one `ConfigError` line naming the field and what to chan
 """
 
 import dataclasses
-import functools
 from typing import Any, Optional
 
 from etils import epath
@@ -18,19 +17,18 @@ import optax
 from vit_jax.weights import fit
 from vit_jax.run import health
 from vit_jax.train import config as config_lib
+from vit_jax.train import config_check
 from vit_jax import models
 from vit_jax.run import orbax_io
+from vit_jax.run import workdir as workdir_lib
 from vit_jax.system import sharding
-from vit_jax.models import attention
-from vit_jax.models import vit
 from vit_jax.train import optim
 from vit_jax.train import state as state_lib
 
-DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+DTYPES = {name: getattr(jnp, name) for name in config_check.DTYPES}  # config.dtype -> jnp.
 
 
-class ConfigError(ValueError):
-  """A config value that cannot work; the message says which field and what to do."""
+ConfigError = config_check.ConfigError
 
 
 @dataclasses.dataclass
@@ -62,7 +60,7 @@ def _check_workdir(workdir: str) -> None:
   if error:
     raise ConfigError(f'workdir {workdir} is not writable ({error}); pass a --workdir you can '
                       'write to.')
-  checkpoints = str(root / 'checkpoints')
+  checkpoints = str(workdir_lib.path(root, workdir_lib.CHECKPOINTS))
   try:
     epath.Path(checkpoints).mkdir(parents=True, exist_ok=True)
   except Exception as e:  # pylint: disable=broad-except
@@ -80,8 +78,8 @@ def _check_checkpoints(config, workdir: str, abstract_state) -> bool:
   Returns:
     Whether the run resumes from a checkpoint (rather than starting fresh).
   """
-  directory = epath.Path(workdir) / 'checkpoints'
-  steps = sorted(orbax_io.ocp.utils.checkpoint_steps(directory)) if directory.is_dir() else []
+  directory = workdir_lib.path(workdir, workdir_lib.CHECKPOINTS)
+  steps = orbax_io.steps(directory)
   if config.restore_step is not None and config.restore_step not in steps:
     raise ConfigError(f'config.restore_step={config.restore_step} is not a checkpoint in '
                       f'{directory}; available steps: {steps or "none"}.')
@@ -102,42 +100,23 @@ def _check_checkpoints(config, workdir: str, abstract_state) -> bool:
 
 
 def _check_batches(config, mesh, rules) -> None:
+  """Batch sizes fit the mesh and the processes (their own ranges are in config_check)."""
   dp = sharding.data_parallel_size(mesh, rules)
   procs = jax.process_count()
   for field in ('batch', 'batch_eval'):
     value = config[field]
-    if value <= 0 or value % dp or value % procs:
+    if value % dp or value % procs:
       raise ConfigError(
           f'config.{field}={value} is not divisible by the data-parallel size {dp} (mesh axes '
           f'{sharding.batch_axes(rules)}) and {procs} process(es); use a multiple of '
           f'{np.lcm(dp, procs)}.')
-  if config.accum_steps < 1 or config.batch % (config.accum_steps * dp):
+  if config.batch % (config.accum_steps * dp):
     raise ConfigError(
         f'config.batch={config.batch} must split into accum_steps={config.accum_steps} '
         f'micro-batches that are each divisible by the data-parallel size {dp}.')
 
 
-def _check_numbers(config) -> None:
-  """Optimisation numbers that train without error but cannot be meant (e.g. base_lr < 0)."""
-  checks = [
-      ('base_lr', config.base_lr > 0, 'must be > 0'),
-      ('warmup_steps', config.warmup_steps >= 0, 'must be >= 0 (0: no warm-up)'),
-      ('label_smoothing', 0 <= config.label_smoothing < 1, 'must be in [0, 1) (0: off)'),
-      ('mixup', config.mixup >= 0, 'must be >= 0 (0: off)'),
-      ('grad_norm_clip', config.grad_norm_clip is None or config.grad_norm_clip >= 0,
-       'must be > 0, or 0 / None for no clipping'),
-      ('optim.momentum', 0 <= config.optim.momentum < 1, 'must be in [0, 1) (0: plain SGD)'),
-      ('optim.weight_decay', config.optim.weight_decay >= 0, 'must be >= 0 (0: off)'),
-  ]
-  for field, ok, rule in checks:
-    if not ok:
-      value = functools.reduce(getattr, field.split('.'), config)
-      raise ConfigError(f'config.{field}={value} {rule}.')
-
-
 def _model(config, num_classes: int) -> nn.Module:
-  if config.dtype not in DTYPES:
-    raise ConfigError(f'config.dtype={config.dtype!r}; use one of {sorted(DTYPES)}.')
   try:
     model = models.get_model(config.model_name, num_classes=num_classes,
                              dtype=DTYPES[config.dtype], **config_lib.model_overrides(config))
@@ -180,9 +159,10 @@ def _pretrained(config, abstract_params) -> Optional[dict]:
 def build(config, workdir: str) -> Run:
   """Validates `config` and builds mesh, data info, model, optimizer and abstract state.
 
-  The workdir is created last, so that a config error leaves no empty workdir behind.
+  Every field is validated first (config_check.validate), before any dataset lookup, mesh or
+  model; the workdir is created last, so that a config error leaves no empty workdir behind.
   """
-  _check_numbers(config)
+  config_check.validate(config)
   try:
     mesh = sharding.make_mesh(dict(config.mesh))
     rules = config_lib.sharding_rules(config.sharding_rules)
@@ -190,37 +170,16 @@ def build(config, workdir: str) -> Run:
   except ValueError as e:
     raise ConfigError(f'config.mesh / config.sharding_rules: {e}') from None
   _check_batches(config, mesh, rules)
-  for field in ('total_steps', 'progress_every', 'eval_every', 'checkpoint_every'):
-    if config[field] <= 0:
-      raise ConfigError(f'config.{field}={config[field]} must be a positive number of steps.')
-  if config.profile_steps < 0:
-    raise ConfigError(f'config.profile_steps={config.profile_steps}; use 0 (no trace) or the '
-                      'number of steps to trace.')
-  peak = config.peak_flops_per_device
-  if peak is not None and peak <= 0:
-    raise ConfigError(f'config.peak_flops_per_device={peak}; use a device\'s peak FLOP/s (e.g. '
-                      '989e12) or None for the built-in table.')
-  policy = config.model.remat_policy
-  if policy is not None and policy not in vit.REMAT_POLICIES:
-    raise ConfigError(f'config.model.remat_policy={policy!r}; use one of '
-                      f'{tuple(vit.REMAT_POLICIES)}.')
-  impl = config.model.attention_impl
-  if impl is not None and impl not in attention.IMPLEMENTATIONS:
-    raise ConfigError(f'config.model.attention_impl={impl!r}; use one of '
-                      f'{attention.IMPLEMENTATIONS}.')
-  info = _dataset_info(config)
-  model = _model(config, info.num_classes)
-  try:
+  try:  # before the dataset: its first use may prepare it (TFDS writes its data_dir).
     schedule = optim.make_schedule(config.base_lr, config.total_steps, config.warmup_steps,
                                    config.decay_type)
     tx = optim.make_optimizer(config, schedule)
   except ValueError as e:
     raise ConfigError(str(e)) from None
+  info = _dataset_info(config)
+  model = _model(config, info.num_classes)
   crop = config.pp.crop
   init = state_lib.init_fn(model, tx, (1, crop, crop, 3))
-  if config.min_shard_mib < 0:
-    raise ConfigError(f'config.min_shard_mib={config.min_shard_mib}; use a size in MiB >= 0 '
-                      '(0 shards every parameter the rules name).')
   abstract, shardings = state_lib.abstract_state_and_shardings(init, mesh, rules,
                                                                config.min_shard_mib)
   resumes = _check_checkpoints(config, workdir, abstract)

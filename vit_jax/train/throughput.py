@@ -16,9 +16,12 @@ the state), or queued training work would be billed to evaluation or lost.
 import contextlib
 import dataclasses
 import os
+import shutil
+import tempfile
 import time
 from typing import Any, Callable, Iterator, Mapping, Optional
 
+from etils import epath
 import jax
 
 # bf16 dense (no sparsity) peak FLOP/s of one JAX device, keyed by jax.devices()[0].device_kind
@@ -189,18 +192,25 @@ def events_left(step: int, every: int, total_steps: int) -> int:
 
 class StepTrace:
   """A `jax.profiler` trace of `num_steps` steps into `logdir` (process 0 only: each process
-  could trace only its own devices, and processes sharing a host would write the same file)."""
+  could trace only its own devices, and processes sharing a host would write the same file).
 
-  def __init__(self, logdir: str, num_steps: int, enabled: bool = True):
-    self.logdir, self.num_steps = logdir, num_steps
+  A remote `logdir` (gs://...) gets the trace through etils.epath: the profiler writes it to a
+  local temporary folder, copied there when the trace stops.
+  """
+
+  def __init__(self, logdir, num_steps: int, enabled: bool = True):
+    self.logdir, self.num_steps = epath.Path(logdir), num_steps
     self.enabled = enabled and num_steps > 0
     self._stop_at: Optional[int] = None
+    self._local: Optional[str] = None  # where the profiler writes a remote logdir's trace.
 
   def start(self, step: int) -> None:
     """Starts tracing the steps after `step` (call where the device is idle)."""
     if self.enabled and self._stop_at is None:
-      os.makedirs(self.logdir, exist_ok=True)
-      jax.profiler.start_trace(self.logdir)
+      self.logdir.mkdir(parents=True, exist_ok=True)
+      if '://' in os.fspath(self.logdir):
+        self._local = tempfile.mkdtemp(prefix='vit_jax_profile_')
+      jax.profiler.start_trace(self._local or os.fspath(self.logdir))
       self._stop_at = step + self.num_steps
 
   def should_stop(self, step: int) -> bool:
@@ -213,3 +223,18 @@ class StepTrace:
       jax.profiler.stop_trace()
       self._stop_at = None
       self.enabled = False  # one trace per run.
+      if self._local is not None:
+        _copy_tree(self._local, self.logdir)
+        shutil.rmtree(self._local, ignore_errors=True)
+        self._local = None
+
+
+def _copy_tree(local: str, target: epath.Path) -> None:
+  """Copies the files under the local folder `local` to `target` (any etils.epath path)."""
+  for root, _, files in os.walk(local):
+    relative = os.path.relpath(root, local)
+    folder = target if relative == '.' else target / relative
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in files:
+      with open(os.path.join(root, name), 'rb') as f:
+        (folder / name).write_bytes(f.read())

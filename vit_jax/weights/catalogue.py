@@ -16,16 +16,21 @@ the buckets in vit_jax.ipynb, and the README's table of recommended AugReg check
 
 Public buckets are read over HTTPS (https://storage.googleapis.com/<bucket>/<path>), so no
 Google Cloud library is needed. Files are cached under $VIT_JAX_CACHE (default
-~/.cache/vit_jax)/<bucket>/<path> and downloaded only when missing, atomically.
+~/.cache/vit_jax)/<bucket>/<path> and downloaded only when missing, atomically, with a
+progress bar, checked against the size and MD5 that the server sends.
 """
 
+import base64
+import hashlib
+import http.client
 import os
 import re
-import shutil
 import sys
 from typing import Optional
 import urllib.error
 import urllib.request
+
+import tqdm
 
 _ENV = 'VIT_JAX_CACHE'
 _VIT = 'gs://vit_models'
@@ -66,6 +71,8 @@ _AUGREG = {
 # An AugReg file name: <size>-i21k-... or <size>-i1k-... (upstream), optionally
 # --<dataset>-steps_... (a fine-tune).
 _AUGREG_FILE = re.compile(r'^(R\d*_)?(Ti|S|B|L|H)_\d+-i(21|1)k-\d+ep-[\w.+-]+$')
+# <R50_|R26_|R_>?<size>_<patch>: the model part of an AugReg size or file name.
+_AUGREG_SIZE = re.compile(r'^(R\d*_)?(Ti|S|B|L|H)_(\d+)')
 
 
 class FetchError(OSError):
@@ -108,6 +115,24 @@ def resolve(name: str) -> Optional[str]:
   return None
 
 
+def model_name(name: str) -> Optional[str]:
+  """The registered model (vit_jax.models) a catalogue name holds, e.g. 'i21k+i1k:ViT-B_16-224'
+  -> 'ViT-B_16', 'augreg:R_Ti_16' -> 'R+ViT-Ti_16'; None for a path or an unknown name."""
+  prefix, sep, rest = name.partition(':')
+  model = rest.partition(':')[0] if sep else name
+  if prefix in _FOLDERS:
+    return re.sub(r'-224$', '', model) if model in _FOLDERS[prefix] else None
+  if sep and prefix not in ('augreg', 'augreg+i1k'):
+    return None
+  match = _AUGREG_SIZE.match(model)
+  if not match or (model not in _AUGREG and not _AUGREG_FILE.match(model)):
+    return None
+  resnet, size, patch = match.groups()
+  if resnet is None:
+    return f'ViT-{size}_{patch}'
+  return f'R+ViT-{size}_{patch}' if resnet == 'R_' else f'{resnet[:-1]}+ViT-{size}_{patch}'
+
+
 def cache_dir() -> str:
   return os.path.expanduser(os.environ.get(_ENV) or os.path.join('~', '.cache', 'vit_jax'))
 
@@ -119,11 +144,17 @@ def https_url(url: str) -> str:
   return url
 
 
-def fetch(url: str) -> str:
+def fetch(url: str, progress: Optional[bool] = None) -> str:
   """The local path of `url` (gs:// or https://), downloading it once into the cache.
 
+  The download shows a tqdm progress bar on stderr (`progress`: None = only when stderr is a
+  terminal, True / False = always / never) and is checked against the server's Content-Length
+  and, where Google Cloud Storage sends one, the MD5 of its `x-goog-hash` header. A file already
+  in the cache is used as is, without the network.
+
   Raises:
-    FetchError: one line naming the URL when the download fails (offline, not found).
+    FetchError: one line naming the URL when the download fails (offline, not found) or arrives
+      damaged (short, or another MD5); nothing is left in the cache then.
   """
   bucket_path = re.sub(r'^[a-z]+://(storage\.googleapis\.com/)?', '', url)
   dest = os.path.join(cache_dir(), *bucket_path.split('/'))
@@ -134,13 +165,63 @@ def fetch(url: str) -> str:
   part = f'{dest}.part{os.getpid()}'
   print(f'Downloading {source} to {dest} (once).', file=sys.stderr)
   try:
-    with urllib.request.urlopen(source, timeout=60) as response, open(part, 'wb') as f:
-      shutil.copyfileobj(response, f, length=1 << 22)
-  except (urllib.error.URLError, OSError, ValueError) as e:
-    if os.path.exists(part):
-      os.remove(part)
+    damage = _download(source, part, progress)
+  except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
+    _remove(part)
     reason = getattr(e, 'reason', None) or e
     raise FetchError(f'could not download {source} ({reason}); check the network, or download '
                      f'it yourself to {dest} and rerun.') from None
+  if damage:
+    _remove(part)
+    raise FetchError(f'could not download {source}: {damage}; rerun to download it again, or '
+                     f'download it yourself to {dest}.')
   os.replace(part, dest)
   return dest
+
+
+# Not pooch: it checks a download only against a hash known in advance, and the upstream
+# repository publishes none for these files; GCS sends each object's MD5 with it instead.
+def _download(source: str, part: str, progress: Optional[bool]) -> Optional[str]:
+  """Streams `source` into the file `part`; what is wrong with what arrived, or None."""
+  with urllib.request.urlopen(source, timeout=60) as response, open(part, 'wb') as f:
+    length = response.headers.get('Content-Length')
+    expected_size = int(length) if length and length.isdigit() else None
+    expected_md5 = _gcs_md5(response.headers)
+    md5 = hashlib.md5()
+    size = 0
+    with tqdm.tqdm(total=expected_size, unit='B', unit_scale=True, unit_divisor=1024,
+                   desc=source.rpartition('/')[2], file=sys.stderr,
+                   disable=None if progress is None else not progress) as bar:
+      while chunk := response.read(1 << 20):
+        f.write(chunk)
+        md5.update(chunk)
+        size += len(chunk)
+        bar.update(len(chunk))
+  # http.client returns a body cut short by a closed connection without an error.
+  if expected_size is not None and size != expected_size:
+    return f'expected {expected_size} bytes (Content-Length), got {size}'
+  got_md5 = base64.b64encode(md5.digest()).decode('ascii')
+  if expected_md5 is not None and got_md5 != expected_md5:
+    return f'expected md5 {expected_md5} (x-goog-hash), got {got_md5}'
+  return None
+
+
+def _gcs_md5(headers) -> Optional[str]:
+  """The base64 MD5 of `x-goog-hash: crc32c=...,md5=...` (one header or one per hash).
+
+  None when absent (composite objects have only a CRC32C) or when GCS decompresses a gzip-stored
+  object on the way (the hashes are then those of the stored, compressed bytes).
+  """
+  if headers.get('x-goog-stored-content-encoding', 'identity') != 'identity':
+    return None
+  for header in headers.get_all('x-goog-hash') or ():
+    for item in header.split(','):
+      key, _, value = item.strip().partition('=')  # base64 values end in '=': split once.
+      if key == 'md5' and value:
+        return value
+  return None
+
+
+def _remove(path: str) -> None:
+  if os.path.exists(path):
+    os.remove(path)

@@ -1,15 +1,18 @@
-"""Pre-trained params from any supported path or name: the one place formats are told apart.
+"""Pre-trained params from any path or name: the one place where formats are told apart.
 
   i21k:ViT-B_16, augreg:B_16, ...  a released name (catalogue.py): downloaded once, then .npz
-  file.npz[:sub/key]               released / big_vision .npz (vit_jax.weights.released.load)
+  file.npz[:sub/key]               released / big_vision .npz (vit_jax.weights.released)
   file.safetensors, .pth, .bin     a timm or Hugging Face state_dict (told apart by its keys)
   DIR with config.json + weights   a Hugging Face ViT folder (model_type 'vit') or a timm Hub
                                    folder ('architecture')
-  DIR with checkpoints/            a vit_jax run (its workdir, checkpoints/ or one step folder)
+  DIR with checkpoints/            a vit_jax run (its workdir, checkpoints/ or one step folder;
+                                   its newest intact checkpoint, see vit_jax.run.orbax_io)
 
-`config.pretrained_path` and `fit.load_pretrained` both come here.
+Every reader of pre-trained params comes here: fine-tuning (`config.pretrained_path`, through
+vit_jax.weights.fit), `predict`, `export` and `analyze`.
 """
 
+import dataclasses
 import json
 import os
 from typing import Any, Optional
@@ -17,12 +20,12 @@ from typing import Any, Optional
 from etils import epath
 import numpy as np
 
-from vit_jax.weights import fit
+from vit_jax.run import orbax_io
+from vit_jax.run import workdir as workdir_lib
+from vit_jax.weights import catalogue
 from vit_jax.weights import released
 from vit_jax.weights import tree
-from vit_jax.run import orbax_io
 from vit_jax.weights.formats import big_vision
-from vit_jax.weights import catalogue
 from vit_jax.weights.formats import hf
 from vit_jax.weights.formats import tensor_files
 from vit_jax.weights.formats import timm
@@ -31,58 +34,102 @@ FORMATS = ('a released name (e.g. i21k:ViT-B_16), a .npz[:subtree], .safetensors
            'file, a Hugging Face or timm folder with config.json, or a vit_jax workdir')
 
 
-def load(path: Any, num_heads: Optional[int] = None) -> dict[str, np.ndarray]:
-  """Flat params ({'a/b': array}, released layout and numbering) from `path`.
+@dataclasses.dataclass
+class Source:
+  """Params read from a path or name, and what the source says about where they came from."""
+  params: dict[str, np.ndarray]  # flat ({'a/b': array}), released layout and numbering.
+  path: str  # what was read: the file, the folder, or a run's step folder.
+  kind: str  # 'npz', 'timm', 'hf' or 'run'.
+  model_name: Optional[str] = None  # the registered model a released name holds.
+  step: Optional[int] = None  # a run's checkpoint step.
+  workdir: Optional[epath.Path] = None  # a run's folder (vit_jax.run.workdir reads its files).
+
+
+def identify(path: Any) -> Optional[str]:
+  """What `path` is, without reading its arrays: 'released' (a catalogue name), 'npz', 'state_dict'
+  (a timm or Hugging Face weights file), 'hf' or 'timm' (a folder with their config.json), 'run'
+  (a vit_jax workdir, checkpoints or step folder), or None (nothing vit_jax reads).
+
+  Raises:
+    ValueError: a catalogue prefix with a name the catalogue does not have (one line).
+  """
+  path = os.fspath(path)
+  if catalogue.resolve(path) is not None:
+    return 'released'
+  if big_vision.split_subtree(path)[0].endswith('.npz'):
+    return 'npz'
+  if tensor_files.is_tensor_file(path):
+    return 'state_dict'
+  if os.path.isdir(path):
+    config = _read_config(path)
+    if config is not None and hf.is_hf_config(config):
+      return 'hf'
+    if config is not None and 'architecture' in config:
+      return 'timm'
+  return 'run' if orbax_io.is_orbax_checkpoint(path) else None
+
+
+def read(path: Any, num_heads: Optional[int] = None) -> Source:
+  """The params at `path` (see the module docstring), with where they came from.
 
   Args:
-    path: see the module docstring.
+    path: a path or released name.
     num_heads: heads of the model, needed for timm state_dicts (their fused qkv does not
       record it; load_pretrained passes the model's).
 
   Raises:
-    FileNotFoundError, ValueError, catalogue.FetchError: one line naming the path and the fix.
+    FileNotFoundError, ValueError, catalogue.FetchError, orbax_io.CheckpointError: one line
+      naming the path and the fix.
   """
   path = os.fspath(path)
-  url = catalogue.resolve(path)
-  if url is not None:
-    file, subtree = big_vision.split_subtree(url)
-    path = catalogue.fetch(file) + (f':{subtree}' if subtree else '')
-  file, _ = big_vision.split_subtree(path)
-  if file.endswith('.npz'):
-    return tree.flatten(released.load(path))
-  if tensor_files.is_tensor_file(path):
-    return _state_dict(path, tensor_files.read(path), num_heads)
-  if os.path.isdir(path):
-    config = _read_config(path)
-    if config is not None and hf.is_hf_config(config):
-      return hf.load_folder(path, config)
-    if config is not None and 'architecture' in config:
-      return timm.load_folder(path, config, num_heads)
-  if '://' in path or os.path.isdir(path):
-    try:
-      orbax_io.find_checkpoint(path)
-    except ValueError:
-      pass
-    else:
-      return tree.flatten_released(orbax_io.load_params(path))
+  kind = identify(path)
+  if kind == 'released':
+    file, subtree = big_vision.split_subtree(catalogue.resolve(path))
+    local = catalogue.fetch(file) + (f':{subtree}' if subtree else '')
+    return Source(tree.flatten(released.load(local)), local, 'npz',
+                  model_name=catalogue.model_name(path))
+  if kind == 'npz':
+    return Source(tree.flatten(released.load(path)), path, 'npz')
+  if kind == 'state_dict':
+    kind, params = _state_dict(path, tensor_files.read(path), num_heads)
+    return Source(params, path, kind)
+  if kind == 'hf':
+    return Source(hf.load_folder(path, _read_config(path)), path, 'hf')
+  if kind == 'timm':
+    return Source(timm.load_folder(path, _read_config(path), num_heads), path, 'timm')
+  if kind == 'run':
+    params, directory, step = orbax_io.read_params(path)
+    return Source(tree.flatten_released(params), os.fspath(directory / str(step)), 'run',
+                  step=step, workdir=workdir_lib.root_of(directory))
   if not epath.Path(path).exists():
     raise FileNotFoundError(f'{path} does not exist; pass {FORMATS}.')
+  if epath.Path(path).is_dir():
+    raise ValueError(f'No Orbax checkpoint found at {path}, nor the config.json of a Hugging '
+                     f'Face or timm folder; pass {FORMATS}.')
   raise ValueError(f'{path} is not a checkpoint vit_jax reads; pass {FORMATS}.')
 
 
-def _state_dict(path: str, state_dict: dict, num_heads: Optional[int]) -> dict[str, np.ndarray]:
+def load(path: Any, num_heads: Optional[int] = None) -> dict[str, np.ndarray]:
+  """Flat params ({'a/b': array}, released layout and numbering) from `path`; see
+  `read`."""
+  return read(path, num_heads).params
+
+
+def _state_dict(path: str, state_dict: dict,
+                num_heads: Optional[int]) -> tuple[str, dict[str, np.ndarray]]:
+  """('timm' or 'hf', flat params) of a state_dict file."""
   if timm.is_timm(state_dict):
     if num_heads is None:
       raise ValueError(f'{path} is a timm state_dict, which does not record the number of heads; '
                        'name the model (export --model=NAME; load_pretrained takes the heads from '
                        'the model it is given).')
-    return timm.to_params(state_dict, num_heads, what=path)
+    return 'timm', timm.to_params(state_dict, num_heads, what=path)
   if any('embeddings.patch_embeddings' in k for k in state_dict):
     folder_config = _read_config(os.path.dirname(os.path.abspath(path)))
     if folder_config is None or not hf.is_hf_config(folder_config):
       raise ValueError(f'{path} holds Hugging Face ViT weights; pass the folder with its '
                        'config.json instead.')
-    return hf.to_params(state_dict, folder_config, what=path)
+    return 'hf', hf.to_params(state_dict, folder_config, what=path)
   keys = sorted(state_dict)[:5]
   raise ValueError(f'{path} is neither a timm nor a Hugging Face ViT state_dict (first keys: '
                    f'{", ".join(keys)}).')

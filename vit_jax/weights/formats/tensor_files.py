@@ -1,26 +1,20 @@
 """Flat {name: array} files of PyTorch codebases: `.safetensors` and `.pth` / `.bin`.
 
-`.safetensors` is read here directly (an 8-byte header length, a JSON header of names, dtypes,
-shapes and byte ranges, then the raw data; memory-mapped, bfloat16 included, no PyTorch) and
-written with the `safetensors` package's NumPy API. `.pth` / `.bin` need PyTorch (imported only
-here, loaded with `weights_only=True`: tensors, never pickled code).
+`.safetensors` is read and written with the `safetensors` package's NumPy API (no PyTorch;
+bfloat16 as ml_dtypes.bfloat16, whose import registers the dtype name with NumPy). Reading
+memory-maps the file and copies each tensor once into its own NumPy array. The package is
+imported only when such a file is used, so that importing vit_jax never loads it. `.pth` / `.bin`
+need PyTorch (imported only here, loaded with `weights_only=True`: tensors, never pickled code).
 """
 
-import json
 import os
-import struct
 from typing import Mapping
 
-import ml_dtypes
+import ml_dtypes  # also registers the dtype name 'bfloat16' that safetensors' NumPy reads use.
 import numpy as np
 
 SAFETENSORS = ('.safetensors',)
 TORCH = ('.pth', '.pt', '.bin')
-_DTYPES = {
-    'F64': np.float64, 'F32': np.float32, 'F16': np.float16, 'BF16': ml_dtypes.bfloat16,
-    'I64': np.int64, 'I32': np.int32, 'I16': np.int16, 'I8': np.int8, 'U8': np.uint8,
-    'BOOL': np.bool_,
-}
 
 
 def is_tensor_file(path) -> bool:
@@ -38,23 +32,14 @@ def read(path) -> dict[str, np.ndarray]:
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+  import safetensors  # pylint: disable=g-import-not-at-top
+  from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
   try:
-    with open(path, 'rb') as f:
-      (size,) = struct.unpack('<Q', f.read(8))
-      header = json.loads(f.read(size))
-    data = np.memmap(path, dtype=np.uint8, mode='r', offset=8 + size) if os.path.getsize(
-        path) > 8 + size else np.zeros(0, np.uint8)
-    out = {}
-    for name, info in header.items():
-      if name == '__metadata__':
-        continue
-      begin, end = info['data_offsets']
-      dtype = _DTYPES[info['dtype']]
-      out[name] = data[begin:end].view(dtype).reshape(info['shape'])
-  except (struct.error, ValueError, KeyError, TypeError, OSError) as e:
-    raise ValueError(f'{path} is not a readable .safetensors file ({type(e).__name__}: {e}).'
-                     ) from None
-  return out
+    return safetensors_numpy.load_file(path)
+  except (safetensors.SafetensorError, OSError, ValueError, TypeError) as e:
+    first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ''
+    detail = f'{type(e).__name__}: {first}' if first else type(e).__name__
+    raise ValueError(f'{path} is not a readable .safetensors file ({detail}).') from None
 
 
 def _torch():
@@ -98,11 +83,7 @@ def write(path, tensors: Mapping[str, np.ndarray]) -> None:
   tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
   tmp = path + '.tmp'
   if path.endswith(SAFETENSORS):
-    try:
-      from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
-    except ImportError:
-      raise ValueError('writing .safetensors needs the safetensors package (pip install '
-                       'safetensors).') from None
+    from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
     # 'format': 'pt' is what transformers' loader expects of a PyTorch-side file.
     safetensors_numpy.save_file(tensors, tmp, metadata={'format': 'pt'})
   elif path.endswith(TORCH):
