@@ -26,16 +26,16 @@ import time
 
 def measure(model_name: str, batch: int, image_size: int, scan: bool, remat: str) -> dict:
   """Compiles one train step; returns its timings, memory and FLOPs."""
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
 
-  from vit_jax.train import config as config_lib  # pylint: disable=g-import-not-at-top
-  from vit_jax import models  # pylint: disable=g-import-not-at-top
-  from vit_jax.train import throughput  # pylint: disable=g-import-not-at-top
-  from vit_jax.train import optim  # pylint: disable=g-import-not-at-top
-  from vit_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  from vit_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  from vit_jax import models
+  from vit_jax.train import config as config_lib
+  from vit_jax.train import optim
+  from vit_jax.train import state as state_lib
+  from vit_jax.train import step as step_lib
+  from vit_jax.train import throughput
 
   c = config_lib.base_config()
   c.optim.name, c.optim.weight_decay, c.base_lr = 'adamw', 1e-4, 1e-3
@@ -44,8 +44,9 @@ def measure(model_name: str, batch: int, image_size: int, scan: bool, remat: str
 
   def train_step(scanned, num_layers=None):
     overrides = {} if num_layers is None else {'num_layers': num_layers}
-    model = models.get_model(model_name, num_classes=1000, scan=scanned, remat_policy=remat,
-                             **overrides)
+    model = models.get_model(
+      model_name, num_classes=1000, scan=scanned, remat_policy=remat, **overrides
+    )
     init = state_lib.init_fn(model, tx, (1, image_size, image_size, 3))
     state = jax.eval_shape(lambda r: nn.meta.unbox(init(r)), jax.random.key(0))
     step = step_lib.make_train_step(model, tx, schedule, num_classes=1000)
@@ -61,19 +62,27 @@ def measure(model_name: str, batch: int, image_size: int, scan: bool, remat: str
   compile_seconds = time.perf_counter() - begin
   memory = compiled.memory_analysis()
   result = {
-      'compile_seconds': compile_seconds, 'lower_seconds': lower_seconds,
-      'temp_bytes': memory.temp_size_in_bytes,
-      'total_bytes': (memory.argument_size_in_bytes + memory.output_size_in_bytes +
-                      memory.temp_size_in_bytes - memory.alias_size_in_bytes),
-      'xla_flops': throughput.step_flops_per_device(compiled),
+    'compile_seconds': compile_seconds,
+    'lower_seconds': lower_seconds,
+    'temp_bytes': memory.temp_size_in_bytes,
+    'total_bytes': (
+      memory.argument_size_in_bytes
+      + memory.output_size_in_bytes
+      + memory.temp_size_in_bytes
+      - memory.alias_size_in_bytes
+    ),
+    'xla_flops': throughput.step_flops_per_device(compiled),
   }
   if scan:  # what the training loop adds for the layers XLA does not count.
+
     def lower_unrolled(num_layers):
       step, state = train_step(False, num_layers)
       return step.lower(state, batch_)
+
     begin = time.perf_counter()
     uncounted = throughput.uncounted_layer_flops(
-        lower_unrolled, models.get_model(model_name).num_layers, num_devices=1)
+      lower_unrolled, models.get_model(model_name).num_layers, num_devices=1
+    )
     result['count_seconds'] = time.perf_counter() - begin
     result['flops'] = throughput.step_flops_per_device(compiled, uncounted=uncounted)
   else:
@@ -86,9 +95,12 @@ def main():
   parser.add_argument('--model', default='ViT-L_16')
   parser.add_argument('--batch', type=int, default=8)
   parser.add_argument('--image_size', type=int, default=224)
-  parser.add_argument('--configs', default='loop:none,scan:none,loop:dots_saveable,'
-                      'scan:dots_saveable,loop:nothing_saveable,scan:nothing_saveable',
-                      help='comma-separated layout:remat_policy pairs')
+  parser.add_argument(
+    '--configs',
+    default='loop:none,scan:none,loop:dots_saveable,'
+    'scan:dots_saveable,loop:nothing_saveable,scan:nothing_saveable',
+    help='comma-separated layout:remat_policy pairs',
+  )
   parser.add_argument('--one', help=argparse.SUPPRESS)  # internal: measure one, print JSON.
   args = parser.parse_args()
   if args.one:
@@ -96,23 +108,37 @@ def main():
     print(json.dumps(measure(args.model, args.batch, args.image_size, layout == 'scan', remat)))
     return
 
-  print(f'{args.model}, {args.image_size}px, batch {args.batch}, float32, train step with '
-        'AdamW, 1 device\n')
+  print(
+    f'{args.model}, {args.image_size}px, batch {args.batch}, float32, train step with '
+    'AdamW, 1 device\n'
+  )
   print('| layout | remat | compile s | temp GiB | total GiB | GFLOPs (XLA) | GFLOPs (logged) |')
   print('| --- | --- | ---: | ---: | ---: | ---: | ---: |')
   gib = 2.0**30
   for config in args.configs.split(','):
     out = subprocess.run(
-        [sys.executable, __file__, f'--model={args.model}', f'--batch={args.batch}',
-         f'--image_size={args.image_size}', f'--one={config}'],
-        capture_output=True, text=True, check=True).stdout
+      [
+        sys.executable,
+        __file__,
+        f'--model={args.model}',
+        f'--batch={args.batch}',
+        f'--image_size={args.image_size}',
+        f'--one={config}',
+      ],
+      capture_output=True,
+      text=True,
+      check=True,
+    ).stdout
     r = json.loads(out.strip().splitlines()[-1])
     layout, remat = config.split(':')
     note = f' (+{r["count_seconds"]:.1f} to count FLOPs)' if 'count_seconds' in r else ''
 
-    print(f'| {layout} | {remat} | {r["compile_seconds"]:.1f}{note} | {r["temp_bytes"] / gib:.2f} '
-          f'| {r["total_bytes"] / gib:.2f} | {r["xla_flops"] / 1e9:,.0f} | '
-          f'{r["flops"] / 1e9:,.0f} |', flush=True)
+    print(
+      f'| {layout} | {remat} | {r["compile_seconds"]:.1f}{note} | {r["temp_bytes"] / gib:.2f} '
+      f'| {r["total_bytes"] / gib:.2f} | {r["xla_flops"] / 1e9:,.0f} | '
+      f'{r["flops"] / 1e9:,.0f} |',
+      flush=True,
+    )
 
 
 if __name__ == '__main__':

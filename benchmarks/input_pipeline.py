@@ -50,16 +50,18 @@ from vit_jax.data import synthetic
 from vit_jax.data import tf_setup
 
 
-def write_jpegs(root: str, num_images: int, noise: float, height: int = 375,
-                width: int = 500) -> None:
+def write_jpegs(
+  root: str, num_images: int, noise: float, height: int = 375, width: int = 500
+) -> None:
   """root/train/<10 classes>/*.jpg: smooth random images plus pixel noise, quality 90."""
   chunk = 100
   for start in range(0, num_images, chunk):
     n = min(chunk, num_images - start)
     images = synthetic.smooth_images(n, height, width, seed=start, noise=noise)
     labels = np.arange(start, start + n) % 10
-    synthetic.write_image_folder(root, 'train', images, labels,
-                                 [f'class{c}' for c in range(10)], ext='jpg', first_index=start)
+    synthetic.write_image_folder(
+      root, 'train', images, labels, [f'class{c}' for c in range(10)], ext='jpg', first_index=start
+    )
 
 
 def machine_cpu_seconds() -> float:
@@ -84,15 +86,21 @@ def measure(batches, batch_size: int, warmup_batches: int, timed_batches: int) -
   wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
   faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - usage.ru_minflt
   images = timed_batches * batch_size
-  return {'wall': images / wall, 'cpu': images / cpu, 'faults': faults / images,
-          'others': machine_cpu_seconds() - machine - cpu}
+  return {
+    'wall': images / wall,
+    'cpu': images / cpu,
+    'faults': faults / images,
+    'others': machine_cpu_seconds() - machine - cpu,
+  }
 
 
 def raw_decode_batches(paths, batch_size: int):
   tf = tf_setup.tf()
   ds = tf.data.Dataset.from_tensor_slices(paths).repeat()
-  ds = ds.map(lambda p: tf.shape(tf.io.decode_jpeg(tf.io.read_file(p), channels=3)),
-              num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(
+    lambda p: tf.shape(tf.io.decode_jpeg(tf.io.read_file(p), channels=3)),
+    num_parallel_calls=tf.data.AUTOTUNE,
+  )
   ds = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(pipeline.options())
   return ds.as_numpy_iterator()
 
@@ -106,12 +114,15 @@ def describe_machine() -> str:
   except (OSError, StopIteration):
     pass
   try:
-    from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top
+    from tensorflow.python.util import _pywrap_util_port
+
     onednn = 'on' if _pywrap_util_port.IsMklEnabled() else 'off'
   except ImportError:
     onednn = 'unknown'
-  return (f'{model}, {os.cpu_count()} CPU cores; TensorFlow {tf.__version__}, oneDNN {onednn}, '
-          f'TF_CPU_ALLOCATOR_USE_BFC={os.environ.get("TF_CPU_ALLOCATOR_USE_BFC")}.')
+  return (
+    f'{model}, {os.cpu_count()} CPU cores; TensorFlow {tf.__version__}, oneDNN {onednn}, '
+    f'TF_CPU_ALLOCATOR_USE_BFC={os.environ.get("TF_CPU_ALLOCATOR_USE_BFC")}.'
+  )
 
 
 def main():
@@ -119,8 +130,12 @@ def main():
   parser.add_argument('--num_images', type=int, default=2500)
   parser.add_argument('--batch', type=int, default=128)
   parser.add_argument('--crop', type=int, default=224)
-  parser.add_argument('--noise', type=float, default=18.0,
-                      help='Pixel noise of the generated images (sets the file size).')
+  parser.add_argument(
+    '--noise',
+    type=float,
+    default=18.0,
+    help='Pixel noise of the generated images (sets the file size).',
+  )
   parser.add_argument('--repeats', type=int, default=7, help='Alternating runs of each.')
   parser.add_argument('--dir', default=None, help='Reuse/keep the JPEG folder here.')
   args = parser.parse_args()
@@ -130,8 +145,9 @@ def main():
     if not os.path.isdir(os.path.join(root, 'train')):
       t = time.perf_counter()
       write_jpegs(root, args.num_images, args.noise)
-      print(f'Wrote {args.num_images} JPEGs of 500x375 to {root} in '
-            f'{time.perf_counter() - t:.0f} s.')
+      print(
+        f'Wrote {args.num_images} JPEGs of 500x375 to {root} in {time.perf_counter() - t:.0f} s.'
+      )
     info = data.get_dataset_info(root)
     part = info.source.part('train', 0, 1)
     size_kb = np.mean([os.path.getsize(p) for p in part.paths]) / 1024
@@ -141,20 +157,34 @@ def main():
     timed, warmup = 2 * epoch_batches, 3
     device = jax.local_devices()[0]
     rows = {
-        '(a) raw JPEG decode (read + decode_jpeg, whole image)':
-            lambda: raw_decode_batches(part.paths, args.batch),
-        f'(b) train pipeline at {args.crop}x{args.crop} as trained (shuffle, inception crop, '
-        f'resize, uint8, flip, batch {args.batch}), numpy':
-            lambda: data.train_iterator(root, 'train', global_batch=args.batch,
-                                        crop=args.crop, image_dtype='uint8', process_index=0,
-                                        process_count=1),
-        f'(c) = (b), handed to JAX (jax.Array on {device.platform.upper()})':
-            lambda: data.train_iterator(
-                root, 'train', global_batch=args.batch, crop=args.crop, image_dtype='uint8',
-                sharding=jax.sharding.SingleDeviceSharding(device)),
-        '(d) = (b) with float32 [-1, 1] pixels made on the host (image_dtype default), numpy':
-            lambda: data.train_iterator(root, 'train', global_batch=args.batch,
-                                        crop=args.crop, process_index=0, process_count=1),
+      '(a) raw JPEG decode (read + decode_jpeg, whole image)': lambda: raw_decode_batches(
+        part.paths, args.batch
+      ),
+      f'(b) train pipeline at {args.crop}x{args.crop} as trained (shuffle, inception crop, '
+      f'resize, uint8, flip, batch {args.batch}), numpy': lambda: data.train_iterator(
+        root,
+        'train',
+        global_batch=args.batch,
+        crop=args.crop,
+        image_dtype='uint8',
+        process_index=0,
+        process_count=1,
+      ),
+      f'(c) = (b), handed to JAX (jax.Array on {device.platform.upper()})': lambda: (
+        data.train_iterator(
+          root,
+          'train',
+          global_batch=args.batch,
+          crop=args.crop,
+          image_dtype='uint8',
+          sharding=jax.sharding.SingleDeviceSharding(device),
+        )
+      ),
+      '(d) = (b) with float32 [-1, 1] pixels made on the host (image_dtype default), numpy': lambda: (
+        data.train_iterator(
+          root, 'train', global_batch=args.batch, crop=args.crop, process_index=0, process_count=1
+        )
+      ),
     }
     runs = {name: [] for name in rows}
     for _ in range(args.repeats):
@@ -165,28 +195,38 @@ def main():
     raw = runs[next(iter(rows))]
     best_raw = {k: max(r[k] for r in raw) for k in ('wall', 'cpu')}
     print()
-    print(f'| best of {args.repeats} runs, {timed * args.batch} images each | images/s (wall) '
-          '| images per CPU-second | ratio to (a), wall / CPU | page faults per image |')
+    print(
+      f'| best of {args.repeats} runs, {timed * args.batch} images each | images/s (wall) '
+      '| images per CPU-second | ratio to (a), wall / CPU | page faults per image |'
+    )
     print('| --- | ---: | ---: | ---: | ---: |')
     for name, results in runs.items():
       best = {k: max(r[k] for r in results) for k in ('wall', 'cpu')}
-      print(f'| {name} | {best["wall"]:.0f} | {best["cpu"]:.0f} | '
-            f'{best["wall"] / best_raw["wall"]:.0%} / {best["cpu"] / best_raw["cpu"]:.0%} | '
-            f'{min(r["faults"] for r in results):.1f} |')
+      print(
+        f'| {name} | {best["wall"]:.0f} | {best["cpu"]:.0f} | '
+        f'{best["wall"] / best_raw["wall"]:.0%} / {best["cpu"] / best_raw["cpu"]:.0%} | '
+        f'{min(r["faults"] for r in results):.1f} |'
+      )
     print()
     for name, results in runs.items():
-      print(f'{name[:3]} runs (wall img/s, img per CPU-s, other CPU-s): '
-            f'{[(round(r["wall"]), round(r["cpu"]), round(r["others"], 1)) for r in results]}')
+      print(
+        f'{name[:3]} runs (wall img/s, img per CPU-s, other CPU-s): '
+        f'{[(round(r["wall"]), round(r["cpu"]), round(r["others"], 1)) for r in results]}'
+      )
     for name, results in list(runs.items())[1:]:
       paired = [(b['wall'] / a['wall'], b['cpu'] / a['cpu']) for a, b in zip(raw, results)]
-      print(f'Median (min) of the per-repeat ratios {name[:3]} / (a), wall / CPU: '
-            f'{statistics.median(p[0] for p in paired):.0%} '
-            f'({min(p[0] for p in paired):.0%}) / {statistics.median(p[1] for p in paired):.0%} '
-            f'({min(p[1] for p in paired):.0%}).')
+      print(
+        f'Median (min) of the per-repeat ratios {name[:3]} / (a), wall / CPU: '
+        f'{statistics.median(p[0] for p in paired):.0%} '
+        f'({min(p[0] for p in paired):.0%}) / {statistics.median(p[1] for p in paired):.0%} '
+        f'({min(p[1] for p in paired):.0%}).'
+      )
     pipeline_runs = list(runs.values())[1]
     per_core = statistics.median(r['cpu'] for r in pipeline_runs)
-    print(f'Per-core rate of the train pipeline (b), median: {per_core:.0f} images per '
-          f'CPU-second; feeding a step that takes R images/s needs R / {per_core:.0f} cores.')
+    print(
+      f'Per-core rate of the train pipeline (b), median: {per_core:.0f} images per '
+      f'CPU-second; feeding a step that takes R images/s needs R / {per_core:.0f} cores.'
+    )
   finally:
     if not args.dir:
       shutil.rmtree(root, ignore_errors=True)

@@ -40,9 +40,15 @@ class VitJaxResumeBench(tfds.core.GeneratorBasedBuilder):
   code_path = __import__('pathlib').Path(__file__)
 
   def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-        'image': tfds.features.Image(shape=(64, 64, 3), encoding_format='png'),
-        'label': tfds.features.ClassLabel(num_classes=10)}))
+    return tfds.core.DatasetInfo(
+      builder=self,
+      features=tfds.features.FeaturesDict(
+        {
+          'image': tfds.features.Image(shape=(64, 64, 3), encoding_format='png'),
+          'label': tfds.features.ClassLabel(num_classes=10),
+        }
+      ),
+    )
 
   def _split_generators(self, dl_manager):
     del dl_manager
@@ -67,9 +73,18 @@ def prepare(data_dir: str, records: int, shards: int):
 
 
 def first_batch_seconds(args, fraction: float) -> float:
-  kwargs = dict(dataset='vit_jax_resume_bench', split='train', global_batch=args.batch,
-                crop=32, data_dir=args.data_dir, shuffle_buffer=args.shuffle_buffer, seed=0,
-                process_index=0, process_count=1, prefetch=0)
+  kwargs = dict(
+    dataset='vit_jax_resume_bench',
+    split='train',
+    global_batch=args.batch,
+    crop=32,
+    data_dir=args.data_dir,
+    shuffle_buffer=args.shuffle_buffer,
+    seed=0,
+    process_index=0,
+    process_count=1,
+    prefetch=0,
+  )
   state = None
   if fraction:
     state = data.train_iterator(**kwargs).get_state()
@@ -83,8 +98,9 @@ def first_batch_seconds(args, fraction: float) -> float:
 def old_first_record_seconds(builder, args, fraction: float) -> float:
   """The former stream: a shuffle buffer over the stored order, skipping the prefix."""
   t = time.perf_counter()
-  ds = builder.as_dataset(split='train', shuffle_files=False,
-                          decoders={'image': tfds.decode.SkipDecoding()})
+  ds = builder.as_dataset(
+    split='train', shuffle_files=False, decoders={'image': tfds.decode.SkipDecoding()}
+  )
   ds = ds.shuffle(args.shuffle_buffer, seed=1).skip(int(fraction * args.records))
   next(iter(ds))
   return time.perf_counter() - t
@@ -104,15 +120,19 @@ def main():
   try:
     builder = prepare(args.data_dir, args.records, args.shards)
     size = builder.info.splits['train'].num_bytes
-    print(f'{args.records} records, {size / 2**20:.0f} MiB in '
-          f'{len(builder.info.splits["train"].shard_lengths)} files; shuffle windows of '
-          f'{args.shuffle_buffer}; batch {args.batch}; {os.cpu_count()} CPUs.')
+    print(
+      f'{args.records} records, {size / 2**20:.0f} MiB in '
+      f'{len(builder.info.splits["train"].shard_lengths)} files; shuffle windows of '
+      f'{args.shuffle_buffer}; batch {args.batch}; {os.cpu_count()} CPUs.'
+    )
     tfds_source.IN_MEMORY_MAX_BYTES = 0  # Stream from the files, as a large split would.
-    rows = {'fresh (0%)': lambda: first_batch_seconds(args, 0.0),
-            'resume at 50%': lambda: first_batch_seconds(args, 0.5),
-            'resume at 90%': lambda: first_batch_seconds(args, 0.9),
-            'before: shuffle + skip, 0%': lambda: old_first_record_seconds(builder, args, 0.0),
-            'before: shuffle + skip, 90%': lambda: old_first_record_seconds(builder, args, 0.9)}
+    rows = {
+      'fresh (0%)': lambda: first_batch_seconds(args, 0.0),
+      'resume at 50%': lambda: first_batch_seconds(args, 0.5),
+      'resume at 90%': lambda: first_batch_seconds(args, 0.9),
+      'before: shuffle + skip, 0%': lambda: old_first_record_seconds(builder, args, 0.0),
+      'before: shuffle + skip, 90%': lambda: old_first_record_seconds(builder, args, 0.9),
+    }
     times = {name: [] for name in rows}
     for _ in range(args.repeats):
       for name, fn in rows.items():

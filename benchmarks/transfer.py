@@ -53,18 +53,21 @@ from sklearn import linear_model
 from sklearn import pipeline as sk_pipeline
 from sklearn import preprocessing
 
-from vit_jax.weights import fit
-from vit_jax.train import config as config_lib
 from vit_jax import data
 from vit_jax import models
-from vit_jax.run import orbax_io
 from vit_jax.data import mnist_folder
+from vit_jax.run import orbax_io
+from vit_jax.train import config as config_lib
+from vit_jax.weights import fit
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the runs and the MNIST folder go.')
-_MNIST = flags.DEFINE_string('mnist_dir', str(ROOT.parent / 'shared' / 'data' / 'mnist'),
-                             'Folder with t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz.')
+_MNIST = flags.DEFINE_string(
+  'mnist_dir',
+  str(ROOT.parent / 'shared' / 'data' / 'mnist'),
+  'Folder with t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz.',
+)
 _TRAIN = flags.DEFINE_integer('train_images', 300, 'MNIST training images (target set).')
 _TEST = flags.DEFINE_integer('test_images', 2000, 'MNIST test images (the last ones).')
 _CROP = flags.DEFINE_integer('crop', 28, 'Target resolution (a multiple of the patch size 4).')
@@ -72,8 +75,10 @@ _PRE_STEPS = flags.DEFINE_integer('pretrain_steps', 1500, 'Pre-training steps on
 _STEPS = flags.DEFINE_list('steps', ['300'], 'Steps of the scratch / fine-tuned runs (each).')
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds of the scratch / fine-tuned runs.')
 _OVERRIDES = flags.DEFINE_multi_string(
-    'override', [], 'Extra --config.<field>=value for the target runs (both kinds), e.g. '
-    '--override=base_lr=0.003.')
+  'override',
+  [],
+  'Extra --config.<field>=value for the target runs (both kinds), e.g. --override=base_lr=0.003.',
+)
 flags.mark_flags_as_required(['workdir'])
 
 CONFIG = 'configs/default.py'
@@ -84,15 +89,23 @@ def run_main(workdir: str, *overrides: str) -> dict:
   final = os.path.join(workdir, 'final_metrics.json')
   if not os.path.exists(final):
     env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-    cmd = [sys.executable, '-m', 'vit_jax.main', f'--config={CONFIG}', f'--workdir={workdir}',
-           *(f'--config.{o}' for o in overrides)]
+    cmd = [
+      sys.executable,
+      '-m',
+      'vit_jax.main',
+      f'--config={CONFIG}',
+      f'--workdir={workdir}',
+      *(f'--config.{o}' for o in overrides),
+    ]
     start = time.time()
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     if result.returncode:
       with open(f'{workdir}.stderr', 'w') as f:
         f.write(result.stderr)
-      raise RuntimeError(f'{" ".join(cmd)} failed with exit code {result.returncode}; its '
-                         f'stderr is in {workdir}.stderr')
+      raise RuntimeError(
+        f'{" ".join(cmd)} failed with exit code {result.returncode}; its '
+        f'stderr is in {workdir}.stderr'
+      )
     logging.warning('%.0f s: %s', time.time() - start, ' '.join(cmd[3:]))
   with open(final) as f:
     return json.load(f)
@@ -117,8 +130,7 @@ def featurizer(params, crop: int):
   if isinstance(params, str) and params == 'pixels':
     return lambda images: np.asarray(images).reshape(len(images), -1)
   config = _default_config()
-  model = models.get_model(config.model_name, num_classes=0,
-                           **config_lib.model_overrides(config))
+  model = models.get_model(config.model_name, num_classes=0, **config_lib.model_overrides(config))
   init = nn.meta.unbox(model.init(jax.random.key(0), jnp.zeros([1, crop, crop, 3]))['params'])
   if params is not None:
     init = fit.load_pretrained(params, init)
@@ -129,8 +141,9 @@ def featurizer(params, crop: int):
 def features(featurize, dataset: str, split: str, crop: int):
   """(features [N, D], labels [N]) of every image of `split`, eval preprocessing at `crop`."""
   feats, labels = [], []
-  for batch in data.eval_iterator(dataset, split, global_batch=250, crop=crop,
-                                  process_index=0, process_count=1):
+  for batch in data.eval_iterator(
+    dataset, split, global_batch=250, crop=crop, process_index=0, process_count=1
+  ):
     keep = np.asarray(batch['mask']) > 0
     feats.append(featurize(batch['image'])[keep])
     labels.append(np.asarray(batch['label'])[keep])
@@ -147,9 +160,11 @@ def linear_probe(params, root: str, crop: int) -> float:
   x_train, y_train = features(featurize, root, 'train', crop)
   x_test, y_test = features(featurize, root, 'test', crop)
   probe = sk_pipeline.make_pipeline(
-      preprocessing.StandardScaler(),
-      linear_model.LogisticRegressionCV(Cs=[0.001, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0],
-                                        cv=5, max_iter=5000))
+    preprocessing.StandardScaler(),
+    linear_model.LogisticRegressionCV(
+      Cs=[0.001, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0], cv=5, max_iter=5000
+    ),
+  )
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', FutureWarning)  # scikit-learn's coming defaults.
     probe.fit(x_train, y_train)
@@ -169,45 +184,71 @@ def main(argv):
   workdir = os.path.abspath(_WORKDIR.value)
   os.makedirs(workdir, exist_ok=True)
   try:  # (writing is skipped when the folder already holds these splits.)
-    root = mnist_folder.write_mnist_folder(_MNIST.value, os.path.join(workdir, 'mnist'),
-                                           _TRAIN.value, _TEST.value)
+    root = mnist_folder.write_mnist_folder(
+      _MNIST.value, os.path.join(workdir, 'mnist'), _TRAIN.value, _TEST.value
+    )
   except FileNotFoundError as e:
     sys.exit(str(e))
   pre_dir = os.path.join(workdir, f'pretrain_{_PRE_STEPS.value}')
-  pre = run_main(pre_dir, f'total_steps={_PRE_STEPS.value}',
-                 f'eval_every={_PRE_STEPS.value}', f'checkpoint_every={_PRE_STEPS.value}')
+  pre = run_main(
+    pre_dir,
+    f'total_steps={_PRE_STEPS.value}',
+    f'eval_every={_PRE_STEPS.value}',
+    f'checkpoint_every={_PRE_STEPS.value}',
+  )
 
   crop = _CROP.value
   results = {}  # (steps, 'scratch' | 'finetuned') -> [final metrics per seed]
   for steps in map(int, _STEPS.value):
-    target = [f'dataset={root}', f'pp.crop={crop}', f'total_steps={steps}',
-              f'eval_every={steps}', f'checkpoint_every={steps}', *_OVERRIDES.value]
-    tag = '_'.join([f'n{_TRAIN.value}', f'c{crop}', f's{steps}',
-                    *(o.replace('=', '').replace('.', '') for o in _OVERRIDES.value)])
+    target = [
+      f'dataset={root}',
+      f'pp.crop={crop}',
+      f'total_steps={steps}',
+      f'eval_every={steps}',
+      f'checkpoint_every={steps}',
+      *_OVERRIDES.value,
+    ]
+    tag = '_'.join(
+      [
+        f'n{_TRAIN.value}',
+        f'c{crop}',
+        f's{steps}',
+        *(o.replace('=', '').replace('.', '') for o in _OVERRIDES.value),
+      ]
+    )
     for seed in _SEEDS.value:
-      results.setdefault((steps, 'scratch'), []).append(run_main(
-          os.path.join(workdir, f'scratch_{tag}_seed{seed}'), *target, f'seed={seed}'))
-      results.setdefault((steps, 'finetuned'), []).append(run_main(
-          os.path.join(workdir, f'finetune_{tag}_seed{seed}'), *target, f'seed={seed}',
-          f'pretrained_path={pre_dir}'))
+      results.setdefault((steps, 'scratch'), []).append(
+        run_main(os.path.join(workdir, f'scratch_{tag}_seed{seed}'), *target, f'seed={seed}')
+      )
+      results.setdefault((steps, 'finetuned'), []).append(
+        run_main(
+          os.path.join(workdir, f'finetune_{tag}_seed{seed}'),
+          *target,
+          f'seed={seed}',
+          f'pretrained_path={pre_dir}',
+        )
+      )
 
   pre_params = orbax_io.load_params(pre_dir)
-  probes = [('linear probe, frozen pre-trained features, 16px', pre_params, 16),
-            (f'linear probe, frozen pre-trained features, {crop}px', pre_params, crop),
-            (f'linear probe, random-init features, {crop}px', None, crop),
-            (f'logistic regression on the raw {crop}px pixels (no network)', 'pixels', crop)]
+  probes = [
+    ('linear probe, frozen pre-trained features, 16px', pre_params, 16),
+    (f'linear probe, frozen pre-trained features, {crop}px', pre_params, crop),
+    (f'linear probe, random-init features, {crop}px', None, crop),
+    (f'logistic regression on the raw {crop}px pixels (no network)', 'pixels', crop),
+  ]
 
-  print(f'Pre-training: sklearn_digits, 16px, {_PRE_STEPS.value} steps, test accuracy '
-        f'{pre["test/accuracy"]:.2%}. Target: MNIST, {_TRAIN.value} train images, '
-        f'{_TEST.value} test images, {crop}px; seeds {",".join(_SEEDS.value)}.')
+  print(
+    f'Pre-training: sklearn_digits, 16px, {_PRE_STEPS.value} steps, test accuracy '
+    f'{pre["test/accuracy"]:.2%}. Target: MNIST, {_TRAIN.value} train images, '
+    f'{_TEST.value} test images, {crop}px; seeds {",".join(_SEEDS.value)}.'
+  )
   print()
   print('| on MNIST test | steps | test accuracy: mean (min-max) | per seed |')
   print('| --- | ---: | ---: | --- |')
   for (steps, kind), finals in results.items():
     name = 'from scratch' if kind == 'scratch' else 'fine-tuned from sklearn_digits'
     accs = [r['test/accuracy'] for r in finals]
-    print(f'| {name} | {steps} | {_summary(accs)} | '
-          f'{" / ".join(f"{a:.1%}" for a in accs)} |')
+    print(f'| {name} | {steps} | {_summary(accs)} | {" / ".join(f"{a:.1%}" for a in accs)} |')
   for name, params, size in probes:
     print(f'| {name} | - | {_summary([linear_probe(params, root, size)])} | - |')
 

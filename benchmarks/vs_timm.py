@@ -37,35 +37,43 @@ import sys
 import time
 
 TIMM_NAMES = {
-    'ViT-Ti_16': 'vit_tiny_patch16_224', 'ViT-S_16': 'vit_small_patch16_224',
-    'ViT-S_32': 'vit_small_patch32_224', 'ViT-B_16': 'vit_base_patch16_224',
-    'ViT-B_32': 'vit_base_patch32_224', 'ViT-B_8': 'vit_base_patch8_224',
-    'ViT-L_16': 'vit_large_patch16_224', 'ViT-L_32': 'vit_large_patch32_224',
-    'ViT-H_14': 'vit_huge_patch14_224',
+  'ViT-Ti_16': 'vit_tiny_patch16_224',
+  'ViT-S_16': 'vit_small_patch16_224',
+  'ViT-S_32': 'vit_small_patch32_224',
+  'ViT-B_16': 'vit_base_patch16_224',
+  'ViT-B_32': 'vit_base_patch32_224',
+  'ViT-B_8': 'vit_base_patch8_224',
+  'ViT-L_16': 'vit_large_patch16_224',
+  'ViT-L_32': 'vit_large_patch32_224',
+  'ViT-H_14': 'vit_huge_patch14_224',
 }
-INSTALL_HINT = ("timm/torch are not installed; install the benchmark extra: pip install -e "
-                "'.[bench]'  (or run with --no_timm to measure vit_jax alone).")
+INSTALL_HINT = (
+  'timm/torch are not installed; install the benchmark extra: pip install -e '
+  "'.[bench]'  (or run with --no_timm to measure vit_jax alone)."
+)
 
 
 # --------------------------------------------------------------------------- workers
 def _jax_worker(spec):
-  import jax  # pylint: disable=g-import-not-at-top
-  from vit_jax.system import cpu_devices  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from vit_jax.system import cpu_devices
+
   if spec['cpu_devices']:
     jax.config.update('jax_num_cpu_devices', spec['cpu_devices'])
   else:
     cpu_devices.split_host([spec['batch']])  # What vit_jax.main does on a CPU host.
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn
+  import jax.numpy as jnp
+  import numpy as np
 
-  from vit_jax.train import config as config_lib  # pylint: disable=g-import-not-at-top
-  from vit_jax import models  # pylint: disable=g-import-not-at-top
-  from vit_jax.system import sharding  # pylint: disable=g-import-not-at-top
-  from vit_jax.train import throughput  # pylint: disable=g-import-not-at-top
-  from vit_jax.train import optim  # pylint: disable=g-import-not-at-top
-  from vit_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  from vit_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from vit_jax import models
+  from vit_jax.system import sharding
+  from vit_jax.train import config as config_lib
+  from vit_jax.train import optim
+  from vit_jax.train import state as state_lib
+  from vit_jax.train import step as step_lib
+  from vit_jax.train import throughput
 
   batch, size = spec['batch'], spec['image_size']
   overrides = {} if spec['attention'] == 'auto' else {'attention_impl': spec['attention']}
@@ -73,8 +81,9 @@ def _jax_worker(spec):
     overrides['scan'] = True
   if spec['remat_policy'] != 'none':
     overrides['remat_policy'] = spec['remat_policy']
-  model = models.get_model(spec['model'], num_classes=1000, dtype=jnp.dtype(spec['dtype']),
-                           **overrides)
+  model = models.get_model(
+    spec['model'], num_classes=1000, dtype=jnp.dtype(spec['dtype']), **overrides
+  )
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32))
   labels = jnp.asarray(rng.integers(0, 1000, batch).astype(np.int32))
@@ -82,8 +91,9 @@ def _jax_worker(spec):
   config.optim.name, config.base_lr, config.optim.weight_decay = 'adamw', 1e-3, 1e-4
   schedule = optim.make_schedule(1e-3, 10_000, 100, 'cosine')
   tx = optim.make_optimizer(config, schedule)
-  state = jax.jit(lambda r: nn.meta.unbox(
-      state_lib.init_fn(model, tx, (1, size, size, 3))(r)))(jax.random.key(0))
+  state = jax.jit(lambda r: nn.meta.unbox(state_lib.init_fn(model, tx, (1, size, size, 3))(r)))(
+    jax.random.key(0)
+  )
   # Batch split over the devices (one unless --cpu_devices), everything else replicated.
   mesh = sharding.make_mesh({'data': -1})
   split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
@@ -91,13 +101,15 @@ def _jax_worker(spec):
   images, labels = jax.device_put(images, split), jax.device_put(labels, split)
   state = jax.device_put(state, replicated)
   if spec['mode'] == 'infer':
-    fn = jax.jit(lambda p, x: model.apply({'params': p}, x, train=False),
-                 out_shardings=split)
+    fn = jax.jit(lambda p, x: model.apply({'params': p}, x, train=False), out_shardings=split)
     args = (state.params, images)
     carry = False
   else:
-    fn = jax.jit(step_lib.make_train_step(model, tx, schedule, num_classes=1000),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
+    fn = jax.jit(
+      step_lib.make_train_step(model, tx, schedule, num_classes=1000),
+      out_shardings=(replicated, replicated),
+      donate_argnums=0,
+    )
     args = (state, {'image': images, 'label': labels})
     carry = True
   start = time.perf_counter()
@@ -106,13 +118,18 @@ def _jax_worker(spec):
   flops = throughput.step_flops_per_device(compiled)
   # Model FLOPs for MFU: one image's forward pass, counted by XLA on the plain model (no
   # scan, whose body XLA counts once; no remat; einsum attention, as a cuDNN call counts 0).
-  plain = models.get_model(spec['model'], num_classes=1000, dtype=jnp.dtype(spec['dtype']),
-                           attention_impl='xla')
+  plain = models.get_model(
+    spec['model'], num_classes=1000, dtype=jnp.dtype(spec['dtype']), attention_impl='xla'
+  )
   one = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-  plain_params = jax.eval_shape(lambda: nn.meta.unbox(
-      plain.init(jax.random.key(0), jnp.zeros(one.shape), train=False)['params']))
+  plain_params = jax.eval_shape(
+    lambda: nn.meta.unbox(
+      plain.init(jax.random.key(0), jnp.zeros(one.shape), train=False)['params']
+    )
+  )
   forward_flops = throughput.xla_flops(
-      jax.jit(lambda p, x: plain.apply({'params': p}, x)).lower(plain_params, one))
+    jax.jit(lambda p, x: plain.apply({'params': p}, x)).lower(plain_params, one)
+  )
 
   def run(steps):
     nonlocal args
@@ -126,18 +143,25 @@ def _jax_worker(spec):
   run(4)  # warm-up: the first steps also grow the host heap (see vit_jax.system.host_memory).
   device = jax.devices()[0]
   measured_peak = _matmul_peak() if device.platform != 'cpu' else None
-  from vit_jax.system import host_memory  # pylint: disable=g-import-not-at-top
-  return run, {'compile_seconds': compile_seconds, 'flops': flops, 'devices': len(jax.devices()),
-               'forward_flops_per_image': forward_flops,
-               'measured_peak_flops': measured_peak,
-               'device': device.device_kind, 'platform': device.platform,
-               'retain_host_memory': host_memory.retain_freed_memory()}
+  from vit_jax.system import host_memory
+
+  return run, {
+    'compile_seconds': compile_seconds,
+    'flops': flops,
+    'devices': len(jax.devices()),
+    'forward_flops_per_image': forward_flops,
+    'measured_peak_flops': measured_peak,
+    'device': device.device_kind,
+    'platform': device.platform,
+    'retain_host_memory': host_memory.retain_freed_memory(),
+  }
 
 
 def _matmul_peak(n: int = 8192, repeats: int = 20) -> float:
   """Dense bfloat16 matmul FLOP/s of one device (f32 accumulation), median of `repeats`."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+
   a = jax.random.normal(jax.random.key(1), (n, n), jnp.bfloat16)
   b = jax.random.normal(jax.random.key(2), (n, n), jnp.bfloat16)
   dot = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
@@ -147,12 +171,12 @@ def _matmul_peak(n: int = 8192, repeats: int = 20) -> float:
     start = time.perf_counter()
     dot(a, b).block_until_ready()
     times.append(time.perf_counter() - start)
-  return 2 * n ** 3 / statistics.median(times)
+  return 2 * n**3 / statistics.median(times)
 
 
 def _timm_worker(spec):
-  import timm  # pylint: disable=g-import-not-at-top
-  import torch  # pylint: disable=g-import-not-at-top
+  import timm
+  import torch
 
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
   batch, size = spec['batch'], spec['image_size']
@@ -193,9 +217,13 @@ def _timm_worker(spec):
   start = time.perf_counter()
   run(4)
   name = torch.cuda.get_device_name() if device == 'cuda' else 'cpu'
-  return run, {'compile_seconds': time.perf_counter() - start, 'device': name,
-               'threads': torch.get_num_threads(), 'torch': torch.__version__,
-               'timm': timm.__version__}
+  return run, {
+    'compile_seconds': time.perf_counter() - start,
+    'device': name,
+    'threads': torch.get_num_threads(),
+    'torch': torch.__version__,
+    'timm': timm.__version__,
+  }
 
 
 def worker_main(kind: str) -> None:
@@ -222,8 +250,13 @@ class Worker:
     env = dict(os.environ)
     if kind == 'jax' and spec['host_memory'] == 'retain':
       env['VIT_JAX_RETAIN_HOST_MEMORY'] = '1'
-    self.proc = subprocess.Popen([sys.executable, __file__, f'--worker={kind}'], env=env,
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    self.proc = subprocess.Popen(
+      [sys.executable, __file__, f'--worker={kind}'],
+      env=env,
+      stdin=subprocess.PIPE,
+      stdout=subprocess.PIPE,
+      text=True,
+    )
     self.proc.stdin.write(json.dumps(spec) + '\n')
     self.proc.stdin.flush()
     self.info = json.loads(self._expect('READY'))
@@ -231,9 +264,10 @@ class Worker:
   def _expect(self, word: str) -> str:
     for line in self.proc.stdout:
       if line.startswith(word + ' '):
-        return line[len(word) + 1:]
-    raise RuntimeError(f'the {self.kind} worker exited (exit code {self.proc.wait()}); its '
-                       'error is printed above.')
+        return line[len(word) + 1 :]
+    raise RuntimeError(
+      f'the {self.kind} worker exited (exit code {self.proc.wait()}); its error is printed above.'
+    )
 
   def run(self, steps: int) -> float:
     self.proc.stdin.write(f'RUN {steps}\n')
@@ -257,7 +291,7 @@ def _measure(spec: dict, args) -> dict:
       workers[kind] = Worker(kind, spec)
     rates = {kind: [] for kind in kinds}
     for r in range(args.rounds):
-      for kind in (kinds if r % 2 == 0 else kinds[::-1]):
+      for kind in kinds if r % 2 == 0 else kinds[::-1]:
         time.sleep(args.pause)  # let the other framework's threads go idle.
         rates[kind].append(spec['batch'] * args.steps / workers[kind].run(args.steps))
     return {kind: (statistics.median(v), v, workers[kind].info) for kind, v in rates.items()}
@@ -275,11 +309,19 @@ def _peak(info: dict, override_tflops):
 
 def _row(args, model, mode, dtype, batch, attention, remat, infos) -> None:
   """Measures one configuration and prints its table row."""
-  spec = dict(model=model, mode=mode, dtype=dtype, batch=batch,
-              image_size=args.image_size, attention=attention,
-              host_memory=args.host_memory, cpu_devices=args.cpu_devices,
-              scan=args.scan, remat_policy=remat,
-              compile=None if args.compile is None else args.compile == 'on')
+  spec = dict(
+    model=model,
+    mode=mode,
+    dtype=dtype,
+    batch=batch,
+    image_size=args.image_size,
+    attention=attention,
+    host_memory=args.host_memory,
+    cpu_devices=args.cpu_devices,
+    scan=args.scan,
+    remat_policy=remat,
+    compile=None if args.compile is None else args.compile == 'on',
+  )
   result = _measure(spec, args)
   jax_rate, jax_runs, jax_info = result['jax']
   peak = _peak(jax_info, args.peak_tflops)
@@ -288,13 +330,18 @@ def _row(args, model, mode, dtype, batch, attention, remat, infos) -> None:
   timm_rate, timm_runs, timm_info = result.get('timm', (None, [], {}))
   infos.update({'vit_jax': jax_info, 'timm': timm_info})
   fmt = lambda runs: ' '.join(f'{r:.1f}' for r in runs)
-  label = model + ''.join(f' {k}={v}' for k, v in (('attention', attention), ('remat', remat),
-                                                   ('scan', args.scan))
-                          if v not in ('auto', 'none', False))
-  print(f'| {label} | {mode} | {dtype} | {batch} | {jax_rate:,.1f} | '
-        f'{"-" if timm_rate is None else f"{timm_rate:,.1f}"} | '
-        f'{"-" if timm_rate is None else f"{jax_rate / timm_rate:.2f}x"} | {mfu} | '
-        f'{fmt(jax_runs)} | {fmt(timm_runs)} |', flush=True)
+  label = model + ''.join(
+    f' {k}={v}'
+    for k, v in (('attention', attention), ('remat', remat), ('scan', args.scan))
+    if v not in ('auto', 'none', False)
+  )
+  print(
+    f'| {label} | {mode} | {dtype} | {batch} | {jax_rate:,.1f} | '
+    f'{"-" if timm_rate is None else f"{timm_rate:,.1f}"} | '
+    f'{"-" if timm_rate is None else f"{jax_rate / timm_rate:.2f}x"} | {mfu} | '
+    f'{fmt(jax_runs)} | {fmt(timm_runs)} |',
+    flush=True,
+  )
 
 
 def main() -> None:
@@ -308,38 +355,61 @@ def main() -> None:
   parser.add_argument('--rounds', type=int, default=7, help='Alternating rounds per framework.')
   parser.add_argument('--steps', type=int, default=3, help='Steps per round.')
   parser.add_argument('--pause', type=float, default=0.3, help='Seconds idle between rounds.')
-  parser.add_argument('--attention', default='auto',
-                      help='vit_jax attention_impl(s), comma-separated: auto, per_head, xla, cudnn.')
+  parser.add_argument(
+    '--attention',
+    default='auto',
+    help='vit_jax attention_impl(s), comma-separated: auto, per_head, xla, cudnn.',
+  )
   parser.add_argument('--scan', action='store_true', help='vit_jax: scan over layers.')
-  parser.add_argument('--remat_policy', default='none',
-                      help='vit_jax remat policies, comma-separated: none, nothing_saveable, '
-                      'dots_saveable, ...')
-  parser.add_argument('--compile', default=None, choices=['on', 'off'],
-                      help='torch.compile for timm (default: on for CUDA, off on CPU).')
-  parser.add_argument('--host_memory', default='retain', choices=['retain', 'system'],
-                      help='vit_jax on the CPU: VIT_JAX_RETAIN_HOST_MEMORY=1 or plain malloc.')
-  parser.add_argument('--cpu_devices', type=int, default=0,
-                      help='vit_jax on the CPU: XLA devices to split the host into (data '
-                      'parallel); 0: one per core, as vit_jax.main does (vit_jax.system.cpu_devices).')
+  parser.add_argument(
+    '--remat_policy',
+    default='none',
+    help='vit_jax remat policies, comma-separated: none, nothing_saveable, dots_saveable, ...',
+  )
+  parser.add_argument(
+    '--compile',
+    default=None,
+    choices=['on', 'off'],
+    help='torch.compile for timm (default: on for CUDA, off on CPU).',
+  )
+  parser.add_argument(
+    '--host_memory',
+    default='retain',
+    choices=['retain', 'system'],
+    help='vit_jax on the CPU: VIT_JAX_RETAIN_HOST_MEMORY=1 or plain malloc.',
+  )
+  parser.add_argument(
+    '--cpu_devices',
+    type=int,
+    default=0,
+    help='vit_jax on the CPU: XLA devices to split the host into (data '
+    'parallel); 0: one per core, as vit_jax.main does (vit_jax.system.cpu_devices).',
+  )
   parser.add_argument('--no_timm', action='store_true', help='Measure vit_jax only.')
-  parser.add_argument('--peak_tflops', type=float, default=None,
-                      help='Peak TFLOP/s of one device for the MFU column (GPUs/TPUs known).')
+  parser.add_argument(
+    '--peak_tflops',
+    type=float,
+    default=None,
+    help='Peak TFLOP/s of one device for the MFU column (GPUs/TPUs known).',
+  )
   args = parser.parse_args()
   if args.worker:
     worker_main(args.worker)
     return
   if not args.no_timm:
     try:
-      import timm  # pylint: disable=g-import-not-at-top,unused-import
-      import torch  # pylint: disable=g-import-not-at-top,unused-import
+      import timm  # noqa: F401
+      import torch  # noqa: F401
     except ImportError:
       sys.exit(INSTALL_HINT)
   unknown = [m for m in args.models.split(',') if m not in TIMM_NAMES]
   if unknown and not args.no_timm:
     sys.exit(f'No timm counterpart for {unknown}; choose from {sorted(TIMM_NAMES)}.')
 
-  print(f'| model | mode | dtype | batch | vit_jax img/s | timm img/s | vit_jax / timm | '
-        f'MFU | vit_jax rounds | timm rounds |')
+  print(
+    '| model | mode | dtype | batch | vit_jax img/s | timm img/s | vit_jax / timm | '
+    'MFU | vit_jax rounds | timm rounds |'
+  )
   print('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |')
   infos = {}
   variants = [(a, r) for a in args.attention.split(',') for r in args.remat_policy.split(',')]
@@ -350,13 +420,20 @@ def main() -> None:
           for attention, remat in variants:
             _row(args, model, mode, dtype, batch, attention, remat, infos)
   if infos.get('vit_jax', {}).get('platform', 'cpu') != 'cpu':
-    from vit_jax.train import throughput  # pylint: disable=g-import-not-at-top
-    measured, table = _peak(infos['vit_jax'], args.peak_tflops), throughput.peak_flops_per_device(
-        infos['vit_jax']['device'])
-    print(f'\nMFU peak: {measured / 1e12:.0f} TFLOP/s (measured bf16 matmul or --peak_tflops); '
-          f'datasheet: {"unknown" if table is None else f"{table / 1e12:.0f} TFLOP/s"}.')
-  print(f'\nMedians of {args.rounds} alternating rounds of {args.steps} steps; '
-        f'{os.cpu_count()} CPU cores. Workers: {json.dumps(infos)}')
+    from vit_jax.train import throughput
+
+    measured, table = (
+      _peak(infos['vit_jax'], args.peak_tflops),
+      throughput.peak_flops_per_device(infos['vit_jax']['device']),
+    )
+    print(
+      f'\nMFU peak: {measured / 1e12:.0f} TFLOP/s (measured bf16 matmul or --peak_tflops); '
+      f'datasheet: {"unknown" if table is None else f"{table / 1e12:.0f} TFLOP/s"}.'
+    )
+  print(
+    f'\nMedians of {args.rounds} alternating rounds of {args.steps} steps; '
+    f'{os.cpu_count()} CPU cores. Workers: {json.dumps(infos)}'
+  )
 
 
 if __name__ == '__main__':

@@ -22,8 +22,10 @@ def get_config(arg: str = '/tmp/mnist,vit'):
   folder, _, kind = arg.partition(',')
   kind = kind or 'vit'
   if kind not in MODELS:
-    raise ValueError(f'configs/mnist.py:{arg}: the model must be one of {MODELS} '
-                     '(e.g. configs/mnist.py:/tmp/mnist,vit).')
+    raise ValueError(
+      f'configs/mnist.py:{arg}: the model must be one of {MODELS} '
+      '(e.g. configs/mnist.py:/tmp/mnist,vit).'
+    )
   c = config_lib.base_config()
   c.dataset = folder
   c.pp.crop = 28

@@ -27,8 +27,10 @@ DEFAULT_STEPS = 2400
 def _parse(arg: str) -> tuple[str, int]:
   folder, _, steps = arg.partition(',')
   if steps and not (steps.isdigit() and int(steps) > 0):
-    raise ValueError(f'configs/posemb_ablation.py:{arg}: after the folder comes the number of '
-                     'training steps (e.g. configs/posemb_ablation.py:/tmp/mnist,600).')
+    raise ValueError(
+      f'configs/posemb_ablation.py:{arg}: after the folder comes the number of '
+      'training steps (e.g. configs/posemb_ablation.py:/tmp/mnist,600).'
+    )
   return folder, int(steps) if steps else DEFAULT_STEPS
 
 

@@ -37,8 +37,8 @@ What still differs from big_vision's run, all of it small:
     2% of train, ImageNet-v2 and ImageNet-ReaL.
 """
 
-from vit_jax.train import config as config_lib
 from vit_jax.models import registry
+from vit_jax.train import config as config_lib
 
 TRAIN_EXAMPLES = 1_268_355  # train[:99%] of ImageNet-1k's 1,281,167 training images.
 EPOCHS = 90

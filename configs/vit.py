@@ -22,11 +22,11 @@ from vit_jax.train import config as config_lib
 
 # dataset -> (total_steps, train split, validation split, test split)
 DATASETS = {
-    'cifar10': (10_000, 'train[:98%]', 'train[98%:]', 'test'),
-    'cifar100': (10_000, 'train[:98%]', 'train[98%:]', 'test'),
-    'imagenet2012': (20_000, 'train[:99%]', 'train[99%:]', 'validation'),
-    'oxford_iiit_pet': (500, 'train[:90%]', 'train[90%:]', 'test'),
-    'oxford_flowers102': (500, 'train', 'validation', 'test'),
+  'cifar10': (10_000, 'train[:98%]', 'train[98%:]', 'test'),
+  'cifar100': (10_000, 'train[:98%]', 'train[98%:]', 'test'),
+  'imagenet2012': (20_000, 'train[:99%]', 'train[99%:]', 'validation'),
+  'oxford_iiit_pet': (500, 'train[:90%]', 'train[90%:]', 'test'),
+  'oxford_flowers102': (500, 'train', 'validation', 'test'),
 }
 
 
@@ -34,8 +34,10 @@ def get_config(arg: str = 'ViT-B_16,cifar10'):
   """arg: '<model name>,<dataset>' with dataset one of DATASETS."""
   model_name, _, dataset = arg.partition(',')
   if dataset not in DATASETS:
-    raise ValueError(f'configs/vit.py:{arg}: dataset must be one of {sorted(DATASETS)} '
-                     '(e.g. configs/vit.py:ViT-B_16,cifar10).')
+    raise ValueError(
+      f'configs/vit.py:{arg}: dataset must be one of {sorted(DATASETS)} '
+      '(e.g. configs/vit.py:ViT-B_16,cifar10).'
+    )
   total_steps, train_split, val_split, test_split = DATASETS[dataset]
   c = config_lib.base_config()
   c.model_name = model_name

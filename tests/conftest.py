@@ -6,12 +6,13 @@ XLA_FLAGS must be set before jax is imported anywhere, hence here at the top.
 import os
 
 os.environ['XLA_FLAGS'] = (
-    os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8').strip()
+  os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
+).strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-import pathlib  # pylint: disable=g-import-not-at-top
+import pathlib
 
-import pytest  # pylint: disable=g-import-not-at-top
+import pytest
 
 # `../shared` beside the checkout holds real data (MNIST) for some tests; absent in some places.
 SHARED_DIR = pathlib.Path(__file__).resolve().parents[1].parent / 'shared'

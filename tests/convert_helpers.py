@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax.weights import tree
 from vit_jax import models
+from vit_jax.weights import tree
 
 TINY = dict(patch_size=(8, 8), hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64)
 
@@ -16,8 +16,7 @@ def vit(num_classes=5, **kw):
 
 def random_params(model, image_size, seed=0):
   """Flat params (released layout) with realistic scales everywhere (the head included)."""
-  shapes = jax.eval_shape(model.init, jax.random.key(0),
-                          jnp.zeros((1, *image_size, 3)))['params']
+  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, *image_size, 3)))['params']
   rng = np.random.default_rng(seed)
   out = {}
   for key, value in tree.flatten_released(shapes).items():
@@ -26,8 +25,9 @@ def random_params(model, image_size, seed=0):
     elif key.endswith('/bias'):
       x = 0.2 * rng.normal(size=value.shape)
     elif key.endswith('/kernel'):
-      x = rng.normal(size=value.shape) / np.sqrt(np.prod(value.shape[:-1]) if 'out/' in key
-                                                 or value.ndim == 4 else value.shape[0])
+      x = rng.normal(size=value.shape) / np.sqrt(
+        np.prod(value.shape[:-1]) if 'out/' in key or value.ndim == 4 else value.shape[0]
+      )
     else:  # cls, position embeddings, MAP probe.
       x = 0.5 * rng.normal(size=value.shape)
     out[key] = x.astype(np.float32)
@@ -50,13 +50,15 @@ def relative_error(got, want):
 
 
 def nchw(x):
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
+
   return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
 
 
 def randomize_torch(module, seed=0):
   """Non-trivial values for every parameter of a PyTorch module (in place)."""
-  import torch  # pylint: disable=g-import-not-at-top
+  import torch
+
   g = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for name, p in module.named_parameters():

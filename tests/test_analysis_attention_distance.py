@@ -36,7 +36,8 @@ def offset_attention(grid, offset, num_prefix):
 
 def test_token_positions():
   np.testing.assert_array_equal(
-      ad.token_positions((2, 3), 16), [[0, 0], [0, 16], [0, 32], [16, 0], [16, 16], [16, 32]])
+    ad.token_positions((2, 3), 16), [[0, 0], [0, 16], [0, 32], [16, 0], [16, 16], [16, 32]]
+  )
   np.testing.assert_array_equal(ad.token_positions((2, 1), (8, 4)), [[0, 0], [8, 0]])
 
 
@@ -44,8 +45,9 @@ def test_token_positions():
 def test_identity_attention_has_distance_zero(num_prefix):
   tokens = num_prefix + 12
   weights = np.broadcast_to(np.eye(tokens), (2, 3, tokens, tokens))
-  np.testing.assert_array_equal(ad.mean_attention_distance(weights, (3, 4), P, num_prefix),
-                                np.zeros(3))
+  np.testing.assert_array_equal(
+    ad.mean_attention_distance(weights, (3, 4), P, num_prefix), np.zeros(3)
+  )
 
 
 def test_one_hot_offsets_give_patch_size_times_offset_length():

@@ -5,12 +5,12 @@ import matplotlib
 
 matplotlib.use('Agg')
 
-import numpy as np  # pylint: disable=g-import-not-at-top
-import pytest  # pylint: disable=g-import-not-at-top
-from matplotlib import collections as mcollections  # pylint: disable=g-import-not-at-top
-from matplotlib import figure as mfigure  # pylint: disable=g-import-not-at-top
+from matplotlib import collections as mcollections
+from matplotlib import figure as mfigure
+import numpy as np
+import pytest
 
-from vit_jax.analysis import figures  # pylint: disable=g-import-not-at-top
+from vit_jax.analysis import figures
 
 RNG = np.random.default_rng(0)
 
@@ -55,8 +55,9 @@ def test_plot_attention_distance(tmp_path):
   (ax,) = fig.axes
   dots = [c for c in ax.collections if isinstance(c, mcollections.PathCollection)]
   assert len(dots) == 4 and all(len(c.get_offsets()) == 6 for c in dots)
-  np.testing.assert_array_equal(dots[2].get_offsets(), np.stack(
-      [np.arange(1, 7), distances[:, 2]], axis=1))
+  np.testing.assert_array_equal(
+    dots[2].get_offsets(), np.stack([np.arange(1, 7), distances[:, 2]], axis=1)
+  )
   assert ax.get_xlabel() == 'Network depth (layer)'
   assert ax.get_ylabel() == 'Mean attention distance (pixels)'
   assert ax.get_title() == 'ViT-Ti/16'

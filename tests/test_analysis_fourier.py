@@ -21,7 +21,7 @@ def fft_reference(maps):
   """The paper's recipe with a full FFT: log(|FFT2| + 1e-6), fftshift, mean, half diagonal."""
   h = maps.shape[-1]
   spectrum = np.fft.fftshift(np.log(np.abs(np.fft.fft2(maps)) + 1e-6), axes=(-2, -1))
-  diagonal = np.diagonal(spectrum.mean(axis=(0, 1)))[h // 2:]
+  diagonal = np.diagonal(spectrum.mean(axis=(0, 1)))[h // 2 :]
   return diagonal - diagonal[0]
 
 
@@ -54,7 +54,7 @@ def test_matches_the_full_fft_recipe(h):
   maps = rng.normal(size=(3, 5, h, h)) + rng.normal(size=(3, 5, 1, 1))  # Non-white: DC offsets.
   got = fourier.relative_log_amplitude(as_tokens(maps, num_prefix=2), (h, h), 2)
   assert got.shape == (h // 2,) and got[0] == 0
-  np.testing.assert_allclose(got, fft_reference(maps)[:h // 2], atol=1e-5)
+  np.testing.assert_allclose(got, fft_reference(maps)[: h // 2], atol=1e-5)
 
 
 def test_planted_cosine():
@@ -95,9 +95,11 @@ def test_identity_and_scaling_leave_it_unchanged():
   noise = white_noise(4, 8)
   base = fourier.relative_log_amplitude(as_tokens(noise), (H, H), 1)
   np.testing.assert_array_equal(
-      fourier.relative_log_amplitude(as_tokens(noise + 0.0, seed=5), (H, H), 1), base)
+    fourier.relative_log_amplitude(as_tokens(noise + 0.0, seed=5), (H, H), 1), base
+  )
   np.testing.assert_allclose(
-      fourier.relative_log_amplitude(as_tokens(7.0 * noise), (H, H), 1), base, atol=1e-5)
+    fourier.relative_log_amplitude(as_tokens(7.0 * noise), (H, H), 1), base, atol=1e-5
+  )
 
 
 def test_feature_map_variance():
@@ -108,7 +110,8 @@ def test_feature_map_variance():
   assert fourier.feature_map_variance(as_tokens(maps), (4, 4), 1) == pytest.approx(2.5)
   # Attention-like mixing lowers it: the 3x3 box blur keeps 1/9 of a checkerboard's amplitude.
   assert fourier.feature_map_variance(as_tokens(box_blur(maps)), (4, 4), 1) == pytest.approx(
-      2.5 / 81)
+    2.5 / 81
+  )
 
 
 def test_bad_inputs_are_explained():

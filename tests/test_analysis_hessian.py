@@ -10,7 +10,7 @@ from vit_jax.analysis import hessian
 
 # Dominant eigenvalue negative: power iteration must return it with its sign. The remaining
 # 14 of the 20 dimensions have eigenvalue 0.
-SPECTRUM = np.array([-10., 7., 5., 3., 1., 0.5])
+SPECTRUM = np.array([-10.0, 7.0, 5.0, 3.0, 1.0, 0.5])
 SHAPES = {'w': (3, 4), 'b': (8,)}  # 20 parameters in two leaves: flattening is exercised.
 N = 20
 
@@ -19,7 +19,7 @@ def _matrix(spectrum, seed=0):
   """A = Q diag(spectrum, 0...) Qᵀ with Q a random orthonormal basis of R^N."""
   q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(N, N)))
   full = np.zeros(N)
-  full[:len(spectrum)] = spectrum
+  full[: len(spectrum)] = spectrum
   return (q * full) @ q.T
 
 
@@ -29,8 +29,7 @@ def _flat(params):
 
 def _params(seed=1):
   rng = np.random.default_rng(seed)
-  return {name: jnp.asarray(rng.normal(size=shape), jnp.float32) for name, shape in
-          SHAPES.items()}
+  return {name: jnp.asarray(rng.normal(size=shape), jnp.float32) for name, shape in SHAPES.items()}
 
 
 def _quadratic(a, counter=None):
@@ -41,6 +40,7 @@ def _quadratic(a, counter=None):
       counter.append(1)  # runs once per trace, not per call of the compiled function
     x = _flat(params) if batch is None else _flat(params) - batch
     return 0.5 * x @ a @ x
+
   return loss
 
 
@@ -76,16 +76,19 @@ def test_hvp_matches_explicit_hessian():
     return jnp.sum(jnp.tanh(params['w'] @ params['v']) ** 2) + jnp.sum(jnp.sin(params['w']))
 
   rng = np.random.default_rng(0)
-  params = {'w': jnp.asarray(rng.normal(size=(3, 2)), jnp.float32),
-            'v': jnp.asarray(rng.normal(size=(2,)), jnp.float32)}
-  vector = {'w': jnp.asarray(rng.normal(size=(3, 2)), jnp.float32),
-            'v': jnp.asarray(rng.normal(size=(2,)), jnp.float32)}
+  params = {
+    'w': jnp.asarray(rng.normal(size=(3, 2)), jnp.float32),
+    'v': jnp.asarray(rng.normal(size=(2,)), jnp.float32),
+  }
+  vector = {
+    'w': jnp.asarray(rng.normal(size=(3, 2)), jnp.float32),
+    'v': jnp.asarray(rng.normal(size=(2,)), jnp.float32),
+  }
   flat_params, unravel = ravel_pytree(params)
   flat_vector = ravel_pytree(vector)[0]
   explicit = jax.hessian(lambda x: loss(unravel(x)))(flat_params) @ flat_vector
   got = jax.jit(hessian.hvp, static_argnums=0)(loss, params, vector)
-  np.testing.assert_allclose(ravel_pytree(got)[0], explicit, rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(ravel_pytree(got)[0], explicit, rtol=1e-5, atol=1e-5)
 
 
 def test_batch_spectra_one_compile_for_all_batches():
@@ -101,11 +104,16 @@ def test_batch_spectra_one_compile_for_all_batches():
 
 
 def test_spectrum_summary_numbers():
-  values = np.array([[-2., 1., 3.], [4., -1., 0.]])
+  values = np.array([[-2.0, 1.0, 3.0], [4.0, -1.0, 0.0]])
   summary = hessian.spectrum_summary(values)
-  assert summary == dict(num=6, negative_fraction=pytest.approx(2 / 6),
-                         mean_positive=pytest.approx(8 / 3), max=4.0, min=-2.0)
-  assert np.isnan(hessian.spectrum_summary(np.array([-1., 0.]))['mean_positive'])
+  assert summary == dict(
+    num=6,
+    negative_fraction=pytest.approx(2 / 6),
+    mean_positive=pytest.approx(8 / 3),
+    max=4.0,
+    min=-2.0,
+  )
+  assert np.isnan(hessian.spectrum_summary(np.array([-1.0, 0.0]))['mean_positive'])
 
 
 def test_rejects_more_eigenvalues_than_parameters():

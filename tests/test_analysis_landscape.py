@@ -20,26 +20,28 @@ def _vit_like_params(seed=0):
     return jnp.asarray(rng.normal(size=shape), jnp.float32)
 
   return {
-      'embedding': {'kernel': arr(4, 4, 3, 8), 'bias': arr(8)},
-      'cls': arr(1, 1, 8),
-      'Transformer': {
-          'posembed_input': {'pos_embedding': arr(1, 5, 8)},
-          'encoderblock_0': {
-              'LayerNorm_0': {'scale': arr(8), 'bias': arr(8)},
-              BLOCK: {'query': {'kernel': arr(8, 2, 4), 'bias': arr(2, 4)},
-                      'out': {'kernel': arr(2, 4, 8), 'bias': arr(8)},
-                      'relative_position_bias': arr(9, 2)},
-              'MlpBlock_3': {'Dense_0': {'kernel': arr(8, 16), 'bias': arr(16)}},
-          },
-          # The scan layout: the same leaves stacked over 3 layers.
-          'encoderblock': {
-              'LayerNorm_0': {'scale': arr(3, 8)},
-              BLOCK: {'key': {'kernel': arr(3, 8, 2, 4)}},
-              'MlpBlock_3': {'Dense_0': {'kernel': arr(3, 8, 16)}},
-          },
+    'embedding': {'kernel': arr(4, 4, 3, 8), 'bias': arr(8)},
+    'cls': arr(1, 1, 8),
+    'Transformer': {
+      'posembed_input': {'pos_embedding': arr(1, 5, 8)},
+      'encoderblock_0': {
+        'LayerNorm_0': {'scale': arr(8), 'bias': arr(8)},
+        BLOCK: {
+          'query': {'kernel': arr(8, 2, 4), 'bias': arr(2, 4)},
+          'out': {'kernel': arr(2, 4, 8), 'bias': arr(8)},
+          'relative_position_bias': arr(9, 2),
+        },
+        'MlpBlock_3': {'Dense_0': {'kernel': arr(8, 16), 'bias': arr(16)}},
       },
-      # Boxed, as models.init returns params.
-      'head': {'kernel': nn.LogicallyPartitioned(arr(8, 3), ('embed', 'classes'))},
+      # The scan layout: the same leaves stacked over 3 layers.
+      'encoderblock': {
+        'LayerNorm_0': {'scale': arr(3, 8)},
+        BLOCK: {'key': {'kernel': arr(3, 8, 2, 4)}},
+        'MlpBlock_3': {'Dense_0': {'kernel': arr(3, 8, 16)}},
+      },
+    },
+    # Boxed, as models.init returns params.
+    'head': {'kernel': nn.LogicallyPartitioned(arr(8, 3), ('embed', 'classes'))},
   }
 
 
@@ -55,15 +57,14 @@ def test_filter_norms_match_params():
   blk, scan = plain['Transformer']['encoderblock_0'], plain['Transformer']['encoderblock']
   dblk, dscan = d['Transformer']['encoderblock_0'], d['Transformer']['encoderblock']
   cases = [
-      # (direction leaf, param leaf, axes of one filter's norm, number of filters)
-      (d['embedding']['kernel'], plain['embedding']['kernel'], (0, 1, 2), 8),  # conv
-      (dblk['MlpBlock_3']['Dense_0']['kernel'], blk['MlpBlock_3']['Dense_0']['kernel'], 0, 16),
-      (dblk[BLOCK]['query']['kernel'], blk[BLOCK]['query']['kernel'], 0, 8),  # per (head, dim)
-      (dblk[BLOCK]['out']['kernel'], blk[BLOCK]['out']['kernel'], (0, 1), 8),
-      (d['head']['kernel'], plain['head']['kernel'], 0, 3),
-      (dscan[BLOCK]['key']['kernel'], scan[BLOCK]['key']['kernel'], 1, 3 * 8),  # per layer
-      (dscan['MlpBlock_3']['Dense_0']['kernel'], scan['MlpBlock_3']['Dense_0']['kernel'], 1,
-       3 * 16),
+    # (direction leaf, param leaf, axes of one filter's norm, number of filters)
+    (d['embedding']['kernel'], plain['embedding']['kernel'], (0, 1, 2), 8),  # conv
+    (dblk['MlpBlock_3']['Dense_0']['kernel'], blk['MlpBlock_3']['Dense_0']['kernel'], 0, 16),
+    (dblk[BLOCK]['query']['kernel'], blk[BLOCK]['query']['kernel'], 0, 8),  # per (head, dim)
+    (dblk[BLOCK]['out']['kernel'], blk[BLOCK]['out']['kernel'], (0, 1), 8),
+    (d['head']['kernel'], plain['head']['kernel'], 0, 3),
+    (dscan[BLOCK]['key']['kernel'], scan[BLOCK]['key']['kernel'], 1, 3 * 8),  # per layer
+    (dscan['MlpBlock_3']['Dense_0']['kernel'], scan['MlpBlock_3']['Dense_0']['kernel'], 1, 3 * 16),
   ]
   for dx, x, axes, num in cases:
     assert dx.shape == x.shape and dx.dtype == x.dtype
@@ -76,11 +77,18 @@ def test_filter_norms_match_params():
 def test_excluded_leaves_are_exactly_zero():
   d = landscape.filter_normalized_direction(jax.random.key(0), _vit_like_params())
   blk, scan = d['Transformer']['encoderblock_0'], d['Transformer']['encoderblock']
-  for leaf in [d['embedding']['bias'], d['cls'], d['Transformer']['posembed_input'][
-      'pos_embedding'], blk['LayerNorm_0']['scale'], blk['LayerNorm_0']['bias'],
-               blk[BLOCK]['query']['bias'], blk[BLOCK]['out']['bias'],
-               blk[BLOCK]['relative_position_bias'], blk['MlpBlock_3']['Dense_0']['bias'],
-               scan['LayerNorm_0']['scale']]:
+  for leaf in [
+    d['embedding']['bias'],
+    d['cls'],
+    d['Transformer']['posembed_input']['pos_embedding'],
+    blk['LayerNorm_0']['scale'],
+    blk['LayerNorm_0']['bias'],
+    blk[BLOCK]['query']['bias'],
+    blk[BLOCK]['out']['bias'],
+    blk[BLOCK]['relative_position_bias'],
+    blk['MlpBlock_3']['Dense_0']['bias'],
+    scan['LayerNorm_0']['scale'],
+  ]:
     assert not np.any(np.asarray(leaf))
   nonzero = [d['embedding']['kernel'], blk[BLOCK]['query']['kernel'], d['head']['kernel']]
   assert all(np.all(np.asarray(leaf) != 0) for leaf in nonzero)
@@ -102,10 +110,11 @@ def test_is_excluded_overrides_the_default():
 
 def test_same_key_same_direction_other_key_other():
   params = _vit_like_params()
-  d1, d2, d3 = (landscape.filter_normalized_direction(jax.random.key(k), params)
-                for k in (0, 0, 1))
-  a, b, c = (np.asarray(d['Transformer']['encoderblock_0']['MlpBlock_3']['Dense_0']['kernel'])
-             for d in (d1, d2, d3))
+  d1, d2, d3 = (landscape.filter_normalized_direction(jax.random.key(k), params) for k in (0, 0, 1))
+  a, b, c = (
+    np.asarray(d['Transformer']['encoderblock_0']['MlpBlock_3']['Dense_0']['kernel'])
+    for d in (d1, d2, d3)
+  )
   np.testing.assert_array_equal(a, b)
   assert not np.allclose(a, c)
 
@@ -125,12 +134,15 @@ def test_surface_of_a_quadratic_matches_closed_form_and_compiles_once():
     return 0.5 * x @ jnp.asarray(a_mat, jnp.float32) @ x + jnp.asarray(g, jnp.float32) @ x
 
   def tree(x):
-    return {'u': jnp.asarray(x[:4].reshape(2, 2), jnp.float32), 'v': jnp.asarray(x[4:],
-                                                                               jnp.float32)}
+    return {
+      'u': jnp.asarray(x[:4].reshape(2, 2), jnp.float32),
+      'v': jnp.asarray(x[4:], jnp.float32),
+    }
 
   x0, e1, e2 = (rng.normal(size=6) for _ in range(3))
-  surface = landscape.loss_surface(loss, tree(x0), (tree(e1), tree(e2)), steps=21, span=1.5,
-                                   progress=False)
+  surface = landscape.loss_surface(
+    loss, tree(x0), (tree(e1), tree(e2)), steps=21, span=1.5, progress=False
+  )
   np.testing.assert_allclose(surface.coords, np.linspace(-1.5, 1.5, 21))
   assert surface.losses.shape == (21, 21) and surface.losses.dtype == np.float64
   # Closed form in float64 from the float32-rounded inputs.
@@ -146,10 +158,18 @@ def test_surface_of_a_quadratic_matches_closed_form_and_compiles_once():
 @pytest.mark.parametrize('scan', [False, True])
 def test_default_rule_on_a_real_vit_tree(scan):
   """On the model's own param tree (shapes only): every kernel moves, nothing else does."""
-  model = models.VisionTransformer(num_classes=5, patch_size=(4, 4), hidden_size=16,
-                                   num_layers=2, num_heads=2, mlp_dim=24, scan=scan)
-  shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0),
-                                        np.zeros((1, 8, 8, 3), np.float32))['params'])
+  model = models.VisionTransformer(
+    num_classes=5,
+    patch_size=(4, 4),
+    hidden_size=16,
+    num_layers=2,
+    num_heads=2,
+    mlp_dim=24,
+    scan=scan,
+  )
+  shapes = nn.meta.unbox(
+    jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 8, 8, 3), np.float32))['params']
+  )
   moved = {}
   for key_path, x in jax.tree_util.tree_flatten_with_path(shapes)[0]:
     path = tuple(k.key for k in key_path)

@@ -4,12 +4,12 @@ import matplotlib
 
 matplotlib.use('Agg')
 
-from matplotlib import figure as mpl_figure  # pylint: disable=g-import-not-at-top
-import numpy as np  # pylint: disable=g-import-not-at-top
-import pytest  # pylint: disable=g-import-not-at-top
+from matplotlib import figure as mpl_figure
+import numpy as np
+import pytest
 
-from vit_jax.analysis import landscape  # pylint: disable=g-import-not-at-top
-from vit_jax.analysis import loss_figures  # pylint: disable=g-import-not-at-top
+from vit_jax.analysis import landscape
+from vit_jax.analysis import loss_figures
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
@@ -45,7 +45,7 @@ def test_hessian_spectra_rejects_empty():
 def test_loss_surface_figure(tmp_path):
   coords = np.linspace(-1, 1, 21)
   a, b = np.meshgrid(coords, coords, indexing='ij')
-  surface = landscape.Surface(coords, 1.0 + a ** 2 + 3 * b ** 2)
+  surface = landscape.Surface(coords, 1.0 + a**2 + 3 * b**2)
   fig = loss_figures.plot_loss_surface(surface, 'ViT-Ti/16')
   assert isinstance(fig, mpl_figure.Figure)
   contour, colorbar, surf = fig.axes

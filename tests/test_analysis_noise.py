@@ -29,8 +29,7 @@ def test_band_mask_convention():
   np.testing.assert_array_equal(np.argwhere(mask), [[0, 1], [0, 7], [1, 0], [7, 0]])
   # [0.95π, 1.05π): the Nyquist frequencies (index 4), r = π, and r = sqrt(π² + (π/4)²).
   mask = noise.band_mask(8, 8, np.pi)
-  np.testing.assert_array_equal(np.argwhere(mask),
-                                [[0, 4], [1, 4], [4, 0], [4, 1], [4, 7], [7, 4]])
+  np.testing.assert_array_equal(np.argwhere(mask), [[0, 4], [1, 4], [4, 0], [4, 1], [4, 7], [7, 4]])
   # Symmetric under k -> -k, so the filtered noise of a real image is real.
   mask = noise.band_mask(12, 10, 0.4 * np.pi, 0.2 * np.pi)
   np.testing.assert_array_equal(mask, np.roll(mask[::-1, ::-1], (1, 1), axis=(0, 1)))
@@ -55,8 +54,9 @@ def test_noise_is_the_filtered_sign_noise_and_reproducible():
   got = noise.band_noise(key, (2, 8, 8, 3), 0.5, 0.0)
   signs = 0.5 * np.sign(np.asarray(jax.random.normal(key, (2, 8, 8, 3))))
   # Centre 0 on an 8x8 image keeps only the DC term: each image/channel is constant, its mean.
-  np.testing.assert_allclose(got, np.broadcast_to(signs.mean(axis=(1, 2), keepdims=True),
-                                                  got.shape), atol=1e-6)
+  np.testing.assert_allclose(
+    got, np.broadcast_to(signs.mean(axis=(1, 2), keepdims=True), got.shape), atol=1e-6
+  )
   np.testing.assert_array_equal(noise.band_noise(3, (2, 8, 8, 3), 0.5, 0.0), got)
   assert not np.array_equal(noise.band_noise(4, (2, 8, 8, 3), 0.5, 0.0), got)
 
@@ -69,7 +69,7 @@ def test_low_pass_classifier_is_hurt_by_low_frequencies_only():
   pattern = np.cos(2 * np.pi * np.arange(size) / size)[None, :] * np.ones((size, 1))
   unit = pattern / np.linalg.norm(pattern)
   labels = np.random.default_rng(0).integers(0, 2, count)
-  images = ((2 * labels - 1)[:, None, None, None] * 0.5 * eps * unit[None, :, :, None])
+  images = (2 * labels - 1)[:, None, None, None] * 0.5 * eps * unit[None, :, :, None]
   calls = []
 
   def predict_fn(batch):
@@ -77,8 +77,9 @@ def test_low_pass_classifier_is_hurt_by_low_frequencies_only():
     projection = np.einsum('bhwc,hw->b', batch, unit)
     return np.stack([-projection, projection], axis=1)
 
-  result = noise.noise_robustness(predict_fn, images, labels, [0.0, 0.1 * np.pi, 0.8 * np.pi],
-                                  eps, seed=0, batch_size=64)
+  result = noise.noise_robustness(
+    predict_fn, images, labels, [0.0, 0.1 * np.pi, 0.8 * np.pi], eps, seed=0, batch_size=64
+  )
   assert calls[:4] == [64, 64, 64, 8]  # Batched, the remainder last.
   assert result['clean_accuracy'] == 1.0
   np.testing.assert_allclose(result['frequencies'], [0.0, 0.1 * np.pi, 0.8 * np.pi])
@@ -87,6 +88,7 @@ def test_low_pass_classifier_is_hurt_by_low_frequencies_only():
   assert 0.2 < drop[1] < 0.45
   np.testing.assert_allclose(result['noisy_accuracy'], 1.0 - drop)
   # One-hot labels give the same numbers (same seed, centre index and batches: same noise).
-  again = noise.noise_robustness(predict_fn, images, np.eye(2)[labels], [0.0, 0.1 * np.pi],
-                                 eps, seed=0, batch_size=64)
+  again = noise.noise_robustness(
+    predict_fn, images, np.eye(2)[labels], [0.0, 0.1 * np.pi], eps, seed=0, batch_size=64
+  )
   np.testing.assert_array_equal(again['accuracy_drop'], drop[:2])

@@ -37,8 +37,9 @@ def test_position_similarity_rejects_class_token_row():
     ps.position_similarity(np.ones((5, 4)), (2, 2))
 
 
-@pytest.mark.parametrize('kind,num_prefix', [('learn', 1), ('learn', 0), ('learn_2d', 1),
-                                             ('sincos2d', 1)])
+@pytest.mark.parametrize(
+  'kind,num_prefix', [('learn', 1), ('learn', 0), ('learn_2d', 1), ('sincos2d', 1)]
+)
 def test_extraction_matches_what_the_model_adds(kind, num_prefix):
   h, w, dim = 2, 3, 8
   module = posemb.AddPositionEmbs(kind=kind, num_prefix=num_prefix)
@@ -55,8 +56,9 @@ def test_extraction_matches_what_the_model_adds(kind, num_prefix):
 def test_learn_2d_layout_row_half_first():
   row = np.arange(2 * 2, dtype=np.float32).reshape(1, 2, 2)  # h=2 rows, D/2=2.
   col = 10 + np.arange(3 * 2, dtype=np.float32).reshape(1, 3, 2)  # w=3 columns.
-  got = ps.patch_position_embedding({'pos_embedding_row': row, 'pos_embedding_col': col},
-                                    'learn_2d', (2, 3), 1, 4)
+  got = ps.patch_position_embedding(
+    {'pos_embedding_row': row, 'pos_embedding_col': col}, 'learn_2d', (2, 3), 1, 4
+  )
   # Patch (1, 2) = token 5: row 1's half, then column 2's half.
   np.testing.assert_array_equal(got[5], [2, 3, 14, 15])
 

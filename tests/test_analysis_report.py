@@ -46,13 +46,16 @@ def test_gap_and_map_vits_get_rollout_and_fourier(classifier):
 
 
 def test_mixer_gets_fourier_but_no_attention_analyses():
-  model, params = _model_and_params('Mixer-B_16', num_blocks=1, hidden_dim=8, tokens_mlp_dim=4,
-                                    channels_mlp_dim=8)
+  model, params = _model_and_params(
+    'Mixer-B_16', num_blocks=1, hidden_dim=8, tokens_mlp_dim=4, channels_mlp_dim=8
+  )
   captured = capture.run(model, params, IMAGES)
   # Token mixing plays attention's part (spatial), channel mixing the MLP's.
   assert report.fourier(captured).numbers['kinds'] == ['embedding', 'attention', 'mlp']
-  for analysis in (lambda: report.attention_distance(captured),
-                   lambda: report.rollout(captured, IMAGES),
-                   lambda: report.posemb(model, params, 64)):
+  for analysis in (
+    lambda: report.attention_distance(captured),
+    lambda: report.rollout(captured, IMAGES),
+    lambda: report.posemb(model, params, 64),
+  ):
     with pytest.raises(report.NotApplicable, match='Mixer'):
       analysis()

@@ -9,8 +9,8 @@ import pytest
 from vit_jax.analysis import rollout as rl
 
 # A cyclic shift (token i attends to i+1) and "everyone attends to token 0".
-SHIFT = np.array([[0., 1, 0], [0, 0, 1], [1, 0, 0]])
-TO_FIRST = np.array([[1., 0, 0], [1, 0, 0], [1, 0, 0]])
+SHIFT = np.array([[0.0, 1, 0], [0, 0, 1], [1, 0, 0]])
+TO_FIRST = np.array([[1.0, 0, 0], [1, 0, 0], [1, 0, 0]])
 
 
 def layer(*heads):
@@ -20,8 +20,9 @@ def layer(*heads):
 
 def test_identity_attention_gives_identity():
   eye = np.broadcast_to(np.eye(5), (2, 3, 5, 5))
-  np.testing.assert_array_equal(rl.attention_rollout([eye, eye, eye]), np.broadcast_to(
-      np.eye(5), (2, 5, 5)))
+  np.testing.assert_array_equal(
+    rl.attention_rollout([eye, eye, eye]), np.broadcast_to(np.eye(5), (2, 5, 5))
+  )
 
 
 def test_rows_sum_to_one():
@@ -44,14 +45,18 @@ def test_two_layers_by_hand():
   # The other order is a different matrix: (I + SHIFT)(I + TO_FIRST)/4, and SHIFT @ TO_FIRST
   # = TO_FIRST.
   reverse = rl.attention_rollout([layer(TO_FIRST), layer(SHIFT)])[0]
-  np.testing.assert_allclose(reverse, [[0.75, 0.25, 0], [0.5, 0.25, 0.25], [0.75, 0, 0.25]],
-                             rtol=1e-12)
+  np.testing.assert_allclose(
+    reverse, [[0.75, 0.25, 0], [0.5, 0.25, 0.25], [0.75, 0, 0.25]], rtol=1e-12
+  )
   # Heads are averaged: two heads SHIFT and TO_FIRST in one layer equal their mean as one head.
-  np.testing.assert_allclose(rl.attention_rollout([layer(SHIFT, TO_FIRST)])[0],
-                             rl.attention_rollout([layer((SHIFT + TO_FIRST) / 2)])[0])
+  np.testing.assert_allclose(
+    rl.attention_rollout([layer(SHIFT, TO_FIRST)])[0],
+    rl.attention_rollout([layer((SHIFT + TO_FIRST) / 2)])[0],
+  )
   # residual=0 is the plain product of the attention matrices.
-  np.testing.assert_allclose(rl.attention_rollout([layer(SHIFT)] * 2, residual=0.0)[0],
-                             SHIFT @ SHIFT)
+  np.testing.assert_allclose(
+    rl.attention_rollout([layer(SHIFT)] * 2, residual=0.0)[0], SHIFT @ SHIFT
+  )
 
 
 def class_row_rollout(grid, peak, num_prefix=1):
@@ -94,7 +99,7 @@ def test_gap_models_use_the_mean_of_all_rows():
 def test_blur_spreads_a_point_symmetrically():
   maps = np.zeros((1, 9, 9))
   maps[0, 4, 4] = 1.0
-  blurred = rl._gaussian_blur(maps, 1.0)  # pylint: disable=protected-access
+  blurred = rl._gaussian_blur(maps, 1.0)
   np.testing.assert_allclose(blurred.sum(), 1.0, rtol=1e-12)  # Nothing reaches the edges.
   np.testing.assert_allclose(blurred[0], blurred[0].T, atol=1e-15)
   np.testing.assert_allclose(blurred[0, 4, 5] / blurred[0, 4, 4], np.exp(-0.5), rtol=1e-12)

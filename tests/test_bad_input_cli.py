@@ -9,8 +9,8 @@ import pytest
 from helpers import load_config
 from helpers import ROOT
 from test_main_cli import run_main
-from vit_jax.train import config_check
 from vit_jax.train import config as config_lib
+from vit_jax.train import config_check
 from vit_jax.train import setup_run
 
 
@@ -22,10 +22,13 @@ def _one_error_line(result, prefix='Config error: '):
   return lines[0]
 
 
-@pytest.mark.parametrize('override, message', [
+@pytest.mark.parametrize(
+  'override, message',
+  [
     ('--config.bach=8', "config has no field 'bach'; did you mean 'batch'?"),
     ('--config.pp.crp=8', "config has no field 'pp.crp'; did you mean 'pp.crop'?"),
-])
+  ],
+)
 def test_misspelt_field_on_the_command_line(tmp_path, override, message):
   workdir = tmp_path / 'work'
   result = run_main('--config=configs/default.py', f'--workdir={workdir}', override)
@@ -36,24 +39,29 @@ def test_misspelt_field_on_the_command_line(tmp_path, override, message):
 def test_misspelt_field_messages_cover_nested_fields():
   paths = config_check.field_paths(config_lib.base_config())
   assert config_check.unknown_field('model.num_head', paths) == (
-      "config has no field 'model.num_head'; did you mean 'model.num_heads'?")
+    "config has no field 'model.num_head'; did you mean 'model.num_heads'?"
+  )
   assert config_check.unknown_field('zzz', paths) == (
-      "config has no field 'zzz'; see vit_jax/train/config.py for the fields.")
+    "config has no field 'zzz'; see vit_jax/train/config.py for the fields."
+  )
   assert config_check.check_overrides(
-      ['main', '--config=x.py', '--config.batch=8', '--config.optim.momentm=0'],
-      lambda path: config_lib.base_config()) == (
-          "config has no field 'optim.momentm'; did you mean 'optim.momentum'?")
+    ['main', '--config=x.py', '--config.batch=8', '--config.optim.momentm=0'],
+    lambda path: config_lib.base_config(),
+  ) == ("config has no field 'optim.momentm'; did you mean 'optim.momentum'?")
 
 
 def test_misspelt_field_in_a_config_file(tmp_path):
   path = tmp_path / 'typo.py'
-  path.write_text('from vit_jax.train import config as config_lib\n\n\ndef get_config():\n'
-                  '  c = config_lib.base_config()\n  c.pp.crp = 32\n  return c\n')
+  path.write_text(
+    'from vit_jax.train import config as config_lib\n\n\ndef get_config():\n'
+    '  c = config_lib.base_config()\n  c.pp.crp = 32\n  return c\n'
+  )
   workdir = tmp_path / 'work'
   result = run_main(f'--config={path}', f'--workdir={workdir}')
   assert _one_error_line(result) == (
-      "Config error: config has no field 'pp.crp'; did you mean 'pp.crop'? (the config file "
-      'sets it; fix its name there)')
+    "Config error: config has no field 'pp.crp'; did you mean 'pp.crop'? (the config file "
+    'sets it; fix its name there)'
+  )
   assert not workdir.exists()
 
 
@@ -61,30 +69,36 @@ def test_missing_config_file(tmp_path):
   workdir = tmp_path / 'work'
   result = run_main('--config=configs/nope.py', f'--workdir={workdir}')
   assert _one_error_line(result) == (
-      "Config error: cannot load --config=configs/nope.py: [Errno 2] No such file or "
-      "directory: 'configs/nope.py'; pass an existing config file, e.g. "
-      '--config=configs/default.py (configs/<file>.py[:args]).')
+    'Config error: cannot load --config=configs/nope.py: [Errno 2] No such file or '
+    "directory: 'configs/nope.py'; pass an existing config file, e.g. "
+    '--config=configs/default.py (configs/<file>.py[:args]).'
+  )
   assert not workdir.exists()
 
 
 def test_negative_learning_rate_on_the_command_line(tmp_path):
   workdir = tmp_path / 'work'
-  result = run_main('--config=configs/default.py', f'--workdir={workdir}',
-                    '--config.base_lr=-0.1')
+  result = run_main('--config=configs/default.py', f'--workdir={workdir}', '--config.base_lr=-0.1')
   assert _one_error_line(result) == 'Config error: config.base_lr=-0.1 must be > 0.'
   assert not workdir.exists()
 
 
-@pytest.mark.parametrize('field, value, message', [
+@pytest.mark.parametrize(
+  'field, value, message',
+  [
     ('base_lr', 0.0, 'config.base_lr=0.0 must be > 0.'),
     ('warmup_steps', -1, 'config.warmup_steps=-1 must be >= 0 (0: no warm-up).'),
     ('label_smoothing', 1.0, 'config.label_smoothing=1.0 must be in [0, 1) (0: off).'),
     ('mixup', -0.2, 'config.mixup=-0.2 must be >= 0 (0: off).'),
-    ('grad_norm_clip', -1.0,
-     'config.grad_norm_clip=-1.0 must be > 0, or 0 / None for no clipping.'),
+    (
+      'grad_norm_clip',
+      -1.0,
+      'config.grad_norm_clip=-1.0 must be > 0, or 0 / None for no clipping.',
+    ),
     ('optim__momentum', 1.0, 'config.optim.momentum=1.0 must be in [0, 1) (0: plain SGD).'),
     ('optim__weight_decay', -1e-4, 'config.optim.weight_decay=-0.0001 must be >= 0 (0: off).'),
-])
+  ],
+)
 def test_invalid_optimisation_numbers(tmp_path, field, value, message):
   config = load_config('default', **{field: value})
   with pytest.raises(setup_run.ConfigError) as e:
@@ -99,17 +113,27 @@ def test_switched_off_clipping_is_valid(tmp_path):
 
 
 def run_inference_time(*args):
-  return subprocess.run([sys.executable, '-m', 'vit_jax.inference_time', *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=300, check=False)
+  return subprocess.run(
+    [sys.executable, '-m', 'vit_jax.inference_time', *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
 
 
 def test_inference_time_unknown_model():
   line = _one_error_line(run_inference_time('--model=ViT-B16'), prefix='Error: ')
-  assert line == ('Error: unknown --model=ViT-B16; did you mean ViT-B_16, ViT-S_16, ViT-L_16? '
-                  'list the models with `python -c "from vit_jax import models; '
-                  'print(models.model_names())"`.')
+  assert line == (
+    'Error: unknown --model=ViT-B16; did you mean ViT-B_16, ViT-S_16, ViT-L_16? '
+    'list the models with `python -c "from vit_jax import models; '
+    'print(models.model_names())"`.'
+  )
 
 
 def test_inference_time_zero_batch():
-  assert _one_error_line(run_inference_time('--model=testing', '--batch=0'),
-                         prefix='Error: ') == 'Error: --batch=0; pass an integer >= 1.'
+  assert (
+    _one_error_line(run_inference_time('--model=testing', '--batch=0'), prefix='Error: ')
+    == 'Error: --batch=0; pass an integer >= 1.'
+  )

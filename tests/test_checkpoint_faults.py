@@ -6,8 +6,6 @@ One tiny run (4 steps, checkpoints at 2 and 4) is trained once; each test damage
 
 import errno
 import json
-
-import numpy as np
 import os
 import re
 import shutil
@@ -16,6 +14,7 @@ import sys
 import time
 
 from etils import epath
+import numpy as np
 import pytest
 
 from helpers import load_config
@@ -24,8 +23,17 @@ from vit_jax.run import orbax_io
 from vit_jax.train import loop
 from vit_jax.train import setup_run
 
-TINY = dict(total_steps=4, checkpoint_every=2, eval_every=1000, batch=32, batch_eval=32,
-            progress_every=1, warmup_steps=1, keep_checkpoints=5, test_split='')
+TINY = dict(
+  total_steps=4,
+  checkpoint_every=2,
+  eval_every=1000,
+  batch=32,
+  batch_eval=32,
+  progress_every=1,
+  warmup_steps=1,
+  keep_checkpoints=5,
+  test_split='',
+)
 
 
 def tiny_config(data_dir, **overrides):
@@ -55,9 +63,9 @@ def truncate_largest_array(step_dir):
 
 
 DAMAGES = {
-    'unreadable-arrays': truncate_largest_array,
-    'missing-metadata': lambda d: (d / 'state' / '_METADATA').unlink(),
-    'missing-state': lambda d: shutil.rmtree(d / 'state'),
+  'unreadable-arrays': truncate_largest_array,
+  'missing-metadata': lambda d: (d / 'state' / '_METADATA').unlink(),
+  'missing-state': lambda d: shutil.rmtree(d / 'state'),
 }
 
 
@@ -92,11 +100,15 @@ def test_all_damaged_is_one_line_error(trained, tmp_path):
   with pytest.raises(orbax_io.CheckpointError) as e:
     io.restore_intact(trained[1].abstract_state, lambda line: None)
   io.close()
-  assert str(e.value) == (f'No intact checkpoint left in {checkpoints} (damaged ones are in '
-                          f'{checkpoints}/damaged); rerun with a new --workdir to start from '
-                          'scratch.')
-  assert sorted(os.listdir(checkpoints / 'damaged')) == ['2-unreadable-arrays',
-                                                         '4-missing-metadata']
+  assert str(e.value) == (
+    f'No intact checkpoint left in {checkpoints} (damaged ones are in '
+    f'{checkpoints}/damaged); rerun with a new --workdir to start from '
+    'scratch.'
+  )
+  assert sorted(os.listdir(checkpoints / 'damaged')) == [
+    '2-unreadable-arrays',
+    '4-missing-metadata',
+  ]
 
 
 def read_jsonl(workdir):
@@ -117,12 +129,14 @@ def assert_one_value_per_step(workdir):
 
 
 def test_fallback_resumes_and_completes_with_one_metric_line_per_step(
-    trained, tmp_path, digits_data_dir):
+  trained, tmp_path, digits_data_dir
+):
   workdir = copy_of(trained, tmp_path)
   truncate_largest_array(epath.Path(workdir) / 'checkpoints' / '4')
   assert [r['step'] for r in read_jsonl(workdir) if 'train/loss' in r] == [1, 2, 3, 4]
-  final = loop.train_and_evaluate(setup_run.build(tiny_config(digits_data_dir, total_steps=6),
-                                                  workdir))
+  final = loop.train_and_evaluate(
+    setup_run.build(tiny_config(digits_data_dir, total_steps=6), workdir)
+  )
   assert final['step'] == 6
   assert steps_of(workdir) == [2, 4, 6]
   # Steps 3 and 4 were trained twice (before and after the fallback); each is recorded once.
@@ -136,17 +150,22 @@ def test_full_disk_on_save(trained, tmp_path, digits_data_dir, monkeypatch):
   original = type(epath.Path('/')).write_text
 
   def write_text(self, *args, **kwargs):
-    if (self.name == 'metadata' and self.parent.name.startswith('data') and
-        re.search(r'/checkpoints/4[./]', str(self))):
+    if (
+      self.name == 'metadata'
+      and self.parent.name.startswith('data')
+      and re.search(r'/checkpoints/4[./]', str(self))
+    ):
       raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
     return original(self, *args, **kwargs)
 
   monkeypatch.setattr(type(epath.Path('/')), 'write_text', write_text)
   with pytest.raises(orbax_io.CheckpointError) as e:
     loop.train_and_evaluate(setup_run.build(tiny_config(digits_data_dir), workdir))
-  assert str(e.value) == (f'No space left on device while saving step 4 to {workdir}/checkpoints;'
-                          ' step 2 is the last complete checkpoint; free space and rerun to '
-                          'resume.')
+  assert str(e.value) == (
+    f'No space left on device while saving step 4 to {workdir}/checkpoints;'
+    ' step 2 is the last complete checkpoint; free space and rerun to '
+    'resume.'
+  )
   monkeypatch.undo()
   assert steps_of(workdir) == [2]
   # The disk has room again: the next start resumes from step 2 despite the partial folder.
@@ -159,19 +178,32 @@ def as_non_root(*command):
   if not shutil.which('setpriv'):
     pytest.skip('setpriv is needed to drop the root override of file permissions')
   return subprocess.run(
-      ['setpriv', '--bounding-set=-dac_override,-dac_read_search,-fowner', *command], cwd=ROOT,
-      capture_output=True, text=True, timeout=120, check=False)
+    ['setpriv', '--bounding-set=-dac_override,-dac_read_search,-fowner', *command],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
 
 
 def test_read_only_checkpoints_refused_at_startup(trained, tmp_path, digits_data_dir):
   workdir = copy_of(trained, tmp_path)
   os.chmod(os.path.join(workdir, 'checkpoints', '4'), 0o555)
-  result = as_non_root(sys.executable, '-m', 'vit_jax.main', '--config=configs/default.py',
-                       f'--workdir={workdir}', f'--config.data_dir={digits_data_dir}')
+  result = as_non_root(
+    sys.executable,
+    '-m',
+    'vit_jax.main',
+    '--config=configs/default.py',
+    f'--workdir={workdir}',
+    f'--config.data_dir={digits_data_dir}',
+  )
   assert result.returncode == 2, result.stderr[-2000:]
-  assert result.stderr == (f'Config error: {workdir}/checkpoints/4 is not writable (Permission '
-                           'denied): checkpoints could not be saved; fix the permissions (e.g. '
-                           f'chown -R $USER {workdir}/checkpoints) or pass a new --workdir.\n')
+  assert result.stderr == (
+    f'Config error: {workdir}/checkpoints/4 is not writable (Permission '
+    'denied): checkpoints could not be saved; fix the permissions (e.g. '
+    f'chown -R $USER {workdir}/checkpoints) or pass a new --workdir.\n'
+  )
 
 
 def test_save_failure_mid_run_exits_in_seconds(tmp_path, digits_data_dir):
@@ -181,12 +213,26 @@ def test_save_failure_mid_run_exits_in_seconds(tmp_path, digits_data_dir):
   workdir = tmp_path / 'run'
   os.chmod(tmp_path, 0o777)
   proc = subprocess.Popen(
-      ['setpriv', '--bounding-set=-dac_override,-dac_read_search,-fowner', sys.executable,
-       '-m', 'vit_jax.main', '--config=configs/default.py', f'--workdir={workdir}',
-       f'--config.data_dir={digits_data_dir}', '--config.total_steps=2000',
-       '--config.checkpoint_every=20', '--config.eval_every=100000', '--config.batch=32',
-       '--config.batch_eval=32'], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True)
+    [
+      'setpriv',
+      '--bounding-set=-dac_override,-dac_read_search,-fowner',
+      sys.executable,
+      '-m',
+      'vit_jax.main',
+      '--config=configs/default.py',
+      f'--workdir={workdir}',
+      f'--config.data_dir={digits_data_dir}',
+      '--config.total_steps=2000',
+      '--config.checkpoint_every=20',
+      '--config.eval_every=100000',
+      '--config.batch=32',
+      '--config.batch_eval=32',
+    ],
+    cwd=ROOT,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   first = workdir / 'checkpoints' / '20'
   deadline = time.time() + 120
   while not first.is_dir() and proc.poll() is None and time.time() < deadline:
@@ -196,9 +242,11 @@ def test_save_failure_mid_run_exits_in_seconds(tmp_path, digits_data_dir):
   _, stderr = proc.communicate(timeout=120)
   assert time.time() - begin < 30
   assert proc.returncode == 4, stderr[-2000:]
-  assert stderr.startswith('Checkpoint error: Permission denied while saving step 40 to '
-                           f'{workdir}/checkpoints; step 20 is the last complete checkpoint; '
-                           'fix the folder and rerun to resume.\n'), stderr[-2000:]
+  assert stderr.startswith(
+    'Checkpoint error: Permission denied while saving step 40 to '
+    f'{workdir}/checkpoints; step 20 is the last complete checkpoint; '
+    'fix the folder and rerun to resume.\n'
+  ), stderr[-2000:]
   assert 'Traceback' not in stderr, stderr[-2000:]
 
 
@@ -206,22 +254,32 @@ def test_restore_step_and_its_errors(trained, tmp_path, digits_data_dir):
   workdir = copy_of(trained, tmp_path)
   with pytest.raises(setup_run.ConfigError) as e:
     setup_run.build(tiny_config(digits_data_dir, restore_step=3), workdir)
-  assert str(e.value) == (f'config.restore_step=3 is not a checkpoint in {workdir}/checkpoints; '
-                          'available steps: [2, 4].')
+  assert str(e.value) == (
+    f'config.restore_step=3 is not a checkpoint in {workdir}/checkpoints; available steps: [2, 4].'
+  )
   io = orbax_io.CheckpointIO(workdir)
   assert io.train_loss(2) == pytest.approx(
-      [r for r in read_jsonl(workdir) if r['step'] == 2 and 'train/loss' in r][0]['train/loss'])
+    [r for r in read_jsonl(workdir) if r['step'] == 2 and 'train/loss' in r][0]['train/loss']
+  )
   io.close()
-  final = loop.train_and_evaluate(setup_run.build(tiny_config(digits_data_dir, restore_step=2),
-                                                  workdir))
+  final = loop.train_and_evaluate(
+    setup_run.build(tiny_config(digits_data_dir, restore_step=2), workdir)
+  )
   assert final['step'] == 4 and steps_of(workdir) == [2, 4]
   assert os.listdir(os.path.join(workdir, 'checkpoints', 'damaged')) == ['4-after-restore-2']
   assert_one_value_per_step(workdir)
 
 
 def test_nan_without_checkpoint(tmp_path, digits_data_dir):
-  config = tiny_config(digits_data_dir, total_steps=40, warmup_steps=0, base_lr=1e5,
-                       grad_norm_clip=0.0, decay_type='constant', checkpoint_every=1000)
+  config = tiny_config(
+    digits_data_dir,
+    total_steps=40,
+    warmup_steps=0,
+    base_lr=1e5,
+    grad_norm_clip=0.0,
+    decay_type='constant',
+    checkpoint_every=1000,
+  )
   config.optim.name = 'sgd'
   with pytest.raises(loop.NonFiniteLossError) as e:
     loop.train_and_evaluate(setup_run.build(config, str(tmp_path)))
@@ -236,8 +294,9 @@ def test_workdir_of_another_model(trained, tmp_path, digits_data_dir):
   message = str(e.value)
   print(message)
   assert '\n' not in message
-  assert message.startswith(f'the checkpoint step 4 in {workdir}/checkpoints does not match the '
-                            'config (params/Transformer/')
+  assert message.startswith(
+    f'the checkpoint step 4 in {workdir}/checkpoints does not match the config (params/Transformer/'
+  )
   assert 'stored (64,) vs config (32,)' in message
   assert message.endswith(' and 195 more); pass a new --workdir for this model.')
   # The scan layout of the same model is a legal difference.
@@ -246,14 +305,15 @@ def test_workdir_of_another_model(trained, tmp_path, digits_data_dir):
 
 def _read_with(reader, workdir, config, tmp_path, capsys):
   """(the step `reader` read, the warnings it printed) for a workdir."""
-  from vit_jax import analyze  # pylint: disable=g-import-not-at-top
-  from vit_jax import experiment  # pylint: disable=g-import-not-at-top
-  from vit_jax import export  # pylint: disable=g-import-not-at-top
-  from vit_jax.inference import predictor as predictor_lib  # pylint: disable=g-import-not-at-top
-  from vit_jax.train import session as session_lib  # pylint: disable=g-import-not-at-top
-  from vit_jax.weights import released  # pylint: disable=g-import-not-at-top
-  from vit_jax.weights import sources  # pylint: disable=g-import-not-at-top
-  from vit_jax.weights import tree  # pylint: disable=g-import-not-at-top
+  from vit_jax import analyze
+  from vit_jax import experiment
+  from vit_jax import export
+  from vit_jax.inference import predictor as predictor_lib
+  from vit_jax.train import session as session_lib
+  from vit_jax.weights import released
+  from vit_jax.weights import sources
+  from vit_jax.weights import tree
+
   capsys.readouterr()
   if reader == 'session':
     lines = []
@@ -272,23 +332,36 @@ def _read_with(reader, workdir, config, tmp_path, capsys):
   else:  # export: the file holds the params of the step it read.
     export.export(workdir, 'npz', str(tmp_path / 'out.npz'))
     exported = tree.flatten(released.load(tmp_path / 'out.npz'))
-    step = next(s for s in (2, 4) if all(np.array_equal(exported[k], v) for k, v in tree.flatten(
-        orbax_io.load_params(os.path.join(workdir, 'checkpoints', str(s)))).items()))
+    step = next(
+      s
+      for s in (2, 4)
+      if all(
+        np.array_equal(exported[k], v)
+        for k, v in tree.flatten(
+          orbax_io.load_params(os.path.join(workdir, 'checkpoints', str(s)))
+        ).items()
+      )
+    )
   return step, capsys.readouterr().err.strip()
 
 
-@pytest.mark.parametrize('reader', ['session', 'evaluate', 'predict', 'export', 'analyze',
-                                    'fine-tuning'])
+@pytest.mark.parametrize(
+  'reader', ['session', 'evaluate', 'predict', 'export', 'analyze', 'fine-tuning']
+)
 def test_readers_fall_back_to_the_previous_checkpoint_and_move_nothing(
-    trained, tmp_path, digits_data_dir, capsys, reader):
+  trained, tmp_path, digits_data_dir, capsys, reader
+):
   workdir = copy_of(trained, tmp_path)
   checkpoints = epath.Path(workdir) / 'checkpoints'
   truncate_largest_array(checkpoints / '4')
   step, warning = _read_with(reader, workdir, tiny_config(digits_data_dir), tmp_path, capsys)
   assert step == 2
   assert len(warning.splitlines()) == 1, warning
-  assert warning.startswith('Warning: checkpoint step 4') and 'is damaged (unreadable arrays: ' in (
-      warning) and warning.endswith('trying the previous one.'), warning
+  assert (
+    warning.startswith('Warning: checkpoint step 4')
+    and 'is damaged (unreadable arrays: ' in (warning)
+    and warning.endswith('trying the previous one.')
+  ), warning
   assert steps_of(workdir) == [2, 4] and not (checkpoints / 'damaged').exists()
 
 
@@ -299,6 +372,11 @@ def test_only_real_step_folders_are_orbax_checkpoints(trained, tmp_path):
   lookalike = tmp_path / 'photos'
   (lookalike / '2019').mkdir(parents=True)  # numbered folders of something else.
   (lookalike / 'checkpoints' / '7').mkdir(parents=True)
-  for path in (lookalike, lookalike / '2019', lookalike / 'checkpoints', tmp_path / 'x.npz',
-               tmp_path / 'missing'):
+  for path in (
+    lookalike,
+    lookalike / '2019',
+    lookalike / 'checkpoints',
+    tmp_path / 'x.npz',
+    tmp_path / 'missing',
+  ):
     assert not orbax_io.is_orbax_checkpoint(path), path

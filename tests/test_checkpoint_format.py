@@ -5,28 +5,39 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from vit_jax import models
 from vit_jax.weights import released as released_lib
 from vit_jax.weights import tree as tree_lib
-from vit_jax import models
 
 IMAGES = np.zeros((1, 32, 32, 3), np.float32)
 
 
 def tiny_params(seed=0, **kw):
-  model = models.VisionTransformer(**{
-      'num_classes': 4, 'patch_size': (8, 8), 'hidden_size': 12, 'num_layers': 2,
-      'num_heads': 3, 'mlp_dim': 16, 'representation_size': 6, **kw})
+  model = models.VisionTransformer(
+    **{
+      'num_classes': 4,
+      'patch_size': (8, 8),
+      'hidden_size': 12,
+      'num_layers': 2,
+      'num_heads': 3,
+      'mlp_dim': 16,
+      'representation_size': 6,
+      **kw,
+    }
+  )
   params = jax.eval_shape(model.init, jax.random.key(seed), IMAGES)['params']
   # Non-trivial values everywhere (the zero-init head included) so that mix-ups show.
   leaves, tree = jax.tree.flatten(tree_lib.flatten(params))
   rng = np.random.default_rng(seed)
-  return model, jax.tree.unflatten(tree, [rng.normal(size=x.shape).astype(x.dtype)
-                                          for x in leaves])
+  return model, jax.tree.unflatten(tree, [rng.normal(size=x.shape).astype(x.dtype) for x in leaves])
 
 
 def to_linen_numbering(flat):
-  rename = {'MultiHeadDotProductAttention_1': 'MultiHeadDotProductAttention_0',
-            'LayerNorm_2': 'LayerNorm_1', 'MlpBlock_3': 'MlpBlock_0'}
+  rename = {
+    'MultiHeadDotProductAttention_1': 'MultiHeadDotProductAttention_0',
+    'LayerNorm_2': 'LayerNorm_1',
+    'MlpBlock_3': 'MlpBlock_0',
+  }
   out = {}
   for key, value in flat.items():
     parts = key.split('/')
@@ -53,13 +64,19 @@ def test_save_writes_released_numbering_and_boxed_params_work(tmp_path):
   released_lib.save(tmp_path / 'b.npz', boxed)
   with np.load(tmp_path / 'b.npz') as npz:
     keys = set(npz.files)
-  assert {'cls', 'embedding/kernel', 'Transformer/posembed_input/pos_embedding',
-          'Transformer/encoderblock_0/LayerNorm_0/scale',
-          'Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel',
-          'Transformer/encoderblock_0/MultiHeadDotProductAttention_1/out/kernel',
-          'Transformer/encoderblock_0/LayerNorm_2/bias',
-          'Transformer/encoderblock_0/MlpBlock_3/Dense_1/kernel',
-          'Transformer/encoder_norm/scale', 'pre_logits/kernel', 'head/bias'} <= keys
+  assert {
+    'cls',
+    'embedding/kernel',
+    'Transformer/posembed_input/pos_embedding',
+    'Transformer/encoderblock_0/LayerNorm_0/scale',
+    'Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel',
+    'Transformer/encoderblock_0/MultiHeadDotProductAttention_1/out/kernel',
+    'Transformer/encoderblock_0/LayerNorm_2/bias',
+    'Transformer/encoderblock_0/MlpBlock_3/Dense_1/kernel',
+    'Transformer/encoder_norm/scale',
+    'pre_logits/kernel',
+    'head/bias',
+  } <= keys
   assert not any('MlpBlock_0' in k or 'LayerNorm_1' in k for k in keys)
 
 
@@ -92,21 +109,28 @@ def test_bfloat16_arrays_survive(tmp_path):
 
 
 def test_groupnorm_scales_stored_4d_are_flattened(tmp_path):
-  np.savez(tmp_path / 'gn.npz', **{
-      'gn_root/scale': np.arange(8.).reshape(1, 1, 1, 8),
+  np.savez(
+    tmp_path / 'gn.npz',
+    **{
+      'gn_root/scale': np.arange(8.0).reshape(1, 1, 1, 8),
       'block1/unit1/gn_proj/bias': np.ones((1, 1, 1, 8)),
-      'conv_root/kernel': np.ones((7, 7, 3, 8))})
+      'conv_root/kernel': np.ones((7, 7, 3, 8)),
+    },
+  )
   loaded = released_lib.load(tmp_path / 'gn.npz')
   assert loaded['gn_root']['scale'].shape == (8,)
   assert loaded['block1']['unit1']['gn_proj']['bias'].shape == (8,)
   assert loaded['conv_root']['kernel'].shape == (7, 7, 3, 8)
 
 
-@pytest.mark.parametrize('content,message', [
+@pytest.mark.parametrize(
+  'content,message',
+  [
     (b'', 'not a readable .npz checkpoint'),
     (b'hello, I am a text file', 'not a readable .npz checkpoint'),
     (b'PK\x03\x04truncated zip', 'not a readable .npz checkpoint'),
-])
+  ],
+)
 def test_not_an_npz_is_a_clear_error(tmp_path, content, message):
   path = tmp_path / 'bad.npz'
   path.write_bytes(content)

@@ -6,20 +6,19 @@ import jax
 import numpy as np
 import pytest
 
-from vit_jax.weights import fit
-from vit_jax.weights import released as released_lib
-from vit_jax.weights import tree as tree_lib
-from vit_jax.train import config as config_lib
-from vit_jax.models import layouts
 from vit_jax import models
+from vit_jax.models import layouts
 from vit_jax.run import orbax_io
 from vit_jax.system import sharding
+from vit_jax.train import config as config_lib
 from vit_jax.train import optim
 from vit_jax.train import state as state_lib
 from vit_jax.train import step as step_lib
+from vit_jax.weights import fit
+from vit_jax.weights import released as released_lib
+from vit_jax.weights import tree as tree_lib
 
-TINY = dict(num_classes=4, patch_size=(8, 8), hidden_size=12, num_layers=3, num_heads=3,
-            mlp_dim=16)
+TINY = dict(num_classes=4, patch_size=(8, 8), hidden_size=12, num_layers=3, num_heads=3, mlp_dim=16)
 KERNEL = ('MlpBlock_3', 'Dense_0', 'kernel')
 
 
@@ -68,8 +67,11 @@ def test_loop_scan_loop_round_trip_is_bit_exact():
   assert_trees_equal(layouts.to_loop(scan), loop)
   assert (layouts.layout_of(loop), layouts.layout_of(scan)) == ('loop', 'scan')
   assert_trees_equal(layouts.to_scan(scan), scan)  # already there: unchanged.
-  mixer = shapes(models.get_model('Mixer-B_32', num_classes=2, num_blocks=2, hidden_dim=8,
-                                  tokens_mlp_dim=4, channels_mlp_dim=4))
+  mixer = shapes(
+    models.get_model(
+      'Mixer-B_32', num_classes=2, num_blocks=2, hidden_dim=8, tokens_mlp_dim=4, channels_mlp_dim=4
+    )
+  )
   assert layouts.layout_of(mixer) is None and layouts.to_scan(mixer) == mixer
   with pytest.raises(ValueError, match=r'encoder blocks \[0, 2\] are not numbered 0..1'):
     layouts.to_scan({'Transformer': {'encoderblock_0': {}, 'encoderblock_2': {}}})
@@ -81,8 +83,9 @@ def test_npz_save_from_scan_model_is_released_layout_and_loads_back(tmp_path):
   released_lib.save(tmp_path / 'scan.npz', scan)
   with np.load(tmp_path / 'scan.npz') as npz:
     keys = set(npz.files)
-    np.testing.assert_array_equal(npz['Transformer/encoderblock_2/MlpBlock_3/Dense_0/kernel'],
-                                  block(loop, 2))
+    np.testing.assert_array_equal(
+      npz['Transformer/encoderblock_2/MlpBlock_3/Dense_0/kernel'], block(loop, 2)
+    )
   assert keys == set(tree_lib.flatten(loop))  # released keys only, no stacked ones.
   assert_trees_equal(released_lib.load(tmp_path / 'scan.npz'), loop)
   assert_trees_equal(released_lib.load(tmp_path / 'scan.npz', layout='scan'), scan)
@@ -104,12 +107,14 @@ def test_load_pretrained_from_released_file_into_scan_model(tmp_path):
   assert got['Transformer']['encoderblock'][table[0]][table[1]].shape == (3, 11 * 11 + 3, 3)
   assert_trees_equal(got, layouts.to_scan(expected))
   # Strict inference loading (keep_head), and params of a scanned run into a loop model.
-  strict = fit.load_pretrained(tmp_path / 'pre.npz', zeros(shapes(vit(scan=True, **kw))),
-                                      keep_head=True)
+  strict = fit.load_pretrained(
+    tmp_path / 'pre.npz', zeros(shapes(vit(scan=True, **kw))), keep_head=True
+  )
   assert_trees_equal(strict, layouts.to_scan(released))
-  assert_trees_equal(fit.load_pretrained(layouts.to_scan(released),
-                                                zeros(shapes(vit(**kw))), keep_head=True),
-                     released)
+  assert_trees_equal(
+    fit.load_pretrained(layouts.to_scan(released), zeros(shapes(vit(**kw))), keep_head=True),
+    released,
+  )
 
 
 RULES = config_lib.SHARDING_RULES['fsdp']
@@ -127,10 +132,11 @@ class Setup:
     self.model = vit(scan=scan)
     self.mesh = sharding.make_mesh(mesh_axes, devices)
     init = state_lib.init_fn(self.model, self.tx, (1, 32, 32, 3))
-    self.abstract, self.shardings = state_lib.abstract_state_and_shardings(
-        init, self.mesh, RULES)
-    self.step = jax.jit(step_lib.make_train_step(self.model, self.tx, schedule, num_classes=4),
-                        out_shardings=(self.shardings, None))
+    self.abstract, self.shardings = state_lib.abstract_state_and_shardings(init, self.mesh, RULES)
+    self.step = jax.jit(
+      step_lib.make_train_step(self.model, self.tx, schedule, num_classes=4),
+      out_shardings=(self.shardings, None),
+    )
 
   def fresh_state(self, seed=0):
     """Random floats (params and optimizer moments), zero counters; drawn in the loop layout
@@ -138,8 +144,14 @@ class Setup:
     init = state_lib.init_fn(vit(), self.tx, (1, 32, 32, 3))
     abstract = nn.meta.unbox(jax.eval_shape(init, jax.random.key(0)))
     rng = np.random.default_rng(seed)
-    state = jax.tree.map(lambda x: (0.1 * rng.normal(size=x.shape)).astype(x.dtype)
-                         if x.dtype == np.float32 else np.zeros(x.shape, x.dtype), abstract)
+    state = jax.tree.map(
+      lambda x: (
+        (0.1 * rng.normal(size=x.shape)).astype(x.dtype)
+        if x.dtype == np.float32
+        else np.zeros(x.shape, x.dtype)
+      ),
+      abstract,
+    )
     layout = layouts.SCAN if self.model.scan else layouts.LOOP
     return jax.device_put(layouts.convert(state, layout), self.shardings)
 
@@ -193,10 +205,16 @@ def test_training_resumed_in_the_other_layout_continues_like_the_unswitched_run(
   assert kernel.addressable_shards[0].data.shape == (3, 3, 16)  # [layers, embed / 4, mlp].
   resumed = layouts.to_loop(jax.device_get(resumed))
   assert int(resumed.step) == 2
-  for got, want in zip(jax.tree.leaves((resumed.params, resumed.opt_state)),
-                       jax.tree.leaves((reference.params, reference.opt_state))):
+  for got, want in zip(
+    jax.tree.leaves((resumed.params, resumed.opt_state)),
+    jax.tree.leaves((reference.params, reference.opt_state)),
+  ):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-  moved = max(np.abs(a - b).max() for a, b in zip(
-      jax.tree.leaves(reference.params), jax.tree.leaves(jax.device_get(
-          looped.fresh_state().params))))
+  moved = max(
+    np.abs(a - b).max()
+    for a, b in zip(
+      jax.tree.leaves(reference.params),
+      jax.tree.leaves(jax.device_get(looped.fresh_state().params)),
+    )
+  )
   assert moved > 1e-3  # the two steps did something.

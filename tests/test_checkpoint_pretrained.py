@@ -5,17 +5,25 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
+from vit_jax import models
 from vit_jax.weights import fit
 from vit_jax.weights import released
-from vit_jax.weights import tree
-from vit_jax import models
 from vit_jax.weights import resample
+from vit_jax.weights import tree
 
 
 def vit(size=32, **kw):
-  model = models.VisionTransformer(**{
-      'num_classes': 4, 'patch_size': (8, 8), 'hidden_size': 12, 'num_layers': 1,
-      'num_heads': 3, 'mlp_dim': 16, **kw})
+  model = models.VisionTransformer(
+    **{
+      'num_classes': 4,
+      'patch_size': (8, 8),
+      'hidden_size': 12,
+      'num_layers': 1,
+      'num_heads': 3,
+      'mlp_dim': 16,
+      **kw,
+    }
+  )
   return model, init_like(model, (1, size, size, 3))
 
 
@@ -25,8 +33,9 @@ def init_like(model, image_shape):
   Zeros everywhere, which for the head is what init gives; tests randomize what they compare.
   """
   shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros(image_shape, np.float32))
-  return jax.tree.map(lambda x: np.zeros(x.shape, x.dtype),
-                      tree.unflatten(tree.flatten(shapes['params'])))
+  return jax.tree.map(
+    lambda x: np.zeros(x.shape, x.dtype), tree.unflatten(tree.flatten(shapes['params']))
+  )
 
 
 def randomized(params, seed=0):
@@ -59,8 +68,7 @@ def test_new_head_new_classes_and_pre_logits_dropped(tmp_path):
 def test_keep_head_is_strict_and_exact(tmp_path):
   _, params = vit(representation_size=6)
   flat = randomized(params)
-  out = tree.flatten(fit.load_pretrained(saved(tmp_path, flat), params,
-                                                      keep_head=True))
+  out = tree.flatten(fit.load_pretrained(saved(tmp_path, flat), params, keep_head=True))
   for key in flat:
     np.testing.assert_array_equal(out[key], flat[key])
   _, no_repr = vit()
@@ -77,8 +85,9 @@ def test_position_embeddings_resampled_for_new_resolution(tmp_path):
   old = pre['Transformer/posembed_input/pos_embedding']
   assert pe.shape == (1, 37, 12) and pe.dtype == np.float32
   np.testing.assert_array_equal(pe[0, 0], old[0, 0])  # class token row untouched.
-  expected = scipy.ndimage.zoom(old[0, 1:].reshape(4, 4, 12).astype(np.float64), (1.5, 1.5, 1),
-                                order=1)
+  expected = scipy.ndimage.zoom(
+    old[0, 1:].reshape(4, 4, 12).astype(np.float64), (1.5, 1.5, 1), order=1
+  )
   np.testing.assert_allclose(pe[0, 1:].reshape(6, 6, 12), expected, rtol=1e-5, atol=1e-6)
   assert model.apply({'params': out}, np.ones((1, 48, 48, 3))).shape == (1, 4)
 
@@ -135,13 +144,19 @@ def test_corners_alignment_equals_scipy_zoom_of_the_original():
 def test_mismatches_name_keys_and_shapes(tmp_path):
   _, wide = vit(hidden_size=12)
   _, narrow = vit(hidden_size=6, num_heads=2)
-  with pytest.raises(ValueError, match=r'shape mismatch: Transformer/encoder_norm/bias \(12,\) vs '
-                     r'model \(6,\), .* and 9 more\)') as e:
+  with pytest.raises(
+    ValueError,
+    match=r'shape mismatch: Transformer/encoder_norm/bias \(12,\) vs '
+    r'model \(6,\), .* and 9 more\)',
+  ) as e:
     fit.load_pretrained(saved(tmp_path, randomized(wide)), narrow)
   assert '\n' not in str(e.value)
   _, two_layers = vit(num_layers=2)
-  with pytest.raises(ValueError, match=r'missing from the checkpoint: '
-                     r'Transformer/encoderblock_1/LayerNorm_0/bias \(12,\)'):
+  with pytest.raises(
+    ValueError,
+    match=r'missing from the checkpoint: '
+    r'Transformer/encoderblock_1/LayerNorm_0/bias \(12,\)',
+  ):
     fit.load_pretrained(saved(tmp_path, randomized(wide)), two_layers)
   with pytest.raises(ValueError, match=r'not in the model: Transformer/encoderblock_1/'):
     fit.load_pretrained(saved(tmp_path, randomized(two_layers)), wide)
@@ -155,8 +170,9 @@ def test_mismatches_name_keys_and_shapes(tmp_path):
 
 def test_non_square_grid_needs_explicit_grid():
   _, pre = vit(size=32)
-  model = models.VisionTransformer(num_classes=4, patch_size=(8, 8), hidden_size=12,
-                                   num_layers=1, num_heads=3, mlp_dim=16)
+  model = models.VisionTransformer(
+    num_classes=4, patch_size=(8, 8), hidden_size=12, num_layers=1, num_heads=3, mlp_dim=16
+  )
   init = init_like(model, (1, 32, 48, 3))
   with pytest.raises(ValueError, match=r'24 positions do not form a square grid; pass grid'):
     fit.load_pretrained(randomized(pre), init)

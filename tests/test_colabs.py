@@ -29,9 +29,9 @@ def _kernel_env(tmp_path: pathlib.Path) -> dict[str, str]:
   env = dict(os.environ)
   # conftest.py simulates 8 devices for the tests; a notebook decides that for itself.
   env['XLA_FLAGS'] = _DEVICE_COUNT_FLAG.sub('', env.get('XLA_FLAGS', '')).strip()
-  env['PYTHONPATH'] = os.pathsep.join([str(ROOT)] + [p for p in
-                                                     env.get('PYTHONPATH', '').split(os.pathsep)
-                                                     if p])
+  env['PYTHONPATH'] = os.pathsep.join(
+    [str(ROOT)] + [p for p in env.get('PYTHONPATH', '').split(os.pathsep) if p]
+  )
   for name, sub in (('TFDS_DATA_DIR', 'tfds'), ('VIT_JAX_CACHE', 'cache'), ('TMPDIR', 'tmp')):
     (tmp_path / sub).mkdir()
     env[name] = str(tmp_path / sub)
@@ -47,12 +47,20 @@ def test_there_are_notebooks():
 def test_notebook_runs(path, tmp_path):
   notebook = nbformat.read(path, as_version=4)
   # A last cell of our own: the kernel is this Python, and vit_jax is this checkout's.
-  notebook.cells.append(nbformat.v4.new_code_cell(
-      'import sys\nimport vit_jax\nprint(sys.executable)\nprint(vit_jax.__file__)'))
+  notebook.cells.append(
+    nbformat.v4.new_code_cell(
+      'import sys\nimport vit_jax\nprint(sys.executable)\nprint(vit_jax.__file__)'
+    )
+  )
   workdir = tmp_path / 'cwd'
   workdir.mkdir()
-  client = NotebookClient(notebook, timeout=600, kernel_name='python3', allow_errors=False,
-                          resources={'metadata': {'path': str(workdir)}})
+  client = NotebookClient(
+    notebook,
+    timeout=600,
+    kernel_name='python3',
+    allow_errors=False,
+    resources={'metadata': {'path': str(workdir)}},
+  )
   start = time.perf_counter()
   try:
     client.execute(env=_kernel_env(tmp_path))
@@ -84,8 +92,7 @@ def test_notebook_opens_in_colab_and_installs_itself(path):
   notebook = nbformat.read(path, as_version=4)
   first, install = notebook.cells[0], notebook.cells[1]
   assert first.cell_type == 'markdown' and first.source.startswith('# ')
-  badge = (f'(https://colab.research.google.com/github/{GITHUB_REPO}/blob/main/colabs/'
-           f'{path.name})')
+  badge = f'(https://colab.research.google.com/github/{GITHUB_REPO}/blob/main/colabs/{path.name})'
   assert badge in first.source, f'{path.name}: the first cell needs the badge link {badge}'
   assert install.cell_type == 'code'
   assert f"'https://github.com/{GITHUB_REPO}'" in install.source

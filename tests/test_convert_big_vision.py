@@ -4,13 +4,16 @@ import numpy as np
 import pytest
 
 import convert_helpers as h
+from vit_jax.models import layouts
 from vit_jax.weights import fit
 from vit_jax.weights import released
 from vit_jax.weights import tree as tree_lib
-from vit_jax.models import layouts
 
-LINEN = {'MultiHeadDotProductAttention_1': 'MultiHeadDotProductAttention_0',
-         'LayerNorm_2': 'LayerNorm_1', 'MlpBlock_3': 'MlpBlock_0'}
+LINEN = {
+  'MultiHeadDotProductAttention_1': 'MultiHeadDotProductAttention_0',
+  'LayerNorm_2': 'LayerNorm_1',
+  'MlpBlock_3': 'MlpBlock_0',
+}
 POSEMB = 'Transformer/posembed_input/pos_embedding'
 
 

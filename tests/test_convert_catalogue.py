@@ -16,39 +16,52 @@ import numpy as np
 import pytest
 
 import convert_helpers as h
+from vit_jax.train import setup_run
+from vit_jax.weights import catalogue
 from vit_jax.weights import fit
 from vit_jax.weights import released
-from vit_jax.weights import tree
-from vit_jax.weights import catalogue
 from vit_jax.weights import sources
-from vit_jax.train import setup_run
+from vit_jax.weights import tree
 
 AUGREG_B16 = 'B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0'
 
 
-@pytest.mark.parametrize('name,url', [
+@pytest.mark.parametrize(
+  'name,url',
+  [
     ('i21k:ViT-B_16', 'gs://vit_models/imagenet21k/ViT-B_16.npz'),
     ('i21k:R50+ViT-B_16', 'gs://vit_models/imagenet21k/R50+ViT-B_16.npz'),
     ('i21k:Mixer-B_16', 'gs://mixer_models/imagenet21k/Mixer-B_16.npz'),
     ('i21k+i1k:ViT-L_16-224', 'gs://vit_models/imagenet21k+imagenet2012/ViT-L_16-224.npz'),
     ('sam:ViT-S_16', 'gs://vit_models/sam/ViT-S_16.npz'),
     ('augreg:B_16', f'gs://vit_models/augreg/{AUGREG_B16}.npz'),
-    ('augreg+i1k:R_Ti_16', 'gs://vit_models/augreg/R_Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-'
-     'do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_384.npz'),
+    (
+      'augreg+i1k:R_Ti_16',
+      'gs://vit_models/augreg/R_Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-'
+      'do_0.0-sd_0.0--imagenet2012-steps_20k-lr_0.03-res_384.npz',
+    ),
     (AUGREG_B16, f'gs://vit_models/augreg/{AUGREG_B16}.npz'),
-    (f'augreg:{AUGREG_B16}--oxford_iiit_pet-steps_0k-lr_0.003-res_384',
-     f'gs://vit_models/augreg/{AUGREG_B16}--oxford_iiit_pet-steps_0k-lr_0.003-res_384.npz'),
+    (
+      f'augreg:{AUGREG_B16}--oxford_iiit_pet-steps_0k-lr_0.003-res_384',
+      f'gs://vit_models/augreg/{AUGREG_B16}--oxford_iiit_pet-steps_0k-lr_0.003-res_384.npz',
+    ),
     ('i21k:ViT-B_16:Transformer', 'gs://vit_models/imagenet21k/ViT-B_16.npz:Transformer'),
-    ('/data/ViT-B_16.npz', None), ('file.npz:img', None), ('gs://b/x.npz', None),
+    ('/data/ViT-B_16.npz', None),
+    ('file.npz:img', None),
+    ('gs://b/x.npz', None),
     ('ViT-B_16.npz', None),
-])
+  ],
+)
 def test_names_resolve_to_released_urls(name, url):
   assert catalogue.resolve(name) == url
 
 
 def test_unknown_name_lists_the_known_ones():
-  with pytest.raises(ValueError, match=r"'i21k:ViT-B_61' is not in the catalogue; i21k: has "
-                     r'i21k:Mixer-B_16, .*i21k:ViT-B_16'):
+  with pytest.raises(
+    ValueError,
+    match=r"'i21k:ViT-B_61' is not in the catalogue; i21k: has "
+    r'i21k:Mixer-B_16, .*i21k:ViT-B_16',
+  ):
     catalogue.resolve('i21k:ViT-B_61')
   assert 'augreg+i1k:B_16' in catalogue.names() and 'augreg+i1k:B_8' not in catalogue.names()
 
@@ -72,8 +85,9 @@ def test_downloaded_once_then_read_from_the_cache(tmp_path, monkeypatch):
 def test_offline_is_one_line_naming_the_url(tmp_path, monkeypatch):
   monkeypatch.setenv('VIT_JAX_CACHE', str(tmp_path / 'cache'))
   # Port 9 (discard) on localhost: nothing listens, the connection is refused at once.
-  monkeypatch.setattr(catalogue, 'https_url',
-                      lambda url: url.replace('gs://', 'http://127.0.0.1:9/'))
+  monkeypatch.setattr(
+    catalogue, 'https_url', lambda url: url.replace('gs://', 'http://127.0.0.1:9/')
+  )
   with pytest.raises(catalogue.FetchError) as e:
     sources.load('augreg:Ti_16')
   message = str(e.value)
@@ -82,15 +96,20 @@ def test_offline_is_one_line_naming_the_url(tmp_path, monkeypatch):
   assert 'download it yourself to ' + str(tmp_path / 'cache' / 'vit_models' / 'augreg') in message
   assert not list((tmp_path / 'cache').rglob('*.npz*'))  # no partial file left behind.
   # As the trainer reports it: one ConfigError line.
-  config = ml_collections.ConfigDict({'pretrained_path': 'augreg:Ti_16',
-                                      'pretrained_align': 'corners'})
+  config = ml_collections.ConfigDict(
+    {'pretrained_path': 'augreg:Ti_16', 'pretrained_align': 'corners'}
+  )
   abstract = jax.eval_shape(h.vit().init, jax.random.key(0), np.zeros((1, 32, 32, 3)))['params']
-  with pytest.raises(setup_run.ConfigError, match=r'^config.pretrained_path=augreg:Ti_16: could '
-                     r'not download http://127.0.0.1:9/vit_models/augreg/'):
-    setup_run._pretrained(config, abstract)  # pylint: disable=protected-access
+  with pytest.raises(
+    setup_run.ConfigError,
+    match=r'^config.pretrained_path=augreg:Ti_16: could '
+    r'not download http://127.0.0.1:9/vit_models/augreg/',
+  ):
+    setup_run._pretrained(config, abstract)
   monkeypatch.undo()
   assert catalogue.https_url('gs://vit_models/sam/ViT-B_16.npz') == (
-      'https://storage.googleapis.com/vit_models/sam/ViT-B_16.npz')
+    'https://storage.googleapis.com/vit_models/sam/ViT-B_16.npz'
+  )
 
 
 @pytest.fixture
@@ -101,8 +120,7 @@ def gcs(tmp_path, monkeypatch):
   files, requests = {}, []
 
   class Handler(http.server.BaseHTTPRequestHandler):
-
-    def do_GET(self):  # pylint: disable=invalid-name
+    def do_GET(self):
       requests.append(self.path)
       body, md5, length, one_header = files[self.path]
       self.send_response(200)
@@ -115,7 +133,7 @@ def gcs(tmp_path, monkeypatch):
       self.end_headers()
       self.wfile.write(body)  # HTTP/1.0: the connection closes after it, short or not.
 
-    def log_message(self, *args):  # pylint: disable=arguments-differ
+    def log_message(self, *args):
       pass
 
   server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
@@ -148,8 +166,7 @@ def test_verified_download_lands_in_the_cache_once(tmp_path, gcs, one_header):
     assert f.read() == BODY
   assert catalogue.fetch('gs://vit_models/sam/ViT-B_16.npz') == path
   assert requests == ['/vit_models/sam/ViT-B_16.npz']  # the second fetch read the cache.
-  assert sorted(p.name for p in (tmp_path / 'cache').rglob('*') if p.is_file()) == [
-      'ViT-B_16.npz']
+  assert sorted(p.name for p in (tmp_path / 'cache').rglob('*') if p.is_file()) == ['ViT-B_16.npz']
 
 
 def test_wrong_md5_is_one_line_and_leaves_nothing(tmp_path, gcs):

@@ -12,11 +12,11 @@ import torch
 import transformers
 
 import convert_helpers as h
+from vit_jax import export
 from vit_jax.weights import fit
 from vit_jax.weights import released
-from vit_jax.weights import tree
-from vit_jax import export
 from vit_jax.weights import sources
+from vit_jax.weights import tree
 from vit_jax.weights.formats import tensor_files
 
 SIZE = (32, 48)  # non-square: HF's image_size and patch grid as [h, w].
@@ -24,9 +24,16 @@ SIZE = (32, 48)  # non-square: HF's image_size and patch grid as [h, w].
 
 def hf_config(**kw):
   return transformers.ViTConfig(
-      hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-      image_size=list(SIZE), patch_size=8, hidden_act='gelu_pytorch_tanh', layer_norm_eps=1e-6,
-      **kw)
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=64,
+    image_size=list(SIZE),
+    patch_size=8,
+    hidden_act='gelu_pytorch_tanh',
+    layer_norm_eps=1e-6,
+    **kw,
+  )
 
 
 def run_hf(model, x):
@@ -48,7 +55,8 @@ def test_export_then_transformers_gives_our_logits(tmp_path):
   how = export.export(str(tmp_path / 'ours.npz'), 'hf', out, image_size=SIZE)
   assert how == f'transformers.ViTForImageClassification.from_pretrained({out!r})'
   loaded, info = transformers.ViTForImageClassification.from_pretrained(
-      out, output_loading_info=True)
+    out, output_loading_info=True
+  )
   assert not any(info.values()), info  # no missing, unexpected or mismatched weights.
   assert h.relative_error(run_hf(loaded, x), h.logits(model, flat, x)) <= 1e-5
   back = sources.load(out)
@@ -64,8 +72,11 @@ def test_pre_logits_export_as_vit_model_whose_pooler_is_pre_logits(tmp_path):
   model = h.vit(representation_size=24)
   flat = h.random_params(model, SIZE, seed=2)
   x = h.images(SIZE)
-  features = h.logits(features_model(representation_size=24),
-                      {k: v for k, v in flat.items() if not k.startswith('head/')}, x)
+  features = h.logits(
+    features_model(representation_size=24),
+    {k: v for k, v in flat.items() if not k.startswith('head/')},
+    x,
+  )
   released.save(tmp_path / 'ours.npz', tree.unflatten(flat))
   how = export.export(str(tmp_path / 'ours.npz'), 'hf', str(tmp_path / 'hf'), image_size=SIZE)
   assert how.startswith('transformers.ViTModel.from_pretrained(')
@@ -82,8 +93,7 @@ def test_hf_classifier_folder_imports_with_its_logits(tmp_path):
   model = h.vit()
   init = tree.unflatten(h.random_params(model, SIZE))
   loaded = fit.load_pretrained(str(tmp_path / 'hf'), init, keep_head=True)
-  assert h.relative_error(h.logits(model, tree.flatten(loaded), x),
-                          run_hf(source, x)) <= 1e-5
+  assert h.relative_error(h.logits(model, tree.flatten(loaded), x), run_hf(source, x)) <= 1e-5
 
 
 def test_hf_model_with_pooler_imports_as_pre_logits_and_v5_names_read(tmp_path):
@@ -97,10 +107,8 @@ def test_hf_model_with_pooler_imports_as_pre_logits_and_v5_names_read(tmp_path):
   tensor_files.write(tmp_path / 'hf' / 'model.safetensors', state)
   model = features_model(representation_size=24)
   init = tree.unflatten(h.random_params(model, SIZE))
-  loaded = fit.load_pretrained(str(tmp_path / 'hf' / 'model.safetensors'), init,
-                                      keep_head=True)
-  assert h.relative_error(h.logits(model, tree.flatten(loaded), x),
-                          run_hf(source, x)) <= 1e-5
+  loaded = fit.load_pretrained(str(tmp_path / 'hf' / 'model.safetensors'), init, keep_head=True)
+  assert h.relative_error(h.logits(model, tree.flatten(loaded), x), run_hf(source, x)) <= 1e-5
 
 
 def test_features_only_export_loads_without_pooler(tmp_path):
@@ -111,8 +119,9 @@ def test_features_only_export_loads_without_pooler(tmp_path):
   out = str(tmp_path / 'hf')
   how = export.export(str(tmp_path / 'f.npz'), 'hf', out, image_size=SIZE)
   assert how == f'transformers.ViTModel.from_pretrained({out!r}, add_pooling_layer=False)'
-  loaded, info = transformers.ViTModel.from_pretrained(out, add_pooling_layer=False,
-                                                       output_loading_info=True)
+  loaded, info = transformers.ViTModel.from_pretrained(
+    out, add_pooling_layer=False, output_loading_info=True
+  )
   assert not any(info.values()), info
   with torch.no_grad():
     tokens = loaded.eval()(pixel_values=h.nchw(x)).last_hidden_state.numpy()

@@ -13,19 +13,19 @@ import timm
 import torch
 
 import convert_helpers as h
+from vit_jax import export
 from vit_jax.weights import fit
 from vit_jax.weights import released
-from vit_jax.weights import tree
-from vit_jax import export
 from vit_jax.weights import sources
 from vit_jax.weights import spec as spec_lib
+from vit_jax.weights import tree
 from vit_jax.weights.formats import tensor_files
 from vit_jax.weights.formats import timm as timm_convert
 
 ARCHS = {
-    'token': (dict(classifier='token'), (32, 32)),
-    'gap-nonsquare': (dict(classifier='gap'), (32, 48)),
-    'map': (dict(classifier='map'), (32, 32)),
+  'token': (dict(classifier='token'), (32, 32)),
+  'gap-nonsquare': (dict(classifier='gap'), (32, 48)),
+  'map': (dict(classifier='map'), (32, 32)),
 }
 
 
@@ -41,8 +41,7 @@ def test_export_then_timm_gives_our_logits(tmp_path, arch):
   flat = h.random_params(model, size)
   x = h.images(size)
   ours = h.logits(model, flat, x)
-  how = export.export(_saved(tmp_path, flat), 'timm', str(tmp_path / 'out'),
-                      image_size=size)
+  how = export.export(_saved(tmp_path, flat), 'timm', str(tmp_path / 'out'), image_size=size)
   assert how == f"timm.create_model('local-dir:{tmp_path / 'out'}', pretrained=True)"
   theirs = timm_logits(timm.create_model(f'local-dir:{tmp_path / "out"}', pretrained=True), x)
   assert h.relative_error(theirs, ours) <= 1e-5
@@ -66,19 +65,34 @@ def test_single_state_dict_file_loads_with_pretrained_cfg_overlay(tmp_path, suff
   overlay = timm_convert.overlay(spec, out)
   assert f'pretrained_cfg_overlay=dict(file={out!r}, num_classes=5' in how
   assert "act_layer='gelu_tanh'" in how
-  created = timm.create_model(timm_convert.ARCHITECTURE, pretrained=True,
-                              pretrained_cfg_overlay=overlay, **kwargs)
+  created = timm.create_model(
+    timm_convert.ARCHITECTURE, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
+  )
   assert h.relative_error(timm_logits(created, x), h.logits(model, flat, x)) <= 1e-5
 
 
 @pytest.mark.parametrize('arch', ARCHS)
 def test_timm_state_dict_imports_with_its_logits(tmp_path, arch):
   kw, size = ARCHS[arch]
-  pool = {'token': {}, 'gap': dict(class_token=False, global_pool='avg', fc_norm=False),
-          'map': dict(class_token=False, global_pool='map')}[kw['classifier']]
-  source = h.randomize_torch(timm.create_model(
-      timm_convert.ARCHITECTURE, img_size=size, patch_size=8, embed_dim=32, depth=2,
-      num_heads=4, mlp_ratio=2, num_classes=5, act_layer='gelu_tanh', **pool))
+  pool = {
+    'token': {},
+    'gap': dict(class_token=False, global_pool='avg', fc_norm=False),
+    'map': dict(class_token=False, global_pool='map'),
+  }[kw['classifier']]
+  source = h.randomize_torch(
+    timm.create_model(
+      timm_convert.ARCHITECTURE,
+      img_size=size,
+      patch_size=8,
+      embed_dim=32,
+      depth=2,
+      num_heads=4,
+      mlp_ratio=2,
+      num_classes=5,
+      act_layer='gelu_tanh',
+      **pool,
+    )
+  )
   x = h.images(size)
   want = timm_logits(source, x)
   path = str(tmp_path / ('w.pth' if arch == 'token' else 'w.safetensors'))
@@ -100,9 +114,17 @@ def test_what_timm_cannot_hold_is_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match="position embedding 'fixed'"):
     export.export(_saved(tmp_path, flat), 'timm', str(tmp_path / 'out'), image_size=(32, 32))
   # A timm GAP model with fc_norm (timm's default for 'avg') normalises after the mean.
-  fc_norm = timm.create_model(timm_convert.ARCHITECTURE, img_size=32, patch_size=8, embed_dim=32,
-                              depth=1, num_heads=4, num_classes=5, class_token=False,
-                              global_pool='avg')
+  fc_norm = timm.create_model(
+    timm_convert.ARCHITECTURE,
+    img_size=32,
+    patch_size=8,
+    embed_dim=32,
+    depth=1,
+    num_heads=4,
+    num_classes=5,
+    class_token=False,
+    global_pool='avg',
+  )
   state = {k: v.numpy() for k, v in fc_norm.state_dict().items()}
   with pytest.raises(ValueError, match='fc_norm'):
     timm_convert.to_params(state, 4)
@@ -113,8 +135,16 @@ def test_what_timm_cannot_hold_is_a_clear_error(tmp_path):
 
 
 def test_old_timm_pre_logits_and_missing_qkv_bias_import():
-  source = timm.create_model(timm_convert.ARCHITECTURE, img_size=32, patch_size=8, embed_dim=32,
-                             depth=1, num_heads=4, num_classes=5, qkv_bias=False)
+  source = timm.create_model(
+    timm_convert.ARCHITECTURE,
+    img_size=32,
+    patch_size=8,
+    embed_dim=32,
+    depth=1,
+    num_heads=4,
+    num_classes=5,
+    qkv_bias=False,
+  )
   state = {k: v.numpy() for k, v in source.state_dict().items()}
   rng = np.random.default_rng(0)
   state['pre_logits.fc.weight'] = rng.normal(size=(16, 32)).astype(np.float32)
@@ -124,14 +154,15 @@ def test_old_timm_pre_logits_and_missing_qkv_bias_import():
   np.testing.assert_array_equal(flat['pre_logits/kernel'], state['pre_logits.fc.weight'].T)
   np.testing.assert_array_equal(flat['head/kernel'], state['head.weight'].T)
   np.testing.assert_array_equal(
-      flat['Transformer/encoderblock_0/MultiHeadDotProductAttention_1/key/bias'], 0.0)
+    flat['Transformer/encoderblock_0/MultiHeadDotProductAttention_1/key/bias'], 0.0
+  )
   # qkv rows are q | k | v, each head-major: row 8 of v is head 1, dimension 0.
   v = flat['Transformer/encoderblock_0/MultiHeadDotProductAttention_1/value/kernel']
   assert v.shape == (32, 4, 8)
   np.testing.assert_array_equal(v[:, 1, 0], state['blocks.0.attn.qkv.weight'][64 + 8])
   with pytest.raises(ValueError, match='does not record the number of heads'):
     path = '/tmp/never-written.safetensors'
-    sources._state_dict(path, state, None)  # pylint: disable=protected-access
+    sources._state_dict(path, state, None)
 
 
 def _saved(tmp_path, flat, name='ours.npz'):
@@ -142,14 +173,20 @@ def _saved(tmp_path, flat, name='ours.npz'):
 def test_bfloat16_safetensors_round_trip_bit_exactly(tmp_path):
   # A bfloat16 state_dict as PyTorch writes it reads back bit for bit, and ours reads in torch.
   torch.manual_seed(0)
-  state = {'blocks.0.attn.qkv.weight': torch.randn(96, 32).to(torch.bfloat16),
-           'cls_token': torch.randn(1, 1, 32).to(torch.bfloat16), 'pos_embed': torch.randn(5)}
+  state = {
+    'blocks.0.attn.qkv.weight': torch.randn(96, 32).to(torch.bfloat16),
+    'cls_token': torch.randn(1, 1, 32).to(torch.bfloat16),
+    'pos_embed': torch.randn(5),
+  }
   safetensors_torch.save_file(state, tmp_path / 'torch.safetensors')
   ours = tensor_files.read(tmp_path / 'torch.safetensors')
   assert sorted(ours) == sorted(state)
   for name, value in state.items():
-    want = (value.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-            if value.dtype == torch.bfloat16 else value.numpy())
+    want = (
+      value.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+      if value.dtype == torch.bfloat16
+      else value.numpy()
+    )
     assert ours[name].dtype == want.dtype and ours[name].shape == want.shape
     assert ours[name].tobytes() == want.tobytes()
   tensor_files.write(tmp_path / 'ours.safetensors', ours)
@@ -164,8 +201,9 @@ def test_damaged_safetensors_is_one_line(tmp_path, keep):
   tensor_files.write(path, {'a': np.ones((64, 64), np.float32), 'b': np.zeros(3, np.int64)})
   data = path.read_bytes()
   header = 8 + int.from_bytes(data[:8], 'little')
-  cut = {'4 bytes': 4, 'half the header': header // 2,
-         'half the data': (header + len(data)) // 2}[keep]
+  cut = {'4 bytes': 4, 'half the header': header // 2, 'half the data': (header + len(data)) // 2}[
+    keep
+  ]
   path.write_bytes(data[:cut])
   with pytest.raises(ValueError) as e:
     tensor_files.read(path)

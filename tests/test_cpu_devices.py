@@ -15,15 +15,22 @@ def test_devices_for_divides_every_batch():
   assert cpu_devices.devices_for([], 4) == 4
 
 
-_PROBE = ('import jax; from vit_jax.system import cpu_devices; '
-          'n = cpu_devices.split_host([{batch}]); print(n, jax.device_count())')
+_PROBE = (
+  'import jax; from vit_jax.system import cpu_devices; '
+  'n = cpu_devices.split_host([{batch}]); print(n, jax.device_count())'
+)
 
 
 def _probe(batch: int, xla_flags: str = '') -> str:
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   env.update(JAX_PLATFORMS='cpu', XLA_FLAGS=xla_flags)
-  return subprocess.run([sys.executable, '-c', _PROBE.format(batch=batch)], env=env,
-                        capture_output=True, text=True, check=True).stdout.strip()
+  return subprocess.run(
+    [sys.executable, '-c', _PROBE.format(batch=batch)],
+    env=env,
+    capture_output=True,
+    text=True,
+    check=True,
+  ).stdout.strip()
 
 
 def test_split_host_one_device_per_core_unless_user_chose():
@@ -36,14 +43,17 @@ def test_split_host_one_device_per_core_unless_user_chose():
 def test_split_host_gives_collectives_time_and_xla_accepts_the_flags():
   """More than one device: XLA_FLAGS gains the longer collective timeouts (an unknown flag
   would abort the backend's start), and an all-reduce over the devices runs."""
-  code = ('import os, jax, jax.numpy as jnp; from vit_jax.system import cpu_devices; '
-          'n = cpu_devices.split_host([4]); '
-          'x = jax.pmap(lambda v: jax.lax.psum(v, "d"), axis_name="d")(jnp.ones(n)); '
-          'print(n, float(x[0]), os.environ.get("XLA_FLAGS", ""))')
+  code = (
+    'import os, jax, jax.numpy as jnp; from vit_jax.system import cpu_devices; '
+    'n = cpu_devices.split_host([4]); '
+    'x = jax.pmap(lambda v: jax.lax.psum(v, "d"), axis_name="d")(jnp.ones(n)); '
+    'print(n, float(x[0]), os.environ.get("XLA_FLAGS", ""))'
+  )
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   env.update(JAX_PLATFORMS='cpu', XLA_FLAGS='')
-  out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
-                       check=True).stdout.split()
+  out = subprocess.run(
+    [sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True
+  ).stdout.split()
   n = int(out[0])
   assert float(out[1]) == n
   flags = ' '.join(out[2:])
@@ -56,13 +66,16 @@ def test_split_host_gives_collectives_time_and_xla_accepts_the_flags():
 
 def test_one_at_a_time_waits_for_results_only_with_several_cpu_devices():
   """The wrapped step returns computed arrays (no step queued behind an unfinished one)."""
-  code = ('import jax, jax.numpy as jnp; from vit_jax.system import cpu_devices; '
-          'jax.config.update("jax_num_cpu_devices", {n}); '
-          'f = jax.jit(lambda x: x * 2); g = cpu_devices.one_at_a_time(f); '
-          'y = g(jnp.ones(4)); print(g is f, y.is_ready(), float(y.sum()))')
+  code = (
+    'import jax, jax.numpy as jnp; from vit_jax.system import cpu_devices; '
+    'jax.config.update("jax_num_cpu_devices", {n}); '
+    'f = jax.jit(lambda x: x * 2); g = cpu_devices.one_at_a_time(f); '
+    'y = g(jnp.ones(4)); print(g is f, y.is_ready(), float(y.sum()))'
+  )
   for n, expected in ((1, 'True True 8.0'), (2, 'False True 8.0')):
     env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
     env.update(JAX_PLATFORMS='cpu')
-    out = subprocess.run([sys.executable, '-c', code.format(n=n)], env=env,
-                         capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+      [sys.executable, '-c', code.format(n=n)], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == expected, (n, out)

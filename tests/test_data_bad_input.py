@@ -6,12 +6,12 @@ import os
 import re
 
 import jax
-import numpy as np
-import pytest
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+import numpy as np
 from PIL import Image
+import pytest
 
 from vit_jax import data
 from vit_jax.data import synthetic
@@ -44,11 +44,10 @@ def bad_folder(tmp_path_factory):
   good_jpeg = buf.getvalue()
   rng = np.random.default_rng(0)
   with open(os.path.join(split, 'cat', 'corrupt.jpg'), 'wb') as f:  # Header garbled.
-    f.write(good_jpeg[:20] + rng.integers(0, 256, 200, dtype=np.uint8).tobytes()
-            + good_jpeg[220:])
+    f.write(good_jpeg[:20] + rng.integers(0, 256, 200, dtype=np.uint8).tobytes() + good_jpeg[220:])
   open(os.path.join(split, 'cat', 'zero.jpg'), 'wb').close()
   with open(os.path.join(split, 'dog', 'truncated.jpg'), 'wb') as f:
-    f.write(good_jpeg[:len(good_jpeg) // 2])
+    f.write(good_jpeg[: len(good_jpeg) // 2])
   with open(os.path.join(split, 'dog', 'notimage.png'), 'w') as f:
     f.write('this is not an image\n')
   deep = (images[7, ..., 0].astype(np.uint16) * 257 + 100).astype(np.uint16)
@@ -68,8 +67,7 @@ def _one_line(excinfo):
 
 def test_eval_skips_unreadable_counts_and_names_them(bad_folder, caplog):
   root, readable = bad_folder
-  ev = data.eval_iterator(root, 'train', global_batch=4, crop=10, process_index=0,
-                          process_count=1)
+  ev = data.eval_iterator(root, 'train', global_batch=4, crop=10, process_index=0, process_count=1)
   assert len(ev) == 3 and ev.num_examples == 12
   with caplog.at_level(logging.WARNING):
     batches = list(ev)
@@ -93,8 +91,9 @@ def test_eval_skips_unreadable_counts_and_names_them(bad_folder, caplog):
 def test_train_skips_unreadable_and_keeps_going(bad_folder, caplog):
   root, _ = bad_folder
   with caplog.at_level(logging.WARNING):
-    it = data.train_iterator(root, 'train', global_batch=8, crop=10, process_index=0,
-                             process_count=1)
+    it = data.train_iterator(
+      root, 'train', global_batch=8, crop=10, process_index=0, process_count=1
+    )
     first, second = next(it), next(it)  # Each is one epoch's 8 readable images.
   for batch in (first, second):
     assert sorted(batch['label'].tolist()) == [0, 0, 0, 1, 1, 1, 1, 1]
@@ -106,13 +105,15 @@ def test_train_skips_unreadable_and_keeps_going(bad_folder, caplog):
 
 def test_skip_unreadable_false_raises_naming_the_file(bad_folder):
   root, _ = bad_folder
-  ev = data.eval_iterator(root, 'train', global_batch=4, crop=10, process_index=0,
-                          process_count=1, skip_unreadable=False)
+  ev = data.eval_iterator(
+    root, 'train', global_batch=4, crop=10, process_index=0, process_count=1, skip_unreadable=False
+  )
   with pytest.raises(data.UnreadableImageError) as excinfo:
     list(ev)
   assert os.path.join(root, 'train', 'cat', 'corrupt.jpg') in _one_line(excinfo)
-  it = data.train_iterator(root, 'train', global_batch=4, crop=10, process_index=0,
-                           process_count=1, skip_unreadable=False)
+  it = data.train_iterator(
+    root, 'train', global_batch=4, crop=10, process_index=0, process_count=1, skip_unreadable=False
+  )
   with pytest.raises(data.UnreadableImageError, match='skip_unreadable=True'):
     for _ in range(4):
       next(it)
@@ -122,13 +123,15 @@ def test_nothing_readable_fails_instead_of_hanging(tmp_path):
   for i in range(3):
     os.makedirs(tmp_path / 'train' / 'x', exist_ok=True)
     (tmp_path / 'train' / 'x' / f'{i}.jpg').write_bytes(b'')
-  it = data.train_iterator(str(tmp_path), 'train', global_batch=2, crop=8, process_index=0,
-                           process_count=1)
+  it = data.train_iterator(
+    str(tmp_path), 'train', global_batch=2, crop=8, process_index=0, process_count=1
+  )
   with pytest.raises(data.DataError, match='No image of a whole epoch') as excinfo:
     next(it)
   _one_line(excinfo)
-  ev = data.eval_iterator(str(tmp_path), 'train', global_batch=2, crop=8, process_index=0,
-                          process_count=1)
+  ev = data.eval_iterator(
+    str(tmp_path), 'train', global_batch=2, crop=8, process_index=0, process_count=1
+  )
   with pytest.raises(data.DataError, match='No image of'):
     list(ev)
 
@@ -156,12 +159,15 @@ def test_folder_layout_errors(tmp_path):
 
 def test_missing_split_folder_and_bad_split_strings(tmp_path):
   _save(str(tmp_path / 'train' / 'a' / '0.png'), np.zeros((4, 4, 3), np.uint8))
-  for split, pattern in (('validation', "Split 'validation' does not exist; available "
-                          'splits: train'), ('train[:5%', 'Cannot parse split'),
-                         ('train[0:7]', 'has 1 examples')):
+  for split, pattern in (
+    ('validation', "Split 'validation' does not exist; available splits: train"),
+    ('train[:5%', 'Cannot parse split'),
+    ('train[0:7]', 'has 1 examples'),
+  ):
     with pytest.raises(data.DataError, match=pattern.replace('[', r'\[')) as excinfo:
-      data.eval_iterator(str(tmp_path), split, global_batch=1, crop=4, process_index=0,
-                         process_count=1)
+      data.eval_iterator(
+        str(tmp_path), split, global_batch=1, crop=4, process_index=0, process_count=1
+      )
     _one_line(excinfo)
 
 
@@ -192,30 +198,44 @@ def test_non_classification_tfds_dataset(tmp_path):
 
 def test_batch_not_divisible_by_processes_or_devices(tmp_path):
   _save(str(tmp_path / 'train' / 'a' / '0.png'), np.zeros((4, 4, 3), np.uint8))
-  with pytest.raises(data.DataError, match='global_batch=5 is not divisible by the 2 processes'
-                     ) as excinfo:
-    data.train_iterator(str(tmp_path), 'train', global_batch=5, crop=4, process_index=0,
-                        process_count=2)
+  with pytest.raises(
+    data.DataError, match='global_batch=5 is not divisible by the 2 processes'
+  ) as excinfo:
+    data.train_iterator(
+      str(tmp_path), 'train', global_batch=5, crop=4, process_index=0, process_count=2
+    )
   _one_line(excinfo)
   sharding = NamedSharding(Mesh(np.array(jax.devices()), ('data',)), P('data'))
-  with pytest.raises(data.DataError, match='global_batch=12 is not divisible by the 8 batch '
-                     'shards') as excinfo:
+  with pytest.raises(
+    data.DataError, match='global_batch=12 is not divisible by the 8 batch shards'
+  ) as excinfo:
     data.eval_iterator(str(tmp_path), 'train', global_batch=12, crop=4, sharding=sharding)
   _one_line(excinfo)
   with pytest.raises(data.DataError, match='simulated processes need sharding=None'):
-    data.train_iterator(str(tmp_path), 'train', global_batch=16, crop=4, sharding=sharding,
-                        process_index=0, process_count=2)
+    data.train_iterator(
+      str(tmp_path),
+      'train',
+      global_batch=16,
+      crop=4,
+      sharding=sharding,
+      process_index=0,
+      process_count=2,
+    )
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path):
   _save(str(tmp_path / 'train' / 'a' / '0.png'), np.zeros((4, 4, 3), np.uint8))
-  base = dict(dataset=str(tmp_path), split='train', global_batch=2, crop=4, process_index=0,
-              process_count=1)
-  for override, pattern in ((dict(crop=0), 'crop=0'), (dict(area_range=(0.5, 0.1)), 'area_range'),
-                            (dict(aspect_range=(0, 1)), 'aspect_range'),
-                            (dict(randaugment=(2, 50)), 'randaugment'),
-                            (dict(process_index=2, process_count=2), 'process_index=2'),
-                            (dict(seed=1.5), 'seed=1.5')):
+  base = dict(
+    dataset=str(tmp_path), split='train', global_batch=2, crop=4, process_index=0, process_count=1
+  )
+  for override, pattern in (
+    (dict(crop=0), 'crop=0'),
+    (dict(area_range=(0.5, 0.1)), 'area_range'),
+    (dict(aspect_range=(0, 1)), 'aspect_range'),
+    (dict(randaugment=(2, 50)), 'randaugment'),
+    (dict(process_index=2, process_count=2), 'process_index=2'),
+    (dict(seed=1.5), 'seed=1.5'),
+  ):
     with pytest.raises(data.DataError, match=pattern.replace('(', r'\(')) as excinfo:
       data.train_iterator(**dict(base, **override))
     _one_line(excinfo)
@@ -223,8 +243,15 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
 
 def test_unknown_tfds_split(tmp_path):
   with pytest.raises(data.DataError) as excinfo:
-    data.eval_iterator('sklearn_digits', 'validation', global_batch=8, crop=8,
-                       data_dir=str(tmp_path), process_index=0, process_count=1)
+    data.eval_iterator(
+      'sklearn_digits',
+      'validation',
+      global_batch=8,
+      crop=8,
+      data_dir=str(tmp_path),
+      process_index=0,
+      process_count=1,
+    )
   message = _one_line(excinfo)
   assert "bad split 'validation'" in message and "'train', 'test'" in message
 
@@ -232,8 +259,9 @@ def test_unknown_tfds_split(tmp_path):
 def test_train_counts_each_broken_file_once_across_epochs(bad_folder, caplog):
   root, _ = bad_folder
   with caplog.at_level(logging.WARNING):
-    it = data.train_iterator(root, 'train', global_batch=8, crop=10, process_index=0,
-                             process_count=1, prefetch=0)
+    it = data.train_iterator(
+      root, 'train', global_batch=8, crop=10, process_index=0, process_count=1, prefetch=0
+    )
     for _ in range(3):  # Three epochs, each revisiting the 4 unreadable files.
       next(it)
   assert it.num_skipped == 4
@@ -246,7 +274,8 @@ def test_train_counts_each_broken_file_once_across_epochs(bad_folder, caplog):
 def test_download_gets_to_the_network_request(tmp_path, monkeypatch):
   """config.download=True / vit_jax.data.prepare: every import works up to the URL fetch."""
   pytest.importorskip('importlib_resources', reason='setup.py installs it (pip install -e .)')
-  from tensorflow_datasets.core.download import downloader  # pylint: disable=g-import-not-at-top
+  from tensorflow_datasets.core.download import downloader
+
   urls = []
 
   def no_network(self, url, *args, **kwargs):
@@ -254,19 +283,20 @@ def test_download_gets_to_the_network_request(tmp_path, monkeypatch):
     urls.append(url)
     raise ConnectionError(f'no network for {url}')
 
-  monkeypatch.setattr(downloader._Downloader, '_sync_download',  # pylint: disable=protected-access
-                      no_network)
+  monkeypatch.setattr(downloader._Downloader, '_sync_download', no_network)
   with pytest.raises(data.DataError) as excinfo:
     data.get_dataset_info('mnist', data_dir=str(tmp_path), download=True)
   message = _one_line(excinfo)
   assert urls and all(u.startswith('https://') for u in urls)
   assert message.startswith(f"Preparing TFDS dataset 'mnist' in {tmp_path} failed (")
-  assert message.endswith(f'prepare it with `python -m vit_jax.data.prepare mnist '
-                          f'--data_dir={tmp_path}` or use an image folder.')
+  assert message.endswith(
+    f'prepare it with `python -m vit_jax.data.prepare mnist '
+    f'--data_dir={tmp_path}` or use an image folder.'
+  )
   print(message)
 
 
-_LIBJPEG_SCRIPT = r'''
+_LIBJPEG_SCRIPT = r"""
 import io, os, sys
 import numpy as np
 from PIL import Image
@@ -289,15 +319,21 @@ it = data.train_iterator(root, 'train', global_batch=5, crop=8, area_range=(1, 1
 for _ in range(8):  # 8 epochs of the 5 readable images.
   next(it)
 os.write(2, b'a line from C code\n')
-'''
+"""
 
 
 def test_libjpeg_noise_is_counted_not_printed(tmp_path):
   """libjpeg's own stderr lines (per damaged file, per epoch) become one counted warning."""
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-  result = subprocess.run([sys.executable, '-c', _LIBJPEG_SCRIPT, str(tmp_path / 'jpegs')],
-                          capture_output=True, text=True, timeout=300, check=True)
+  import subprocess
+  import sys
+
+  result = subprocess.run(
+    [sys.executable, '-c', _LIBJPEG_SCRIPT, str(tmp_path / 'jpegs')],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=True,
+  )
   err = result.stderr
   assert 'Corrupt JPEG data' not in err.replace('"Corrupt JPEG data', '')  # Only quoted.
   assert 'jpeg_mem.cc' not in err and 'Premature end' not in err

@@ -31,8 +31,11 @@ def _examples(data_dir, split):
   tfds = tf_setup.tfds()
   ds = tfds.builder('sklearn_digits', data_dir=data_dir).as_dataset(split=split)
   rows = list(ds.as_numpy_iterator())
-  return (np.stack([r['image'] for r in rows]), np.array([r['label'] for r in rows]),
-          np.array([r['index'] for r in rows]))
+  return (
+    np.stack([r['image'] for r in rows]),
+    np.array([r['label'] for r in rows]),
+    np.array([r['index'] for r in rows]),
+  )
 
 
 def test_info_and_fixed_split(data_dir):
@@ -93,8 +96,15 @@ def test_pipeline_yields_every_real_digit(data_dir, sklearn_digits):
   """1,797 images through the eval pipeline (8x8, no resize) are exactly sklearn's images."""
   got = collections.Counter()
   for split in ('train', 'test'):
-    ev = data.eval_iterator('sklearn_digits', split, global_batch=128, crop=8,
-                            data_dir=data_dir, process_index=0, process_count=1)
+    ev = data.eval_iterator(
+      'sklearn_digits',
+      split,
+      global_batch=128,
+      crop=8,
+      data_dir=data_dir,
+      process_index=0,
+      process_count=1,
+    )
     for batch in ev:
       real = batch['mask'] > 0
       pixels = np.round((batch['image'][real] + 1.0) * 127.5).astype(np.uint8)
@@ -102,9 +112,9 @@ def test_pipeline_yields_every_real_digit(data_dir, sklearn_digits):
       for image, label in zip(pixels[..., 0], batch['label'][real]):
         got[(int(label), image.tobytes())] += 1
   expected = collections.Counter(
-      (int(label), image.tobytes())
-      for image, label in zip(digits_builder.to_uint8(sklearn_digits.images),
-                              sklearn_digits.target))
+    (int(label), image.tobytes())
+    for image, label in zip(digits_builder.to_uint8(sklearn_digits.images), sklearn_digits.target)
+  )
   assert sum(got.values()) == 1797
   assert got == expected
 

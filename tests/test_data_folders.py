@@ -24,8 +24,10 @@ def _write_coloured(root, split, counts, seed):
       texture = synthetic.smooth_images(1, h, w, seed=seed * 100 + i)[0].astype(np.float32)
       image = np.clip(np.array(COLOURS[name]) + 0.15 * (texture - 128), 0, 255).astype(np.uint8)
       synthetic.write_image_folder(root, split, [image], [0], [name], ext=FORMATS[i % 5])
-      os.rename(os.path.join(root, split, name, f'000000.{FORMATS[i % 5]}'),
-                os.path.join(root, split, name, f'{i:03d}.{FORMATS[i % 5]}'))
+      os.rename(
+        os.path.join(root, split, name, f'000000.{FORMATS[i % 5]}'),
+        os.path.join(root, split, name, f'{i:03d}.{FORMATS[i % 5]}'),
+      )
 
 
 @pytest.fixture(scope='module')
@@ -52,8 +54,9 @@ def _dominant_class(images):
 
 
 def test_train_pipeline_end_to_end(folder):
-  it = data.train_iterator(folder, 'train', global_batch=4, crop=16, seed=3,
-                           process_index=0, process_count=1)
+  it = data.train_iterator(
+    folder, 'train', global_batch=4, crop=16, seed=3, process_index=0, process_count=1
+  )
   labels = []
   for _ in range(11):  # 44 rows = 4 epochs of 11 files.
     batch = next(it)
@@ -67,8 +70,7 @@ def test_train_pipeline_end_to_end(folder):
 
 
 def test_eval_pipeline_labels_and_values(folder):
-  ev = data.eval_iterator(folder, 'test', global_batch=4, crop=12, process_index=0,
-                          process_count=1)
+  ev = data.eval_iterator(folder, 'test', global_batch=4, crop=12, process_index=0, process_count=1)
   assert len(ev) == 2 and ev.num_examples == 7
   labels, masks = [], []
   for batch in ev:
@@ -87,8 +89,16 @@ def test_split_strings_match_tfds(tmp_path):
   data.get_dataset_info('sklearn_digits', data_dir=str(tmp_path))
   builder = tfds.builder('sklearn_digits', data_dir=str(tmp_path))
   sizes = {'train': 1437, 'test': 360}
-  for spec in ('train', 'train[:98%]', 'train[98%:]', 'train[10:-10]', 'train[:33%]+test',
-               'test[-5%:]', 'test[:-1]', 'train[50%:51%]'):
+  for spec in (
+    'train',
+    'train[:98%]',
+    'train[98%:]',
+    'train[10:-10]',
+    'train[:33%]+test',
+    'test[-5%:]',
+    'test[:-1]',
+    'train[50%:51%]',
+  ):
     ours = sum(b - a for _, a, b in splits.resolve(spec, sizes))
     assert ours == builder.info.splits[spec].num_examples, spec
   assert splits.resolve('train[98%:]', sizes) == [('train', 1408, 1437)]
@@ -108,8 +118,10 @@ def test_even_parts_cover_range_once():
 def mnist_folder(tmp_path_factory, shared_dir):
   """300 real MNIST test digits written as PNG files: train 200 / test 100."""
   mnist = os.path.join(shared_dir, 'data', 'mnist')
-  images, labels = synthetic.read_mnist_idx(os.path.join(mnist, 't10k-images-idx3-ubyte.gz'),
-                                            os.path.join(mnist, 't10k-labels-idx1-ubyte.gz'))
+  images, labels = synthetic.read_mnist_idx(
+    os.path.join(mnist, 't10k-images-idx3-ubyte.gz'),
+    os.path.join(mnist, 't10k-labels-idx1-ubyte.gz'),
+  )
   root = str(tmp_path_factory.mktemp('mnist'))
   names = [str(d) for d in range(10)]
   synthetic.write_image_folder(root, 'train', images[:200], labels[:200], names)
@@ -125,8 +137,7 @@ def test_mnist_digits_as_png_folder_eval(mnist_folder):
   assert info.split_sizes == {'train': 200, 'test': 100}
   # Eval order is (class name, file name); files are named by their MNIST index.
   order = sorted(range(200, 300), key=lambda i: (str(labels[i]), f'{i - 200:06d}'))
-  ev = data.eval_iterator(root, 'test', global_batch=32, crop=28, process_index=0,
-                          process_count=1)
+  ev = data.eval_iterator(root, 'test', global_batch=32, crop=28, process_index=0, process_count=1)
   got_images, got_labels = [], []
   for batch in ev:
     real = batch['mask'] > 0
@@ -142,8 +153,9 @@ def test_mnist_digits_as_png_folder_eval(mnist_folder):
 
 def test_mnist_digits_train_epoch_has_every_label(mnist_folder):
   root, _, labels = mnist_folder
-  it = data.train_iterator(root, 'train', global_batch=40, crop=32, area_range=(0.5, 1.0),
-                           process_index=0, process_count=1)
+  it = data.train_iterator(
+    root, 'train', global_batch=40, crop=32, area_range=(0.5, 1.0), process_index=0, process_count=1
+  )
   epoch = [next(it) for _ in range(5)]  # 200 rows: exactly one epoch.
   got = np.concatenate([b['label'] for b in epoch])
   assert np.bincount(got, minlength=10).tolist() == np.bincount(labels[:200], minlength=10).tolist()
@@ -156,13 +168,18 @@ def test_non_images_and_classes_train_lacks_are_warned_once(tmp_path, caplog):
   root = str(tmp_path)
   _write_coloured(root, 'train', {'cat': 2, 'dog': 1}, seed=3)
   _write_coloured(root, 'test', {'cat': 1, 'zebra': 1}, seed=4)
-  for rel in ('train/cat/notes.txt', 'train/dog/labels.csv', 'train/dog/README.txt',
-              'train/dog/.DS_Store'):
+  for rel in (
+    'train/cat/notes.txt',
+    'train/dog/labels.csv',
+    'train/dog/README.txt',
+    'train/dog/.DS_Store',
+  ):
     with open(os.path.join(root, rel), 'w') as f:
       f.write('x\n')
   with caplog.at_level('WARNING'):
     info = data.get_dataset_info(root)
   assert info.split_sizes == {'test': 2, 'train': 3}
   assert [r.getMessage() for r in caplog.records] == [
-      f'Ignored 3 files that are not images (.csv, .txt) in {root}/train.',
-      f'Classes in {root}/test that {root}/train lacks (never trained on): zebra.']
+    f'Ignored 3 files that are not images (.csv, .txt) in {root}/train.',
+    f'Classes in {root}/test that {root}/train lacks (never trained on): zebra.',
+  ]

@@ -6,17 +6,17 @@ import subprocess
 import sys
 
 import jax
-import numpy as np
-import pytest
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+import numpy as np
+import pytest
 from sklearn import datasets
 
 from vit_jax import data
 from vit_jax.data import digits_builder
-from vit_jax.data import synthetic
 from vit_jax.data import pipeline
+from vit_jax.data import synthetic
 from vit_jax.data import tf_setup
 from vit_jax.data import tfds_source
 
@@ -34,8 +34,7 @@ def folder(tmp_path_factory):
   root = str(tmp_path_factory.mktemp('folder'))
   images = synthetic.smooth_images(32, 24, 32, seed=0, noise=3)
   labels = np.arange(32) % 3
-  synthetic.write_image_folder(root, 'train', images[:23], labels[:23], ['a', 'b', 'c'],
-                               ext='jpg')
+  synthetic.write_image_folder(root, 'train', images[:23], labels[:23], ['a', 'b', 'c'], ext='jpg')
   synthetic.write_image_folder(root, 'test', images[23:], labels[23:], ['a', 'b', 'c'])
   return root
 
@@ -49,25 +48,38 @@ def _digit_keys(images, labels):
 def _sklearn_keys(split):
   digits = datasets.load_digits()
   rows = digits_builder.split_indices(digits.target)[split]
-  return collections.Counter(_digit_keys(
-      digits_builder.to_uint8(digits.images[rows])[..., None] / 127.5 - 1.0,
-      digits.target[rows]))
+  return collections.Counter(
+    _digit_keys(
+      digits_builder.to_uint8(digits.images[rows])[..., None] / 127.5 - 1.0, digits.target[rows]
+    )
+  )
 
 
 def _global_batches(process_count, n, **kwargs):
   """The first n global batches, each the processes' rows concatenated in process order."""
-  its = [data.train_iterator(process_index=i, process_count=process_count, **kwargs)
-         for i in range(process_count)]
+  its = [
+    data.train_iterator(process_index=i, process_count=process_count, **kwargs)
+    for i in range(process_count)
+  ]
   batches = [[next(it) for it in its] for _ in range(n)]
-  return [{k: np.concatenate([b[k] for b in parts]) for k in ('image', 'label')}
-          for parts in batches]
+  return [
+    {k: np.concatenate([b[k] for b in parts]) for k in ('image', 'label')} for parts in batches
+  ]
 
 
 def test_processes_read_disjoint_complete_epochs_of_one_global_order(digits_dir):
   """Random access (a small TFDS split in memory): the global batches do not depend on the
   process count, and each epoch's records, over all processes, are the split exactly once."""
-  args = dict(dataset='sklearn_digits', split='train', global_batch=64, crop=8,
-              area_range=(1.0, 1.0), flip=False, data_dir=digits_dir, seed=3)
+  args = dict(
+    dataset='sklearn_digits',
+    split='train',
+    global_batch=64,
+    crop=8,
+    area_range=(1.0, 1.0),
+    flip=False,
+    data_dir=digits_dir,
+    seed=3,
+  )
   one = _global_batches(1, 46, **args)
   for count in (2, 4):
     many = _global_batches(count, 46, **args)
@@ -88,9 +100,18 @@ def test_streamed_tfds_parts_are_disjoint_and_complete(digits_dir, monkeypatch):
   monkeypatch.setattr(tfds_source, 'IN_MEMORY_MAX_BYTES', 0)
   union = collections.Counter()
   for index in range(2):
-    it = data.train_iterator('sklearn_digits', 'train', global_batch=64, crop=8,
-                             area_range=(1.0, 1.0), flip=False, data_dir=digits_dir,
-                             shuffle_buffer=100, process_index=index, process_count=2)
+    it = data.train_iterator(
+      'sklearn_digits',
+      'train',
+      global_batch=64,
+      crop=8,
+      area_range=(1.0, 1.0),
+      flip=False,
+      data_dir=digits_dir,
+      shuffle_buffer=100,
+      process_index=index,
+      process_count=2,
+    )
     size = it.num_local_examples
     assert size == (719, 718)[index]  # TFDS's even split of 1437 in 2.
     rows = [next(it) for _ in range(23)]  # 23 * 32 = 736 >= the part.
@@ -107,8 +128,15 @@ def test_two_processes_eval_every_example_once_and_same_length(digits_dir):
   union = collections.Counter()
   lengths = []
   for index in range(2):
-    ev = data.eval_iterator('sklearn_digits', 'train', global_batch=64, crop=8,
-                            data_dir=digits_dir, process_index=index, process_count=2)
+    ev = data.eval_iterator(
+      'sklearn_digits',
+      'train',
+      global_batch=64,
+      crop=8,
+      data_dir=digits_dir,
+      process_index=index,
+      process_count=2,
+    )
     lengths.append(len(ev))
     batches = list(ev)
     assert len(batches) == len(ev)
@@ -121,8 +149,15 @@ def test_two_processes_eval_every_example_once_and_same_length(digits_dir):
 
 
 def test_eval_padding_masks_the_remainder(digits_dir):
-  ev = data.eval_iterator('sklearn_digits', 'test', global_batch=100, crop=8,
-                          data_dir=digits_dir, process_index=0, process_count=1)
+  ev = data.eval_iterator(
+    'sklearn_digits',
+    'test',
+    global_batch=100,
+    crop=8,
+    data_dir=digits_dir,
+    process_index=0,
+    process_count=1,
+  )
   batches = list(ev)
   assert len(ev) == 4 and len(batches) == 4
   masks = np.stack([b['mask'] for b in batches])
@@ -135,11 +170,12 @@ def test_eval_padding_masks_the_remainder(digits_dir):
 def test_two_processes_folder_parts(folder):
   paths = []
   for index in range(2):
-    ev = data.eval_iterator(folder, 'train', global_batch=4, crop=8, process_index=index,
-                            process_count=2)
+    ev = data.eval_iterator(
+      folder, 'train', global_batch=4, crop=8, process_index=index, process_count=2
+    )
     assert len(ev) == 6  # ceil(12 / 2) on both processes.
     assert ev.num_local_examples == (12, 11)[index]
-    paths.extend(ev._part.paths)  # pylint: disable=protected-access
+    paths.extend(ev._part.paths)
     assert sum(float(b['mask'].sum()) for b in ev) == (12, 11)[index]
   assert len(paths) == 23 and len(set(paths)) == 23
 
@@ -157,8 +193,15 @@ def test_resume_continues_with_exactly_the_next_batch(kind, folder, digits_dir, 
   if kind == 'folder':
     args = dict(dataset=folder, split='train', global_batch=4, crop=16)
   else:
-    args = dict(dataset='sklearn_digits', split='test', global_batch=64, crop=16,
-                data_dir=digits_dir, randaugment=(2, 9), shuffle_buffer=100)
+    args = dict(
+      dataset='sklearn_digits',
+      split='test',
+      global_batch=64,
+      crop=16,
+      data_dir=digits_dir,
+      randaugment=(2, 9),
+      shuffle_buffer=100,
+    )
   args.update(seed=7, process_index=0, process_count=1)
   reference = _take(data.train_iterator(**args), 14)
   for k in (3, 9):  # Inside the first epoch, and in a later epoch.
@@ -183,13 +226,22 @@ def test_same_seed_same_batches_other_seed_other_batches(folder):
 
 
 def test_epochs_are_reshuffled(folder):
-  it = data.train_iterator(folder, 'train', global_batch=23, crop=8, process_index=0,
-                           process_count=1, area_range=(1.0, 1.0), flip=False)
+  it = data.train_iterator(
+    folder,
+    'train',
+    global_batch=23,
+    crop=8,
+    process_index=0,
+    process_count=1,
+    area_range=(1.0, 1.0),
+    flip=False,
+  )
   first, second = next(it), next(it)  # One batch is exactly one epoch here.
   assert sorted(first['label'].tolist()) == sorted(second['label'].tolist())
   assert not np.array_equal(first['image'], second['image'])  # Another order.
   assert sorted(first['image'].sum(axis=(1, 2, 3)).tolist()) == pytest.approx(
-      sorted(second['image'].sum(axis=(1, 2, 3)).tolist()), abs=1e-3)  # Same images.
+    sorted(second['image'].sum(axis=(1, 2, 3)).tolist()), abs=1e-3
+  )  # Same images.
 
 
 def test_state_must_match_the_iterator(folder):
@@ -210,8 +262,9 @@ def test_state_must_match_the_iterator(folder):
 def test_sharded_global_arrays_equal_host_rows(folder):
   devices = jax.devices()
   assert len(devices) == 8
-  sharding = NamedSharding(Mesh(np.array(devices).reshape(4, 2), ('data', 'fsdp')),
-                           P(('data', 'fsdp')))
+  sharding = NamedSharding(
+    Mesh(np.array(devices).reshape(4, 2), ('data', 'fsdp')), P(('data', 'fsdp'))
+  )
   args = dict(global_batch=16, crop=8, seed=3)
   host = next(data.train_iterator(folder, 'train', **args))
   it = data.train_iterator(folder, 'train', sharding=sharding, **args)
@@ -231,8 +284,10 @@ def test_sharded_global_arrays_equal_host_rows(folder):
 
 
 def test_importing_data_does_not_import_tensorflow():
-  code = ('import sys, vit_jax.data as d; assert callable(d.train_iterator); '
-          'print("tensorflow" in sys.modules)')
+  code = (
+    'import sys, vit_jax.data as d; assert callable(d.train_iterator); '
+    'print("tensorflow" in sys.modules)'
+  )
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == 'False'
 
@@ -246,8 +301,9 @@ def test_uint8_batches_are_the_float_batches_rounded(folder):
     assert u['image'].dtype == np.uint8 and u['image'].shape == (8, 16, 16, 3)
     np.testing.assert_array_equal(f['label'], u['label'])
     assert np.abs((f['image'] + 1.0) * 127.5 - u['image']).max() <= 0.5 + 1e-3
-  ev = data.eval_iterator(folder, 'test', global_batch=4, crop=12, image_dtype='uint8',
-                          process_index=0, process_count=1)
+  ev = data.eval_iterator(
+    folder, 'test', global_batch=4, crop=12, image_dtype='uint8', process_index=0, process_count=1
+  )
   batches = list(ev)
   assert all(b['image'].dtype == np.uint8 for b in batches)
   assert batches[-1]['mask'].sum() == 1 and (batches[-1]['image'][1:] == 0).all()  # 9 = 8 + 1.
@@ -258,14 +314,13 @@ def test_uint8_batches_are_the_float_batches_rounded(folder):
 def _piece_orders(part, seed, epochs, size):
   """Per epoch, the order in which the streamed part's files (pieces) were read."""
   tf = tf_setup.tf()
-  stored = {r: i for i, r in enumerate(
-      tf.data.TFRecordDataset(part._files[0]).as_numpy_iterator())}  # pylint: disable=protected-access
+  stored = {r: i for i, r in enumerate(tf.data.TFRecordDataset(part._files[0]).as_numpy_iterator())}
   stream, _ = part.train_stream(0, pipeline.epoch_seed_fn(seed, 1), size)
   n = part.num_examples
   records = [x for x in stream.take(epochs * (n + 1)).as_numpy_iterator() if x['pos'] >= 0]
   orders = []
   for e in range(epochs):
-    index = np.array([stored[x['data']] for x in records[e * n:(e + 1) * n]])
+    index = np.array([stored[x['data']] for x in records[e * n : (e + 1) * n]])
     assert sorted(index) == list(range(n))  # Each record once per epoch.
     windows = index.reshape(-1, size) // size  # Window w holds one whole piece.
     assert (windows == windows[:, :1]).all()
@@ -279,7 +334,6 @@ def test_streamed_files_are_shuffled_per_epoch_from_seed_and_epoch(digits_dir):
   builder = data.get_dataset_info('sklearn_digits', data_dir=digits_dir).source.builder
   part = tfds_source.TfdsFilePart(builder, 'test', 'sklearn_digits test')
   # The split's one file, as four files: its four quarters of 90 records.
-  # pylint: disable=protected-access
   part._files = tf.stack([part._files[0]] * 4)
   part._skips = tf.constant([0, 90, 180, 270], tf.int64)
   part._takes = tf.constant([90] * 4, tf.int64)
@@ -293,21 +347,32 @@ def test_streamed_files_are_shuffled_per_epoch_from_seed_and_epoch(digits_dir):
 def test_resume_with_another_process_count(digits_dir, monkeypatch):
   """Random access: a state saved by 1 process restores on 2 (the global order is the same);
   a streamed split refuses, in one line."""
-  args = dict(dataset='sklearn_digits', split='train', global_batch=64, crop=8,
-              area_range=(1.0, 1.0), flip=False, data_dir=digits_dir, seed=3)
+  args = dict(
+    dataset='sklearn_digits',
+    split='train',
+    global_batch=64,
+    crop=8,
+    area_range=(1.0, 1.0),
+    flip=False,
+    data_dir=digits_dir,
+    seed=3,
+  )
   reference = _global_batches(1, 30, **args)
   it = data.train_iterator(process_index=0, process_count=1, **args)
   _take(it, 25)
   state = it.get_state()
-  its = [data.train_iterator(process_index=i, process_count=2, state=state, **args)
-         for i in range(2)]
+  its = [
+    data.train_iterator(process_index=i, process_count=2, state=state, **args) for i in range(2)
+  ]
   for k in range(25, 30):
     parts = [next(i) for i in its]
-    np.testing.assert_array_equal(np.concatenate([p['image'] for p in parts]),
-                                  reference[k]['image'])
+    np.testing.assert_array_equal(
+      np.concatenate([p['image'] for p in parts]), reference[k]['image']
+    )
   monkeypatch.setattr(tfds_source, 'IN_MEMORY_MAX_BYTES', 0)
   it = data.train_iterator(process_index=0, process_count=1, **args)
   next(it)
-  with pytest.raises(data.DataError, match='saved with process_count=1 but this iterator has '
-                     'process_count=2'):
+  with pytest.raises(
+    data.DataError, match='saved with process_count=1 but this iterator has process_count=2'
+  ):
     data.train_iterator(process_index=0, process_count=2, state=it.get_state(), **args)

@@ -3,8 +3,8 @@
 import io
 
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
 from vit_jax.data import preprocess
 from vit_jax.data import synthetic
@@ -33,14 +33,16 @@ def test_decode_converts_every_format_to_rgb(rgb):
   palette = Image.fromarray(rgb).convert('P')
   deep = (rgb[..., 1].astype(np.uint16) * 257 + 200).astype(np.uint16)  # 16-bit gray.
   cases = {
-      'png': (_encode(rgb, 'PNG'), rgb),
-      'gray png': (_encode(gray, 'PNG'), np.repeat(gray[..., None], 3, -1)),
-      'rgba png': (_encode(rgba, 'PNG'), rgb),  # Alpha dropped.
-      'palette png': (_encode(palette, 'PNG'), np.asarray(palette.convert('RGB'))),
-      '16-bit png': (_encode(Image.fromarray(deep), 'PNG'),
-                     np.repeat((deep >> 8).astype(np.uint8)[..., None], 3, -1)),  # High byte.
-      'bmp': (_encode(rgb, 'BMP'), rgb),
-      'gif': (_encode(palette, 'GIF'), np.asarray(palette.convert('RGB'))),
+    'png': (_encode(rgb, 'PNG'), rgb),
+    'gray png': (_encode(gray, 'PNG'), np.repeat(gray[..., None], 3, -1)),
+    'rgba png': (_encode(rgba, 'PNG'), rgb),  # Alpha dropped.
+    'palette png': (_encode(palette, 'PNG'), np.asarray(palette.convert('RGB'))),
+    '16-bit png': (
+      _encode(Image.fromarray(deep), 'PNG'),
+      np.repeat((deep >> 8).astype(np.uint8)[..., None], 3, -1),
+    ),  # High byte.
+    'bmp': (_encode(rgb, 'BMP'), rgb),
+    'gif': (_encode(palette, 'GIF'), np.asarray(palette.convert('RGB'))),
   }
   for name, (encoded, expected) in cases.items():
     got = preprocess.decode(encoded).numpy()
@@ -100,8 +102,9 @@ def test_plain_resize_and_flip(rgb):
     np.testing.assert_allclose(out, resized[:, ::-1], atol=1e-5)
     flipped += 1
   assert 8 <= flipped <= 32
-  unflipped = preprocess.train_image(encoded, _seed(3), crop=16, area_range=(1.0, 1.0),
-                                     flip=False).numpy()
+  unflipped = preprocess.train_image(
+    encoded, _seed(3), crop=16, area_range=(1.0, 1.0), flip=False
+  ).numpy()
   np.testing.assert_allclose(unflipped, resized, atol=1e-5)
 
 
@@ -118,8 +121,9 @@ def test_eval_resize_crop_keeps_aspect_and_takes_the_centre():
   image = np.zeros((40, 120, 3), np.uint8)
   image[:, 40:80] = 128
   image[:, 80:] = 255
-  out = preprocess.eval_image(_encode(image, 'PNG'), crop=20, resize_mode='resize_crop',
-                              resize_small=20).numpy()
+  out = preprocess.eval_image(
+    _encode(image, 'PNG'), crop=20, resize_mode='resize_crop', resize_small=20
+  ).numpy()
   # Short side 40 -> 20, long side 120 -> 60; the central 20 columns are the middle third.
   assert out.shape == (20, 20, 3)
   np.testing.assert_allclose(out, 128 / 127.5 - 1.0, atol=1e-6)
@@ -137,8 +141,10 @@ def test_tiny_images_through_inception_crop():
 
 def test_randaugment_in_train_image_is_deterministic(rgb):
   encoded = _encode(rgb, 'PNG')
-  outs = [preprocess.train_image(encoded, _seed(i), crop=24, randaugment=(2, 10)).numpy()
-          for i in (5, 5, 6)]
+  outs = [
+    preprocess.train_image(encoded, _seed(i), crop=24, randaugment=(2, 10)).numpy()
+    for i in (5, 5, 6)
+  ]
   np.testing.assert_array_equal(outs[0], outs[1])
   assert outs[0].shape == (24, 24, 3) and -1.0 <= outs[0].min() and outs[0].max() <= 1.0
 
@@ -151,18 +157,21 @@ def test_uint8_output_is_the_float_output_rounded(rgb, area):
   mirrored = 0
   for i in range(12):
     f = preprocess.train_image(encoded, _seed(i), crop=24, area_range=area).numpy()
-    u = preprocess.train_image(encoded, _seed(i), crop=24, area_range=area,
-                               image_dtype='uint8').numpy()
+    u = preprocess.train_image(
+      encoded, _seed(i), crop=24, area_range=area, image_dtype='uint8'
+    ).numpy()
     assert u.dtype == np.uint8 and u.shape == (24, 24, 3)
     err = np.abs((f + 1.0) * 127.5 - u)
     assert err.max() <= 0.5 + 1e-3, (i, err.max())  # Rounding only, no flip mismatch.
     mirrored += not np.allclose(f, f[:, ::-1])
   assert mirrored > 0
   f = preprocess.eval_image(encoded, crop=20, resize_mode='resize_crop').numpy()
-  u = preprocess.eval_image(encoded, crop=20, resize_mode='resize_crop',
-                            image_dtype='uint8').numpy()
+  u = preprocess.eval_image(
+    encoded, crop=20, resize_mode='resize_crop', image_dtype='uint8'
+  ).numpy()
   assert u.dtype == np.uint8 and np.abs((f + 1.0) * 127.5 - u).max() <= 0.5 + 1e-3
   r = preprocess.train_image(encoded, _seed(5), crop=24, randaugment=(2, 10)).numpy()
-  ru = preprocess.train_image(encoded, _seed(5), crop=24, randaugment=(2, 10),
-                              image_dtype='uint8').numpy()
+  ru = preprocess.train_image(
+    encoded, _seed(5), crop=24, randaugment=(2, 10), image_dtype='uint8'
+  ).numpy()
   assert ru.dtype == np.uint8 and r.shape == ru.shape

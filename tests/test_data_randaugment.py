@@ -5,9 +5,9 @@ the original's quirks, and the choice of operations."""
 import collections
 
 import numpy as np
-import pytest
 from PIL import Image
 from PIL import ImageOps
+import pytest
 
 from vit_jax.data import randaugment as ra
 from vit_jax.data import synthetic
@@ -27,17 +27,31 @@ def _const(h, w, rgb):
 def test_arguments_follow_the_original_magnitude_map():
   a = ra.arguments(10)
   assert (a['Rotate'], a['Posterize'], a['Solarize'], a['SolarizeAdd'], a['Cutout']) == (
-      30.0, 4, 0, 110, 40)  # Solarize: int(256) wraps to 0 as a uint8 threshold.
+    30.0,
+    4,
+    0,
+    110,
+    40,
+  )  # Solarize: int(256) wraps to 0 as a uint8 threshold.
   assert a['ShearX'] == a['ShearY'] == 0.3 and a['TranslateX'] == a['TranslateY'] == 100.0
-  assert all(a[k] == pytest.approx(1.9) for k in ('Color', 'Contrast', 'Brightness',
-                                                 'Sharpness'))
+  assert all(a[k] == pytest.approx(1.9) for k in ('Color', 'Contrast', 'Brightness', 'Sharpness'))
   a = ra.arguments(5)
   assert (a['Posterize'], a['Solarize'], a['SolarizeAdd'], a['Cutout'], a['TranslateX']) == (
-      2, 128, 55, 20, 50.0)
+    2,
+    128,
+    55,
+    20,
+    50.0,
+  )
   assert a['Color'] == pytest.approx(1.0)
   a = ra.arguments(0)  # Not the identity: enhance 0.1, 0 bits, threshold 0.
   assert (a['Posterize'], a['Solarize'], a['SolarizeAdd'], a['Cutout'], a['Rotate']) == (
-      0, 0, 0, 0, 0.0)
+    0,
+    0,
+    0,
+    0,
+    0.0,
+  )
   assert a['Brightness'] == pytest.approx(0.1)
   a = ra.arguments(15)  # AugReg's 'medium' magnitudes extrapolate.
   assert (a['Posterize'], a['Solarize'], a['TranslateX']) == (6, 128, 150.0)
@@ -51,19 +65,25 @@ def test_invert_solarize_solarize_add():
   np.testing.assert_array_equal(ra.solarize(x, 128).numpy(), [[[0, 100, 127], [127, 55, 0]]])
   np.testing.assert_array_equal(ra.solarize(x, 256).numpy(), x)
   np.testing.assert_array_equal(ra.solarize(x, 0).numpy(), 255 - x)
-  np.testing.assert_array_equal(ra.solarize_add(x, 110).numpy(),
-                                [[[110, 210, 237], [128, 200, 255]]])
-  np.testing.assert_array_equal(ra.solarize_add(x, 200).numpy(),
-                                [[[200, 255, 255], [128, 200, 255]]])
+  np.testing.assert_array_equal(
+    ra.solarize_add(x, 110).numpy(), [[[110, 210, 237], [128, 200, 255]]]
+  )
+  np.testing.assert_array_equal(
+    ra.solarize_add(x, 200).numpy(), [[[200, 255, 255], [128, 200, 255]]]
+  )
 
 
 def test_solarize_and_posterize_match_pil(image):
   for threshold in (0, 100, 128, 255):
-    np.testing.assert_array_equal(ra.solarize(image, threshold).numpy(),
-                                  np.asarray(ImageOps.solarize(Image.fromarray(image), threshold)))
+    np.testing.assert_array_equal(
+      ra.solarize(image, threshold).numpy(),
+      np.asarray(ImageOps.solarize(Image.fromarray(image), threshold)),
+    )
   for bits in range(1, 9):
-    np.testing.assert_array_equal(ra.posterize(image, bits).numpy(),
-                                  np.asarray(ImageOps.posterize(Image.fromarray(image), bits)))
+    np.testing.assert_array_equal(
+      ra.posterize(image, bits).numpy(),
+      np.asarray(ImageOps.posterize(Image.fromarray(image), bits)),
+    )
 
 
 def test_posterize_shift_is_clamped_like_tensorflow():
@@ -91,10 +111,12 @@ def test_enhance_ops_blend_and_truncate():
   px = _const(32, 40, [205, 205, 205])  # 1280 / 256 = 5.
   np.testing.assert_array_equal(ra.contrast(px, 0.5).numpy()[0, 0], [105, 105, 105])
   np.testing.assert_array_equal(ra.contrast(px, 1.9).numpy()[0, 0], [255, 255, 255])
-  np.testing.assert_array_equal(ra.contrast(_const(16, 16, [101] * 3), 0.5).numpy()[0, 0],
-                                [51, 51, 51])  # 256 / 256 = 1.
-  np.testing.assert_array_equal(ra.contrast(_const(256, 512, [100] * 3), 0.5).numpy()[0, 0],
-                                [177, 177, 177])  # 512 -> 255: 255 + 0.5 * (100 - 255).
+  np.testing.assert_array_equal(
+    ra.contrast(_const(16, 16, [101] * 3), 0.5).numpy()[0, 0], [51, 51, 51]
+  )  # 256 / 256 = 1.
+  np.testing.assert_array_equal(
+    ra.contrast(_const(256, 512, [100] * 3), 0.5).numpy()[0, 0], [177, 177, 177]
+  )  # 512 -> 255: 255 + 0.5 * (100 - 255).
 
 
 def test_sharpness_smooths_the_interior_only():
@@ -124,8 +146,9 @@ def test_auto_contrast_truncates(image):
 
 
 def test_equalize_matches_pil_exactly(image):
-  np.testing.assert_array_equal(ra.equalize(image).numpy(),
-                                np.asarray(ImageOps.equalize(Image.fromarray(image))))
+  np.testing.assert_array_equal(
+    ra.equalize(image).numpy(), np.asarray(ImageOps.equalize(Image.fromarray(image)))
+  )
 
 
 def test_rotate_is_nearest_about_the_centre_with_grey_fill():
@@ -143,8 +166,8 @@ def test_shear_is_about_the_top_left_corner():
   x = synthetic.smooth_images(1, 12, 16, seed=3, noise=20)[0]
   out = ra.shear_x(x, 1.0).numpy()  # Row y samples column x + y.
   for y in range(12):
-    np.testing.assert_array_equal(out[y, :16 - y], x[y, y:])
-    assert (out[y, 16 - y:] == 128).all()
+    np.testing.assert_array_equal(out[y, : 16 - y], x[y, y:])
+    assert (out[y, 16 - y :] == 128).all()
   out = ra.shear_y(x, -0.5).numpy()  # Column x samples row y - x / 2 (nearest).
   np.testing.assert_array_equal(out[:, 0], x[:, 0])
   np.testing.assert_array_equal(out[2:, 4], x[:-2, 4])
@@ -175,14 +198,22 @@ def test_apply_op_dispatches_with_the_mapped_arguments(image):
   a = ra.arguments(7)
   centre = np.array([10, 20], np.int32)
   expected = {
-      'AutoContrast': ra.auto_contrast(image), 'Equalize': ra.equalize(image),
-      'Invert': ra.invert(image), 'Rotate': ra.rotate(image, -a['Rotate']),
-      'Posterize': ra.posterize(image, 2), 'Solarize': ra.solarize(image, 179),
-      'Color': ra.color(image, 1.36), 'Contrast': ra.contrast(image, 1.36),
-      'Brightness': ra.brightness(image, 1.36), 'Sharpness': ra.sharpness(image, 1.36),
-      'ShearX': ra.shear_x(image, -0.21), 'ShearY': ra.shear_y(image, -0.21),
-      'TranslateX': ra.translate_x(image, -70.0), 'TranslateY': ra.translate_y(image, -70.0),
-      'Cutout': ra.cutout(image, 28, centre), 'SolarizeAdd': ra.solarize_add(image, 77),
+    'AutoContrast': ra.auto_contrast(image),
+    'Equalize': ra.equalize(image),
+    'Invert': ra.invert(image),
+    'Rotate': ra.rotate(image, -a['Rotate']),
+    'Posterize': ra.posterize(image, 2),
+    'Solarize': ra.solarize(image, 179),
+    'Color': ra.color(image, 1.36),
+    'Contrast': ra.contrast(image, 1.36),
+    'Brightness': ra.brightness(image, 1.36),
+    'Sharpness': ra.sharpness(image, 1.36),
+    'ShearX': ra.shear_x(image, -0.21),
+    'ShearY': ra.shear_y(image, -0.21),
+    'TranslateX': ra.translate_x(image, -70.0),
+    'TranslateY': ra.translate_y(image, -70.0),
+    'Cutout': ra.cutout(image, 28, centre),
+    'SolarizeAdd': ra.solarize_add(image, 77),
   }
   assert list(expected) == list(ra.OPS)
   for i, name in enumerate(ra.OPS):
@@ -193,22 +224,30 @@ def test_apply_op_dispatches_with_the_mapped_arguments(image):
 def _which_op(out, image, magnitude):
   """Names of the operations (with sign) that turn `image` into `out` at `magnitude`."""
   a = ra.arguments(magnitude)
-  fixed = {'AutoContrast': ra.auto_contrast(image), 'Equalize': ra.equalize(image),
-           'Invert': ra.invert(image), 'Posterize': ra.posterize(image, a['Posterize']),
-           'Solarize': ra.solarize(image, a['Solarize']),
-           'SolarizeAdd': ra.solarize_add(image, a['SolarizeAdd'])}
+  fixed = {
+    'AutoContrast': ra.auto_contrast(image),
+    'Equalize': ra.equalize(image),
+    'Invert': ra.invert(image),
+    'Posterize': ra.posterize(image, a['Posterize']),
+    'Solarize': ra.solarize(image, a['Solarize']),
+    'SolarizeAdd': ra.solarize_add(image, a['SolarizeAdd']),
+  }
   for name in ('Color', 'Contrast', 'Brightness', 'Sharpness'):
     fixed[name] = getattr(ra, name.lower())(image, a[name])
   for sign in (1, -1):
     fixed[f'Rotate{sign:+d}'] = ra.rotate(image, sign * a['Rotate'])
-    for name, fn in (('ShearX', ra.shear_x), ('ShearY', ra.shear_y),
-                     ('TranslateX', ra.translate_x), ('TranslateY', ra.translate_y)):
+    for name, fn in (
+      ('ShearX', ra.shear_x),
+      ('ShearY', ra.shear_y),
+      ('TranslateX', ra.translate_x),
+      ('TranslateY', ra.translate_y),
+    ):
       fixed[f'{name}{sign:+d}'] = fn(image, sign * a[name])
   names = [k for k, v in fixed.items() if np.array_equal(out, v.numpy())]
   changed = np.any(out != image, axis=-1)
   if changed.any() and (out[changed] == 128).all():
     rows, cols = np.nonzero(changed)
-    box = changed[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    box = changed[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     if box.all() and max(box.shape) <= 2 * a['Cutout']:
       names.append('Cutout')
   return names
@@ -235,6 +274,8 @@ def test_randaugment_is_a_function_of_the_seed(image):
   np.testing.assert_array_equal(ra.randaugment(image, seed, 0, 10).numpy(), image)
   # No identity among the ops: two layers at M=10 change the image (Cutout's square may miss
   # nothing; ShearX/Y, Rotate and Translate always bring grey in).
-  changed = [not np.array_equal(ra.randaugment(image, np.array([s, 2]), 2, 10).numpy(), image)
-             for s in range(20)]
+  changed = [
+    not np.array_equal(ra.randaugment(image, np.array([s, 2]), 2, 10).numpy(), image)
+    for s in range(20)
+  ]
   assert sum(changed) >= 19

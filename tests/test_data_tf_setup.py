@@ -9,7 +9,6 @@ import pytest
 
 from vit_jax.data import tf_setup
 
-
 # Run in a fresh process: in a pytest worker, threads left by earlier tests fault pages too
 # (0.18 faults/page was seen in CI, against exactly 0 alone).
 _MEASURE_FAULTS = """
@@ -35,8 +34,12 @@ for _ in range(3):
 
 
 def _faults_per_page(tmp_path):
-  out = subprocess.run([sys.executable, '-c', _MEASURE_FAULTS, str(tmp_path)], check=True,
-                       capture_output=True, text=True).stdout
+  out = subprocess.run(
+    [sys.executable, '-c', _MEASURE_FAULTS, str(tmp_path)],
+    check=True,
+    capture_output=True,
+    text=True,
+  ).stdout
   return min(float(line) for line in out.split())
 
 
@@ -50,7 +53,8 @@ def test_tensorflow_runs_with_pooled_allocator_and_without_onednn():
   tf = tf_setup.tf()
   assert os.environ['TF_CPU_ALLOCATOR_USE_BFC'] == 'true'
   assert os.environ['TF_ENABLE_ONEDNN_OPTS'] == '0'
-  from tensorflow.python.util import _pywrap_util_port  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.util import _pywrap_util_port
+
   assert not _pywrap_util_port.IsMklEnabled()
   assert tf.config.get_visible_devices() == tf.config.get_visible_devices('CPU')
 

@@ -31,8 +31,10 @@ def test_load_config_errors_are_one_line(tmp_path):
   with pytest.raises(setup_run.ConfigError, match='dataset must be one of'):
     experiment.load_config(str(ROOT / 'configs' / 'vit.py') + ':ViT-Ti_16,mnist')
   misspelt = tmp_path / 'misspelt.py'
-  misspelt.write_text('from vit_jax.train import config as config_lib\n\n\ndef get_config():\n'
-                      '  c = config_lib.base_config()\n  c.totl_steps = 5\n  return c\n')
+  misspelt.write_text(
+    'from vit_jax.train import config as config_lib\n\n\ndef get_config():\n'
+    '  c = config_lib.base_config()\n  c.totl_steps = 5\n  return c\n'
+  )
   with pytest.raises(setup_run.ConfigError) as e:
     experiment.load_config(str(misspelt))
   assert "'totl_steps'" in str(e.value) and "did you mean 'total_steps'" in str(e.value)
@@ -76,8 +78,9 @@ def test_evaluate_without_a_checkpoint(tmp_path, digits_data_dir):
 
 def test_read_metrics_skips_a_line_cut_short(tmp_path):
   (tmp_path / 'metrics.jsonl').write_text(
-      '{"step": 2, "train/loss": 1.5}\n{"step": 1, "train/loss": 2.0, "test/accuracy": 0.25}\n'
-      '{"step": 3, "train/lo')
+    '{"step": 2, "train/loss": 1.5}\n{"step": 1, "train/loss": 2.0, "test/accuracy": 0.25}\n'
+    '{"step": 3, "train/lo'
+  )
   curves = experiment.read_metrics(str(tmp_path))
   assert curves['train/loss'][0].tolist() == [1, 2] and curves['train/loss'][1].tolist() == [2, 1.5]
   assert curves['test/accuracy'][0].tolist() == [1]

@@ -11,29 +11,33 @@ import pytest
 
 import convert_helpers as h
 from helpers import ROOT
+from vit_jax import export
+from vit_jax import models
+from vit_jax.models import layouts
+from vit_jax.run import orbax_io
+from vit_jax.train import config as config_lib
+from vit_jax.train import state as state_lib
 from vit_jax.weights import released
 from vit_jax.weights import tree
-from vit_jax.train import config as config_lib
-from vit_jax import export
-from vit_jax.models import layouts
-from vit_jax import models
-from vit_jax.run import orbax_io
-from vit_jax.train import state as state_lib
 
 
 def scanned_workdir(tmp_path):
   """A vit_jax workdir as training leaves it: a scan=True model's Orbax state + config.json."""
   config = config_lib.base_config()
   config.model_name = 'ViT-Ti_16'
-  for field, value in dict(hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64,
-                           patch_size=(8, 8), scan=True).items():
+  for field, value in dict(
+    hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64, patch_size=(8, 8), scan=True
+  ).items():
     config.model[field] = value
   config.pp.crop = 32
   flat = h.random_params(h.vit(), (32, 32))
   params = layouts.to_scan(tree.unflatten(flat))
-  state = state_lib.TrainState(step=np.int32(7), params=params,
-                               opt_state=optax.sgd(0.1).init(params),
-                               rng=np.zeros(2, np.uint32))
+  state = state_lib.TrainState(
+    step=np.int32(7),
+    params=params,
+    opt_state=optax.sgd(0.1).init(params),
+    rng=np.zeros(2, np.uint32),
+  )
   workdir = tmp_path / 'run'
   io = orbax_io.CheckpointIO(str(workdir))
   io.save(jax.device_put(state), {})
@@ -49,8 +53,9 @@ def test_workdir_exports_released_npz_and_timm(tmp_path):
   with np.load(tmp_path / 'out.npz') as npz:  # released layout: blocks unstacked.
     assert sorted(npz.files) == sorted(flat)
     np.testing.assert_array_equal(
-        npz['Transformer/encoderblock_1/MlpBlock_3/Dense_0/kernel'],
-        flat['Transformer/encoderblock_1/MlpBlock_3/Dense_0/kernel'])
+      npz['Transformer/encoderblock_1/MlpBlock_3/Dense_0/kernel'],
+      flat['Transformer/encoderblock_1/MlpBlock_3/Dense_0/kernel'],
+    )
   # The workdir's config gives the model (checked) and the image size.
   export.export(workdir, 'timm', str(tmp_path / 'timm'))
   assert '"img_size": 32' in (tmp_path / 'timm' / 'config.json').read_text()
@@ -59,15 +64,26 @@ def test_workdir_exports_released_npz_and_timm(tmp_path):
 def test_model_flag_checks_the_params(tmp_path):
   flat = h.random_params(h.vit(), (32, 32))
   released.save(tmp_path / 'tiny.npz', tree.unflatten(flat))
-  with pytest.raises(ValueError, match=r'^--model=ViT-S_16 at 224x224 does not fit the '
-                     r'checkpoint .*: Pre-trained params do not fit the model \(shape mismatch: '
-                     r'Transformer/encoder_norm/bias \(32,\) vs model \(384,\)'):
-    export.export(str(tmp_path / 'tiny.npz'), 'npz', str(tmp_path / 'x.npz'), model='ViT-S_16',
-                  image_size=(224, 224))
+  with pytest.raises(
+    ValueError,
+    match=r'^--model=ViT-S_16 at 224x224 does not fit the '
+    r'checkpoint .*: Pre-trained params do not fit the model \(shape mismatch: '
+    r'Transformer/encoder_norm/bias \(32,\) vs model \(384,\)',
+  ):
+    export.export(
+      str(tmp_path / 'tiny.npz'),
+      'npz',
+      str(tmp_path / 'x.npz'),
+      model='ViT-S_16',
+      image_size=(224, 224),
+    )
   with pytest.raises(ValueError, match=r'unknown --model=ViT-Q_16; pick one of'):
     export.export(str(tmp_path / 'tiny.npz'), 'npz', str(tmp_path / 'x.npz'), model='ViT-Q_16')
-  with pytest.raises(ValueError, match=r'^image size 32x40 does not fit the position embedding: '
-                     r'16 patches of 8x8 pixels\.$'):
+  with pytest.raises(
+    ValueError,
+    match=r'^image size 32x40 does not fit the position embedding: '
+    r'16 patches of 8x8 pixels\.$',
+  ):
     export.export(str(tmp_path / 'tiny.npz'), 'timm', str(tmp_path / 't'), image_size=(32, 40))
 
 
@@ -75,15 +91,23 @@ def test_unpooled_models_are_refused_for_timm_and_hf(tmp_path):
   # Their params look like a GAP model's; only the registered model tells them apart.
   flat = h.random_params(models.get_model('testing-unpooled', num_classes=None), (32, 32))
   released.save(tmp_path / 'u.npz', tree.unflatten(flat))
-  with pytest.raises(ValueError, match=r"^classifier 'unpooled' \(all tokens out\) has no timm "
-                     r'equivalent; export --to=npz instead\.$'):
-    export.export(str(tmp_path / 'u.npz'), 'timm', str(tmp_path / 't'),
-                  model='testing-unpooled')
+  with pytest.raises(
+    ValueError,
+    match=r"^classifier 'unpooled' \(all tokens out\) has no timm "
+    r'equivalent; export --to=npz instead\.$',
+  ):
+    export.export(str(tmp_path / 'u.npz'), 'timm', str(tmp_path / 't'), model='testing-unpooled')
 
 
 def run(*args):
-  return subprocess.run([sys.executable, '-m', 'vit_jax.export', *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=120, check=False)
+  return subprocess.run(
+    [sys.executable, '-m', 'vit_jax.export', *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
 
 
 def test_command_line(tmp_path):
@@ -91,8 +115,10 @@ def test_command_line(tmp_path):
   released.save(tmp_path / 'gap.npz', tree.unflatten(flat))
   done = run(f'--checkpoint={tmp_path}/gap.npz', '--to=timm', f'--out={tmp_path}/t')
   assert done.returncode == 0, done.stderr[-2000:]
-  assert done.stdout.strip() == (f"Wrote {tmp_path}/t; load it with: "
-                                 f"timm.create_model('local-dir:{tmp_path}/t', pretrained=True)")
+  assert done.stdout.strip() == (
+    f'Wrote {tmp_path}/t; load it with: '
+    f"timm.create_model('local-dir:{tmp_path}/t', pretrained=True)"
+  )
   bad = run(f'--checkpoint={tmp_path}/gap.npz', '--to=hf', f'--out={tmp_path}/h')
   assert bad.returncode == 2
   errors = [line for line in bad.stderr.splitlines() if line.startswith('Error: ')]
@@ -100,5 +126,6 @@ def test_command_line(tmp_path):
   assert "classifier 'gap'" in errors[0] and 'export --to=timm' in errors[0]
   missing = run('--to=hf')
   assert missing.returncode == 2 and missing.stderr.strip() == (
-      'Error: --checkpoint is required: python -m vit_jax.export --checkpoint=WORKDIR|file.npz '
-      '--to=hf|timm|npz --out=PATH.')
+    'Error: --checkpoint is required: python -m vit_jax.export --checkpoint=WORKDIR|file.npz '
+    '--to=hf|timm|npz --out=PATH.'
+  )

@@ -5,12 +5,12 @@ TensorStore's own gs:// driver and are not covered here)."""
 import json
 
 from etils.epath import backend
-import flax.linen as nn
 from etils.epath import gpath
+import flax.linen as nn
 from tensorboard.backend.event_processing import event_accumulator
 
-from vit_jax.train import metrics as metrics_lib
 from vit_jax.train import loop
+from vit_jax.train import metrics as metrics_lib
 from vit_jax.train import setup_run
 
 
@@ -22,7 +22,7 @@ class _FakeGcs:
 
   def _local(self, value):
     if isinstance(value, str) and value.startswith('gs://'):
-      return self.root + '/' + value[len('gs://'):]
+      return self.root + '/' + value[len('gs://') :]
     return value
 
   def __getattr__(self, name):
@@ -33,10 +33,10 @@ class _FakeGcs:
 def test_run_files_go_through_epath(tmp_path, monkeypatch):
   fake = _FakeGcs(tmp_path / 'store')
   monkeypatch.setattr(backend, 'tf_backend', fake)
-  monkeypatch.setitem(gpath._PREFIX_TO_BACKEND, 'gs', fake)  # pylint: disable=protected-access
+  monkeypatch.setitem(gpath._PREFIX_TO_BACKEND, 'gs', fake)
   monkeypatch.chdir(tmp_path)  # A plain open('gs://...') would create ./gs:/ here.
   workdir = 'gs://bucket/run'
-  setup_run._check_workdir(workdir)  # pylint: disable=protected-access
+  setup_run._check_workdir(workdir)
   writer = metrics_lib.MetricWriter(workdir, total_steps=3)
   for step in (1, 2, 3):
     writer.write_scalars(step, {'train/loss': 1.0 / step})
@@ -59,14 +59,16 @@ def test_run_files_go_through_epath(tmp_path, monkeypatch):
 def _fake_gcs(tmp_path, monkeypatch):
   fake = _FakeGcs(tmp_path / 'store')
   monkeypatch.setattr(backend, 'tf_backend', fake)
-  monkeypatch.setitem(gpath._PREFIX_TO_BACKEND, 'gs', fake)  # pylint: disable=protected-access
+  monkeypatch.setitem(gpath._PREFIX_TO_BACKEND, 'gs', fake)
   monkeypatch.chdir(tmp_path)  # A plain open('gs://...') would create ./gs:/ here.
   return tmp_path / 'store'
 
 
 def test_profile_trace_lands_in_a_gs_workdir(tmp_path, monkeypatch):
-  import jax  # pylint: disable=g-import-not-at-top
-  from vit_jax.train import throughput  # pylint: disable=g-import-not-at-top
+  import jax
+
+  from vit_jax.train import throughput
+
   store = _fake_gcs(tmp_path, monkeypatch)
   trace = throughput.StepTrace('gs://bucket/run/profile', num_steps=1)
   trace.start(0)
@@ -80,23 +82,36 @@ def test_profile_trace_lands_in_a_gs_workdir(tmp_path, monkeypatch):
 def test_analyze_reads_and_writes_gs(tmp_path, monkeypatch):
   """A checkpoint file and the output folder in a bucket (a run's config.json and labels.json
   are read through the same etils.epath calls, see vit_jax.run.workdir)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from vit_jax import analyze  # pylint: disable=g-import-not-at-top
-  from vit_jax import models  # pylint: disable=g-import-not-at-top
-  from vit_jax.run import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  from vit_jax.weights import released  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
+
+  from vit_jax import analyze
+  from vit_jax import models
+  from vit_jax.run import workdir as workdir_lib
+  from vit_jax.weights import released
+
   store = _fake_gcs(tmp_path, monkeypatch)
   model = models.get_model('testing', num_classes=3)
   params = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, 32, 32, 3)))['params']
-  released.save('gs://bucket/tiny.npz', jax.tree.map(lambda x: np.ones(x.shape, x.dtype),
-                                                      nn.meta.unbox(params)))
-  status = analyze.run(analyze.Options(checkpoint='gs://bucket/tiny.npz', model='testing',
-                                       out='gs://bucket/analysis', what=('filters', 'posemb')))
+  released.save(
+    'gs://bucket/tiny.npz', jax.tree.map(lambda x: np.ones(x.shape, x.dtype), nn.meta.unbox(params))
+  )
+  status = analyze.run(
+    analyze.Options(
+      checkpoint='gs://bucket/tiny.npz',
+      model='testing',
+      out='gs://bucket/analysis',
+      what=('filters', 'posemb'),
+    )
+  )
   assert set(status) == {'filters', 'posemb'}
   out = store / 'bucket' / 'analysis'
-  assert sorted(p.name for p in out.iterdir()) == ['filters.json', 'filters.png', 'posemb.json',
-                                                  'posemb.png']
+  assert sorted(p.name for p in out.iterdir()) == [
+    'filters.json',
+    'filters.png',
+    'posemb.json',
+    'posemb.png',
+  ]
   assert json.loads((out / 'filters.json').read_text())['checkpoint'] == 'gs://bucket/tiny.npz'
   # A run's files in a bucket: what analyze and predict read of a workdir.
   (store / 'bucket' / 'run').mkdir()

@@ -8,26 +8,35 @@ import sys
 import pytest
 
 from helpers import ROOT
-from vit_jax.train import config as config_lib
 from vit_jax import inference_time
+from vit_jax.train import config as config_lib
 
 
 def run_main(*args, timeout=300):
-  return subprocess.run([sys.executable, '-m', 'vit_jax.main', *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=timeout, check=False)
+  return subprocess.run(
+    [sys.executable, '-m', 'vit_jax.main', *args],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    check=False,
+  )
 
 
 def test_unknown_config_field_is_an_error(tmp_path):
-  result = run_main('--config=configs/default.py', f'--workdir={tmp_path}',
-                    '--config.batchsize=64')
+  result = run_main('--config=configs/default.py', f'--workdir={tmp_path}', '--config.batchsize=64')
   assert result.returncode != 0
   assert 'batchsize' in result.stderr
   assert not (tmp_path / 'metrics.jsonl').exists()
 
 
 def test_config_error_is_one_line_with_exit_code_2(tmp_path, digits_data_dir):
-  result = run_main('--config=configs/default.py', f'--workdir={tmp_path}',
-                    f'--config.data_dir={digits_data_dir}', '--config.batch=100')
+  result = run_main(
+    '--config=configs/default.py',
+    f'--workdir={tmp_path}',
+    f'--config.data_dir={digits_data_dir}',
+    '--config.batch=100',
+  )
   assert result.returncode == 2
   errors = [l for l in result.stderr.splitlines() if l.startswith('Config error:')]
   assert len(errors) == 1 and 'config.batch=100 is not divisible' in errors[0]
@@ -42,8 +51,9 @@ def _leaf_fields(config, prefix=''):
 
 
 def test_every_config_field_is_read():
-  sources = '\n'.join(p.read_text() for p in (ROOT / 'vit_jax').rglob('*.py')
-                      if p.name != 'config_lib.py')
+  sources = '\n'.join(
+    p.read_text() for p in (ROOT / 'vit_jax').rglob('*.py') if p.name != 'config_lib.py'
+  )
   unread = []
   for field in _leaf_fields(config_lib.base_config()):
     name = field.split('.')[-1]
@@ -55,10 +65,17 @@ def test_every_config_field_is_read():
 
 
 def test_all_configs_load_and_lock():
-  from helpers import load_config  # pylint: disable=g-import-not-at-top
-  for name, arg in [('default', None), ('pretrain', None), ('vit', 'ViT-B_16,cifar10'),
-                    ('vit', 'R50+ViT-B_16,imagenet2012'), ('vit', 'ViT-L_16,oxford_iiit_pet'),
-                    ('vit', 'ViT-B_32,oxford_flowers102'), ('vit', 'Mixer-B_16,cifar100')]:
+  from helpers import load_config
+
+  for name, arg in [
+    ('default', None),
+    ('pretrain', None),
+    ('vit', 'ViT-B_16,cifar10'),
+    ('vit', 'R50+ViT-B_16,imagenet2012'),
+    ('vit', 'ViT-L_16,oxford_iiit_pet'),
+    ('vit', 'ViT-B_32,oxford_flowers102'),
+    ('vit', 'Mixer-B_16,cifar100'),
+  ]:
     config = load_config(name, arg)
     assert config.is_locked
     with pytest.raises(AttributeError):
@@ -66,9 +83,14 @@ def test_all_configs_load_and_lock():
   with pytest.raises(ValueError, match='dataset must be one of'):
     load_config('vit', 'ViT-B_16,mnist')
   pretrain = load_config('pretrain')
-  assert (pretrain.model_name, pretrain.batch, pretrain.base_lr, pretrain.warmup_steps,
-          tuple(pretrain.pp.randaugment), pretrain.mixup) == ('ViT-S_16', 1024, 1e-3, 10_000,
-                                                              (2, 10), 0.2)
+  assert (
+    pretrain.model_name,
+    pretrain.batch,
+    pretrain.base_lr,
+    pretrain.warmup_steps,
+    tuple(pretrain.pp.randaugment),
+    pretrain.mixup,
+  ) == ('ViT-S_16', 1024, 1e-3, 10_000, (2, 10), 0.2)
   # big_vision's rep_size=True: a pre-logits layer as wide as the model (384 for ViT-S).
   assert pretrain.model.representation_size == 384
   assert load_config('pretrain', 'ViT-B_16').model.representation_size == 768

@@ -12,13 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import load_config
 from vit_jax import models
 from vit_jax.models import attention
-from vit_jax.models import relative_position
 from vit_jax.models import layers
+from vit_jax.models import relative_position
 from vit_jax.train import setup_run
-
-from helpers import load_config
 
 TINY = dict(patch_size=(4, 4), hidden_size=16, num_layers=2, num_heads=2, mlp_dim=24)
 IMAGES = np.random.default_rng(0).uniform(-1, 1, (2, 8, 12, 3)).astype(np.float32)
@@ -38,9 +37,11 @@ def random_params(module, seed, *inputs):
   shapes = nn.meta.unbox(jax.eval_shape(module.init, jax.random.key(0), *inputs))
   rng = np.random.default_rng(seed)
   return jax.tree_util.tree_map_with_path(
-      lambda path, x: jnp.asarray(rng.normal(0.0, 0.3, x.shape)
-                                  + (jax.tree_util.keystr(path).endswith("['scale']")), x.dtype),
-      shapes)
+    lambda path, x: jnp.asarray(
+      rng.normal(0.0, 0.3, x.shape) + (jax.tree_util.keystr(path).endswith("['scale']")), x.dtype
+    ),
+    shapes,
+  )
 
 
 def rel_err(actual, expected):
@@ -60,8 +61,10 @@ def value_and_vjp(fn, cotangent, *args):
 
 
 def leaves_by_path(tree):
-  return {jax.tree_util.keystr(p): np.asarray(x, np.float64)
-          for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {
+    jax.tree_util.keystr(p): np.asarray(x, np.float64)
+    for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+  }
 
 
 # -- Parameters ---------------------------------------------------------------------------------
@@ -73,16 +76,18 @@ def test_parameter_tree_is_the_same_for_every_implementation(classifier, posemb)
 
   def describe(impl):
     variables = jax.eval_shape(
-        tiny(classifier=classifier, posemb=posemb, attention_impl=impl).init,
-        jax.random.key(0), IMAGES)
+      tiny(classifier=classifier, posemb=posemb, attention_impl=impl).init,
+      jax.random.key(0),
+      IMAGES,
+    )
     leaves = jax.tree_util.tree_flatten_with_path(
-        variables['params'], is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))[0]
+      variables['params'], is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)
+    )[0]
     return {jax.tree_util.keystr(p): (x.value.shape, x.value.dtype, x.names) for p, x in leaves}
 
   per_head = describe('per_head')
   att = "['Transformer']['encoderblock_1']['MultiHeadDotProductAttention_1']"
-  assert per_head[att + "['query']['kernel']"] == ((16, 2, 8), np.float32,
-                                                  ('embed', 'heads', 'kv'))
+  assert per_head[att + "['query']['kernel']"] == ((16, 2, 8), np.float32, ('embed', 'heads', 'kv'))
   assert per_head[att + "['out']['kernel']"] == ((2, 8, 16), np.float32, ('heads', 'kv', 'embed'))
   if posemb == 'relative_bias':  # (2*2-1)(2*3-1) offsets + 3 class-token entries, per head.
     assert per_head[att + "['relative_position_bias']"] == ((18, 2), np.float32, (None, 'heads'))
@@ -103,8 +108,10 @@ def _module(impl, **kw):
 def numpy_attention(params, x_q, x_kv, bias=None):
   """float64 reference: softmax(q k^T / sqrt(H) + bias) v per head, then the out projection."""
   p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
-  q, k, v = (np.einsum('bld,dnh->blnh', x, p[n]['kernel']) + p[n]['bias']
-             for n, x in (('query', x_q), ('key', x_kv), ('value', x_kv)))
+  q, k, v = (
+    np.einsum('bld,dnh->blnh', x, p[n]['kernel']) + p[n]['bias']
+    for n, x in (('query', x_q), ('key', x_kv), ('value', x_kv))
+  )
   logits = np.einsum('btnh,bsnh->bnts', q, k) / np.sqrt(q.shape[-1])
   if callable(bias):  # a query-dependent bias: bias(scaled q [B, T, N, H]) -> [B, N, T, S].
     bias = bias(q / np.sqrt(q.shape[-1]))
@@ -159,8 +166,7 @@ def _relative_attention_bias(p, kind):
           if row_y is None:
             row_y = coords[i][0] - coords[j][0] + h - 1
             row_x = coords[i][1] - coords[j][1] + w - 1
-          emb = np.concatenate([p['relative_embedding_y'][row_y],
-                                p['relative_embedding_x'][row_x]])
+          emb = np.concatenate([p['relative_embedding_y'][row_y], p['relative_embedding_x'][row_x]])
         out[:, :, i, j] = q[:, i] @ emb
     return out
 
@@ -197,8 +203,13 @@ def test_cross_attention_module_matches_numpy_for_both_implementations():
 
 # Class token + relative bias (with its prefix entries), GAP + relative bias (no prefix), and
 # the MAP head's cross-attention (a 1-token probe over the tokens).
-VIT_CASES = [('token', 'relative_bias'), ('gap', 'relative_bias'), ('map', 'learn'),
-             ('token', 'relative'), ('gap', 'relative_2d')]
+VIT_CASES = [
+  ('token', 'relative_bias'),
+  ('gap', 'relative_bias'),
+  ('map', 'learn'),
+  ('token', 'relative'),
+  ('gap', 'relative_2d'),
+]
 
 
 def _vit_params(model, seed=5):
@@ -207,8 +218,10 @@ def _vit_params(model, seed=5):
 
 @pytest.mark.parametrize('classifier,posemb', VIT_CASES)
 def test_vit_logits_per_head_equal_xla(classifier, posemb):
-  models_ = {impl: tiny(classifier=classifier, posemb=posemb, attention_impl=impl)
-             for impl in ('per_head', 'xla')}
+  models_ = {
+    impl: tiny(classifier=classifier, posemb=posemb, attention_impl=impl)
+    for impl in ('per_head', 'xla')
+  }
   params = _vit_params(models_['xla'])
   logits = {impl: jax.jit(m.apply)(params, IMAGES) for impl, m in models_.items()}
   assert logits['xla'].shape == (2, 5)
@@ -249,8 +262,9 @@ def test_vit_blocks_take_the_fused_self_attention_path(monkeypatch, scan, remat)
 # -- Gradient parity ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('posemb,table', [('relative_bias', 'relative_position_bias'),
-                                          ('relative', 'relative_embedding')])
+@pytest.mark.parametrize(
+  'posemb,table', [('relative_bias', 'relative_position_bias'), ('relative', 'relative_embedding')]
+)
 def test_vit_gradients_per_head_equal_xla(posemb, table):
   """d loss / d (params, images): hand-written VJPs (per_head) vs jax autodiff (xla).
 
@@ -269,8 +283,9 @@ def test_vit_gradients_per_head_equal_xla(posemb, table):
   params = _vit_params(tiny(**kw))
   per_head, xla = grads('per_head', params), grads('xla', params)
   assert list(per_head) == list(xla) and len(per_head) > 20
-  assert ("[0]['params']['Transformer']['encoderblock_0']['MultiHeadDotProductAttention_1']"
-          f"['{table}']") in xla
+  assert (
+    f"[0]['params']['Transformer']['encoderblock_0']['MultiHeadDotProductAttention_1']['{table}']"
+  ) in xla
   overall = max(np.abs(g).max() for g in xla.values())  # Measured ~14.
   for path, expected in xla.items():
     if "['key']['bias']" in path:
@@ -306,9 +321,9 @@ def test_self_attention_per_head_vjp_matches_autodiff_of_reference(with_bias):
   qkv, bias, cotangent = _qkv_bias_cotangent(7)
   bias = bias if with_bias else None
   out, (d_qkv, d_bias) = value_and_vjp(
-      lambda a, b: attention.self_attention_per_head(a, b, jnp.float32), cotangent, qkv, bias)
-  ref_out, (ref_d_qkv, ref_d_bias) = value_and_vjp(reference_self_attention, cotangent, qkv,
-                                                   bias)
+    lambda a, b: attention.self_attention_per_head(a, b, jnp.float32), cotangent, qkv, bias
+  )
+  ref_out, (ref_d_qkv, ref_d_bias) = value_and_vjp(reference_self_attention, cotangent, qkv, bias)
   assert out.shape == (2, 5, 12) and out.dtype == jnp.float32
   assert rel_err(out, ref_out) < 1e-6
   assert d_qkv.shape == qkv.shape and d_qkv.dtype == jnp.float32
@@ -327,9 +342,9 @@ def test_self_attention_per_head_vjp_matches_autodiff_of_reference(with_bias):
 def test_self_attention_per_head_bfloat16_vjp_tracks_float32_reference():
   qkv, bias, cotangent = _qkv_bias_cotangent(8)
   out, (d_qkv, d_bias) = value_and_vjp(
-      lambda a, b: attention.self_attention_per_head(a, b, jnp.bfloat16), cotangent, qkv, bias)
-  ref_out, (ref_d_qkv, ref_d_bias) = value_and_vjp(reference_self_attention, cotangent, qkv,
-                                                   bias)
+    lambda a, b: attention.self_attention_per_head(a, b, jnp.bfloat16), cotangent, qkv, bias
+  )
+  ref_out, (ref_d_qkv, ref_d_bias) = value_and_vjp(reference_self_attention, cotangent, qkv, bias)
   assert out.dtype == d_qkv.dtype == d_bias.dtype == jnp.float32
   # bfloat16 operands (8 mantissa bits, relative rounding 2^-9 ~ 2e-3), float32 accumulation.
   # Measured: out 4.7e-3, d_qkv 9.8e-3, d_bias 9.0e-3; bound 3e-2 (and > 1e-4: bf16 is used).
@@ -337,19 +352,23 @@ def test_self_attention_per_head_bfloat16_vjp_tracks_float32_reference():
     assert 1e-4 < rel_err(actual, expected) < 3e-2
 
 
-@pytest.mark.parametrize('dtype,tol', [
+@pytest.mark.parametrize(
+  'dtype,tol',
+  [
     (jnp.float32, 1e-6),
     # bfloat16: the custom VJP rounds the float32 cotangent to bfloat16 (2^-9 ~ 2e-3 relative
     # per entry), autodiff keeps it float32. Measured 2.5e-3 (dx), 2.7e-3 (dkernel); bound 1e-2.
     (jnp.bfloat16, 1e-2),
-])
+  ],
+)
 def test_matmul_vjp_matches_autodiff_of_jnp_dot(dtype, tol):
   rng = np.random.default_rng(9)
   x = jnp.asarray(rng.normal(size=(2, 3, 5)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=(5, 6)), jnp.float32)
   cotangent = jnp.asarray(rng.normal(size=(2, 3, 6)), jnp.float32)
-  reference = lambda a, b: jnp.dot(a.astype(dtype), b.astype(dtype),
-                                   preferred_element_type=jnp.float32)
+  reference = lambda a, b: jnp.dot(
+    a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32
+  )
   out, vjp = jax.vjp(lambda a, b: layers.matmul(a, b, dtype), x, kernel)
   ref_out, ref_vjp = jax.vjp(reference, x, kernel)
   assert out.dtype == jnp.float32 and out.shape == (2, 3, 6)
@@ -387,8 +406,7 @@ def test_bfloat16_backward_multiplies_bfloat16_operands():
   dots = dot_dtypes(jax.make_jaxpr(vjp)(jnp.ones((2, 3, 6))).jaxpr)
   assert dots == [('bfloat16', 'bfloat16', 'float32')] * 2  # dx and dkernel.
   qkv, bias, cotangent = _qkv_bias_cotangent(0)
-  _, vjp = jax.vjp(lambda a, b: attention.self_attention_per_head(a, b, jnp.bfloat16), qkv,
-                   bias)
+  _, vjp = jax.vjp(lambda a, b: attention.self_attention_per_head(a, b, jnp.bfloat16), qkv, bias)
   dots = dot_dtypes(jax.make_jaxpr(vjp)(cotangent).jaxpr)
   # Per head: dv, d(weights), dq, dk.
   assert dots == [('bfloat16', 'bfloat16', 'float32')] * (4 * 3)
@@ -398,17 +416,22 @@ def test_matmul_vjp_in_bfloat16_returns_bfloat16_gradients_for_bfloat16_inputs()
   rng = np.random.default_rng(10)
   x = jnp.asarray(rng.normal(size=(4, 5)), jnp.bfloat16)
   kernel = jnp.asarray(rng.normal(size=(5, 3)), jnp.bfloat16)
-  d_x, d_kernel = jax.grad(lambda a, b: layers.matmul(a, b, jnp.bfloat16).sum(),
-                           argnums=(0, 1))(x, kernel)
+  d_x, d_kernel = jax.grad(lambda a, b: layers.matmul(a, b, jnp.bfloat16).sum(), argnums=(0, 1))(
+    x, kernel
+  )
   assert d_x.dtype == d_kernel.dtype == jnp.bfloat16
   # d sum(x k) / dx = rowsums of k (broadcast), / dk = column sums of x: exact in bf16 here
   # up to one rounding of the float32 sums.
-  np.testing.assert_allclose(np.asarray(d_x, np.float32),
-                             np.broadcast_to(np.asarray(kernel, np.float32).sum(1), (4, 5)),
-                             rtol=1e-2)
-  np.testing.assert_allclose(np.asarray(d_kernel, np.float32),
-                             np.broadcast_to(np.asarray(x, np.float32).sum(0)[:, None], (5, 3)),
-                             rtol=1e-2)
+  np.testing.assert_allclose(
+    np.asarray(d_x, np.float32),
+    np.broadcast_to(np.asarray(kernel, np.float32).sum(1), (4, 5)),
+    rtol=1e-2,
+  )
+  np.testing.assert_allclose(
+    np.asarray(d_kernel, np.float32),
+    np.broadcast_to(np.asarray(x, np.float32).sum(0)[:, None], (5, 3)),
+    rtol=1e-2,
+  )
 
 
 # -- Dropout ------------------------------------------------------------------------------------
@@ -440,7 +463,8 @@ def test_attention_dropout_zeroes_weights_at_the_rate_and_rescales_the_rest(impl
   else:
     # attend_per_head takes q already scaled and returns heads concatenated.
     fn = lambda q, k, v, r: attention.attend_per_head(
-        q, k, v, None, r, jax.random.key(0), jnp.float32).reshape(q.shape)
+      q, k, v, None, r, jax.random.key(0), jnp.float32
+    ).reshape(q.shape)
     scale = 1.0
   dropped, logits = _weights_through_identity_values(fn, rate, 11)
   weights = np.asarray(jax.nn.softmax(logits * scale, axis=-1))
@@ -490,21 +514,28 @@ def test_resolve_implementation_on_cpu_and_explicit_values():
     assert attention.resolve_implementation('auto', dtype, 64) == 'per_head'
   for impl in ('per_head', 'xla'):
     assert attention.resolve_implementation(impl, jnp.float32, 12) == impl
-  with pytest.raises(ValueError, match=r"^attention implementation 'cudnn' needs an NVIDIA GPU "
-                     r"but JAX computes on cpu; use 'auto'\.$"):
+  with pytest.raises(
+    ValueError,
+    match=r"^attention implementation 'cudnn' needs an NVIDIA GPU "
+    r"but JAX computes on cpu; use 'auto'\.$",
+  ):
     attention.resolve_implementation('cudnn', jnp.bfloat16, 64)
 
 
-@pytest.mark.parametrize('backend,dtype,head_dim,expected', [
+@pytest.mark.parametrize(
+  'backend,dtype,head_dim,expected',
+  [
     ('gpu', jnp.bfloat16, 64, 'cudnn'),
     ('gpu', jnp.float16, 8, 'cudnn'),
     ('gpu', 'bfloat16', 64, 'cudnn'),
     ('gpu', jnp.float32, 64, 'xla'),
     ('gpu', jnp.bfloat16, 12, 'xla'),
     ('tpu', jnp.bfloat16, 64, 'xla'),
-])
-def test_resolve_implementation_auto_on_other_backends(monkeypatch, backend, dtype, head_dim,
-                                                       expected):
+  ],
+)
+def test_resolve_implementation_auto_on_other_backends(
+  monkeypatch, backend, dtype, head_dim, expected
+):
   monkeypatch.setattr(jax, 'default_backend', lambda: backend)
   assert attention.resolve_implementation('auto', dtype, head_dim) == expected
   assert attention.resolve_implementation('per_head', dtype, head_dim) == 'per_head'
@@ -513,8 +544,11 @@ def test_resolve_implementation_auto_on_other_backends(monkeypatch, backend, dty
 
 
 def test_unknown_implementation_is_one_clear_error():
-  with pytest.raises(ValueError, match=r"unknown attention implementation 'flash'; choose one "
-                     r"of \('auto', 'per_head', 'xla', 'cudnn'\)") as e:
+  with pytest.raises(
+    ValueError,
+    match=r"unknown attention implementation 'flash'; choose one "
+    r"of \('auto', 'per_head', 'xla', 'cudnn'\)",
+  ) as e:
     attention.resolve_implementation('flash', jnp.float32, 64)
   assert '\n' not in str(e.value)
   with pytest.raises(ValueError, match="unknown attention implementation 'Per_Head'"):
@@ -539,6 +573,9 @@ def test_bfloat16_compute_tracks_float32(impl):
 
 def test_config_rejects_unknown_attention_impl_in_one_line(tmp_path):
   config = load_config('default', model__attention_impl='flash')
-  with pytest.raises(setup_run.ConfigError, match=r"^config.model.attention_impl='flash'; use "
-                     r"one of \('auto', 'per_head', 'xla', 'cudnn'\)\.$"):
+  with pytest.raises(
+    setup_run.ConfigError,
+    match=r"^config.model.attention_impl='flash'; use "
+    r"one of \('auto', 'per_head', 'xla', 'cudnn'\)\.$",
+  ):
     setup_run.build(config, str(tmp_path))

@@ -11,8 +11,8 @@ import pytest
 
 from vit_jax import models
 from vit_jax.models import attention
-from vit_jax.models import relative_position
 from vit_jax.models import posemb
+from vit_jax.models import relative_position
 
 TINY = dict(patch_size=(4, 4), hidden_size=16, num_layers=2, num_heads=2, mlp_dim=24)
 IMAGES = np.random.default_rng(0).uniform(-1, 1, (2, 16, 24, 3)).astype(np.float32)
@@ -23,11 +23,19 @@ def tiny(**kw):
   return models.VisionTransformer(**{'num_classes': 7, **TINY, **kw})
 
 
-@pytest.mark.parametrize('classifier,shape', [
-    ('token', (2, 7)), ('gap', (2, 7)), ('map', (2, 7)),
-    ('unpooled', (2, 24, 7)), ('token_unpooled', (2, 25, 7))])
-@pytest.mark.parametrize('kind', ['learn', 'learn_2d', 'sincos2d', 'none', 'relative',
-                                  'relative_2d', 'relative_bias'])
+@pytest.mark.parametrize(
+  'classifier,shape',
+  [
+    ('token', (2, 7)),
+    ('gap', (2, 7)),
+    ('map', (2, 7)),
+    ('unpooled', (2, 24, 7)),
+    ('token_unpooled', (2, 25, 7)),
+  ],
+)
+@pytest.mark.parametrize(
+  'kind', ['learn', 'learn_2d', 'sincos2d', 'none', 'relative', 'relative_2d', 'relative_bias']
+)
 def test_output_shapes_for_every_classifier_and_posemb(classifier, shape, kind):
   model = tiny(classifier=classifier, posemb=kind)
   variables = model.init(jax.random.key(0), IMAGES)
@@ -36,18 +44,20 @@ def test_output_shapes_for_every_classifier_and_posemb(classifier, shape, kind):
   pe = params['Transformer'].get('posembed_input', {})
   prefix = 1 if classifier in ('token', 'token_unpooled') else 0
   expected_pe = {
-      'learn': {'pos_embedding': (1, prefix + 24, 16)},
-      'learn_2d': {'pos_embedding_row': (1, 4, 8), 'pos_embedding_col': (1, 6, 8)},
+    'learn': {'pos_embedding': (1, prefix + 24, 16)},
+    'learn_2d': {'pos_embedding_row': (1, 4, 8), 'pos_embedding_col': (1, 6, 8)},
   }.get(kind, {})
   assert {k: v.shape for k, v in pe.items()} == expected_pe
   attention_params = params['Transformer']['encoderblock_0']['MultiHeadDotProductAttention_1']
   tables = {k: v.shape for k, v in attention_params.items() if k.startswith('relative')}
   # A 4x6 grid, 2 heads of 8 dims; 3 more entries per table with a class token.
   assert tables == {
-      'relative': {'relative_embedding': (2 * 24 - 1 + 3 * prefix, 8)},
-      'relative_2d': {'relative_embedding_y': (7 + 3 * prefix, 4),
-                      'relative_embedding_x': (11 + 3 * prefix, 4)},
-      'relative_bias': {'relative_position_bias': (7 * 11 + 3 * prefix, 2)},
+    'relative': {'relative_embedding': (2 * 24 - 1 + 3 * prefix, 8)},
+    'relative_2d': {
+      'relative_embedding_y': (7 + 3 * prefix, 4),
+      'relative_embedding_x': (11 + 3 * prefix, 4),
+    },
+    'relative_bias': {'relative_position_bias': (7 * 11 + 3 * prefix, 2)},
   }.get(kind, {})
 
 
@@ -63,12 +73,15 @@ def test_features_without_head_and_with_representation():
 
 
 def test_every_parameter_has_logical_axis_names():
-  for model in [tiny(posemb='relative_bias', classifier='map', representation_size=5),
-                models.get_model('R26+ViT-S_32', num_classes=3, num_layers=1),
-                models.get_model('Mixer-B_32', num_classes=3, num_blocks=1)]:
+  for model in [
+    tiny(posemb='relative_bias', classifier='map', representation_size=5),
+    models.get_model('R26+ViT-S_32', num_classes=3, num_layers=1),
+    models.get_model('Mixer-B_32', num_classes=3, num_blocks=1),
+  ]:
     variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
-    leaves = jax.tree.leaves(variables['params'],
-                             is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+    leaves = jax.tree.leaves(
+      variables['params'], is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned)
+    )
     assert leaves and all(isinstance(x, nn.LogicallyPartitioned) for x in leaves)
     assert all(len(x.names) == x.value.ndim for x in leaves)
 
@@ -83,12 +96,18 @@ def test_qkv_and_out_kernels_have_the_released_layout_and_names():
 
 
 def test_train_mode_uses_dropout_rng_reproducibly():
-  model = tiny(dropout_rate=0.1, attention_dropout_rate=0.1, stochastic_depth=0.2,
-               classifier='gap', num_classes=0)
+  model = tiny(
+    dropout_rate=0.1,
+    attention_dropout_rate=0.1,
+    stochastic_depth=0.2,
+    classifier='gap',
+    num_classes=0,
+  )
   variables = model.init(jax.random.key(0), IMAGES)
   params = jax.tree.map(lambda x: x + 0.1, nn.meta.unbox(variables['params']))
-  run = lambda seed: model.apply({'params': params}, IMAGES, train=True,
-                                 rngs={'dropout': jax.random.key(seed)})
+  run = lambda seed: model.apply(
+    {'params': params}, IMAGES, train=True, rngs={'dropout': jax.random.key(seed)}
+  )
   np.testing.assert_array_equal(run(1), run(1))
   assert np.abs(run(1) - run(2)).max() > 1e-4
   eval_out = model.apply({'params': params}, IMAGES, train=False)
@@ -113,9 +132,15 @@ def test_bfloat16_compute_and_params():
   assert 1e-4 < diff.max() < 0.1
 
 
-@pytest.mark.parametrize('name,size,tokens', [
-    ('R+ViT-Ti_16', 64, 4), ('R26+ViT-S_32', 64, 4), ('R50+ViT-B_16', 32, 4),
-    ('R50+ViT-L_32', 64, 4)])
+@pytest.mark.parametrize(
+  'name,size,tokens',
+  [
+    ('R+ViT-Ti_16', 64, 4),
+    ('R26+ViT-S_32', 64, 4),
+    ('R50+ViT-B_16', 32, 4),
+    ('R50+ViT-L_32', 64, 4),
+  ],
+)
 def test_hybrid_token_grid(name, size, tokens):
   model = models.get_model(name, num_classes=3, num_layers=1, classifier='unpooled')
   images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
@@ -125,9 +150,17 @@ def test_hybrid_token_grid(name, size, tokens):
 
 def test_hybrid_and_mixer_run():
   images = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype(np.float32)
-  for model in [models.get_model('R+ViT-Ti_16', num_classes=0, num_layers=1),
-                models.get_model('Mixer-B_32', num_classes=0, num_blocks=1, hidden_dim=32,
-                                 tokens_mlp_dim=8, channels_mlp_dim=16)]:
+  for model in [
+    models.get_model('R+ViT-Ti_16', num_classes=0, num_layers=1),
+    models.get_model(
+      'Mixer-B_32',
+      num_classes=0,
+      num_blocks=1,
+      hidden_dim=32,
+      tokens_mlp_dim=8,
+      channels_mlp_dim=16,
+    ),
+  ]:
     variables = jax.jit(model.init)(jax.random.key(0), images)
     features = jax.jit(model.apply)(variables, images)
     assert features.shape == (2, 192 if model.model_name == 'R+ViT-Ti_16' else 32)
@@ -138,9 +171,12 @@ def test_sincos_embedding_values():
   pe = posemb.sincos_2d(3, 5, 8)
   assert pe.shape == (15, 8)
   # Token (row 1, col 2): channels = sin/cos of col*omega, then sin/cos of row*omega.
-  omega = 1 / 10_000**np.array([0.0, 1.0])
-  np.testing.assert_allclose(pe[1 * 5 + 2], np.concatenate(
-      [np.sin(2 * omega), np.cos(2 * omega), np.sin(1 * omega), np.cos(1 * omega)]), rtol=1e-6)
+  omega = 1 / 10_000 ** np.array([0.0, 1.0])
+  np.testing.assert_allclose(
+    pe[1 * 5 + 2],
+    np.concatenate([np.sin(2 * omega), np.cos(2 * omega), np.sin(1 * omega), np.cos(1 * omega)]),
+    rtol=1e-6,
+  )
 
 
 def test_relative_position_index_is_a_function_of_the_offset():
@@ -158,11 +194,10 @@ def test_relative_bias_changes_attention_by_offset():
   model = tiny(posemb='relative_bias', classifier='gap', num_classes=0)
   variables = nn.meta.unbox(model.init(jax.random.key(0), IMAGES))
   bumped = jax.tree_util.tree_map_with_path(
-      lambda p, x: x + 1.0 if 'relative_position_bias' in jax.tree_util.keystr(p) else x,
-      variables)
+    lambda p, x: x + 1.0 if 'relative_position_bias' in jax.tree_util.keystr(p) else x, variables
+  )
   # A constant bias on all offsets leaves softmax unchanged; a single entry does not.
-  np.testing.assert_allclose(model.apply(bumped, IMAGES), model.apply(variables, IMAGES),
-                             atol=1e-5)
+  np.testing.assert_allclose(model.apply(bumped, IMAGES), model.apply(variables, IMAGES), atol=1e-5)
   table = variables['params']['Transformer']['encoderblock_0']['MultiHeadDotProductAttention_1']
   table['relative_position_bias'] = table['relative_position_bias'].at[10].add(5.0)
   assert np.abs(model.apply(variables, IMAGES) - model.apply(bumped, IMAGES)).max() > 1e-3
@@ -178,20 +213,38 @@ def test_attention_dropout_path_matches_fused_path_without_dropout():
   np.testing.assert_allclose(explicit, fused, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize('build,images,message', [
-    (lambda: models.get_model('ViT-Ti_16', num_classes=2), np.zeros((1, 40, 32, 3)),
-     'not divisible by the patch stride 16'),
-    (lambda: models.get_model('ViT-Ti_16', num_classes=2), np.zeros((1, 32, 32, 1)),
-     'expects 3-channel RGB images, got 1 channels'),
-    (lambda: models.get_model('R50+ViT-B_16', num_classes=2), np.zeros((1, 56, 56, 3)),
-     'not divisible by the patch stride 16'),
-    (lambda: models.get_model('Mixer-B_32', num_classes=2), np.zeros((1, 32, 32, 4)),
-     'expects 3-channel RGB images, got 4 channels'),
-    (lambda: models.get_model('ViT-Ti_16', num_classes=2), np.zeros((32, 32, 3)),
-     'expects NHWC images of rank 4'),
+@pytest.mark.parametrize(
+  'build,images,message',
+  [
+    (
+      lambda: models.get_model('ViT-Ti_16', num_classes=2),
+      np.zeros((1, 40, 32, 3)),
+      'not divisible by the patch stride 16',
+    ),
+    (
+      lambda: models.get_model('ViT-Ti_16', num_classes=2),
+      np.zeros((1, 32, 32, 1)),
+      'expects 3-channel RGB images, got 1 channels',
+    ),
+    (
+      lambda: models.get_model('R50+ViT-B_16', num_classes=2),
+      np.zeros((1, 56, 56, 3)),
+      'not divisible by the patch stride 16',
+    ),
+    (
+      lambda: models.get_model('Mixer-B_32', num_classes=2),
+      np.zeros((1, 32, 32, 4)),
+      'expects 3-channel RGB images, got 4 channels',
+    ),
+    (
+      lambda: models.get_model('ViT-Ti_16', num_classes=2),
+      np.zeros((32, 32, 3)),
+      'expects NHWC images of rank 4',
+    ),
     (lambda: tiny(classifier='cls'), IMAGES, "unknown classifier 'cls'"),
     (lambda: tiny(posemb='learned'), IMAGES, "unknown posemb 'learned'"),
-])
+  ],
+)
 def test_bad_input_gives_one_clear_line(build, images, message):
   with pytest.raises(ValueError, match=message) as e:
     build().init(jax.random.key(0), images)
@@ -199,8 +252,9 @@ def test_bad_input_gives_one_clear_line(build, images, message):
 
 
 def test_unknown_model_name_lists_valid_names():
-  with pytest.raises(ValueError, match="Unknown model 'ViT-X_16'; valid names: BiT-R50x1, "
-                     "Mixer-B_16.*ViT-B_16,") as e:
+  with pytest.raises(
+    ValueError, match="Unknown model 'ViT-X_16'; valid names: BiT-R50x1, Mixer-B_16.*ViT-B_16,"
+  ) as e:
     models.get_model('ViT-X_16')
   assert '\n' not in str(e.value)
   with pytest.raises(ValueError, match=r"no field\(s\) \['hiden_size'\]"):

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vit_jax.models import layouts
 from vit_jax import models
 from vit_jax.analysis import capture
+from vit_jax.models import layouts
 
 TINY = dict(patch_size=(4, 4), hidden_size=16, num_layers=2, num_heads=2, mlp_dim=24)
 IMAGES = np.random.default_rng(0).uniform(-1, 1, (2, 8, 12, 3)).astype(np.float32)
@@ -28,32 +28,37 @@ def _params(model, seed=0):
 
 def _numpy_weights(params, block, x):
   """softmax(q k^T / sqrt(H)) per head for the LayerNorm'ed block input x [B, T, D], float64."""
-  p = jax.tree.map(lambda a: np.asarray(a, np.float64),
-                   params['params']['Transformer'][block])
+  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params['params']['Transformer'][block])
   ln = p['LayerNorm_0']
   x = np.asarray(x, np.float64)
   y = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-6)
   y = y * ln['scale'] + ln['bias']
   att = p['MultiHeadDotProductAttention_1']
-  q, k = (np.einsum('btd,dnh->btnh', y, att[n]['kernel']) + att[n]['bias']
-          for n in ('query', 'key'))
+  q, k = (
+    np.einsum('btd,dnh->btnh', y, att[n]['kernel']) + att[n]['bias'] for n in ('query', 'key')
+  )
   logits = np.einsum('btnh,bsnh->bnts', q, k) / np.sqrt(q.shape[-1])
   weights = np.exp(logits - logits.max(-1, keepdims=True))
   return weights / weights.sum(-1, keepdims=True)
 
 
 @pytest.mark.parametrize('impl', ['per_head', 'xla'])
-@pytest.mark.parametrize('classifier,posemb', [('token', 'learn'), ('gap', 'relative'),
-                                               ('map', 'relative_bias')])
-def test_attention_weights_and_residual_stream_match_a_numpy_reference(impl, classifier,
-                                                                       posemb):
+@pytest.mark.parametrize(
+  'classifier,posemb', [('token', 'learn'), ('gap', 'relative'), ('map', 'relative_bias')]
+)
+def test_attention_weights_and_residual_stream_match_a_numpy_reference(impl, classifier, posemb):
   model = tiny(classifier=classifier, posemb=posemb, attention_impl=impl)
   params = _params(model)
   got = capture.run(model, params, IMAGES)
   prefix = 1 if classifier == 'token' else 0
   tokens = prefix + 2 * 3
-  assert got.names == ['embedding', 'block_0/attention', 'block_0/mlp', 'block_1/attention',
-                       'block_1/mlp']
+  assert got.names == [
+    'embedding',
+    'block_0/attention',
+    'block_0/mlp',
+    'block_1/attention',
+    'block_1/mlp',
+  ]
   assert got.geometry == capture.Geometry((2, 3), 4, prefix)
   assert [r.shape for r in got.residual] == [(2, tokens, 16)] * 5
   assert [a.shape for a in got.attention] == [(2, 2, tokens, tokens)] * 2
@@ -71,8 +76,11 @@ def test_scanned_and_rematerialised_blocks_give_the_looped_values():
   looped = tiny(posemb='relative')
   params = _params(looped)
   reference = capture.run(looped, params, IMAGES)
-  for kw in [dict(scan=True), dict(remat_policy='nothing_saveable'),
-             dict(scan=True, remat_policy='dots_saveable')]:
+  for kw in [
+    dict(scan=True),
+    dict(remat_policy='nothing_saveable'),
+    dict(scan=True, remat_policy='dots_saveable'),
+  ]:
     model = tiny(posemb='relative', **kw)
     p = params
     if kw.get('scan'):
@@ -84,12 +92,24 @@ def test_scanned_and_rematerialised_blocks_give_the_looped_values():
 
 
 def test_mixer_sows_its_residual_stream():
-  model = models.get_model('Mixer-B_16', num_classes=3, num_blocks=2, hidden_dim=8,
-                           tokens_mlp_dim=4, channels_mlp_dim=8, patch_size=(4, 4))
+  model = models.get_model(
+    'Mixer-B_16',
+    num_classes=3,
+    num_blocks=2,
+    hidden_dim=8,
+    tokens_mlp_dim=4,
+    channels_mlp_dim=8,
+    patch_size=(4, 4),
+  )
   got = capture.run(model, _params(model), IMAGES)
   assert got.attention == []
-  assert got.names == ['embedding', 'block_0/token_mixing', 'block_0/channel_mixing',
-                       'block_1/token_mixing', 'block_1/channel_mixing']
+  assert got.names == [
+    'embedding',
+    'block_0/token_mixing',
+    'block_0/channel_mixing',
+    'block_1/token_mixing',
+    'block_1/channel_mixing',
+  ]
   assert got.kinds[1:3] == ['token_mixing', 'channel_mixing']
   assert [r.shape for r in got.residual] == [(2, 6, 8)] * 5
 
@@ -102,8 +122,11 @@ def test_nothing_is_sown_or_computed_when_intermediates_are_not_asked_for():
   out = model.apply(params, IMAGES)
   assert not isinstance(out, tuple)
   forward = jax.jit(model.apply).lower(params, IMAGES).as_text()
-  captured = jax.jit(lambda p, x: model.apply(p, x, mutable=['intermediates'])).lower(
-      params, IMAGES).as_text()
+  captured = (
+    jax.jit(lambda p, x: model.apply(p, x, mutable=['intermediates']))
+    .lower(params, IMAGES)
+    .as_text()
+  )
   # One exponential per head and block (the softmax), 2 x 2 = 4; the capturing pass adds the
   # separately computed weights (one batched softmax per block).
   assert forward.count('stablehlo.exponential') == 4

@@ -11,9 +11,9 @@ import jax
 import numpy as np
 import pytest
 
+from vit_jax import models
 from vit_jax.weights import released
 from vit_jax.weights import tree
-from vit_jax import models
 
 PATCH, SIZE, D, HEADS, MLP, LAYERS, REPR, CLASSES = 4, 16, 8, 2, 12, 2, 6, 5
 
@@ -21,13 +21,16 @@ PATCH, SIZE, D, HEADS, MLP, LAYERS, REPR, CLASSES = 4, 16, 8, 2, 12, 2, 6, 5
 def released_weights(rng, classifier='token', representation=True):
   """Random weights, keyed exactly as in a released ViT `.npz` file."""
   w = lambda *shape: rng.normal(0.0, 0.4, shape)
-  tokens = (SIZE // PATCH)**2 + (classifier == 'token')
+  tokens = (SIZE // PATCH) ** 2 + (classifier == 'token')
   hd = D // HEADS
   flat = {
-      'embedding/kernel': w(PATCH, PATCH, 3, D), 'embedding/bias': w(D),
-      'Transformer/posembed_input/pos_embedding': w(1, tokens, D),
-      'Transformer/encoder_norm/scale': 1 + w(D), 'Transformer/encoder_norm/bias': w(D),
-      'head/kernel': w(REPR if representation else D, CLASSES), 'head/bias': w(CLASSES),
+    'embedding/kernel': w(PATCH, PATCH, 3, D),
+    'embedding/bias': w(D),
+    'Transformer/posembed_input/pos_embedding': w(1, tokens, D),
+    'Transformer/encoder_norm/scale': 1 + w(D),
+    'Transformer/encoder_norm/bias': w(D),
+    'head/kernel': w(REPR if representation else D, CLASSES),
+    'head/bias': w(CLASSES),
   }
   if classifier == 'token':
     flat['cls'] = w(1, 1, D)
@@ -49,7 +52,7 @@ def released_weights(rng, classifier='token', representation=True):
 
 def layer_norm(x, p, name):
   mu = x.mean(-1, keepdims=True)
-  var = ((x - mu)**2).mean(-1, keepdims=True)
+  var = ((x - mu) ** 2).mean(-1, keepdims=True)
   return (x - mu) / np.sqrt(var + 1e-6) * p[name + '/scale'] + p[name + '/bias']
 
 
@@ -76,8 +79,10 @@ def numpy_vit(images, p, classifier='token', representation=True):
     b = f'Transformer/encoderblock_{i}/'
     att = b + 'MultiHeadDotProductAttention_1/'
     y = layer_norm(x, p, b + 'LayerNorm_0')
-    q, k, v = (np.einsum('nld,dhk->nlhk', y, p[att + t + '/kernel']) + p[att + t + '/bias']
-               for t in ('query', 'key', 'value'))
+    q, k, v = (
+      np.einsum('nld,dhk->nlhk', y, p[att + t + '/kernel']) + p[att + t + '/bias']
+      for t in ('query', 'key', 'value')
+    )
     weights = softmax(np.einsum('nqhk,nshk->nhqs', q, k) / np.sqrt(D // HEADS))
     heads = np.einsum('nhqs,nshk->nqhk', weights, v)
     x = x + np.einsum('nqhk,hkd->nqd', heads, p[att + 'out/kernel']) + p[att + 'out/bias']
@@ -94,9 +99,15 @@ def numpy_vit(images, p, classifier='token', representation=True):
 
 def tiny_vit(classifier, representation):
   return models.VisionTransformer(
-      num_classes=CLASSES, patch_size=(PATCH, PATCH), hidden_size=D, num_layers=LAYERS,
-      num_heads=HEADS, mlp_dim=MLP, classifier=classifier,
-      representation_size=REPR if representation else None)
+    num_classes=CLASSES,
+    patch_size=(PATCH, PATCH),
+    hidden_size=D,
+    num_layers=LAYERS,
+    num_heads=HEADS,
+    mlp_dim=MLP,
+    classifier=classifier,
+    representation_size=REPR if representation else None,
+  )
 
 
 @pytest.mark.parametrize('classifier,representation', [('token', True), ('gap', False)])
@@ -124,7 +135,8 @@ def test_logits_match_numpy_reference(tmp_path, classifier, representation):
 def test_model_init_tree_has_exactly_the_released_keys():
   rng = np.random.default_rng(0)
   flat = released_weights(rng)
-  variables = jax.eval_shape(tiny_vit('token', True).init, jax.random.key(0),
-                             np.zeros((1, SIZE, SIZE, 3), np.float32))
+  variables = jax.eval_shape(
+    tiny_vit('token', True).init, jax.random.key(0), np.zeros((1, SIZE, SIZE, 3), np.float32)
+  )
   shapes = {k: v.shape for k, v in tree.flatten(variables['params']).items()}
   assert shapes == {k: v.shape for k, v in flat.items()}

@@ -9,40 +9,41 @@ from vit_jax import models
 
 # 224x224 inputs, 1000 classes; numbers of the original google-research/vision_transformer.
 EXPECTED = {
-    'ViT-Ti_16': 5_717_416,
-    'ViT-S_16': 22_050_664,
-    'ViT-S_32': 22_878_952,
-    'ViT-B_16': 86_567_656,
-    'ViT-B_32': 88_224_232,
-    'ViT-B_8': 86_576_872,
-    'ViT-L_16': 304_326_632,
-    'ViT-L_32': 306_535_400,
-    'ViT-H_14': 632_045_800,
-    # -gap-norep: no class token, so one position-embedding row and `cls` fewer (2 * width).
-    'ViT-S_16-gap-norep': 22_050_664 - 2 * 384,
-    'ViT-S_32-gap-norep': 22_878_952 - 2 * 384,
-    'ViT-B_16-gap-norep': 86_566_120,
-    'ViT-B_32-gap-norep': 88_224_232 - 2 * 768,
-    'R+ViT-Ti_16': 6_337_704,
-    'R50+ViT-B_16': 98_659_112,
-    'R26+ViT-B_32': 101_383_976,
-    'R26+ViT-S_32': 36_431_912,
-    'R50+ViT-L_32': 328_994_856,
-    'Mixer-B_16': 59_880_472,
-    'Mixer-B_32': 60_293_428,
-    'Mixer-L_16': 208_196_168,
-    # A ResNet-50's count (torchvision's, too: GroupNorm has BatchNorm's two vectors).
-    'BiT-R50x1': 25_557_032,
-    'ResNet-tiny': 476_728,  # 256 features -> 1000 classes: 257,000 of them in the head.
-    'testing': 21_500,
-    'testing-unpooled': 21_370,
+  'ViT-Ti_16': 5_717_416,
+  'ViT-S_16': 22_050_664,
+  'ViT-S_32': 22_878_952,
+  'ViT-B_16': 86_567_656,
+  'ViT-B_32': 88_224_232,
+  'ViT-B_8': 86_576_872,
+  'ViT-L_16': 304_326_632,
+  'ViT-L_32': 306_535_400,
+  'ViT-H_14': 632_045_800,
+  # -gap-norep: no class token, so one position-embedding row and `cls` fewer (2 * width).
+  'ViT-S_16-gap-norep': 22_050_664 - 2 * 384,
+  'ViT-S_32-gap-norep': 22_878_952 - 2 * 384,
+  'ViT-B_16-gap-norep': 86_566_120,
+  'ViT-B_32-gap-norep': 88_224_232 - 2 * 768,
+  'R+ViT-Ti_16': 6_337_704,
+  'R50+ViT-B_16': 98_659_112,
+  'R26+ViT-B_32': 101_383_976,
+  'R26+ViT-S_32': 36_431_912,
+  'R50+ViT-L_32': 328_994_856,
+  'Mixer-B_16': 59_880_472,
+  'Mixer-B_32': 60_293_428,
+  'Mixer-L_16': 208_196_168,
+  # A ResNet-50's count (torchvision's, too: GroupNorm has BatchNorm's two vectors).
+  'BiT-R50x1': 25_557_032,
+  'ResNet-tiny': 476_728,  # 256 features -> 1000 classes: 257,000 of them in the head.
+  'testing': 21_500,
+  'testing-unpooled': 21_370,
 }
 
 
 def count_params(name, num_classes=1000, size=224):
   model = models.get_model(name, num_classes=num_classes)
   shapes = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False))
+    lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=False)
+  )
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes['params']))
 
 

@@ -16,16 +16,15 @@ import numpy as np
 import pytest
 
 from helpers import load_config
-from vit_jax.train import config as config_lib
-from vit_jax.models import layouts
 from vit_jax import models
+from vit_jax.models import layouts
 from vit_jax.system import sharding
-from vit_jax.train import throughput
+from vit_jax.train import config as config_lib
 from vit_jax.train import loop
 from vit_jax.train import setup_run
+from vit_jax.train import throughput
 
-TINY = dict(num_classes=5, patch_size=(4, 4), hidden_size=16, num_layers=3, num_heads=2,
-            mlp_dim=24)
+TINY = dict(num_classes=5, patch_size=(4, 4), hidden_size=16, num_layers=3, num_heads=2, mlp_dim=24)
 IMAGES = np.random.default_rng(0).uniform(-1, 1, (4, 16, 16, 3)).astype(np.float32)
 LABELS = np.array([0, 1, 2, 3])
 
@@ -39,28 +38,34 @@ def random_params(model, seed=0):
   shapes = nn.meta.unbox(jax.eval_shape(model.init, jax.random.key(0), IMAGES)['params'])
   leaves, tree = jax.tree.flatten(shapes)
   rng = np.random.default_rng(seed)
-  return jax.tree.unflatten(tree, [rng.normal(0, 0.3, x.shape).astype(np.float32)
-                                   for x in leaves])
+  return jax.tree.unflatten(tree, [rng.normal(0, 0.3, x.shape).astype(np.float32) for x in leaves])
 
 
 def logits_and_grads(model, params, train=False, rng=None):
   def loss(p):
-    logits = model.apply({'params': p}, IMAGES, train=train,
-                         rngs={'dropout': rng} if rng is not None else None)
+    logits = model.apply(
+      {'params': p}, IMAGES, train=train, rngs={'dropout': rng} if rng is not None else None
+    )
     return jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), LABELS]), logits
+
   (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
   return np.asarray(logits), grads
 
 
 def max_diff(a, b):
-  return max(float(np.abs(np.asarray(x) - np.asarray(y)).max())
-             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return max(
+    float(np.abs(np.asarray(x) - np.asarray(y)).max())
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  )
 
 
-@pytest.mark.parametrize('kw', [
+@pytest.mark.parametrize(
+  'kw',
+  [
     dict(classifier='token', posemb='learn', representation_size=6),
     dict(classifier='map', posemb='relative_bias'),
-])
+  ],
+)
 def test_scan_equals_loop_logits_and_grads(kw):
   params = random_params(tiny(**kw))
   logits, grads = logits_and_grads(tiny(**kw), params)
@@ -78,10 +83,14 @@ def test_scan_equals_loop_logits_and_grads(kw):
 def test_remat_policies_give_the_same_gradients():
   params = random_params(tiny())
   _, reference = logits_and_grads(tiny(), params)
-  for scan, policy in [(False, 'dots_saveable'), (True, 'nothing_saveable'),
-                       (True, 'dots_with_no_batch_dims_saveable')]:
-    _, grads = logits_and_grads(tiny(scan=scan, remat_policy=policy),
-                                layouts.to_scan(params) if scan else params)
+  for scan, policy in [
+    (False, 'dots_saveable'),
+    (True, 'nothing_saveable'),
+    (True, 'dots_with_no_batch_dims_saveable'),
+  ]:
+    _, grads = logits_and_grads(
+      tiny(scan=scan, remat_policy=policy), layouts.to_scan(params) if scan else params
+    )
     assert max_diff(layouts.to_loop(grads), reference) < 1e-6, (scan, policy)
 
 
@@ -89,9 +98,12 @@ def test_unknown_remat_policy_is_one_clear_line(tmp_path):
   with pytest.raises(ValueError, match=r"unknown remat_policy 'dots'; choose one of \('none', "):
     jax.eval_shape(tiny(remat_policy='dots').init, jax.random.key(0), IMAGES)
   config = load_config('default', model__remat_policy='dots', model__scan=True)
-  with pytest.raises(setup_run.ConfigError, match=r"^config.model.remat_policy='dots'; use one "
-                     r"of \('none', 'nothing_saveable', 'dots_saveable', "
-                     r"'dots_with_no_batch_dims_saveable'\)\.$"):
+  with pytest.raises(
+    setup_run.ConfigError,
+    match=r"^config.model.remat_policy='dots'; use one "
+    r"of \('none', 'nothing_saveable', 'dots_saveable', "
+    r"'dots_with_no_batch_dims_saveable'\)\.$",
+  ):
     setup_run.build(config, str(tmp_path))
 
 
@@ -101,11 +113,13 @@ def test_stochastic_depth_rates_grow_linearly_over_scanned_layers():
   kw = dict(TINY, num_layers=2, stochastic_depth=1.0, classifier='gap')
   params = random_params(tiny(**kw))
   run = lambda model, p, train: jax.jit(functools.partial(model.apply, train=train))(
-      {'params': p}, IMAGES, rngs={'dropout': jax.random.key(7)})
+    {'params': p}, IMAGES, rngs={'dropout': jax.random.key(7)}
+  )
   loop_out = run(tiny(**kw), params, True)
   scan_out = run(tiny(**{**kw, 'scan': True}), layouts.to_scan(params), True)
-  one_layer = dict(params, Transformer={
-      k: v for k, v in params['Transformer'].items() if k != 'encoderblock_1'})
+  one_layer = dict(
+    params, Transformer={k: v for k, v in params['Transformer'].items() if k != 'encoderblock_1'}
+  )
   expected = run(tiny(**{**kw, 'num_layers': 1}), one_layer, False)
   np.testing.assert_allclose(loop_out, expected, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(scan_out, expected, rtol=1e-5, atol=1e-6)
@@ -115,15 +129,25 @@ def test_stochastic_depth_rates_grow_linearly_over_scanned_layers():
 def mask_fn(model):
   """seed -> per layer, the zero pattern of the MLP's hidden dropout [layers, B, T, mlp]
   (GELU is never exactly 0, so zeros are dropped units)."""
-  apply = jax.jit(functools.partial(
-      model.apply, train=True, mutable=['intermediates'],
-      capture_intermediates=lambda m, _: isinstance(m, nn.Dropout)))
+  apply = jax.jit(
+    functools.partial(
+      model.apply,
+      train=True,
+      mutable=['intermediates'],
+      capture_intermediates=lambda m, _: isinstance(m, nn.Dropout),
+    )
+  )
 
   def masks(params, seed):
     _, state = apply({'params': params}, IMAGES, rngs={'dropout': jax.random.key(seed)})
     blocks = layouts.to_loop(state['intermediates'])['Transformer']
-    return np.stack([np.asarray(blocks[f'encoderblock_{i}']['MlpBlock_3']['Dropout_0'][
-        '__call__'][0]) == 0 for i in range(TINY['num_layers'])])
+    return np.stack(
+      [
+        np.asarray(blocks[f'encoderblock_{i}']['MlpBlock_3']['Dropout_0']['__call__'][0]) == 0
+        for i in range(TINY['num_layers'])
+      ]
+    )
+
   return masks
 
 
@@ -150,7 +174,8 @@ def test_scanned_params_have_a_layers_axis_that_stays_unsharded():
   mesh = sharding.make_mesh({'data': 2, 'fsdp': 4, 'model': 1})
   rules = config_lib.SHARDING_RULES['fsdp']
   assert sharding.logical_to_spec(kernel.names, kernel.value.shape, mesh, rules) == (
-      jax.sharding.PartitionSpec(None, 'fsdp'))
+    jax.sharding.PartitionSpec(None, 'fsdp')
+  )
 
 
 class Recorder:
@@ -172,23 +197,32 @@ def test_logged_flops_of_a_scanned_run_count_every_layer(tmp_path, digits_data_d
   # little, so the count is within 1% once matmuls dominate (as in real models; ViT-L: 0.2%).
   flops, xla_only = {}, {}
   for scan in (False, True):
-    config = load_config('default', data_dir=digits_data_dir, model__scan=scan,
-                         model__hidden_size=128, model__mlp_dim=512)
+    config = load_config(
+      'default',
+      data_dir=digits_data_dir,
+      model__scan=scan,
+      model__hidden_size=128,
+      model__mlp_dim=512,
+    )
     run = setup_run.build(config, str(tmp_path / str(scan)))
     assert layouts.layout_of(run.abstract_state.params) == ('scan' if scan else 'loop')
-    batch = {'image': jax.ShapeDtypeStruct((128, 16, 16, 3), jnp.float32,
-                                           sharding=run.batch_sharding),
-             'label': jax.ShapeDtypeStruct((128,), jnp.int32, sharding=run.batch_sharding)}
+    batch = {
+      'image': jax.ShapeDtypeStruct((128, 16, 16, 3), jnp.float32, sharding=run.batch_sharding),
+      'label': jax.ShapeDtypeStruct((128,), jnp.int32, sharding=run.batch_sharding),
+    }
     writer = Recorder()
     with sharding.activate(run.mesh, run.rules):
       train_step, _ = loop.jit_steps(run)
-      compiled, flops[scan], _ = loop._compile_train_step(  # pylint: disable=protected-access
-          run, train_step, run.abstract_state, batch, writer, 0)
+      compiled, flops[scan], _ = loop._compile_train_step(
+        run, train_step, run.abstract_state, batch, writer, 0
+      )
     assert writer.scalars['train/step_flops_per_device'] == flops[scan]
     assert ('(scanned layers: all 4 counted, XLA counts one)' in writer.lines[0]) == scan
     xla_only[scan] = throughput.step_flops_per_device(compiled)
   assert xla_only[True] < 0.5 * xla_only[False]  # XLA alone counts one scanned layer of 4.
   assert flops[False] == xla_only[False]
-  print(f'FLOPs per device: loop {flops[False]:.4g}, scan {flops[True]:.4g} (XLA alone '
-        f'{xla_only[True]:.4g}); scan / loop - 1 = {flops[True] / flops[False] - 1:+.2%}')
+  print(
+    f'FLOPs per device: loop {flops[False]:.4g}, scan {flops[True]:.4g} (XLA alone '
+    f'{xla_only[True]:.4g}); scan / loop - 1 = {flops[True] / flops[False] - 1:+.2%}'
+  )
   assert flops[True] == pytest.approx(flops[False], rel=0.01)

@@ -8,12 +8,28 @@ import sys
 
 import pytest
 
-CORE_MODULES = ['vit_jax', 'vit_jax.models', 'vit_jax.weights.released', 'vit_jax.weights.fit',
-                'vit_jax.weights.resample', 'vit_jax.system.sharding', 'vit_jax.train.step',
-                'vit_jax.train.loop', 'vit_jax.run.orbax_io', 'vit_jax.run.workdir',
-                'vit_jax.train.metrics', 'vit_jax.main', 'vit_jax.inference_time', 'vit_jax.data',
-                'vit_jax.predict', 'vit_jax.inference.predictor', 'vit_jax.weights.sources',
-                'vit_jax.export', 'vit_jax.analysis.report', 'vit_jax.experiment']
+CORE_MODULES = [
+  'vit_jax',
+  'vit_jax.models',
+  'vit_jax.weights.released',
+  'vit_jax.weights.fit',
+  'vit_jax.weights.resample',
+  'vit_jax.system.sharding',
+  'vit_jax.train.step',
+  'vit_jax.train.loop',
+  'vit_jax.run.orbax_io',
+  'vit_jax.run.workdir',
+  'vit_jax.train.metrics',
+  'vit_jax.main',
+  'vit_jax.inference_time',
+  'vit_jax.data',
+  'vit_jax.predict',
+  'vit_jax.inference.predictor',
+  'vit_jax.weights.sources',
+  'vit_jax.export',
+  'vit_jax.analysis.report',
+  'vit_jax.experiment',
+]
 # More commands: each defines absl flags that clash with main's when imported together, so
 # they are only checked one per process (for TensorFlow).
 COMMANDS = ['vit_jax.analyze', 'vit_jax.sweep']
@@ -22,12 +38,15 @@ TORCH_WORLD = ('torch', 'transformers', 'safetensors', 'timm')
 
 def _assert_imports_none_of(modules, packages):
   """Imports `modules` in a fresh interpreter; fails if any of `packages` got imported."""
-  code = (f'import sys, {", ".join(modules)}\n'
-          f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {tuple(packages)})\n"
-          'print(loaded[:5])\n'
-          'sys.exit(1 if loaded else 0)\n')
-  result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                          timeout=120, check=False)
+  code = (
+    f'import sys, {", ".join(modules)}\n'
+    f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {tuple(packages)})\n"
+    'print(loaded[:5])\n'
+    'sys.exit(1 if loaded else 0)\n'
+  )
+  result = subprocess.run(
+    [sys.executable, '-c', code], capture_output=True, text=True, timeout=120, check=False
+  )
   assert result.returncode == 0, f'{modules} imported: {result.stdout}{result.stderr}'
 
 
@@ -39,7 +58,7 @@ def test_core_module_does_not_import_tensorflow(module):
 def test_core_works_with_tensorflow_unimportable():
   # None in sys.modules makes `import tensorflow` fail and find_spec() report it absent,
   # as on a machine (like the GPU image) where TensorFlow is not installed.
-  code = '''
+  code = """
 import sys
 sys.modules['tensorflow'] = sys.modules['tensorflow_datasets'] = None
 import jax, numpy as np
@@ -70,12 +89,14 @@ io.close()
 restored, _ = orbax_io.CheckpointIO('DIR/run').restore(abstract)
 loaded = sorted(m for m, v in sys.modules.items() if m.startswith('tensorflow') and v)
 print(int(restored.step), loaded)
-'''
-  import tempfile  # pylint: disable=g-import-not-at-top
+"""
+  import tempfile
+
   with tempfile.TemporaryDirectory() as tmp:
     code = code.replace('PATH', f'{tmp}/m.npz').replace('DIR', tmp)
-    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                            timeout=300, check=False)
+    result = subprocess.run(
+      [sys.executable, '-c', code], capture_output=True, text=True, timeout=300, check=False
+    )
   assert result.returncode == 0, result.stderr[-2000:]
   assert '(1, 3)' in result.stdout and result.stdout.strip().endswith('1 []')
 
@@ -88,7 +109,7 @@ def test_safetensors_in_and_hf_out_work_without_torch():
   # A timm state_dict in .safetensors is read without torch (the safetensors library's NumPy
   # API) and
   # exported to a Hugging Face folder; a .pth says that it needs torch.
-  code = '''
+  code = """
 import sys
 sys.modules['torch'] = sys.modules['transformers'] = sys.modules['timm'] = None
 import numpy as np
@@ -115,13 +136,19 @@ except ValueError as e:
   print(e)
 loaded = sorted(m for m, v in sys.modules.items() if m.split('.')[0] in ('torch', 'timm') and v)
 print(loaded)
-'''
-  import tempfile  # pylint: disable=g-import-not-at-top
+"""
+  import tempfile
+
   with tempfile.TemporaryDirectory() as tmp:
     open(f'{tmp}/w.pth', 'wb').close()
     os.mkdir(f'{tmp}/timm')
-    result = subprocess.run([sys.executable, '-c', code.replace('DIR', tmp)],
-                            capture_output=True, text=True, timeout=300, check=False)
+    result = subprocess.run(
+      [sys.executable, '-c', code.replace('DIR', tmp)],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+    )
   assert result.returncode == 0, result.stderr[-2000:]
   lines = result.stdout.strip().splitlines()
   assert lines[0].startswith('transformers.ViTForImageClassification.from_pretrained(')

@@ -12,22 +12,22 @@ import sys
 import flax
 import jax
 import numpy as np
-import pytest
 from PIL import Image
+import pytest
 
 from helpers import load_config
 from helpers import ROOT
-from vit_jax.weights import released
-from vit_jax.train import config as config_lib
-from vit_jax.inference import labels
 from vit_jax import models
+from vit_jax import predict
+from vit_jax.inference import labels
+from vit_jax.inference import predictor as predictor_lib
+from vit_jax.models import layers
 from vit_jax.run import orbax_io
 from vit_jax.run import workdir as workdir_lib
-from vit_jax import predict
-from vit_jax.inference import predictor as predictor_lib
+from vit_jax.train import config as config_lib
 from vit_jax.train import loop
 from vit_jax.train import setup_run
-from vit_jax.models import layers
+from vit_jax.weights import released
 
 # Class folder names whose sorted order (eight, five, four, ...) is not the digits' order, so
 # a name taken from the wrong place cannot pass for the right one.
@@ -38,7 +38,8 @@ STEPS = 60
 
 
 def _write_digits(root, split, indices):
-  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+  from sklearn.datasets import load_digits
+
   digits = load_digits()
   for i in indices:
     folder = root / split / NAMES[digits.target[i]]
@@ -55,10 +56,20 @@ def trained(tmp_path_factory):
   _write_digits(root, 'train', range(400))
   _write_digits(root, 'test', range(1500, 1500 + NUM_TEST))
   workdir = tmp_path_factory.mktemp('run')
-  config = load_config('default', dataset=str(root), total_steps=STEPS, warmup_steps=10,
-                       batch=64, batch_eval=64, progress_every=STEPS, eval_every=STEPS,
-                       checkpoint_every=STEPS, base_lr=3e-3, pp__area_min=1.0,
-                       shuffle_buffer=400)
+  config = load_config(
+    'default',
+    dataset=str(root),
+    total_steps=STEPS,
+    warmup_steps=10,
+    batch=64,
+    batch_eval=64,
+    progress_every=STEPS,
+    eval_every=STEPS,
+    checkpoint_every=STEPS,
+    base_lr=3e-3,
+    pp__area_min=1.0,
+    shuffle_buffer=400,
+  )
   loop.train_and_evaluate(setup_run.build(config, str(workdir)))
   return workdir, root, config
 
@@ -66,8 +77,7 @@ def trained(tmp_path_factory):
 @functools.partial(jax.jit, static_argnums=0)
 def _softmax(model, params, images):
   """Reference probabilities: the model on uint8 images as the train loop's eval step sees them."""
-  return jax.nn.softmax(model.apply({'params': params}, layers.model_input(images),
-                                    train=False))
+  return jax.nn.softmax(model.apply({'params': params}, layers.model_input(images), train=False))
 
 
 def _images(root):
@@ -77,29 +87,37 @@ def _images(root):
 def test_training_writes_labels_json(trained):
   workdir, root, _ = trained
   recorded = json.loads((workdir / workdir_lib.LABELS).read_text())
-  assert recorded == {'dataset': str(root), 'num_classes': 10, 'class_names': SORTED,
-                      'eval_preprocess': {'crop': 16, 'resize_mode': 'resize',
-                                          'resize_small': None}}
+  assert recorded == {
+    'dataset': str(root),
+    'num_classes': 10,
+    'class_names': SORTED,
+    'eval_preprocess': {'crop': 16, 'resize_mode': 'resize', 'resize_small': None},
+  }
 
 
 def test_probabilities_match_the_eval_pipeline(trained):
-  from vit_jax import data  # pylint: disable=g-import-not-at-top
+  from vit_jax import data
+
   workdir, root, config = trained
   # The run's own evaluation path: its eval iterator (uint8 pixels, as the loop reads them)
   # and the model applied to layers.model_input, with the params of the saved checkpoint.
-  batch = next(iter(data.eval_iterator(str(root), 'test', global_batch=24, crop=16,
-                                       image_dtype='uint8')))
+  batch = next(
+    iter(data.eval_iterator(str(root), 'test', global_batch=24, crop=16, image_dtype='uint8'))
+  )
   assert batch['mask'].sum() == NUM_TEST
-  model = models.get_model(config.model_name, num_classes=10,
-                           **config_lib.model_overrides(config))
-  expected = np.asarray(_softmax(model, orbax_io.load_params(str(workdir)),
-                                 batch['image'][:NUM_TEST]))
+  model = models.get_model(config.model_name, num_classes=10, **config_lib.model_overrides(config))
+  expected = np.asarray(
+    _softmax(model, orbax_io.load_params(str(workdir)), batch['image'][:NUM_TEST])
+  )
 
   paths = _images(root)  # the eval iterator's order too: sorted by (class, file name).
   assert [SORTED[l] for l in batch['label'][:NUM_TEST]] == [p.split('/')[-2] for p in paths]
   predictor = predictor_lib.load(str(workdir))
   assert (predictor.image_size, predictor.resize_mode, predictor.class_names) == (
-      16, 'resize', SORTED)
+    16,
+    'resize',
+    SORTED,
+  )
   results = predictor.predict(paths, top_k=10, batch=8)  # 3 batches, the last one padded.
   assert [r['image'] for r in results] == paths
   got = np.zeros_like(expected)
@@ -114,8 +132,10 @@ def test_probabilities_match_the_eval_pipeline(trained):
   assert [r['top_k'][0]['class'] for r in results] == list(expected.argmax(-1))
   # The run learnt something (0.70 measured; chance is 0.1), so top-1 is not a tie.
   accuracy = np.mean(expected.argmax(-1) == batch['label'][:NUM_TEST])
-  print(f'{STEPS} steps: top-1 {accuracy:.2f} on {NUM_TEST} test PNGs, max probability '
-        f'{expected.max():.3f}')
+  print(
+    f'{STEPS} steps: top-1 {accuracy:.2f} on {NUM_TEST} test PNGs, max probability '
+    f'{expected.max():.3f}'
+  )
   assert accuracy >= 0.5, accuracy
 
 
@@ -134,22 +154,34 @@ def test_table_and_json_with_an_unreadable_file(trained, tmp_path):
   assert code == 0
   assert err.strip() == f'1 of {NUM_TEST + 1} images could not be read (listed above).'
   lines = table.splitlines()
-  assert lines[0] == (f'{workdir}/checkpoints/{STEPS} (step {STEPS}): ViT-Ti_16, 16px resize, '
-                      f'10 classes, names from labels.json ({root})')
+  assert lines[0] == (
+    f'{workdir}/checkpoints/{STEPS} (step {STEPS}): ViT-Ti_16, 16px resize, '
+    f'10 classes, names from labels.json ({root})'
+  )
   assert lines[1].split() == ['image', 'rank', 'probability', 'class']
   assert len(lines) == 2 + 3 * NUM_TEST + 1
-  assert lines[-1].split(None, 3) == [str(broken), '-', '-', 'unreadable: not a decodable '
-                                      'image (JPEG, PNG, GIF, BMP or WebP)']
+  assert lines[-1].split(None, 3) == [
+    str(broken),
+    '-',
+    '-',
+    'unreadable: not a decodable image (JPEG, PNG, GIF, BMP or WebP)',
+  ]
 
   code, text, _ = _cli(f'--checkpoint={workdir}', '--top_k=3', '--json', root / 'test', broken)
   assert code == 0
   report = json.loads(text)
   assert {k: report[k] for k in ('step', 'model', 'image_size', 'num_classes')} == {
-      'step': STEPS, 'model': 'ViT-Ti_16', 'image_size': 16, 'num_classes': 10}
+    'step': STEPS,
+    'model': 'ViT-Ti_16',
+    'image_size': 16,
+    'num_classes': 10,
+  }
   predictions = report['predictions']
   assert [p['image'] for p in predictions] == paths + [str(broken)]
-  assert predictions[-1] == {'image': str(broken),
-                             'error': 'not a decodable image (JPEG, PNG, GIF, BMP or WebP)'}
+  assert predictions[-1] == {
+    'image': str(broken),
+    'error': 'not a decodable image (JPEG, PNG, GIF, BMP or WebP)',
+  }
   # The table shows the same classes and probabilities (rounded), rank by rank.
   rows = [l.split() for l in lines[2:-1]]
   for i, p in enumerate(predictions[:-1]):
@@ -176,19 +208,23 @@ def test_a_run_without_labels_json_uses_its_config(trained, tmp_path):
   new = predictor_lib.load(str(workdir)).predict(_images(root)[:2])
   old = predictor.predict(_images(root)[:2])
   assert [[t['class'] for t in r['top_k']] for r in old] == [
-      [t['class'] for t in r['top_k']] for r in new]
+    [t['class'] for t in r['top_k']] for r in new
+  ]
 
 
 @functools.cache
 def _testing_params(num_classes, representation_size=10):
   """Params of the `testing` model (32px) with a random head (host arrays)."""
-  model = models.get_model('testing', num_classes=num_classes,
-                           representation_size=representation_size)
-  init = jax.jit(lambda rng: model.init(rng, np.zeros((1, 32, 32, 3), np.float32),
-                                        train=False)['params'])  # op by op: 6 s.
+  model = models.get_model(
+    'testing', num_classes=num_classes, representation_size=representation_size
+  )
+  init = jax.jit(
+    lambda rng: model.init(rng, np.zeros((1, 32, 32, 3), np.float32), train=False)['params']
+  )  # op by op: 6 s.
   params = jax.tree.map(np.asarray, flax.linen.meta.unbox(init(jax.random.key(1))))
-  params['head']['kernel'] = np.random.default_rng(0).normal(
-      size=params['head']['kernel'].shape).astype(np.float32)
+  params['head']['kernel'] = (
+    np.random.default_rng(0).normal(size=params['head']['kernel'].shape).astype(np.float32)
+  )
   return model, params
 
 
@@ -201,29 +237,39 @@ def _npz(tmp_path, num_classes, representation_size=10):
 
 
 def test_npz_with_model_and_labels(trained, tmp_path):
-  from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top
-  from vit_jax.data import tf_setup  # pylint: disable=g-import-not-at-top
+  from vit_jax.data import preprocess
+  from vit_jax.data import tf_setup
+
   _, root, _ = trained
   path, model, params = _npz(tmp_path, 10)
   label_file = tmp_path / 'names.txt'
   label_file.write_text(''.join(f'digit {n}\n' for n in NAMES))
   paths = _images(root)[:3]
-  code, text, err = _cli(f'--checkpoint={path}', '--model=testing', f'--labels={label_file}',
-                         '--top_k=10', '--json', *paths)
+  code, text, err = _cli(
+    f'--checkpoint={path}',
+    '--model=testing',
+    f'--labels={label_file}',
+    '--top_k=10',
+    '--json',
+    *paths,
+  )
   assert code == 0 and not err, err
   report = json.loads(text)
   assert (report['image_size'], report['resize_mode'], report['step']) == (32, 'resize', None)
   assert report['labels'] == f'--labels={label_file}'
   # Directly: the eval preprocessing at 32px (from the position embeddings) and the model.
   tf = tf_setup.tf()
-  images = np.stack([preprocess.eval_image(tf.constant(open(p, 'rb').read()), crop=32,
-                                           image_dtype='uint8').numpy() for p in paths])
+  images = np.stack(
+    [
+      preprocess.eval_image(tf.constant(open(p, 'rb').read()), crop=32, image_dtype='uint8').numpy()
+      for p in paths
+    ]
+  )
   expected = np.asarray(_softmax(model, params, images))
   for p, e in zip(report['predictions'], expected):
     assert [t['class'] for t in p['top_k']] == list(np.argsort(-e, kind='stable'))
     assert [t['name'] for t in p['top_k']] == [f'digit {NAMES[c]}' for c in np.argsort(-e)]
-    np.testing.assert_allclose([t['probability'] for t in p['top_k']], np.sort(e)[::-1],
-                               atol=1e-6)
+    np.testing.assert_allclose([t['probability'] for t in p['top_k']], np.sort(e)[::-1], atol=1e-6)
 
 
 def test_imagenet_class_names_from_installed_packages(tmp_path):
@@ -256,39 +302,56 @@ def test_bad_input_is_one_line_with_exit_code_2(trained, tmp_path):
   two_names.write_text('a\nb\n')
   (tmp_path / 'empty').mkdir()
   cases = [
-      ((image,), 'pass --checkpoint=WORKDIR (a training run) or --checkpoint=FILE.npz with '
-                 '--model.'),
-      ((f'--checkpoint={tmp_path}/nope', image),
-       f'--checkpoint={tmp_path}/nope does not exist; pass a run\'s workdir or a .npz file.'),
-      ((f'--checkpoint={workdir}',), 'no images given; pass image files or folders after the '
-                                     'flags.'),
-      ((f'--checkpoint={workdir}', tmp_path / 'empty'),
-       f'no image files (.jpg, .jpeg, .png, .bmp, .gif) in {tmp_path}/empty.'),
-      ((f'--checkpoint={workdir}', tmp_path / 'missing.png'),
-       f'{tmp_path}/missing.png does not exist; pass image files or folders.'),
-      ((f'--checkpoint={npz}', image), f'--checkpoint={npz} is a .npz: pass the model it holds '
-                                       'with --model (e.g. --model=ViT-B_16).'),
-      ((f'--checkpoint={npz}', '--model=testng', image),
-       'unknown --model=testng; did you mean testing'),
-      ((f'--checkpoint={npz}', '--model=ViT-Ti_16', image),
-       '--model=ViT-Ti_16 at 32px does not match the checkpoint: '
-       'Transformer/encoder_norm/bias (10,) vs model (192,);'),
-      ((f'--checkpoint={npz}', '--model=testing', '--image_size=48', image),
-       '--model=testing at 48px does not match the checkpoint: Transformer/posembed_input/'
-       'pos_embedding (1, 5, 10) vs model (1, 10, 10); pass the --model (and --image_size) '
-       'that the file was saved from.'),
-      ((f'--checkpoint={npz}', '--model=testing', f'--labels={two_names}', image),
-       f'--labels={two_names} has 2 lines but the checkpoint has 10 classes; pass one name '
-       'per class, in label order.'),
-      ((f'--checkpoint={workdir}', '--model=testing', image),
-       f'--model=testing but the run in {workdir} trained ViT-Ti_16; drop --model for a '
-       'workdir.'),
-      ((f'--checkpoint={root}', image), f'--checkpoint={root}: No Orbax checkpoint found'),
-      ((f'--checkpoint={workdir}', '--top_k=0', image), '--top_k=0; pass an integer >= 1.'),
-      ((f'--checkpoint={workdir}', '--resize_mode=crop', image),
-       "--resize_mode=crop; use one of ('resize', 'resize_crop')."),
-      ((f'--checkpoint={workdir}', '--topk=3', image),
-       "Unknown command line flag 'topk'"),
+    ((image,), 'pass --checkpoint=WORKDIR (a training run) or --checkpoint=FILE.npz with --model.'),
+    (
+      (f'--checkpoint={tmp_path}/nope', image),
+      f"--checkpoint={tmp_path}/nope does not exist; pass a run's workdir or a .npz file.",
+    ),
+    ((f'--checkpoint={workdir}',), 'no images given; pass image files or folders after the flags.'),
+    (
+      (f'--checkpoint={workdir}', tmp_path / 'empty'),
+      f'no image files (.jpg, .jpeg, .png, .bmp, .gif) in {tmp_path}/empty.',
+    ),
+    (
+      (f'--checkpoint={workdir}', tmp_path / 'missing.png'),
+      f'{tmp_path}/missing.png does not exist; pass image files or folders.',
+    ),
+    (
+      (f'--checkpoint={npz}', image),
+      f'--checkpoint={npz} is a .npz: pass the model it holds '
+      'with --model (e.g. --model=ViT-B_16).',
+    ),
+    (
+      (f'--checkpoint={npz}', '--model=testng', image),
+      'unknown --model=testng; did you mean testing',
+    ),
+    (
+      (f'--checkpoint={npz}', '--model=ViT-Ti_16', image),
+      '--model=ViT-Ti_16 at 32px does not match the checkpoint: '
+      'Transformer/encoder_norm/bias (10,) vs model (192,);',
+    ),
+    (
+      (f'--checkpoint={npz}', '--model=testing', '--image_size=48', image),
+      '--model=testing at 48px does not match the checkpoint: Transformer/posembed_input/'
+      'pos_embedding (1, 5, 10) vs model (1, 10, 10); pass the --model (and --image_size) '
+      'that the file was saved from.',
+    ),
+    (
+      (f'--checkpoint={npz}', '--model=testing', f'--labels={two_names}', image),
+      f'--labels={two_names} has 2 lines but the checkpoint has 10 classes; pass one name '
+      'per class, in label order.',
+    ),
+    (
+      (f'--checkpoint={workdir}', '--model=testing', image),
+      f'--model=testing but the run in {workdir} trained ViT-Ti_16; drop --model for a workdir.',
+    ),
+    ((f'--checkpoint={root}', image), f'--checkpoint={root}: No Orbax checkpoint found'),
+    ((f'--checkpoint={workdir}', '--top_k=0', image), '--top_k=0; pass an integer >= 1.'),
+    (
+      (f'--checkpoint={workdir}', '--resize_mode=crop', image),
+      "--resize_mode=crop; use one of ('resize', 'resize_crop').",
+    ),
+    ((f'--checkpoint={workdir}', '--topk=3', image), "Unknown command line flag 'topk'"),
   ]
   for args, message in cases:
     code, out, err = _cli(*args)
@@ -299,7 +362,12 @@ def test_bad_input_is_one_line_with_exit_code_2(trained, tmp_path):
 
 def test_module_entry_point_exit_code(tmp_path):
   result = subprocess.run(
-      [sys.executable, '-m', 'vit_jax.predict', f'--checkpoint={tmp_path}/nope.npz', 'x.png'],
-      cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    [sys.executable, '-m', 'vit_jax.predict', f'--checkpoint={tmp_path}/nope.npz', 'x.png'],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=False,
+  )
   assert result.returncode == 2
   assert result.stderr.strip() == 'Error: x.png does not exist; pass image files or folders.'

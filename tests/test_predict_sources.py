@@ -28,8 +28,10 @@ def files(tmp_path_factory):
   model = models.get_model('testing', num_classes=10, representation_size=None)
   variables = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, SIZE, SIZE, 3)))
   rng = np.random.default_rng(0)  # nothing zero (the head), so every parameter matters.
-  params = jax.tree.map(lambda x: rng.normal(0, 0.5, x.shape).astype(np.float32),
-                        flax.linen.meta.unbox(variables['params']))
+  params = jax.tree.map(
+    lambda x: rng.normal(0, 0.5, x.shape).astype(np.float32),
+    flax.linen.meta.unbox(variables['params']),
+  )
   flat = tree.flatten(params)
   paths = {'npz': str(root / 'released.npz')}
   released.save(paths['npz'], params)
@@ -64,8 +66,10 @@ def test_every_format_predicts_as_the_released_npz(files, reference, kind):
 
 
 def test_a_file_of_another_codebase_needs_the_model(files):
-  with pytest.raises(predictor_lib.PredictError, match=(
-      r'^--checkpoint=.*hf is a Hugging Face folder: pass the model it holds with --model')):
+  with pytest.raises(
+    predictor_lib.PredictError,
+    match=(r'^--checkpoint=.*hf is a Hugging Face folder: pass the model it holds with --model'),
+  ):
     predictor_lib.load(files[0]['hf_folder'])
 
 
@@ -73,13 +77,17 @@ def test_a_released_name_brings_its_model(files, reference, tmp_path, monkeypatc
   """A released name is read from the download cache (nothing is downloaded here)."""
   monkeypatch.setenv('VIT_JAX_CACHE', str(tmp_path))
   url = catalogue.resolve('i21k:ViT-B_16')
-  cached = os.path.join(tmp_path, *url[len('gs://'):].split('/'))
+  cached = os.path.join(tmp_path, *url[len('gs://') :].split('/'))
   os.makedirs(os.path.dirname(cached))
   os.symlink(files[0]['npz'], cached)
   # The name says ViT-B_16: the tiny file does not fit it, which shows the name chose it.
-  with pytest.raises(predictor_lib.PredictError, match=(
+  with pytest.raises(
+    predictor_lib.PredictError,
+    match=(
       r'^--model=ViT-B_16 at 32px does not match the checkpoint: '
-      r'Transformer/encoder_norm/bias \(10,\) vs model \(768,\)')):
+      r'Transformer/encoder_norm/bias \(10,\) vs model \(768,\)'
+    ),
+  ):
     predictor_lib.load('i21k:ViT-B_16')
   # --model overrides the name's model.
   expected, images, probabilities = reference

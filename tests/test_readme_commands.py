@@ -24,5 +24,5 @@ def test_ci_runs_the_readme_test_command_verbatim():
   ci_lines = [l.strip() for l in (ROOT / '.ci' / 'run').read_text().splitlines()]
   tests = quick_start_blocks()[1]
   start = ci_lines.index(tests[0])
-  assert ci_lines[start:start + len(tests)] == tests
+  assert ci_lines[start : start + len(tests)] == tests
   assert 'set -euo pipefail' in ci_lines

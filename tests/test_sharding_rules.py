@@ -5,12 +5,12 @@ import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+import pytest
 
-from vit_jax.train import config as config_lib
 from vit_jax.system import sharding
+from vit_jax.train import config as config_lib
 
 FSDP = config_lib.SHARDING_RULES['fsdp']
 OUT_PROJ = ('heads', 'kv', 'embed')  # Attention out-projection kernel [heads, head_dim, D].
@@ -46,17 +46,23 @@ def test_replicating_an_undivided_dimension_warns_once(caplog):
   with caplog.at_level(logging.WARNING):
     for _ in range(3):
       assert sharding.logical_to_spec(('embed', 'heads', 'kv'), (8, 3, 4), mesh, rules) == P()
-  warnings = [r for r in caplog.records if 'Replicating dimension heads of size 3' in
-              r.getMessage()]
+  warnings = [
+    r for r in caplog.records if 'Replicating dimension heads of size 3' in r.getMessage()
+  ]
   assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
 
 
 def test_parameters_under_the_size_floor_stay_replicated():
   mesh = _mesh(fsdp=4)
   box = lambda shape, dtype=jnp.float32: nn.LogicallyPartitioned(
-      jax.ShapeDtypeStruct(shape, dtype), ('embed', 'mlp'))
-  tree = {'big': box((1024, 1024)), 'small': box((512, 1024)),
-          'big_bf16': box((1024, 1024), jnp.bfloat16), 'step': jax.ShapeDtypeStruct((), jnp.int32)}
+    jax.ShapeDtypeStruct(shape, dtype), ('embed', 'mlp')
+  )
+  tree = {
+    'big': box((1024, 1024)),
+    'small': box((512, 1024)),
+    'big_bf16': box((1024, 1024), jnp.bfloat16),
+    'step': jax.ShapeDtypeStruct((), jnp.int32),
+  }
   specs = {k: s.spec for k, s in sharding.tree_shardings(tree, mesh, FSDP, 4.0).items()}
   # 4 MiB as float32 is sharded; 2 MiB is not; bfloat16 state follows its float32 param.
   assert specs == {'big': P('fsdp'), 'small': P(), 'big_bf16': P('fsdp'), 'step': P()}
@@ -70,8 +76,10 @@ def test_sharding_rules_by_preset_name_or_literal():
   c.sharding_rules = 'fsdp'  # What --config.sharding_rules=fsdp sets.
   assert config_lib.sharding_rules(c.sharding_rules) == FSDP
   c.sharding_rules = [['batch', ['data', 'fsdp']], ['mlp', 'model']]  # As JSON gives it back.
-  assert config_lib.sharding_rules(c.sharding_rules) == (('batch', ('data', 'fsdp')),
-                                                         ('mlp', 'model'))
+  assert config_lib.sharding_rules(c.sharding_rules) == (
+    ('batch', ('data', 'fsdp')),
+    ('mlp', 'model'),
+  )
   with pytest.raises(ValueError, match=r"unknown preset 'fdsp'; use one of \['dp', 'fsdp'"):
     config_lib.sharding_rules('fdsp')
   with pytest.raises(ValueError, match='neither a preset name'):

@@ -16,8 +16,15 @@ from vit_jax import sweep
 def test_posemb_ablation_sweep_is_every_posemb_times_three_seeds():
   runs = sweep.load_sweep(os.path.join(ROOT, 'configs', 'posemb_ablation.py') + ':/tmp/mnist')
   assert len(runs) == 21
-  assert {r['model.posemb'] for r in runs} == {'none', 'learn', 'learn_2d', 'relative',
-                                              'sincos2d', 'relative_2d', 'relative_bias'}
+  assert {r['model.posemb'] for r in runs} == {
+    'none',
+    'learn',
+    'learn_2d',
+    'relative',
+    'sincos2d',
+    'relative_2d',
+    'relative_bias',
+  }
   assert sorted({r['seed'] for r in runs}) == [0, 1, 2]
   assert sweep.run_name(runs[0]) == 'posemb=none_seed=0'
 
@@ -34,8 +41,10 @@ def test_posemb_ablation_schedule_is_its_arg():
 
 
 def test_summarize_groups_by_everything_but_the_seed():
-  runs = [({'model.posemb': 'none', 'seed': s}, {'test/accuracy': a})
-          for s, a in enumerate([0.60, 0.62, 0.64])]
+  runs = [
+    ({'model.posemb': 'none', 'seed': s}, {'test/accuracy': a})
+    for s, a in enumerate([0.60, 0.62, 0.64])
+  ]
   runs += [({'model.posemb': 'learn', 'seed': 0}, {'test/accuracy': 0.9})]
   rows = sweep.summarize(runs, 'test/accuracy')
   assert [r['group'] for r in rows] == [{'model.posemb': 'none'}, {'model.posemb': 'learn'}]
@@ -50,17 +59,25 @@ def test_summarize_groups_by_everything_but_the_seed():
 
 def test_finished_runs_are_not_run_again_and_the_table_is_saved(tmp_path):
   config = tmp_path / 'tiny_sweep.py'
-  config.write_text('def get_sweep(arg=None):\n'
-                    '  return [{"model.posemb": p, "seed": s} for p in ("none", "learn") '
-                    'for s in (0, 1)]\n')
-  for i, name in enumerate(['posemb=none_seed=0', 'posemb=none_seed=1', 'posemb=learn_seed=0',
-                            'posemb=learn_seed=1']):
+  config.write_text(
+    'def get_sweep(arg=None):\n'
+    '  return [{"model.posemb": p, "seed": s} for p in ("none", "learn") '
+    'for s in (0, 1)]\n'
+  )
+  for i, name in enumerate(
+    ['posemb=none_seed=0', 'posemb=none_seed=1', 'posemb=learn_seed=0', 'posemb=learn_seed=1']
+  ):
     os.makedirs(tmp_path / 'runs' / name)
     (tmp_path / 'runs' / name / 'final_metrics.json').write_text(
-        json.dumps({'test/accuracy': 0.5 + 0.1 * i}))
-  result = subprocess.run([sys.executable, '-m', 'vit_jax.sweep', f'--config={config}',
-                           f'--workdir={tmp_path / "runs"}'], cwd=ROOT, capture_output=True,
-                          text=True, check=False)
+      json.dumps({'test/accuracy': 0.5 + 0.1 * i})
+    )
+  result = subprocess.run(
+    [sys.executable, '-m', 'vit_jax.sweep', f'--config={config}', f'--workdir={tmp_path / "runs"}'],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr
   assert '$' not in result.stdout  # nothing was trained.
   assert '| learn | 0.7500 ± 0.0707 | 2 |' in result.stdout  # 0.7 and 0.8.
@@ -69,9 +86,20 @@ def test_finished_runs_are_not_run_again_and_the_table_is_saved(tmp_path):
   assert (tmp_path / 'runs' / 'table.md').read_text().startswith('| model.posemb |')
 
   # --only: the runs whose name contains one of the comma-separated parts.
-  result = subprocess.run([sys.executable, '-m', 'vit_jax.sweep', f'--config={config}',
-                           f'--workdir={tmp_path / "runs"}', '--only=none_seed=1,learn_seed=0'],
-                          cwd=ROOT, capture_output=True, text=True, check=False)
+  result = subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'vit_jax.sweep',
+      f'--config={config}',
+      f'--workdir={tmp_path / "runs"}',
+      '--only=none_seed=1,learn_seed=0',
+    ],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr
   assert '| none | 0.6000 ± 0.0000 | 1 |' in result.stdout
   assert '| learn | 0.7000 ± 0.0000 | 1 |' in result.stdout

@@ -7,10 +7,10 @@ import os
 import numpy as np
 
 from helpers import load_config
-from vit_jax.weights import released
 from vit_jax.run import orbax_io
 from vit_jax.train import loop
 from vit_jax.train import setup_run
+from vit_jax.weights import released
 
 
 def train(workdir, data_dir, **overrides):
@@ -27,33 +27,55 @@ def train_losses(workdir):
 def test_finetune_from_npz_at_new_resolution(tmp_path, digits_data_dir):
   # Pre-train at 16px (4x4 grid), export in the released format.
   pre = tmp_path / 'pre'
-  train(pre, digits_data_dir, total_steps=150, warmup_steps=20, eval_every=1000,
-        checkpoint_every=1000)
+  train(
+    pre, digits_data_dir, total_steps=150, warmup_steps=20, eval_every=1000, checkpoint_every=1000
+  )
   params = orbax_io.load_params(str(pre))
   released.save(tmp_path / 'pre.npz', params)
   assert params['Transformer']['posembed_input']['pos_embedding'].shape == (1, 16, 64)
 
   # Fine-tune at 24px (6x6 grid): SGD as in the fine-tuning recipe.
   ft = tmp_path / 'ft'
-  final = train(ft, digits_data_dir, pretrained_path=str(tmp_path / 'pre.npz'), pp__crop=24,
-                total_steps=60, warmup_steps=5, base_lr=0.03, progress_every=1,
-                eval_every=1000, checkpoint_every=1000, optim__name='sgd')
+  final = train(
+    ft,
+    digits_data_dir,
+    pretrained_path=str(tmp_path / 'pre.npz'),
+    pp__crop=24,
+    total_steps=60,
+    warmup_steps=5,
+    base_lr=0.03,
+    progress_every=1,
+    eval_every=1000,
+    checkpoint_every=1000,
+    optim__name='sgd',
+  )
   tuned = orbax_io.load_params(str(ft))
   assert tuned['Transformer']['posembed_input']['pos_embedding'].shape == (1, 36, 64)
   losses = train_losses(ft)
   first, last = losses[0][1], np.mean([l for _, l in losses[-10:]])
-  print(f'fine-tune at 24px: loss step 1 {first:.3f} -> last 10 steps {last:.3f}, '
-        f'test accuracy {final["test/accuracy"]:.3f}')
+  print(
+    f'fine-tune at 24px: loss step 1 {first:.3f} -> last 10 steps {last:.3f}, '
+    f'test accuracy {final["test/accuracy"]:.3f}'
+  )
   assert losses[0][0] == 1 and last < 0.5 * first
   assert final['test/accuracy'] >= 0.6  # chance is 0.1 (measured: 0.71).
 
 
 def test_finetune_from_orbax_run(tmp_path, digits_data_dir):
   pre = tmp_path / 'pre'
-  train(pre, digits_data_dir, total_steps=100, warmup_steps=10, eval_every=1000,
-        checkpoint_every=1000)
-  final = train(tmp_path / 'ft', digits_data_dir, pretrained_path=str(pre), total_steps=20,
-                warmup_steps=2, progress_every=1, eval_every=1000, checkpoint_every=1000)
+  train(
+    pre, digits_data_dir, total_steps=100, warmup_steps=10, eval_every=1000, checkpoint_every=1000
+  )
+  final = train(
+    tmp_path / 'ft',
+    digits_data_dir,
+    pretrained_path=str(pre),
+    total_steps=20,
+    warmup_steps=2,
+    progress_every=1,
+    eval_every=1000,
+    checkpoint_every=1000,
+  )
   losses = train_losses(tmp_path / 'ft')
   assert losses[-1][1] < losses[0][1]
   assert final['step'] == 20

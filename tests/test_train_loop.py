@@ -9,11 +9,11 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from helpers import load_config
-from vit_jax.weights import released
-from vit_jax.weights import tree
 from vit_jax import models
 from vit_jax.train import loop
 from vit_jax.train import setup_run
+from vit_jax.weights import released
+from vit_jax.weights import tree
 
 
 def read_jsonl(workdir):
@@ -23,12 +23,20 @@ def read_jsonl(workdir):
 
 def test_default_config_learns(tmp_path, digits_data_dir):
   # The README's default job, shortened from 1,500 to 500 steps (same recipe otherwise).
-  config = load_config('default', data_dir=digits_data_dir, total_steps=500, warmup_steps=50,
-                       eval_every=250, checkpoint_every=250)
+  config = load_config(
+    'default',
+    data_dir=digits_data_dir,
+    total_steps=500,
+    warmup_steps=50,
+    eval_every=250,
+    checkpoint_every=250,
+  )
   start = time.time()
   final = loop.train_and_evaluate(setup_run.build(config, str(tmp_path)))
-  print(f'default config, 500 steps on 8 simulated devices: test accuracy '
-        f'{final["test/accuracy"]:.4f} in {time.time() - start:.0f}s')
+  print(
+    f'default config, 500 steps on 8 simulated devices: test accuracy '
+    f'{final["test/accuracy"]:.4f} in {time.time() - start:.0f}s'
+  )
   assert final['test/examples'] == 360  # every test image counted once (batch 128).
   assert final['test/accuracy'] >= 0.9  # chance is 0.1; the full 1,500 steps reach >= 0.95.
   assert final['step'] == 500
@@ -40,9 +48,14 @@ def test_default_config_learns(tmp_path, digits_data_dir):
   assert [l['step'] for l in evals] == [250, 500]
   assert train[-1]['train/loss'] < 0.5 * train[0]['train/loss']
   assert 0 <= evals[-1]['test/accuracy'] <= 1
-  assert {'train/learning_rate', 'train/accuracy', 'train/images_per_sec',
-          'train/images_per_sec_per_device', 'test/accuracy_top5', 'test/loss'} <= (
-              set(train[-1]) | set(evals[-1]))
+  assert {
+    'train/learning_rate',
+    'train/accuracy',
+    'train/images_per_sec',
+    'train/images_per_sec_per_device',
+    'test/accuracy_top5',
+    'test/loss',
+  } <= (set(train[-1]) | set(evals[-1]))
   # TensorBoard reads the same numbers.
   events = event_accumulator.EventAccumulator(str(tmp_path / 'tensorboard'))
   events.Reload()
@@ -96,10 +109,13 @@ def test_unwritable_workdir(tmp_path, digits_data_dir):
 
 def test_pretrained_file_that_does_not_fit(tmp_path, digits_data_dir):
   other = models.get_model('testing', num_classes=10)
-  import jax  # pylint: disable=g-import-not-at-top
+  import jax
+
   params = jax.eval_shape(other.init, jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32))
-  released.save(tmp_path / 'other.npz', jax.tree.map(lambda x: np.ones(x.shape, x.dtype),
-                                                       tree.flatten(params['params'])))
+  released.save(
+    tmp_path / 'other.npz',
+    jax.tree.map(lambda x: np.ones(x.shape, x.dtype), tree.flatten(params['params'])),
+  )
   message = build_error(tmp_path, digits_data_dir, pretrained_path=str(tmp_path / 'other.npz'))
   print(message)
   assert 'Pre-trained params do not fit the model (shape mismatch: ' in message
@@ -108,9 +124,18 @@ def test_pretrained_file_that_does_not_fit(tmp_path, digits_data_dir):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, digits_data_dir):
-  config = load_config('default', data_dir=digits_data_dir, total_steps=40, warmup_steps=0,
-                       base_lr=1e5, grad_norm_clip=0.0, decay_type='constant',
-                       progress_every=1, checkpoint_every=2, eval_every=1000)
+  config = load_config(
+    'default',
+    data_dir=digits_data_dir,
+    total_steps=40,
+    warmup_steps=0,
+    base_lr=1e5,
+    grad_norm_clip=0.0,
+    decay_type='constant',
+    progress_every=1,
+    checkpoint_every=2,
+    eval_every=1000,
+  )
   config.optim.name = 'sgd'
   with pytest.raises(loop.NonFiniteLossError) as e:
     loop.train_and_evaluate(setup_run.build(config, str(tmp_path)))

@@ -14,12 +14,11 @@ import subprocess
 import sys
 
 import numpy as np
+
 from helpers import ROOT
-
-from vit_jax.weights import tree
 from vit_jax.run import orbax_io
-
 from vit_jax.train.loop import PREEMPTED_EXIT_CODE as PREEMPTED
+from vit_jax.weights import tree
 
 
 def free_port() -> int:
@@ -28,23 +27,49 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def launch(workdir, data_dir, port, steps, sigterm_after=None, expect_code=0, processes=2,
-           devices=2, flags=()):
+def launch(
+  workdir,
+  data_dir,
+  port,
+  steps,
+  sigterm_after=None,
+  expect_code=0,
+  processes=2,
+  devices=2,
+  flags=(),
+):
   """Runs the processes; with sigterm_after, SIGTERMs process 1 once process 0 prints it."""
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
-             PYTHONUNBUFFERED='1')
+  env = dict(
+    os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', PYTHONUNBUFFERED='1'
+  )
   procs = []
   for i in range(processes):
-    cmd = [sys.executable, '-m', 'vit_jax.main', '--config=configs/default.py',
-           f'--workdir={workdir}', f'--config.data_dir={data_dir}',
-           f'--config.total_steps={steps}', '--config.warmup_steps=10',
-           '--config.progress_every=20', '--config.eval_every=1000',
-           '--config.checkpoint_every=40', *flags]
+    cmd = [
+      sys.executable,
+      '-m',
+      'vit_jax.main',
+      '--config=configs/default.py',
+      f'--workdir={workdir}',
+      f'--config.data_dir={data_dir}',
+      f'--config.total_steps={steps}',
+      '--config.warmup_steps=10',
+      '--config.progress_every=20',
+      '--config.eval_every=1000',
+      '--config.checkpoint_every=40',
+      *flags,
+    ]
     if processes > 1:
-      cmd += ['--jax_distributed', f'--coordinator_address=127.0.0.1:{port}',
-              f'--num_processes={processes}', f'--process_id={i}']
-    procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True))
+      cmd += [
+        '--jax_distributed',
+        f'--coordinator_address=127.0.0.1:{port}',
+        f'--num_processes={processes}',
+        f'--process_id={i}',
+      ]
+    procs.append(
+      subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+      )
+    )
   head = ''
   if sigterm_after:
     for line in procs[0].stdout:
@@ -62,8 +87,14 @@ def launch(workdir, data_dir, port, steps, sigterm_after=None, expect_code=0, pr
 def test_two_process_training(tmp_path, digits_data_dir):
   workdir = tmp_path / 'run'
   # Preempted: process 1 gets SIGTERM after step 20; both stop at one step, checkpointed.
-  outputs = launch(workdir, digits_data_dir, free_port(), steps=100, sigterm_after='step 20/',
-                   expect_code=PREEMPTED)
+  outputs = launch(
+    workdir,
+    digits_data_dir,
+    free_port(),
+    steps=100,
+    sigterm_after='step 20/',
+    expect_code=PREEMPTED,
+  )
   stopped = int(outputs[0].split('Preempted (SIGTERM): saved step ')[1].split()[0])
   assert 20 < stopped < 100, outputs[0][-2000:]
   assert os.listdir(workdir / 'checkpoints') == [str(stopped)]
@@ -88,9 +119,15 @@ def test_two_processes_fsdp_train_as_one_process(tmp_path, digits_data_dir):
   """2 processes x 2 devices and 1 process x 4 devices, FSDP over all 4, same global batch:
   the same batches (the data's global order does not depend on the process count), the same
   losses and the same params after training, up to the order of the collectives' sums."""
-  fsdp = ('--config.mesh.data=1', '--config.mesh.fsdp=4', '--config.sharding_rules=fsdp',
-          '--config.min_shard_mib=0', '--config.checkpoint_every=1000',
-          '--config.warmup_steps=2', '--config.progress_every=1')
+  fsdp = (
+    '--config.mesh.data=1',
+    '--config.mesh.fsdp=4',
+    '--config.sharding_rules=fsdp',
+    '--config.min_shard_mib=0',
+    '--config.checkpoint_every=1000',
+    '--config.warmup_steps=2',
+    '--config.progress_every=1',
+  )
   launch(tmp_path / 'two', digits_data_dir, free_port(), steps=6, flags=fsdp)
   launch(tmp_path / 'one', digits_data_dir, None, steps=6, processes=1, devices=4, flags=fsdp)
   losses = {}
@@ -103,11 +140,15 @@ def test_two_processes_fsdp_train_as_one_process(tmp_path, digits_data_dir):
   one = tree.flatten(orbax_io.load_params(str(tmp_path / 'one')))
   assert sorted(two) == sorted(one) and len(one) == 71  # 4 blocks of 16, and 7 more.
   diff = {k: float(np.linalg.norm(two[k] - one[k]) / np.linalg.norm(one[k])) for k in one}
-  total = np.sqrt(sum(float(np.sum((two[k] - one[k])**2)) for k in one) /
-                  sum(float(np.sum(one[k]**2)) for k in one))
+  total = np.sqrt(
+    sum(float(np.sum((two[k] - one[k]) ** 2)) for k in one)
+    / sum(float(np.sum(one[k] ** 2)) for k in one)
+  )
   # Key biases have a gradient of exactly 0 (softmax ignores a per-query constant), so they
   # hold rounding noise (|b| ~ 1e-6) that Adam scales up to steps of ~lr: left out per tensor.
   worst, name = max((v, k) for k, v in diff.items() if not k.endswith('key/bias'))
-  print(f'FSDP 2x2 vs 1x4 devices, 6 steps: relative difference of all params {total:.1e}, '
-        f'worst tensor {worst:.1e} ({name})')
+  print(
+    f'FSDP 2x2 vs 1x4 devices, 6 steps: relative difference of all params {total:.1e}, '
+    f'worst tensor {worst:.1e} ({name})'
+  )
   assert total <= 1e-6 and worst <= 1e-6

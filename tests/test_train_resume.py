@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from helpers import ROOT
-from vit_jax.train import config as config_lib
 from vit_jax import models
 from vit_jax.run import orbax_io
 from vit_jax.system import sharding
+from vit_jax.train import config as config_lib
 from vit_jax.train import loop
 from vit_jax.train import optim
 from vit_jax.train import state as state_lib
@@ -25,11 +25,20 @@ STEPS, EVERY = 240, 20
 
 
 def command(workdir, data_dir):
-  return [sys.executable, '-m', 'vit_jax.main', '--config=configs/default.py',
-          f'--workdir={workdir}', f'--config.data_dir={data_dir}',
-          f'--config.total_steps={STEPS}', '--config.warmup_steps=20',
-          f'--config.checkpoint_every={EVERY}', '--config.progress_every=10',
-          '--config.eval_every=100000', '--config.keep_checkpoints=20']
+  return [
+    sys.executable,
+    '-m',
+    'vit_jax.main',
+    '--config=configs/default.py',
+    f'--workdir={workdir}',
+    f'--config.data_dir={data_dir}',
+    f'--config.total_steps={STEPS}',
+    '--config.warmup_steps=20',
+    f'--config.checkpoint_every={EVERY}',
+    '--config.progress_every=10',
+    '--config.eval_every=100000',
+    '--config.keep_checkpoints=20',
+  ]
 
 
 def environment():
@@ -41,16 +50,29 @@ def environment():
 
 
 def run_to_completion(workdir, data_dir):
-  result = subprocess.run(command(workdir, data_dir), cwd=ROOT, env=environment(),
-                          capture_output=True, text=True, timeout=600, check=False)
+  result = subprocess.run(
+    command(workdir, data_dir),
+    cwd=ROOT,
+    env=environment(),
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   return result.stdout
 
 
 def start_and_interrupt(workdir, data_dir, sig):
   """Starts a run; once its first checkpoint is complete, sends `sig`; returns stdout."""
-  proc = subprocess.Popen(command(workdir, data_dir), cwd=ROOT, env=environment(),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  proc = subprocess.Popen(
+    command(workdir, data_dir),
+    cwd=ROOT,
+    env=environment(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.STDOUT,
+    text=True,
+  )
   first = os.path.join(workdir, 'checkpoints', str(EVERY))
   deadline = time.time() + 300
   while not os.path.isdir(first) and proc.poll() is None and time.time() < deadline:
@@ -86,11 +108,16 @@ class Started:
   """A training process whose output lines are collected by a thread as they come."""
 
   def __init__(self, workdir, data_dir):
-    self.proc = subprocess.Popen(command(workdir, data_dir), cwd=ROOT, env=environment(),
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    self.proc = subprocess.Popen(
+      command(workdir, data_dir),
+      cwd=ROOT,
+      env=environment(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
     self.lines = []
-    self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout),
-                                    daemon=True)
+    self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
     self._reader.start()
 
   def kill_when(self, condition, timeout=300):
@@ -110,8 +137,9 @@ def tmp_checkpoints(workdir):
   return [n for n in os.listdir(directory) if 'tmp' in n] if os.path.isdir(directory) else []
 
 
-def test_sigkill_at_five_points_then_restart_is_bit_identical(tmp_path, digits_data_dir,
-                                                             uninterrupted):
+def test_sigkill_at_five_points_then_restart_is_bit_identical(
+  tmp_path, digits_data_dir, uninterrupted
+):
   """Killed (1) while compiling, (2) mid-save, (3) just after a save completed, (4) between
   checkpoints and (5) right after a resume, then run to the end: bit-identical params."""
   workdir = str(tmp_path)
@@ -161,8 +189,9 @@ def _state_on(mesh_axes, rules, devices):
   c = config_lib.base_config()
   schedule = optim.make_schedule(0.1, 10, 1, 'cosine')
   tx = optim.make_optimizer(c, schedule)
-  model = models.VisionTransformer(num_classes=8, patch_size=(4, 4), hidden_size=32,
-                                   num_layers=1, num_heads=4, mlp_dim=64)
+  model = models.VisionTransformer(
+    num_classes=8, patch_size=(4, 4), hidden_size=32, num_layers=1, num_heads=4, mlp_dim=64
+  )
   mesh = sharding.make_mesh(mesh_axes, devices)
   init = state_lib.init_fn(model, tx, (1, 16, 16, 3))
   abstract, shardings = state_lib.abstract_state_and_shardings(init, mesh, rules)
@@ -174,8 +203,9 @@ def test_restore_onto_another_mesh(tmp_path):
   init, _, shardings = _state_on({'data': 1, 'fsdp': 8, 'model': 1}, rules, jax.devices())
   state = state_lib.create_sharded(init, jax.random.key(3), shardings)
   # Make the momentum non-zero, so that optimizer state is checked too.
-  state = state.replace(opt_state=jax.tree.map(
-      lambda x: x + 0.5 if x.dtype == np.float32 else x, state.opt_state))
+  state = state.replace(
+    opt_state=jax.tree.map(lambda x: x + 0.5 if x.dtype == np.float32 else x, state.opt_state)
+  )
   kernel = state.params['Transformer']['encoderblock_0']['MlpBlock_3']['Dense_0']['kernel']
   assert kernel.addressable_shards[0].data.shape == (4, 64)  # really sharded 8 ways.
   io = orbax_io.CheckpointIO(str(tmp_path))
@@ -189,6 +219,7 @@ def test_restore_onto_another_mesh(tmp_path):
   io.close()
   assert data_state == {'position': 7}
   restored_kernel = restored.params['Transformer']['encoderblock_0']['MlpBlock_3']['Dense_0'][
-      'kernel']
+    'kernel'
+  ]
   assert restored_kernel.sharding.device_set == {jax.devices()[0]}
   assert_bit_identical(jax.device_get(restored), jax.device_get(state))

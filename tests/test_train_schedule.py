@@ -10,7 +10,9 @@ from vit_jax.train import config as config_lib
 from vit_jax.train import optim
 
 
-@pytest.mark.parametrize('decay,step,expected', [
+@pytest.mark.parametrize(
+  'decay,step,expected',
+  [
     ('cosine', 0, 0.1 / 10),  # first update: not zero.
     ('cosine', 4, 0.1 * 5 / 10),
     ('cosine', 9, 0.1),  # last warm-up step reaches base_lr.
@@ -20,7 +22,8 @@ from vit_jax.train import optim
     ('linear', 35, 0.1 * (1 - 25 / 100)),
     ('linear', 109, 0.1 * (1 - 99 / 100)),
     ('constant', 80, 0.1),
-])
+  ],
+)
 def test_schedule_values(decay, step, expected):
   schedule = optim.make_schedule(0.1, total_steps=110, warmup_steps=10, decay_type=decay)
   assert float(schedule(step)) == pytest.approx(expected, rel=1e-4)  # float32 cos.
@@ -33,10 +36,13 @@ def test_no_warmup_starts_at_base_lr_and_never_reaches_zero():
   assert all(v > 0 for v in values) and values == sorted(values, reverse=True)
 
 
-@pytest.mark.parametrize('kwargs,message', [
+@pytest.mark.parametrize(
+  'kwargs,message',
+  [
     (dict(decay_type='exp'), "decay_type 'exp' is unknown"),
     (dict(warmup_steps=100), 'warmup_steps=100 must be >= 0 and < total_steps=100'),
-])
+  ],
+)
 def test_schedule_errors(kwargs, message):
   args = dict(base_lr=0.1, total_steps=100, warmup_steps=10, decay_type='cosine')
   with pytest.raises(ValueError, match=message):

@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from vit_jax.train import config as config_lib
 from vit_jax import models
 from vit_jax.system import sharding
+from vit_jax.train import config as config_lib
 from vit_jax.train import optim
 from vit_jax.train import state as state_lib
 from vit_jax.train import step as step_lib
@@ -20,16 +20,28 @@ NUM_CLASSES, SIZE, BATCH, STEPS = 10, 16, 16, 3
 
 def tiny_model():
   return models.VisionTransformer(
-      num_classes=NUM_CLASSES, patch_size=(4, 4), hidden_size=32, num_layers=2, num_heads=4,
-      mlp_dim=64, classifier='token', representation_size=16, dropout_rate=0.1,
-      stochastic_depth=0.1)
+    num_classes=NUM_CLASSES,
+    patch_size=(4, 4),
+    hidden_size=32,
+    num_layers=2,
+    num_heads=4,
+    mlp_dim=64,
+    classifier='token',
+    representation_size=16,
+    dropout_rate=0.1,
+    stochastic_depth=0.1,
+  )
 
 
 def batches(seed=0):
   rng = np.random.default_rng(seed)
-  return [{'image': rng.uniform(-1, 1, (BATCH, SIZE, SIZE, 3)).astype(np.float32),
-           'label': rng.integers(0, NUM_CLASSES, BATCH).astype(np.int32)}
-          for _ in range(STEPS)]
+  return [
+    {
+      'image': rng.uniform(-1, 1, (BATCH, SIZE, SIZE, 3)).astype(np.float32),
+      'label': rng.integers(0, NUM_CLASSES, BATCH).astype(np.int32),
+    }
+    for _ in range(STEPS)
+  ]
 
 
 def train(mesh_axes, rules, devices, accum_steps=1, momentum=0.9):
@@ -44,10 +56,12 @@ def train(mesh_axes, rules, devices, accum_steps=1, momentum=0.9):
   _, shardings = state_lib.abstract_state_and_shardings(init, mesh, rules)
   batch_sharding = sharding.batch_sharding(mesh, rules)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  step = jax.jit(step_lib.make_train_step(model, tx, schedule, num_classes=NUM_CLASSES,
-                                          accum_steps=accum_steps),
-                 in_shardings=(shardings, batch_sharding), out_shardings=(shardings, replicated),
-                 donate_argnums=0)
+  step = jax.jit(
+    step_lib.make_train_step(model, tx, schedule, num_classes=NUM_CLASSES, accum_steps=accum_steps),
+    in_shardings=(shardings, batch_sharding),
+    out_shardings=(shardings, replicated),
+    donate_argnums=0,
+  )
   losses = []
   with sharding.activate(mesh, rules):
     state = state_lib.create_sharded(init, jax.random.key(0), shardings)
@@ -59,8 +73,9 @@ def train(mesh_axes, rules, devices, accum_steps=1, momentum=0.9):
 
 @pytest.fixture(scope='module')
 def single_device_run():
-  return train({'data': 1, 'fsdp': 1, 'model': 1}, config_lib.SHARDING_RULES['dp'],
-               jax.devices()[:1])
+  return train(
+    {'data': 1, 'fsdp': 1, 'model': 1}, config_lib.SHARDING_RULES['dp'], jax.devices()[:1]
+  )
 
 
 def assert_params_close(a, b, rtol=1e-5):
@@ -74,12 +89,15 @@ def assert_params_close(a, b, rtol=1e-5):
   return np.linalg.norm(flat(a) - flat(b)) / np.linalg.norm(flat(b))
 
 
-@pytest.mark.parametrize('mesh_axes,rules', [
+@pytest.mark.parametrize(
+  'mesh_axes,rules',
+  [
     ({'data': 8, 'fsdp': 1, 'model': 1}, 'dp'),
     ({'data': 2, 'fsdp': 4, 'model': 1}, 'fsdp'),
     ({'data': 2, 'fsdp': 2, 'model': 2}, 'fsdp_tp'),
     ({'data': 2, 'fsdp': 1, 'model': 4}, 'tp'),
-])
+  ],
+)
 def test_params_match_single_device(single_device_run, mesh_axes, rules):
   assert jax.device_count() == 8
   params, losses, state = train(mesh_axes, config_lib.SHARDING_RULES[rules], jax.devices())
@@ -90,8 +108,9 @@ def test_params_match_single_device(single_device_run, mesh_axes, rules):
   assert losses[-1] != losses[0]  # the steps did something.
 
   # The state really is laid out as the rules say.
-  query = state.params['Transformer']['encoderblock_0']['MultiHeadDotProductAttention_1'][
-      'query']['kernel']  # [embed 32, heads 4, kv 8]
+  query = state.params['Transformer']['encoderblock_0']['MultiHeadDotProductAttention_1']['query'][
+    'kernel'
+  ]  # [embed 32, heads 4, kv 8]
   mlp = state.params['Transformer']['encoderblock_0']['MlpBlock_3']['Dense_0']['kernel']
   local = lambda x: x.addressable_shards[0].data.shape
   if rules == 'dp':
@@ -109,18 +128,27 @@ def test_params_match_single_device(single_device_run, mesh_axes, rules):
 
 def test_gradient_accumulation_equals_full_batch():
   no_dropout = lambda: models.VisionTransformer(
-      num_classes=NUM_CLASSES, patch_size=(4, 4), hidden_size=32, num_layers=2, num_heads=4,
-      mlp_dim=64)
+    num_classes=NUM_CLASSES,
+    patch_size=(4, 4),
+    hidden_size=32,
+    num_layers=2,
+    num_heads=4,
+    mlp_dim=64,
+  )
   rules = config_lib.SHARDING_RULES['dp']
   results = {}
   one, eight = {'data': 1, 'fsdp': 1, 'model': 1}, {'data': 8, 'fsdp': 1, 'model': 1}
-  for accum, mesh_axes, devices in [(1, one, jax.devices()[:1]), (4, one, jax.devices()[:1]),
-                                    (2, eight, jax.devices())]:
-    global tiny_model  # pylint: disable=global-statement
+  for accum, mesh_axes, devices in [
+    (1, one, jax.devices()[:1]),
+    (4, one, jax.devices()[:1]),
+    (2, eight, jax.devices()),
+  ]:
+    global tiny_model
     saved, tiny_model = tiny_model, no_dropout
     try:
-      results[(accum, len(devices))] = train(mesh_axes, rules, devices, accum_steps=accum,
-                                             momentum=0.0)
+      results[(accum, len(devices))] = train(
+        mesh_axes, rules, devices, accum_steps=accum, momentum=0.0
+      )
     finally:
       tiny_model = saved
   full_params, full_losses, _ = results[(1, 1)]
@@ -150,11 +178,14 @@ def test_logical_to_spec_never_shards_unevenly():
   assert sharding.logical_to_spec(('embed', 'mlp'), (8, 16), mesh, rules) == P('model', 'data')
 
 
-@pytest.mark.parametrize('axes,message', [
+@pytest.mark.parametrize(
+  'axes,message',
+  [
     ({'data': 3, 'model': 2}, 'sizes multiply to 6 but there are 8 devices'),
     ({'data': -1, 'model': 3}, '8 devices are not divisible by the fixed axis sizes'),
     ({'data': -1, 'model': -1}, 'at most one -1'),
-])
+  ],
+)
 def test_bad_meshes(axes, message):
   with pytest.raises(ValueError, match=message):
     sharding.make_mesh(axes)

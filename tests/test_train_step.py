@@ -7,42 +7,47 @@ import numpy as np
 import optax
 import pytest
 
-from vit_jax.train import config as config_lib
 from vit_jax import models
+from vit_jax.models import layers
+from vit_jax.train import config as config_lib
 from vit_jax.train import optim
 from vit_jax.train import state as state_lib
-from vit_jax.models import layers
 from vit_jax.train import step as step_lib
 
 
 class FixedLogits(nn.Module):
   """'Model' whose logits are the first C pixels of each image: eval math by hand."""
+
   num_classes: int
 
   @nn.compact
   def __call__(self, images, train=False):
     self.param('unused', nn.initializers.zeros, (1,))
-    return images.reshape(images.shape[0], -1)[:, :self.num_classes]
+    return images.reshape(images.shape[0], -1)[:, : self.num_classes]
 
 
 def test_eval_step_counts_masked_top1_top5_and_loss():
-  logits = np.array([
+  logits = np.array(
+    [
       [9, 1, 2, 3, 4, 5, 6],  # label 0: top-1.
       [1, 9, 8, 7, 6, 5, 4],  # label 3: rank 3 -> top-5 only.
       [0, 1, 2, 3, 4, 5, 6],  # label 0: rank 7 -> neither.
       [5, 5, 5, 5, 5, 5, 5],  # padding row (mask 0): must not count.
-  ], np.float32)
+    ],
+    np.float32,
+  )
   images = np.zeros((4, 1, 7, 1), np.float32)
   images[:, 0, :, 0] = logits
-  batch = {'image': images, 'label': np.array([0, 3, 0, 1]), 'mask': np.array([1, 1, 1, 0.])}
+  batch = {'image': images, 'label': np.array([0, 3, 0, 1]), 'mask': np.array([1, 1, 1, 0.0])}
   model = FixedLogits(7)
   sums = step_lib.make_eval_step(model, 7)({'unused': jnp.zeros(1)}, batch)
   assert float(sums['count']) == 3
   assert float(sums['correct_top1']) == 1
   assert float(sums['correct_top5']) == 2
   expected_loss = sum(
-      float(optax.softmax_cross_entropy_with_integer_labels(logits[i], batch['label'][i]))
-      for i in range(3))
+    float(optax.softmax_cross_entropy_with_integer_labels(logits[i], batch['label'][i]))
+    for i in range(3)
+  )
   assert float(sums['loss']) == pytest.approx(expected_loss, rel=1e-6)
 
 
@@ -59,22 +64,32 @@ def test_mixup_mixes_neighbours_with_one_ratio():
   mixed_images, mixed_labels = step_lib.mixup(jax.random.key(0), images, labels, alpha=0.2)
   lam = float(mixed_labels[1, 1])
   assert 0 < lam < 1
-  np.testing.assert_allclose(mixed_images[:, 0], lam * images[:, 0] +
-                             (1 - lam) * jnp.roll(images[:, 0], 1), rtol=1e-6)
+  np.testing.assert_allclose(
+    mixed_images[:, 0], lam * images[:, 0] + (1 - lam) * jnp.roll(images[:, 0], 1), rtol=1e-6
+  )
   np.testing.assert_allclose(mixed_labels.sum(-1), 1.0, rtol=1e-6)
   np.testing.assert_allclose(mixed_labels[1, 0], 1 - lam, rtol=1e-6)
 
 
 def _one_step(label_smoothing=0.0, dtype=jnp.float32, images=None):
-  model = models.VisionTransformer(num_classes=4, patch_size=(4, 4), hidden_size=16,
-                                   num_layers=1, num_heads=2, mlp_dim=16, dtype=dtype)
+  model = models.VisionTransformer(
+    num_classes=4,
+    patch_size=(4, 4),
+    hidden_size=16,
+    num_layers=1,
+    num_heads=2,
+    mlp_dim=16,
+    dtype=dtype,
+  )
   c = config_lib.base_config()
   schedule = optim.make_schedule(0.1, 10, 1, 'cosine')
   tx = optim.make_optimizer(c, schedule)
   state = jax.jit(lambda r: nn.meta.unbox(state_lib.init_fn(model, tx, (1, 8, 8, 3))(r)))(
-      jax.random.key(0))
-  train_step = jax.jit(step_lib.make_train_step(model, tx, schedule, num_classes=4,
-                                                label_smoothing=label_smoothing))
+    jax.random.key(0)
+  )
+  train_step = jax.jit(
+    step_lib.make_train_step(model, tx, schedule, num_classes=4, label_smoothing=label_smoothing)
+  )
   images = np.ones((2, 8, 8, 3), np.float32) if images is None else images
   return train_step(state, {'image': images, 'label': np.array([0, 1])})
 
@@ -111,15 +126,20 @@ def test_uint8_images_are_mapped_to_minus_one_one_on_the_device():
   state_u, metrics_u = _one_step(images=pixels)
   state_f, metrics_f = _one_step(images=floats)
   assert float(metrics_u['grad_norm']) > 0
-  np.testing.assert_allclose(float(metrics_u['grad_norm']), float(metrics_f['grad_norm']),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    float(metrics_u['grad_norm']), float(metrics_f['grad_norm']), rtol=1e-6
+  )
   for a, b in zip(jax.tree.leaves(state_u.params), jax.tree.leaves(state_f.params)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   eval_step = step_lib.make_eval_step(FixedLogits(num_classes=3), 3)
-  batch = {'image': np.array([[[[10], [200], [30]]]], np.uint8), 'label': np.array([1]),
-           'mask': np.ones(1, np.float32)}
+  batch = {
+    'image': np.array([[[[10], [200], [30]]]], np.uint8),
+    'label': np.array([1]),
+    'mask': np.ones(1, np.float32),
+  }
   sums = eval_step({'unused': jnp.zeros(1)}, batch)
   logits = np.array([10, 200, 30], np.float32) / 127.5 - 1.0  # Not the raw pixel values.
   assert float(sums['correct_top1']) == 1
   assert float(sums['loss']) == pytest.approx(
-      float(optax.softmax_cross_entropy_with_integer_labels(logits, 1)), rel=1e-6)
+    float(optax.softmax_cross_entropy_with_integer_labels(logits, 1)), rel=1e-6
+  )

@@ -10,13 +10,12 @@ import jax.numpy as jnp
 import pytest
 
 from helpers import load_config
-from vit_jax.train import throughput
 from vit_jax.train import loop
 from vit_jax.train import setup_run
+from vit_jax.train import throughput
 
 
 class FakeClock:
-
   def __init__(self):
     self.now = 100.0
 
@@ -76,12 +75,18 @@ def test_events_left_counts_cadence_and_last_step():
 
 def test_speed_and_mfu_from_flops_and_peak():
   lap = throughput.Lap(steps=10, seconds=2.0)
-  speed = throughput.speed(lap, batch=128, num_devices=8, flops_per_device=1e9,
-                           peak_per_device=2e10)
-  assert speed == {'images_per_sec': 640.0, 'images_per_sec_per_device': 80.0,
-                   'step_seconds': 0.2, 'mfu': pytest.approx(0.25)}  # 5e9 of 2e10 FLOP/s.
-  assert 'mfu' not in throughput.speed(lap, batch=128, num_devices=8, flops_per_device=1e9,
-                                       peak_per_device=None)
+  speed = throughput.speed(
+    lap, batch=128, num_devices=8, flops_per_device=1e9, peak_per_device=2e10
+  )
+  assert speed == {
+    'images_per_sec': 640.0,
+    'images_per_sec_per_device': 80.0,
+    'step_seconds': 0.2,
+    'mfu': pytest.approx(0.25),
+  }  # 5e9 of 2e10 FLOP/s.
+  assert 'mfu' not in throughput.speed(
+    lap, batch=128, num_devices=8, flops_per_device=1e9, peak_per_device=None
+  )
   assert throughput.peak_flops_per_device('NVIDIA H100 80GB HBM3') == 989e12
   assert throughput.peak_flops_per_device('TPU v5 lite') == 197e12
   assert throughput.peak_flops_per_device('cpu') is None
@@ -102,11 +107,10 @@ def test_xla_flops_are_per_device_and_scan_bodies_scaled():
   assert throughput.step_flops_per_device(sharded) == pytest.approx(exact / 8, rel=0.01)
 
   def scanned(x, w):  # 4 micro-batches, like gradient accumulation: XLA counts one.
-    return jax.lax.scan(lambda c, xi: (c + (xi @ w).sum(), None), 0.0,
-                        x.reshape(4, m // 4, k))[0]
+    return jax.lax.scan(lambda c, xi: (c + (xi @ w).sum(), None), 0.0, x.reshape(4, m // 4, k))[0]
+
   compiled = jax.jit(scanned).lower(x, w).compile()
-  assert throughput.step_flops_per_device(compiled, accum_steps=4) == pytest.approx(
-      exact, rel=0.02)
+  assert throughput.step_flops_per_device(compiled, accum_steps=4) == pytest.approx(exact, rel=0.02)
 
 
 def vit_train_flops_per_example(config) -> float:
@@ -129,9 +133,18 @@ def test_run_logs_honest_speed_mfu_and_profile(tmp_path, digits_data_dir, monkey
     return evaluate(*args)
 
   monkeypatch.setattr(loop, 'evaluate', slow_evaluate)
-  config = load_config('default', data_dir=digits_data_dir, total_steps=6, warmup_steps=1,
-                       progress_every=2, eval_every=4, checkpoint_every=4, accum_steps=2,
-                       profile_steps=2, peak_flops_per_device=1e11)
+  config = load_config(
+    'default',
+    data_dir=digits_data_dir,
+    total_steps=6,
+    warmup_steps=1,
+    progress_every=2,
+    eval_every=4,
+    checkpoint_every=4,
+    accum_steps=2,
+    profile_steps=2,
+    peak_flops_per_device=1e11,
+  )
   loop.train_and_evaluate(setup_run.build(config, str(tmp_path)))
   assert 'MFU ' in capsys.readouterr().out
 
@@ -162,8 +175,7 @@ def test_run_logs_honest_speed_mfu_and_profile(tmp_path, digits_data_dir, monkey
   assert len(traces) == 1 and traces[0].stat().st_size > 1000
 
 
-@pytest.mark.parametrize('field, value', [('profile_steps', -1),
-                                          ('peak_flops_per_device', 0.0)])
+@pytest.mark.parametrize('field, value', [('profile_steps', -1), ('peak_flops_per_device', 0.0)])
 def test_bad_speed_settings_are_config_errors(tmp_path, field, value):
   config = load_config('default', **{field: value})
   with pytest.raises(setup_run.ConfigError) as e:

@@ -15,10 +15,10 @@ import sys
 import numpy as np
 
 from helpers import ROOT
-from vit_jax.weights import tree
+from vit_jax.data import synthetic
 from vit_jax.run import orbax_io
 from vit_jax.weights import resample
-from vit_jax.data import synthetic
+from vit_jax.weights import tree
 
 PRE_STEPS = 150
 STEPS = 60
@@ -28,9 +28,21 @@ def _main(workdir, *overrides):
   # The CLI's own device choice (one per core), not the test suite's 8 simulated devices.
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   result = subprocess.run(
-      [sys.executable, '-m', 'vit_jax.main', '--config=configs/default.py',
-       f'--workdir={workdir}', *(f'--config.{o}' for o in overrides)],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+    [
+      sys.executable,
+      '-m',
+      'vit_jax.main',
+      '--config=configs/default.py',
+      f'--workdir={workdir}',
+      *(f'--config.{o}' for o in overrides),
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+    check=False,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   with open(os.path.join(workdir, 'final_metrics.json')) as f:
     return json.load(f)
@@ -41,23 +53,40 @@ def _corr(a, b):
 
 
 def test_pretrain_on_digits_then_finetune_on_mnist_at_higher_resolution(
-    tmp_path, shared_dir, digits_data_dir):
+  tmp_path, shared_dir, digits_data_dir
+):
   mnist = shared_dir / 'data' / 'mnist'
-  images, labels = synthetic.read_mnist_idx(str(mnist / 't10k-images-idx3-ubyte.gz'),
-                                            str(mnist / 't10k-labels-idx1-ubyte.gz'))
+  images, labels = synthetic.read_mnist_idx(
+    str(mnist / 't10k-images-idx3-ubyte.gz'), str(mnist / 't10k-labels-idx1-ubyte.gz')
+  )
   folder = str(tmp_path / 'mnist')
   names = [str(d) for d in range(10)]
   synthetic.write_image_folder(folder, 'train', images[:300], labels[:300], names)
   synthetic.write_image_folder(folder, 'test', images[-500:], labels[-500:], names)
 
   pre, ft = str(tmp_path / 'pre'), str(tmp_path / 'ft')
-  _main(pre, f'data_dir={digits_data_dir}', f'total_steps={PRE_STEPS}', 'warmup_steps=15',
-        f'eval_every={PRE_STEPS}', f'checkpoint_every={PRE_STEPS}')
+  _main(
+    pre,
+    f'data_dir={digits_data_dir}',
+    f'total_steps={PRE_STEPS}',
+    'warmup_steps=15',
+    f'eval_every={PRE_STEPS}',
+    f'checkpoint_every={PRE_STEPS}',
+  )
   # Seed 1 (pre-training used 0): without the pre-trained params, its initialisation would
   # share nothing with the pre-trained model (correlation ~0 for every kernel, measured).
-  final = _main(ft, f'dataset={folder}', 'pp.crop=28', 'batch=32', f'total_steps={STEPS}',
-                'warmup_steps=6', f'eval_every={STEPS}', f'checkpoint_every={STEPS}', 'seed=1',
-                f'pretrained_path={pre}')
+  final = _main(
+    ft,
+    f'dataset={folder}',
+    'pp.crop=28',
+    'batch=32',
+    f'total_steps={STEPS}',
+    'warmup_steps=6',
+    f'eval_every={STEPS}',
+    f'checkpoint_every={STEPS}',
+    'seed=1',
+    f'pretrained_path={pre}',
+  )
 
   flat_pre = tree.flatten(orbax_io.load_params(pre))
   flat_ft = tree.flatten(orbax_io.load_params(ft))
@@ -70,8 +99,10 @@ def test_pretrain_on_digits_then_finetune_on_mnist_at_higher_resolution(
   kernels = [k for k in flat_pre if k.endswith('kernel') and not k.startswith('head/')]
   assert len(kernels) == 1 + 4 * 6  # patch embedding; per block query, key, value, out, 2 MLP.
   correlations = {key: _corr(flat_ft[key], flat_pre[key]) for key in kernels}
-  print(f'position embeddings {_corr(flat_ft[posemb], resampled):.3f}, kernels '
-        f'min {min(correlations.values()):.3f}, test accuracy {final["test/accuracy"]:.3f}')
+  print(
+    f'position embeddings {_corr(flat_ft[posemb], resampled):.3f}, kernels '
+    f'min {min(correlations.values()):.3f}, test accuracy {final["test/accuracy"]:.3f}'
+  )
   assert min(correlations.values()) > 0.9, correlations
   # A new 10-class head trained on the folder's labels: above chance (0.1) on its test split.
   assert flat_ft['head/kernel'].shape == (64, 10)

@@ -39,14 +39,22 @@ import numpy as np
 from vit_jax.inference import predictor as predictor_lib
 from vit_jax.run import workdir
 
-ANALYSES = ('filters', 'posemb', 'attention_distance', 'rollout', 'fourier', 'noise',
-            'hessian', 'landscape')
-
+ANALYSES = (
+  'filters',
+  'posemb',
+  'attention_distance',
+  'rollout',
+  'fourier',
+  'noise',
+  'hessian',
+  'landscape',
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
   """What to analyse and how; the command line's flags of the same names."""
+
   checkpoint: str  # anything vit_jax.inference.predictor.load takes.
   out: str  # folder for the PNG and JSON files (local or gs://).
   what: Sequence[str] = ANALYSES
@@ -70,30 +78,36 @@ class Options:
 def _define_flags() -> None:
   """The flags of `Options`; defined only when run as a command (the names would clash with
   other entry points' flags in a process that imports this module)."""
-  flags.DEFINE_string('checkpoint', None, 'A run\'s workdir, a released name or .npz, or any '
-                      'checkpoint predict takes.')
+  flags.DEFINE_string(
+    'checkpoint', None, "A run's workdir, a released name or .npz, or any checkpoint predict takes."
+  )
   flags.DEFINE_string('model', None, 'Model name (needed for a file).')
-  flags.DEFINE_string('dataset', None, 'TFDS name or image folder (default: the run\'s dataset).')
-  flags.DEFINE_string('data_dir', None, 'TFDS data_dir (default: the run\'s).')
+  flags.DEFINE_string('dataset', None, "TFDS name or image folder (default: the run's dataset).")
+  flags.DEFINE_string('data_dir', None, "TFDS data_dir (default: the run's).")
   flags.DEFINE_string('split', None, 'Images to analyse (default: the test split).')
-  flags.DEFINE_string('train_split', None, 'Hessian / landscape batches (default: the training '
-                      'split).')
-  flags.DEFINE_integer('image_size', None, 'Default: the run\'s / the file\'s.')
+  flags.DEFINE_string(
+    'train_split', None, 'Hessian / landscape batches (default: the training split).'
+  )
+  flags.DEFINE_integer('image_size', None, "Default: the run's / the file's.")
   flags.DEFINE_list('what', list(ANALYSES), f'Any of {",".join(ANALYSES)}.')
   flags.DEFINE_string('out', None, 'Folder for the PNG and JSON files (local or gs://).')
   flags.DEFINE_integer('num_images', 128, 'Images for A3, A4, B1 (paper: 128) and B2.')
   flags.DEFINE_float('noise_eps', 0.1, 'B2: amplitude of the sign noise (images in [-1, 1]).')
-  flags.DEFINE_integer('hessian_batches', 8, 'B3: mini-batches (paper: 10% of the training '
-                       'set).')
+  flags.DEFINE_integer('hessian_batches', 8, 'B3: mini-batches (paper: 10% of the training set).')
   flags.DEFINE_integer('hessian_batch', 16, 'B3: mini-batch size (paper: 16).')
-  flags.DEFINE_float('weight_decay', None, 'B3: L2 added to the loss (default: the run\'s '
-                     'optim.weight_decay, 0 for a file).')
+  flags.DEFINE_float(
+    'weight_decay',
+    None,
+    "B3: L2 added to the loss (default: the run's optim.weight_decay, 0 for a file).",
+  )
   flags.DEFINE_integer('landscape_steps', 21, 'B4: grid points per axis.')
-  flags.DEFINE_integer('landscape_batches', 2, 'B4: training batches of --hessian_batch*4 '
-                       'images averaged per point.')
+  flags.DEFINE_integer(
+    'landscape_batches', 2, 'B4: training batches of --hessian_batch*4 images averaged per point.'
+  )
   flags.DEFINE_integer('seed', 0, 'Noise, directions and which images.')
-  flags.DEFINE_string('label', None, 'Model name on the figures (default: --model or the '
-                      'run\'s model_name).')
+  flags.DEFINE_string(
+    'label', None, "Model name on the figures (default: --model or the run's model_name)."
+  )
 
 
 class AnalyzeError(ValueError):
@@ -113,8 +127,7 @@ class _Data:
 
   def _check(self):
     if not self.dataset:
-      raise AnalyzeError('this analysis needs images: pass --dataset=TFDS_NAME or an image '
-                         'folder.')
+      raise AnalyzeError('this analysis needs images: pass --dataset=TFDS_NAME or an image folder.')
 
   def eval_batch(self):
     """(images float32 [n, size, size, 3] in [-1, 1], labels int32 [n]): a random sample of
@@ -122,12 +135,21 @@ class _Data:
     whole to the model's size, no augmentation."""
     if self._eval is None:
       self._check()
-      from vit_jax import data  # pylint: disable=g-import-not-at-top  (TensorFlow)
+      from vit_jax import data  # TensorFlow
+
       split = self.options.split or self.config.get('test_split', 'test')
-      it = data.train_iterator(self.dataset, split, global_batch=self.options.num_images,
-                               crop=self.size, seed=self.options.seed, data_dir=self.data_dir,
-                               area_range=(1.0, 1.0), aspect_range=(1.0, 1.0), flip=False,
-                               shuffle_buffer=10_000)
+      it = data.train_iterator(
+        self.dataset,
+        split,
+        global_batch=self.options.num_images,
+        crop=self.size,
+        seed=self.options.seed,
+        data_dir=self.data_dir,
+        area_range=(1.0, 1.0),
+        aspect_range=(1.0, 1.0),
+        flip=False,
+        shuffle_buffer=10_000,
+      )
       batch = next(iter(it))
       self._eval = (np.asarray(batch['image']), np.asarray(batch['label']))
     return self._eval
@@ -135,15 +157,25 @@ class _Data:
   def train_batches(self, batch_size: int, count: int):
     """`count` augmented training batches {'image', 'label'} (the run's augmentation)."""
     self._check()
-    from vit_jax import data  # pylint: disable=g-import-not-at-top  (TensorFlow)
+    from vit_jax import data  # TensorFlow
+
     pp = self.config.get('pp', {})
     split = self.options.train_split or self.config.get('train_split', 'train')
-    it = data.train_iterator(self.dataset, split, global_batch=batch_size, crop=self.size,
-                             seed=self.options.seed, data_dir=self.data_dir,
-                             area_range=(pp.get('area_min', 0.05), 1.0),
-                             flip=pp.get('flip', True), shuffle_buffer=10_000)
-    return [{'image': np.asarray(b['image']), 'label': np.asarray(b['label'])}
-            for b, _ in zip(it, range(count))]
+    it = data.train_iterator(
+      self.dataset,
+      split,
+      global_batch=batch_size,
+      crop=self.size,
+      seed=self.options.seed,
+      data_dir=self.data_dir,
+      area_range=(pp.get('area_min', 0.05), 1.0),
+      flip=pp.get('flip', True),
+      shuffle_buffer=10_000,
+    )
+    return [
+      {'image': np.asarray(b['image']), 'label': np.asarray(b['label'])}
+      for b, _ in zip(it, range(count))
+    ]
 
 
 def run(options: Options) -> dict[str, str]:
@@ -155,8 +187,9 @@ def run(options: Options) -> dict[str, str]:
   """
   o = options
   what, out = list(o.what), o.out
-  from vit_jax.analysis import capture  # pylint: disable=g-import-not-at-top
-  from vit_jax.analysis import report  # pylint: disable=g-import-not-at-top
+  from vit_jax.analysis import capture
+  from vit_jax.analysis import report
+
   unknown = sorted(set(what) - set(ANALYSES))
   if unknown:
     raise AnalyzeError(f'--what={",".join(unknown)} unknown; choose from {",".join(ANALYSES)}.')
@@ -195,19 +228,18 @@ def run(options: Options) -> dict[str, str]:
       elif name == 'noise':
         images, labels = data.eval_batch()
         forward = jax.jit(lambda x: model.apply({'params': params}, x, train=False))
-        result = report.noise(forward, images, labels, eps=o.noise_eps, seed=o.seed,
-                              label=label)
+        result = report.noise(forward, images, labels, eps=o.noise_eps, seed=o.seed, label=label)
       elif name == 'hessian':
         wd = o.weight_decay
         if wd is None:
           wd = float((config or {}).get('optim', {}).get('weight_decay', 0.0) or 0.0)
         batches = data.train_batches(o.hessian_batch, o.hessian_batches)
-        result = report.hessian(model, params, batches, weight_decay=wd, label=label,
-                                seed=o.seed)
+        result = report.hessian(model, params, batches, weight_decay=wd, label=label, seed=o.seed)
       else:
         batches = data.train_batches(o.hessian_batch * 4, o.landscape_batches)
-        result = report.landscape(model, params, batches, steps=o.landscape_steps,
-                                  seed=o.seed, label=label)
+        result = report.landscape(
+          model, params, batches, steps=o.landscape_steps, seed=o.seed, label=label
+        )
     except report.NotApplicable as e:
       status[name] = f'skipped: {e}'
       print(f'{name}: skipped ({e})', flush=True)

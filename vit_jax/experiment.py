@@ -65,8 +65,9 @@ def read_metrics(workdir: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   return workdir_lib.read_metrics(workdir)
 
 
-def evaluate(config: config_dict.ConfigDict, workdir: str,
-             step: Optional[int] = None) -> dict[str, float]:
+def evaluate(
+  config: config_dict.ConfigDict, workdir: str, step: Optional[int] = None
+) -> dict[str, float]:
   """Evaluates the newest checkpoint of `workdir` (or `step`) on the config's eval splits.
 
   Returns:
@@ -82,7 +83,10 @@ def evaluate(config: config_dict.ConfigDict, workdir: str,
   except ValueError as e:
     raise setup_run.ConfigError(f'{e} Train first (vit_jax.experiment.train).') from None
   session = session_lib.Session.start(config, workdir, step=step)
-  out = {f'{split}/{name}': value for split, values in session.evaluate().items()
-         for name, value in values.items()}
+  out = {
+    f'{split}/{name}': value
+    for split, values in session.evaluate().items()
+    for name, value in values.items()
+  }
   out['step'] = session.step
   return out

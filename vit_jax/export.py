@@ -27,7 +27,6 @@ from absl import flags
 import jax
 import numpy as np
 
-from vit_jax.weights import fit
 from vit_jax import models
 from vit_jax.run import workdir
 from vit_jax.weights import fit
@@ -45,15 +44,22 @@ FLAGS = flags.FLAGS
 def _define_flags():
   """Defined only when run as a command: `--model` / `--image_size` would clash with other
   entry points' flags in a process that imports this module (tests)."""
-  flags.DEFINE_string('checkpoint', None, 'A vit_jax workdir, or any path or name '
-                      'config.pretrained_path takes.')
+  flags.DEFINE_string(
+    'checkpoint', None, 'A vit_jax workdir, or any path or name config.pretrained_path takes.'
+  )
   flags.DEFINE_string('to', None, f'Target format: one of {", ".join(TARGETS)}.')
-  flags.DEFINE_string('out', None, 'Output folder (hf, timm) or file (npz; timm with '
-                      '.safetensors/.pth/.bin).')
-  flags.DEFINE_string('model', None, 'Registered model name to check the params against '
-                      '(default: read the architecture from the params).')
-  flags.DEFINE_string('image_size', None, 'H,W (or one number) the model takes; needed only '
-                      'for non-square sizes.')
+  flags.DEFINE_string(
+    'out', None, 'Output folder (hf, timm) or file (npz; timm with .safetensors/.pth/.bin).'
+  )
+  flags.DEFINE_string(
+    'model',
+    None,
+    'Registered model name to check the params against '
+    '(default: read the architecture from the params).',
+  )
+  flags.DEFINE_string(
+    'image_size', None, 'H,W (or one number) the model takes; needed only for non-square sizes.'
+  )
 
 
 class ExportError(ValueError):
@@ -78,20 +84,28 @@ def _check_against_model(flat, name, overrides, image_size):
   model = models.get_model(name, num_classes=num_classes, **overrides)
   if image_size is None:
     image_size = spec_lib.infer(flat).image_size if 'embedding/kernel' in flat else (224, 224)
-  shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, *image_size, 3),
-                                                                   np.float32))['params']
+  shapes = jax.eval_shape(model.init, jax.random.key(0), np.zeros((1, *image_size, 3), np.float32))[
+    'params'
+  ]
   zeros = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
   try:
     fit.load_pretrained(tree.unflatten(flat), zeros, keep_head=True)
   except ValueError as e:
-    raise ExportError(f'--model={name} at {image_size[0]}x{image_size[1]} does not fit the '
-                      f'checkpoint (leave --model out to read the architecture from the params): '
-                      f'{e}') from None
+    raise ExportError(
+      f'--model={name} at {image_size[0]}x{image_size[1]} does not fit the '
+      f'checkpoint (leave --model out to read the architecture from the params): '
+      f'{e}'
+    ) from None
   return model
 
 
-def export(source: str, to: str, out: str, model: str | None = None,
-           image_size: tuple[int, int] | None = None) -> str:
+def export(
+  source: str,
+  to: str,
+  out: str,
+  model: str | None = None,
+  image_size: tuple[int, int] | None = None,
+) -> str:
   """Converts `source` to format `to` at `out`; returns how to load it (one line).
 
   Raises:
@@ -107,8 +121,11 @@ def export(source: str, to: str, out: str, model: str | None = None,
   config = workdir.read_config(read.workdir) if read.workdir is not None else None
   if config is not None:  # a vit_jax run: its config names the model and the image size.
     model = model or config.get('model_name')
-    overrides = {k: (tuple(v) if isinstance(v, list) else v)
-                 for k, v in (config.get('model') or {}).items() if v is not None}
+    overrides = {
+      k: (tuple(v) if isinstance(v, list) else v)
+      for k, v in (config.get('model') or {}).items()
+      if v is not None
+    }
     crop = (config.get('pp') or {}).get('crop')
     image_size = image_size or ((crop, crop) if crop else None)
   module = _check_against_model(flat, model, overrides, image_size) if model else None
@@ -117,8 +134,9 @@ def export(source: str, to: str, out: str, model: str | None = None,
     return f'vit_jax.weights.released.load({out!r})'
   classifier = getattr(module, 'classifier', None)
   if classifier in ('unpooled', 'token_unpooled'):  # params alone look like gap / token.
-    raise ExportError(f"classifier {classifier!r} (all tokens out) has no {to} equivalent; "
-                      'export --to=npz instead.')
+    raise ExportError(
+      f'classifier {classifier!r} (all tokens out) has no {to} equivalent; export --to=npz instead.'
+    )
   spec = spec_lib.infer(flat, image_size)
   return (timm if to == 'timm' else hf).export(flat, spec, out)
 
@@ -126,14 +144,16 @@ def export(source: str, to: str, out: str, model: str | None = None,
 def main(argv):
   try:
     if len(argv) > 1:
-      raise ExportError(f'unexpected arguments {argv[1:]}; pass flags only (--checkpoint=..., '
-                        '--to=..., --out=...).')
+      raise ExportError(
+        f'unexpected arguments {argv[1:]}; pass flags only (--checkpoint=..., --to=..., --out=...).'
+      )
     for name in ('checkpoint', 'to', 'out'):
       if not FLAGS[name].value:
-        raise ExportError(f'--{name} is required: python -m vit_jax.export '
-                          f'--checkpoint=WORKDIR|file.npz --to={"|".join(TARGETS)} --out=PATH.')
-    how = export(FLAGS.checkpoint, FLAGS.to, FLAGS.out, FLAGS.model,
-                 _image_size(FLAGS.image_size))
+        raise ExportError(
+          f'--{name} is required: python -m vit_jax.export '
+          f'--checkpoint=WORKDIR|file.npz --to={"|".join(TARGETS)} --out=PATH.'
+        )
+    how = export(FLAGS.checkpoint, FLAGS.to, FLAGS.out, FLAGS.model, _image_size(FLAGS.image_size))
   except (ValueError, OSError) as e:
     print(f'Error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax.system import cpu_devices
 from vit_jax import models
+from vit_jax.system import cpu_devices
 from vit_jax.system import sharding
 
 _MODEL = flags.DEFINE_string('model', 'ViT-B_16', 'Registered model name.')
@@ -32,24 +32,37 @@ _STEPS = flags.DEFINE_integer('steps', 20, 'Timed steps.')
 _WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps first (compilation, caches).')
 
 
-def measure(model_name: str, batch: int, image_size: int, *, num_classes: int = 1000,
-            dtype=jnp.float32, steps: int = 20, warmup: int = 3) -> dict[str, float]:
+def measure(
+  model_name: str,
+  batch: int,
+  image_size: int,
+  *,
+  num_classes: int = 1000,
+  dtype=jnp.float32,
+  steps: int = 20,
+  warmup: int = 3,
+) -> dict[str, float]:
   """Median seconds per forward step, images/s and images/s/device."""
   devices = jax.device_count()
   if batch % devices:
-    raise ValueError(f'batch={batch} is not divisible by the {devices} devices; use a '
-                     f'multiple of {devices}.')
+    raise ValueError(
+      f'batch={batch} is not divisible by the {devices} devices; use a multiple of {devices}.'
+    )
   model = models.get_model(model_name, num_classes=num_classes, dtype=dtype)
   mesh = sharding.make_mesh({'data': -1})
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   batch_sharding = sharding.batch_sharding(mesh, (('batch', 'data'),))
   images = jax.device_put(
-      np.random.default_rng(0).uniform(-1, 1, (batch, image_size, image_size, 3))
-      .astype(np.float32), batch_sharding)
-  params = jax.jit(lambda r: model.init(r, images[:1], train=False)['params'],
-                   out_shardings=replicated)(jax.random.key(0))
-  forward = jax.jit(lambda p, x: model.apply({'params': p}, x, train=False),
-                    in_shardings=(replicated, batch_sharding))
+    np.random.default_rng(0).uniform(-1, 1, (batch, image_size, image_size, 3)).astype(np.float32),
+    batch_sharding,
+  )
+  params = jax.jit(
+    lambda r: model.init(r, images[:1], train=False)['params'], out_shardings=replicated
+  )(jax.random.key(0))
+  forward = jax.jit(
+    lambda p, x: model.apply({'params': p}, x, train=False),
+    in_shardings=(replicated, batch_sharding),
+  )
   for _ in range(warmup):
     forward(params, images).block_until_ready()
   times = []
@@ -58,8 +71,12 @@ def measure(model_name: str, batch: int, image_size: int, *, num_classes: int = 
     forward(params, images).block_until_ready()
     times.append(time.perf_counter() - start)
   median = statistics.median(times)
-  return {'seconds_per_step': median, 'images_per_sec': batch / median,
-          'images_per_sec_per_device': batch / median / devices, 'devices': devices}
+  return {
+    'seconds_per_step': median,
+    'images_per_sec': batch / median,
+    'images_per_sec_per_device': batch / median / devices,
+    'devices': devices,
+  }
 
 
 def _flag_error(argv) -> str | None:
@@ -70,11 +87,17 @@ def _flag_error(argv) -> str | None:
   if _MODEL.value not in names:
     close = difflib.get_close_matches(_MODEL.value, names, n=3)
     hint = f'did you mean {", ".join(close)}? ' if close else ''
-    return (f'unknown --model={_MODEL.value}; {hint}list the models with `python -c "from '
-            'vit_jax import models; print(models.model_names())"`.')
-  for flag, value, low in (('batch', _BATCH.value, 1), ('image_size', _IMAGE_SIZE.value, 1),
-                           ('num_classes', _NUM_CLASSES.value, 1), ('steps', _STEPS.value, 1),
-                           ('warmup', _WARMUP.value, 0)):
+    return (
+      f'unknown --model={_MODEL.value}; {hint}list the models with `python -c "from '
+      'vit_jax import models; print(models.model_names())"`.'
+    )
+  for flag, value, low in (
+    ('batch', _BATCH.value, 1),
+    ('image_size', _IMAGE_SIZE.value, 1),
+    ('num_classes', _NUM_CLASSES.value, 1),
+    ('steps', _STEPS.value, 1),
+    ('warmup', _WARMUP.value, 0),
+  ):
     if value < low:
       return f'--{flag}={value}; pass an integer >= {low}.'
   return None
@@ -87,17 +110,24 @@ def main(argv):
     sys.exit(2)
   cpu_devices.split_host([_BATCH.value])  # On a CPU host: one device per core.
   try:
-    result = measure(_MODEL.value, _BATCH.value, _IMAGE_SIZE.value,
-                     num_classes=_NUM_CLASSES.value,
-                     dtype=jnp.bfloat16 if _DTYPE.value == 'bfloat16' else jnp.float32,
-                     steps=_STEPS.value, warmup=_WARMUP.value)
+    result = measure(
+      _MODEL.value,
+      _BATCH.value,
+      _IMAGE_SIZE.value,
+      num_classes=_NUM_CLASSES.value,
+      dtype=jnp.bfloat16 if _DTYPE.value == 'bfloat16' else jnp.float32,
+      steps=_STEPS.value,
+      warmup=_WARMUP.value,
+    )
   except ValueError as e:  # batch vs device count, model overrides: before any compile.
     print(f'Error: {e}', file=sys.stderr)
     sys.exit(2)
-  print(f'| model | batch | size | dtype | devices | ms/step | img/s | img/s/device |\n'
-        f'| {_MODEL.value} | {_BATCH.value} | {_IMAGE_SIZE.value} | {_DTYPE.value} | '
-        f'{result["devices"]} | {1000 * result["seconds_per_step"]:.2f} | '
-        f'{result["images_per_sec"]:,.1f} | {result["images_per_sec_per_device"]:,.1f} |')
+  print(
+    f'| model | batch | size | dtype | devices | ms/step | img/s | img/s/device |\n'
+    f'| {_MODEL.value} | {_BATCH.value} | {_IMAGE_SIZE.value} | {_DTYPE.value} | '
+    f'{result["devices"]} | {1000 * result["seconds_per_step"]:.2f} | '
+    f'{result["images_per_sec"]:,.1f} | {result["images_per_sec_per_device"]:,.1f} |'
+  )
 
 
 if __name__ == '__main__':

@@ -31,8 +31,10 @@ def _main_args(args: Sequence[str]) -> list[str]:
   names = {a.split('=', 1)[0] for a in args}
   missing = [f for f in ('--config', '--workdir') if f not in names]
   if missing:
-    raise LaunchError(f'give {" and ".join(missing)} for vit_jax.main after `--`, e.g. -- '
-                      '--config=configs/default.py --workdir=gs://BUCKET/run.')
+    raise LaunchError(
+      f'give {" and ".join(missing)} for vit_jax.main after `--`, e.g. -- '
+      '--config=configs/default.py --workdir=gs://BUCKET/run.'
+    )
   return [*args, *([] if '--jax_distributed' in names else ['--jax_distributed'])]
 
 
@@ -43,20 +45,34 @@ def _workdir(args: Sequence[str]) -> str:
 def tpu_commands(opts: argparse.Namespace, main_args: Sequence[str]) -> list[list[str]]:
   """gcloud commands: optional setup on all workers, then the training process on each."""
   if not _workdir(main_args).startswith('gs://'):
-    raise LaunchError(f'--workdir={_workdir(main_args)} is local to each TPU VM; the hosts of a '
-                      'pod must share it: use a gs:// bucket.')
-  ssh = ['gcloud', 'compute', 'tpus', 'tpu-vm', 'ssh', opts.name, f'--zone={opts.zone}',
-         '--worker=all']
+    raise LaunchError(
+      f'--workdir={_workdir(main_args)} is local to each TPU VM; the hosts of a '
+      'pod must share it: use a gs:// bucket.'
+    )
+  ssh = [
+    'gcloud',
+    'compute',
+    'tpus',
+    'tpu-vm',
+    'ssh',
+    opts.name,
+    f'--zone={opts.zone}',
+    '--worker=all',
+  ]
   if opts.project:
     ssh.append(f'--project={opts.project}')
   repo = shlex.quote(opts.repo_dir)
   commands = []
   if opts.setup:
     if not opts.repo_url:
-      raise LaunchError('--setup clones vit_jax on every worker: give --repo_url (the git URL '
-                        'of your vit_jax repository).')
-    setup = (f'(test -d {repo} || git clone {shlex.quote(opts.repo_url)} {repo}) && '
-             f"pip install -q -U 'jax[tpu]' && pip install -q -e {repo}")
+      raise LaunchError(
+        '--setup clones vit_jax on every worker: give --repo_url (the git URL '
+        'of your vit_jax repository).'
+      )
+    setup = (
+      f'(test -d {repo} || git clone {shlex.quote(opts.repo_url)} {repo}) && '
+      f"pip install -q -U 'jax[tpu]' && pip install -q -e {repo}"
+    )
     commands.append(ssh + [f'--command={setup}'])
   train = f'cd {repo} && python3 -m vit_jax.main {shlex.join(main_args)}'
   commands.append(ssh + [f'--command={train}'])
@@ -65,25 +81,37 @@ def tpu_commands(opts: argparse.Namespace, main_args: Sequence[str]) -> list[lis
 
 def slurm_script(opts: argparse.Namespace, main_args: Sequence[str]) -> str:
   """An sbatch script: one task per node that sees all the node's GPUs."""
-  lines = ['#!/bin/bash', f'#SBATCH --job-name={opts.job_name}', f'#SBATCH --nodes={opts.nodes}',
-           '#SBATCH --ntasks-per-node=1', f'#SBATCH --gpus-per-node={opts.gpus_per_node}',
-           f'#SBATCH --cpus-per-task={opts.cpus_per_task}']
+  lines = [
+    '#!/bin/bash',
+    f'#SBATCH --job-name={opts.job_name}',
+    f'#SBATCH --nodes={opts.nodes}',
+    '#SBATCH --ntasks-per-node=1',
+    f'#SBATCH --gpus-per-node={opts.gpus_per_node}',
+    f'#SBATCH --cpus-per-task={opts.cpus_per_task}',
+  ]
   if opts.partition:
     lines.append(f'#SBATCH --partition={opts.partition}')
   if opts.time:
     lines.append(f'#SBATCH --time={opts.time}')
   # SIGTERM 2 minutes before the time limit: vit_jax.main saves a checkpoint and exits with
   # PREEMPTED_EXIT_CODE, on which the job requeues itself and resumes from the checkpoint.
-  lines += ['#SBATCH --requeue', '#SBATCH --signal=TERM@120', '',
-            f'srun python -m vit_jax.main {shlex.join(main_args)}', 'code=$?',
-            f'if [ "$code" -eq {PREEMPTED_EXIT_CODE} ]; then scontrol requeue "$SLURM_JOB_ID"; fi',
-            'exit "$code"', '']
+  lines += [
+    '#SBATCH --requeue',
+    '#SBATCH --signal=TERM@120',
+    '',
+    f'srun python -m vit_jax.main {shlex.join(main_args)}',
+    'code=$?',
+    f'if [ "$code" -eq {PREEMPTED_EXIT_CODE} ]; then scontrol requeue "$SLURM_JOB_ID"; fi',
+    'exit "$code"',
+    '',
+  ]
   return '\n'.join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog='python -m vit_jax.launch',
-                                   description=__doc__.splitlines()[0])
+  parser = argparse.ArgumentParser(
+    prog='python -m vit_jax.launch', description=__doc__.splitlines()[0]
+  )
   sub = parser.add_subparsers(dest='target', required=True)
   tpu = sub.add_parser('tpu', help='Cloud TPU VM pod (gcloud ... ssh --worker=all).')
   tpu.add_argument('--name', required=True, help='TPU VM name.')
@@ -95,8 +123,12 @@ def _parser() -> argparse.ArgumentParser:
   slurm = sub.add_parser('slurm', help='SLURM GPU cluster (sbatch + srun).')
   slurm.add_argument('--nodes', type=int, required=True)
   slurm.add_argument('--gpus_per_node', type=int, default=8)
-  slurm.add_argument('--cpus_per_task', type=int, default=32,
-                     help='Host cores for the input pipeline (README: ~6-8 per H100).')
+  slurm.add_argument(
+    '--cpus_per_task',
+    type=int,
+    default=32,
+    help='Host cores for the input pipeline (README: ~6-8 per H100).',
+  )
   slurm.add_argument('--partition', default=None)
   slurm.add_argument('--time', default=None, help='e.g. 24:00:00')
   slurm.add_argument('--job_name', default='vit_jax')
@@ -111,7 +143,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   split = argv.index('--') if '--' in argv else len(argv)
   opts = _parser().parse_args(argv[:split])
   try:
-    main_args = _main_args(argv[split + 1:])
+    main_args = _main_args(argv[split + 1 :])
     if opts.target == 'tpu':
       commands = tpu_commands(opts, main_args)
     else:

@@ -23,22 +23,27 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from vit_jax.train import config_check
-from vit_jax.train import config as config_lib
-from vit_jax.system import cpu_devices
-from vit_jax.run import orbax_io
 from vit_jax.data import stderr_filter
+from vit_jax.run import orbax_io
+from vit_jax.system import cpu_devices
+from vit_jax.train import config as config_lib
+from vit_jax.train import config_check
 from vit_jax.train import loop
 from vit_jax.train import setup_run
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file: configs/<file>.py[:args]; fields overridable with '
-    '--config.<field>=value.', lock_config=True)
+  'config',
+  None,
+  'Config file: configs/<file>.py[:args]; fields overridable with --config.<field>=value.',
+  lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints and metrics are written.')
-_DISTRIBUTED = flags.DEFINE_bool('jax_distributed', False,
-                                 'Call jax.distributed.initialize() (multi-host jobs).')
-_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
-                                   'host:port of process 0, for --jax_distributed.')
+_DISTRIBUTED = flags.DEFINE_bool(
+  'jax_distributed', False, 'Call jax.distributed.initialize() (multi-host jobs).'
+)
+_COORDINATOR = flags.DEFINE_string(
+  'coordinator_address', None, 'host:port of process 0, for --jax_distributed.'
+)
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'For --jax_distributed.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'For --jax_distributed.')
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -66,7 +71,7 @@ def _parse_flags(argv):
   """absl's flag parsing, with misspelt config fields and unloadable files as one line."""
   try:
     remaining = flags.FLAGS(argv)
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     message = config_check.check_overrides(argv, flags.FLAGS['config'].parser.parse)
     if message:
       _config_error(message)
@@ -88,8 +93,11 @@ def main(argv):
   if _DISTRIBUTED.value:
     # Collectives between CPU processes (tests, CPU clusters); accelerators use their own.
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+    jax.distributed.initialize(
+      coordinator_address=_COORDINATOR.value,
+      num_processes=_NUM_PROCESSES.value,
+      process_id=_PROCESS_ID.value,
+    )
   else:
     _split_cpu(_CONFIG.value)
   logging.set_verbosity(logging.WARNING)
@@ -109,7 +117,7 @@ def main(argv):
     stderr_filter.drain()
     # Not sys.exit: the threads of a failed Orbax save can wait minutes for signals that never
     # come, and the interpreter would wait for them (metrics and logs are closed already).
-    os._exit(4)  # pylint: disable=protected-access
+    os._exit(4)
   if 'preempted_at' in final:
     sys.exit(loop.PREEMPTED_EXIT_CODE)  # Checkpointed; rerunning the command resumes.
   loop.dump_final(run.workdir, final)

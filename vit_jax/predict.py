@@ -37,7 +37,8 @@ PredictError = predictor_lib.PredictError
 def find_images(paths: Sequence[str]) -> list[str]:
   """The files named, and the image files under the folders named (recursively, sorted;
   hidden files and folders skipped). Raises PredictError for a missing path or no image."""
-  from vit_jax.data import folders  # pylint: disable=g-import-not-at-top  (no TF import)
+  from vit_jax.data import folders  # no TF import
+
   if not paths:
     raise PredictError('no images given; pass image files or folders after the flags.')
   found = []
@@ -51,21 +52,27 @@ def find_images(paths: Sequence[str]) -> list[str]:
     images = []
     for root, dirs, files in path.walk():
       dirs[:] = [d for d in dirs if not d.startswith('.')]
-      images += [os.fspath(root / f) for f in files
-                 if f.lower().endswith(folders.IMAGE_EXTENSIONS) and not f.startswith('.')]
+      images += [
+        os.fspath(root / f)
+        for f in files
+        if f.lower().endswith(folders.IMAGE_EXTENSIONS) and not f.startswith('.')
+      ]
     found += sorted(images)
   if not found:
-    raise PredictError(f'no image files ({", ".join(folders.IMAGE_EXTENSIONS)}) in '
-                       f'{", ".join(paths)}.')
+    raise PredictError(
+      f'no image files ({", ".join(folders.IMAGE_EXTENSIONS)}) in {", ".join(paths)}.'
+    )
   return found
 
 
 def format_table(results: list[dict[str, Any]], about: dict[str, Any]) -> str:
   """The results as an aligned text table, one row per (image, rank), under a header line."""
   step = f' (step {about["step"]})' if about['step'] is not None else ''
-  lines = [f'{about["checkpoint"]}{step}: {about["model"]}, {about["image_size"]}px '
-           f'{about["resize_mode"]}, {about["num_classes"]} classes, names from '
-           f'{about["labels"]}']
+  lines = [
+    f'{about["checkpoint"]}{step}: {about["model"]}, {about["image_size"]}px '
+    f'{about["resize_mode"]}, {about["num_classes"]} classes, names from '
+    f'{about["labels"]}'
+  ]
   width = max(len('image'), *(len(r['image']) for r in results))
   lines.append(f'{"image":<{width}}  rank  probability  class')
   for r in results:
@@ -74,29 +81,40 @@ def format_table(results: list[dict[str, Any]], about: dict[str, Any]) -> str:
       continue
     for rank, top in enumerate(r['top_k'], 1):
       image = r['image'] if rank == 1 else ''
-      lines.append(f'{image:<{width}}  {rank:>4}  {top["probability"]:>11.4f}  '
-                   f'{top["name"]}')
+      lines.append(f'{image:<{width}}  {rank:>4}  {top["probability"]:>11.4f}  {top["name"]}')
   return '\n'.join(lines)
 
 
 def _define_flags() -> flags.FlagValues:
   """A private flag set: predict runs in processes that define --model etc. for themselves."""
   fv = flags.FlagValues()
-  flags.DEFINE_string('checkpoint', None, 'A run\'s workdir, or a released-format .npz.',
-                      flag_values=fv)
-  flags.DEFINE_string('model', None, 'Registered model name; required for a .npz.',
-                      flag_values=fv)
-  flags.DEFINE_string('labels', None, 'Text file of class names, one per line in label '
-                      'order (default: the run\'s labels.json, or ImageNet\'s lists).',
-                      flag_values=fv)
+  flags.DEFINE_string(
+    'checkpoint', None, "A run's workdir, or a released-format .npz.", flag_values=fv
+  )
+  flags.DEFINE_string('model', None, 'Registered model name; required for a .npz.', flag_values=fv)
+  flags.DEFINE_string(
+    'labels',
+    None,
+    'Text file of class names, one per line in label '
+    "order (default: the run's labels.json, or ImageNet's lists).",
+    flag_values=fv,
+  )
   flags.DEFINE_integer('top_k', 5, 'Classes shown per image.', flag_values=fv)
   flags.DEFINE_integer('batch', 32, 'Images per forward pass.', flag_values=fv)
-  flags.DEFINE_integer('image_size', None, 'Input resolution (default: the run\'s crop, or '
-                       'what the .npz\'s position embeddings were made for).', flag_values=fv)
-  flags.DEFINE_string('resize_mode', None, '"resize" or "resize_crop" (default: the run\'s; '
-                      '"resize" for a .npz).', flag_values=fv)
-  flags.DEFINE_bool('json', False, 'Print one JSON object instead of the table.',
-                    flag_values=fv)
+  flags.DEFINE_integer(
+    'image_size',
+    None,
+    "Input resolution (default: the run's crop, or "
+    "what the .npz's position embeddings were made for).",
+    flag_values=fv,
+  )
+  flags.DEFINE_string(
+    'resize_mode',
+    None,
+    '"resize" or "resize_crop" (default: the run\'s; "resize" for a .npz).',
+    flag_values=fv,
+  )
+  flags.DEFINE_bool('json', False, 'Print one JSON object instead of the table.', flag_values=fv)
   return fv
 
 
@@ -105,8 +123,7 @@ def run(argv: Sequence[str], out=None, err=None) -> int:
   out, err = out or sys.stdout, err or sys.stderr
   fv = _define_flags()
   if any(a in ('-h', '--help', '--helpfull') for a in argv[1:]):
-    print(__doc__ + '\nFlags:\n' + fv.get_help(prefix='  ', include_special_flags=False),
-          file=out)
+    print(__doc__ + '\nFlags:\n' + fv.get_help(prefix='  ', include_special_flags=False), file=out)
     return 0
   try:
     try:
@@ -117,14 +134,23 @@ def run(argv: Sequence[str], out=None, err=None) -> int:
       if fv[name].value is not None and fv[name].value < low:
         raise PredictError(f'--{name}={fv[name].value}; pass an integer >= {low}.')
     images = find_images(paths)
-    predictor = predictor_lib.load(fv.checkpoint, model_name=fv.model, labels_file=fv.labels,
-                                   image_size=fv.image_size, resize_mode=fv.resize_mode)
+    predictor = predictor_lib.load(
+      fv.checkpoint,
+      model_name=fv.model,
+      labels_file=fv.labels,
+      image_size=fv.image_size,
+      resize_mode=fv.resize_mode,
+    )
   except PredictError as e:
     print(f'Error: {e}', file=err)
     return 2
   results = predictor.predict(images, top_k=fv.top_k, batch=fv.batch)
-  about = {**predictor.about, 'image_size': predictor.image_size,
-           'resize_mode': predictor.resize_mode, 'num_classes': predictor.num_classes}
+  about = {
+    **predictor.about,
+    'image_size': predictor.image_size,
+    'resize_mode': predictor.resize_mode,
+    'num_classes': predictor.num_classes,
+  }
   if fv.json:
     print(json.dumps({**about, 'predictions': results}, indent=2), file=out)
   else:

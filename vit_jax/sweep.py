@@ -24,13 +24,17 @@ import numpy as np
 from vit_jax.run import workdir as workdir_lib
 from vit_jax.train import config as config_lib
 
-_CONFIG = flags.DEFINE_string('config', None, 'Config file with get_sweep: FILE.py[:arg].',
-                              required=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'One subfolder per run goes here.',
-                               required=True)
+_CONFIG = flags.DEFINE_string(
+  'config', None, 'Config file with get_sweep: FILE.py[:arg].', required=True
+)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'One subfolder per run goes here.', required=True)
 _METRIC = flags.DEFINE_string('metric', 'test/accuracy', 'Key of final_metrics.json to report.')
-_ONLY = flags.DEFINE_list('only', None, 'Run only the runs whose name contains one of these '
-                          '(comma-separated), e.g. posemb=none_,posemb=learn_seed.')
+_ONLY = flags.DEFINE_list(
+  'only',
+  None,
+  'Run only the runs whose name contains one of these '
+  '(comma-separated), e.g. posemb=none_,posemb=learn_seed.',
+)
 
 
 def load_sweep(config: str) -> list[dict[str, Any]]:
@@ -40,8 +44,10 @@ def load_sweep(config: str) -> list[dict[str, Any]]:
   except FileNotFoundError:
     raise ValueError(f'config file {config_lib.split_spec(config)[0]} not found.') from None
   if not hasattr(module, 'get_sweep'):
-    raise ValueError(f'{config_lib.split_spec(config)[0]} defines no get_sweep(arg); add one '
-                     'returning a list of dicts of config overrides.')
+    raise ValueError(
+      f'{config_lib.split_spec(config)[0]} defines no get_sweep(arg); add one '
+      'returning a list of dicts of config overrides.'
+    )
   return list(module.get_sweep(arg) if arg is not None else module.get_sweep())
 
 
@@ -66,26 +72,36 @@ def run_one(config: str, overrides: dict[str, Any], workdir: str) -> dict[str, A
   """Trains one run (unless its final_metrics.json exists) and returns its final metrics."""
   final = workdir_lib.read_final(workdir)
   if final is None:
-    cmd = [sys.executable, '-m', 'vit_jax.main', f'--config={config}', f'--workdir={workdir}',
-           *(_override_flag(k, v) for k, v in overrides.items())]
+    cmd = [
+      sys.executable,
+      '-m',
+      'vit_jax.main',
+      f'--config={config}',
+      f'--workdir={workdir}',
+      *(_override_flag(k, v) for k, v in overrides.items()),
+    ]
     print('$', ' '.join(cmd), flush=True)
     result = subprocess.run(cmd, check=False)
     if result.returncode != 0:
-      raise RuntimeError(f'run {workdir} failed with exit code {result.returncode}; fix it and '
-                         'rerun the sweep (finished runs are kept).')
+      raise RuntimeError(
+        f'run {workdir} failed with exit code {result.returncode}; fix it and '
+        'rerun the sweep (finished runs are kept).'
+      )
     final = workdir_lib.read_final(workdir)
   return final
 
 
-def summarize(runs: Sequence[tuple[dict[str, Any], dict[str, Any]]],
-              metric: str) -> list[dict[str, Any]]:
+def summarize(
+  runs: Sequence[tuple[dict[str, Any], dict[str, Any]]], metric: str
+) -> list[dict[str, Any]]:
   """Groups (overrides, final metrics) by the overrides other than `seed`: one row per group
   with 'group' (dict), 'values' (list), 'mean' and 'std' (ddof=1; 0 for a single run)."""
   groups: dict[str, dict[str, Any]] = {}
   for overrides, final in runs:
     if metric not in final:
-      raise KeyError(f'{metric!r} is not in the final metrics ({sorted(final)}); pass '
-                     '--metric=one of those.')
+      raise KeyError(
+        f'{metric!r} is not in the final metrics ({sorted(final)}); pass --metric=one of those.'
+      )
     group = {k: v for k, v in overrides.items() if k != 'seed'}
     row = groups.setdefault(json.dumps(group, sort_keys=True), {'group': group, 'values': []})
     row['values'].append(float(final[metric]))
@@ -99,8 +115,10 @@ def summarize(runs: Sequence[tuple[dict[str, Any], dict[str, Any]]],
 
 def markdown_table(rows: Sequence[dict[str, Any]], metric: str) -> str:
   keys = list(rows[0]['group']) if rows else []
-  lines = ['| ' + ' | '.join(keys + [f'{metric} (mean ± std)', 'runs']) + ' |',
-           '|' + ' --- |' * (len(keys) + 2)]
+  lines = [
+    '| ' + ' | '.join(keys + [f'{metric} (mean ± std)', 'runs']) + ' |',
+    '|' + ' --- |' * (len(keys) + 2),
+  ]
   for row in rows:
     cells = [_format(row['group'][k]) for k in keys]
     cells += [f'{row["mean"]:.4f} ± {row["std"]:.4f}', str(len(row['values']))]
@@ -134,8 +152,15 @@ def main(argv: Sequence[str], only: Optional[Sequence[str]] = None) -> None:
   with open(os.path.join(_WORKDIR.value, 'table.md'), 'w') as f:
     f.write(table + '\n')
   with open(os.path.join(_WORKDIR.value, 'results.json'), 'w') as f:
-    json.dump({'metric': _METRIC.value, 'rows': rows,
-               'runs': [{'overrides': o, 'final': r} for o, r in runs]}, f, indent=1)
+    json.dump(
+      {
+        'metric': _METRIC.value,
+        'rows': rows,
+        'runs': [{'overrides': o, 'final': r} for o, r in runs],
+      },
+      f,
+      indent=1,
+    )
 
 
 if __name__ == '__main__':

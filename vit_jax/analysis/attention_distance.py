@@ -39,8 +39,7 @@ def _distance_matrix(grid, stride) -> np.ndarray:
   return np.linalg.norm(pos[:, None] - pos[None], axis=-1)  # [h*w, h*w]
 
 
-def mean_attention_distance(weights, grid: tuple[int, int], stride,
-                            num_prefix: int) -> np.ndarray:
+def mean_attention_distance(weights, grid: tuple[int, int], stride, num_prefix: int) -> np.ndarray:
   """Mean attention distance of every head of one layer.
 
   Args:
@@ -57,8 +56,10 @@ def mean_attention_distance(weights, grid: tuple[int, int], stride,
   h, w = grid
   tokens = num_prefix + h * w
   if weights.ndim != 4 or weights.shape[2:] != (tokens, tokens):
-    raise ValueError(f'attention weights must be [B, N, T, T] with T = num_prefix + h*w = '
-                     f'{num_prefix} + {h * w} = {tokens}, got shape {weights.shape}.')
+    raise ValueError(
+      f'attention weights must be [B, N, T, T] with T = num_prefix + h*w = '
+      f'{num_prefix} + {h * w} = {tokens}, got shape {weights.shape}.'
+    )
   # Float32 work for float32 / bfloat16 weights (the array can be large), float64 stays so.
   dtype = np.result_type(weights.dtype, np.float32)
   patches = weights[:, :, num_prefix:, num_prefix:].astype(dtype, copy=False)
@@ -67,8 +68,8 @@ def mean_attention_distance(weights, grid: tuple[int, int], stride,
   return per_image.astype(np.float64).sum(axis=0) / (weights.shape[0] * h * w)
 
 
-def attention_distances(per_layer_weights: Sequence, grid: tuple[int, int], stride,
-                        num_prefix: int) -> np.ndarray:
+def attention_distances(
+  per_layer_weights: Sequence, grid: tuple[int, int], stride, num_prefix: int
+) -> np.ndarray:
   """`mean_attention_distance` of every layer: float64 [L, N] for L arrays [B, N, T, T]."""
-  return np.stack([mean_attention_distance(w, grid, stride, num_prefix)
-                   for w in per_layer_weights])
+  return np.stack([mean_attention_distance(w, grid, stride, num_prefix) for w in per_layer_weights])

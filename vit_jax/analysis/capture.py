@@ -20,10 +20,10 @@ import numpy as np
 
 # Sown residual names -> the sub-block kind the analyses plot.
 _SUB_BLOCKS = {
-    'residual_attention': 'attention',
-    'residual_mlp': 'mlp',
-    'residual_token_mixing': 'token_mixing',
-    'residual_channel_mixing': 'channel_mixing',
+  'residual_attention': 'attention',
+  'residual_mlp': 'mlp',
+  'residual_token_mixing': 'token_mixing',
+  'residual_channel_mixing': 'channel_mixing',
 }
 _BLOCK = re.compile(r'^(?:encoderblock|MixerBlock)_(\d+)$')
 
@@ -35,6 +35,7 @@ class NotApplicable(ValueError):
 class Geometry(NamedTuple):
   """Where tokens sit: `num_prefix` tokens (class token) then an h x w `grid` of patches, each
   `stride` pixels apart."""
+
   grid: tuple[int, int]
   stride: int
   num_prefix: int
@@ -71,7 +72,8 @@ def run(model: nn.Module, params: Any, images: Any) -> Captured:
   collected in block order (scanned blocks unstacked)."""
   variables = params if 'params' in params else {'params': params}
   logits, state = jax.jit(lambda v, x: model.apply(v, x, mutable=['intermediates']))(
-      variables, images)
+    variables, images
+  )
   sown = nn.meta.unbox(state.get('intermediates', {}))
   encoder = sown.get('Transformer', sown)
   blocks = _blocks(encoder)
@@ -88,10 +90,11 @@ def run(model: nn.Module, params: Any, images: Any) -> Captured:
         residual.append(np.asarray(block[key][0]))
         names.append(f'block_{index}/{kind}')
   if not residual:
-    raise NotApplicable(f'{type(model).__name__} sows no residual stream (only the '
-                        'VisionTransformer and MlpMixer of vit_jax.models do).')
-  return Captured(np.asarray(logits), attention, residual, names,
-                  geometry(model, np.shape(images)))
+    raise NotApplicable(
+      f'{type(model).__name__} sows no residual stream (only the '
+      'VisionTransformer and MlpMixer of vit_jax.models do).'
+    )
+  return Captured(np.asarray(logits), attention, residual, names, geometry(model, np.shape(images)))
 
 
 def _blocks(encoder: dict) -> list[dict]:
@@ -100,6 +103,7 @@ def _blocks(encoder: dict) -> list[dict]:
     stacked = encoder['encoderblock']
     num_layers = jax.tree.leaves(stacked)[0].shape[0]
     return [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(num_layers)]
-  numbered = sorted((int(m.group(1)), value) for key, value in encoder.items()
-                    if (m := _BLOCK.match(key)))
+  numbered = sorted(
+    (int(m.group(1)), value) for key, value in encoder.items() if (m := _BLOCK.match(key))
+  )
   return [value for _, value in numbered]

@@ -33,8 +33,9 @@ def load(folders) -> dict[str, dict[str, Any]]:
         with open(os.path.join(folder, name)) as f:
           numbers[name[:-5]] = json.load(f)
     if not numbers:
-      raise ValueError(f'{folder} holds no analysis JSON; pass --out folders of '
-                       'python -m vit_jax.analyze.')
+      raise ValueError(
+        f'{folder} holds no analysis JSON; pass --out folders of python -m vit_jax.analyze.'
+      )
     label = next(iter(numbers.values()))['model']  # the --label of vit_jax.analyze.
     models[label] = numbers
   return models
@@ -42,13 +43,23 @@ def load(folders) -> dict[str, dict[str, Any]]:
 
 def table(models: dict[str, dict[str, Any]]) -> str:
   """Markdown: per model the Hessian summary and the noise sensitivity at low / high f."""
-  lines = ['| model | top-5 Hessian eigenvalues: mean of λ > 0 | max λ | share λ < 0 | '
-           'accuracy drop, noise f <= π/2 | f > π/2 |', '| --- |' + ' ---: |' * 5]
+  lines = [
+    '| model | top-5 Hessian eigenvalues: mean of λ > 0 | max λ | share λ < 0 | '
+    'accuracy drop, noise f <= π/2 | f > π/2 |',
+    '| --- |' + ' ---: |' * 5,
+  ]
   for label, numbers in models.items():
     cells = [label]
     hessian = numbers.get('hessian', {}).get('summary')
-    cells += ([f'{hessian["mean_positive"]:.2f}', f'{hessian["max"]:.2f}',
-               f'{hessian["negative_fraction"]:.0%}'] if hessian else ['-'] * 3)
+    cells += (
+      [
+        f'{hessian["mean_positive"]:.2f}',
+        f'{hessian["max"]:.2f}',
+        f'{hessian["negative_fraction"]:.0%}',
+      ]
+      if hessian
+      else ['-'] * 3
+    )
     noise = numbers.get('noise')
     if noise:
       f, drop = np.asarray(noise['frequencies']), np.asarray(noise['accuracy_drop'])
@@ -62,8 +73,7 @@ def table(models: dict[str, dict[str, Any]]) -> str:
 def main(argv):
   del argv
   if not _RUNS.value or not _OUT.value:
-    print('Error: pass --runs=DIR1,DIR2 (vit_jax.analyze outputs) and --out=DIR.',
-          file=sys.stderr)
+    print('Error: pass --runs=DIR1,DIR2 (vit_jax.analyze outputs) and --out=DIR.', file=sys.stderr)
     sys.exit(2)
   try:
     models = load(_RUNS.value)
@@ -71,16 +81,19 @@ def main(argv):
     print(f'Error: {e}', file=sys.stderr)
     sys.exit(2)
   os.makedirs(_OUT.value, exist_ok=True)
-  spectra = {label: np.ravel(n['hessian']['eigenvalues'])
-             for label, n in models.items() if 'hessian' in n}
+  spectra = {
+    label: np.ravel(n['hessian']['eigenvalues']) for label, n in models.items() if 'hessian' in n
+  }
   if spectra:
     loss_figures.plot_hessian_spectra(spectra).savefig(
-        os.path.join(_OUT.value, 'hessian.png'), dpi=110, bbox_inches='tight')
+      os.path.join(_OUT.value, 'hessian.png'), dpi=110, bbox_inches='tight'
+    )
   drops = {label: n['noise']['accuracy_drop'] for label, n in models.items() if 'noise' in n}
   if drops:
     freqs = next(n['noise']['frequencies'] for n in models.values() if 'noise' in n)
-    figures.plot_noise(freqs, drops).savefig(os.path.join(_OUT.value, 'noise.png'), dpi=110,
-                                             bbox_inches='tight')
+    figures.plot_noise(freqs, drops).savefig(
+      os.path.join(_OUT.value, 'noise.png'), dpi=110, bbox_inches='tight'
+    )
   print(table(models))
 
 

@@ -15,7 +15,8 @@ Every function builds a `matplotlib.figure.Figure` directly (no pyplot global st
 works headless: `fig.savefig('x.png')`.
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 
 import matplotlib
 from matplotlib import cm
@@ -27,9 +28,9 @@ import numpy as np
 KINDS = ('embedding', 'attention', 'mlp')
 # Marker, colour and legend entry of each kind of sub-block.
 _KIND_STYLE = {
-    'embedding': ('D', 'tab:gray', 'Embedding'),
-    'attention': ('o', 'tab:red', 'Attention (shaded)'),
-    'mlp': ('s', 'tab:blue', 'MLP'),
+  'embedding': ('D', 'tab:gray', 'Embedding'),
+  'attention': ('o', 'tab:red', 'Attention (shaded)'),
+  'mlp': ('s', 'tab:blue', 'MLP'),
 }
 
 
@@ -37,7 +38,8 @@ def _pi_axis(axis) -> None:
   """Ticks of a frequency axis at multiples of π/4, labelled 0, 0.25π, ..., 1π."""
   axis.set_major_locator(ticker.MultipleLocator(np.pi / 4))
   axis.set_major_formatter(
-      ticker.FuncFormatter(lambda x, _: f'{x / np.pi:.2g}π' if abs(x) > 1e-9 else '0'))
+    ticker.FuncFormatter(lambda x, _: f'{x / np.pi:.2g}π' if abs(x) > 1e-9 else '0')
+  )
 
 
 def _as_display_image(image: np.ndarray) -> tuple[np.ndarray, str | None]:
@@ -83,8 +85,7 @@ def plot_position_similarity(similarity) -> mfigure.Figure:
   for i in range(h):
     for j in range(w):
       ax = axes[i, j]
-      image = ax.imshow(similarity[i, j], cmap='viridis', vmin=-1, vmax=1,
-                        interpolation='nearest')
+      image = ax.imshow(similarity[i, j], cmap='viridis', vmin=-1, vmax=1, interpolation='nearest')
       ax.set_xticks([])
       ax.set_yticks([])
       if j == 0:
@@ -117,8 +118,9 @@ def plot_attention_distance(distances, label: str | None = None) -> mfigure.Figu
   palette = matplotlib.colormaps['tab20' if num_heads > 10 else 'tab10']
   layers = np.arange(1, num_layers + 1)
   for head in range(num_heads):
-    ax.scatter(layers, distances[:, head], s=12, color=palette(head % palette.N),
-               label=f'Head {head + 1}')
+    ax.scatter(
+      layers, distances[:, head], s=12, color=palette(head % palette.N), label=f'Head {head + 1}'
+    )
   ax.set_xlabel('Network depth (layer)')
   ax.set_ylabel('Mean attention distance (pixels)')
   ax.set_ylim(bottom=0)
@@ -140,8 +142,10 @@ def plot_rollout(images, maps) -> mfigure.Figure:
   images = np.asarray(images, np.float64)
   maps = np.asarray(maps, np.float64)
   if images.ndim != 4 or maps.shape != images.shape[:3]:
-    raise ValueError(f'images must be [B, H, W, 3] and maps [B, H, W] of the same size, got '
-                     f'{images.shape} and {maps.shape}.')
+    raise ValueError(
+      f'images must be [B, H, W, 3] and maps [B, H, W] of the same size, got '
+      f'{images.shape} and {maps.shape}.'
+    )
   count = len(images)
   fig = mfigure.Figure(figsize=(1.8 * count, 3.8), layout='constrained')
   axes = fig.subplots(2, count, squeeze=False)
@@ -163,8 +167,10 @@ def _check_depth_series(depth, values, kinds) -> tuple[np.ndarray, np.ndarray, l
   values = np.asarray(values, np.float64)
   kinds = list(kinds)
   if depth.ndim != 1 or values.shape != depth.shape or len(kinds) != len(depth):
-    raise ValueError(f'depth, values and kinds must be [S] each, got {depth.shape}, '
-                     f'{values.shape} and {len(kinds)} kinds.')
+    raise ValueError(
+      f'depth, values and kinds must be [S] each, got {depth.shape}, '
+      f'{values.shape} and {len(kinds)} kinds.'
+    )
   unknown = sorted(set(kinds) - set(KINDS))
   if unknown:
     raise ValueError(f'unknown sub-block kinds {unknown}; use {KINDS}.')
@@ -187,8 +193,9 @@ def _plot_by_depth(depth, values, kinds, ylabel: str, title: str | None) -> mfig
     chosen = np.array([k == kind for k in kinds])
     if chosen.any():
       marker, colour, name = _KIND_STYLE[kind]
-      ax.scatter(depth[chosen], values[chosen], marker=marker, color=colour, s=22, zorder=2,
-                 label=name)
+      ax.scatter(
+        depth[chosen], values[chosen], marker=marker, color=colour, s=22, zorder=2, label=name
+      )
   ax.set_xlabel('Normalized depth')
   ax.set_ylabel(ylabel)
   ax.legend(fontsize=7)
@@ -197,8 +204,7 @@ def _plot_by_depth(depth, values, kinds, ylabel: str, title: str | None) -> mfig
   return fig
 
 
-def plot_fourier(depth, values, kinds: Sequence[str],
-                 title: str | None = None) -> mfigure.Figure:
+def plot_fourier(depth, values, kinds: Sequence[str], title: str | None = None) -> mfigure.Figure:
   """Δlog amplitude of the highest frequency against normalised depth (HDVW Fig. 2a right).
 
   Args:
@@ -215,14 +221,14 @@ def plot_fourier(depth, values, kinds: Sequence[str],
   return _plot_by_depth(depth, values, kinds, 'Δ Log amplitude', title)
 
 
-def plot_variance(depth, variances, kinds: Sequence[str],
-                  title: str | None = None) -> mfigure.Figure:
+def plot_variance(
+  depth, variances, kinds: Sequence[str], title: str | None = None
+) -> mfigure.Figure:
   """Feature-map variance against normalised depth, laid out like `plot_fourier`."""
   return _plot_by_depth(depth, variances, kinds, 'Feature map variance', title)
 
 
-def plot_fourier_curves(frequencies, curves, depth,
-                        title: str | None = None) -> mfigure.Figure:
+def plot_fourier_curves(frequencies, curves, depth, title: str | None = None) -> mfigure.Figure:
   """Δlog amplitude against frequency, one curve per feature map coloured by depth.
 
   Args:
@@ -238,8 +244,10 @@ def plot_fourier_curves(frequencies, curves, depth,
   curves = np.asarray(curves, np.float64)
   depth = np.asarray(depth, np.float64)
   if curves.ndim != 2 or curves.shape != (len(depth), len(frequencies)):
-    raise ValueError(f'curves must be [S, K] = [{len(depth)}, {len(frequencies)}] (depths, '
-                     f'frequencies), got shape {curves.shape}.')
+    raise ValueError(
+      f'curves must be [S, K] = [{len(depth)}, {len(frequencies)}] (depths, '
+      f'frequencies), got shape {curves.shape}.'
+    )
   fig = mfigure.Figure(figsize=(4.5, 3.5), layout='constrained')
   ax = fig.add_subplot()
   norm = mcolors.Normalize(depth.min(), max(depth.max(), depth.min() + 1e-12))
@@ -250,15 +258,15 @@ def plot_fourier_curves(frequencies, curves, depth,
   ax.set_xlim(0, np.pi)
   ax.set_xlabel('Frequency')
   ax.set_ylabel('Δ Log amplitude')
-  fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax,
-               label='Normalized depth')
+  fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label='Normalized depth')
   if title:
     ax.set_title(title)
   return fig
 
 
-def plot_noise(frequencies, accuracy_drop: Mapping[str, Sequence[float]],
-               title: str | None = None) -> mfigure.Figure:
+def plot_noise(
+  frequencies, accuracy_drop: Mapping[str, Sequence[float]], title: str | None = None
+) -> mfigure.Figure:
   """Accuracy drop under band noise against its centre frequency, one line per model.
 
   Args:
@@ -276,8 +284,10 @@ def plot_noise(frequencies, accuracy_drop: Mapping[str, Sequence[float]],
   for name, drop in accuracy_drop.items():
     drop = np.asarray(drop, np.float64)
     if drop.shape != frequencies.shape:
-      raise ValueError(f'accuracy_drop[{name!r}] has shape {drop.shape}, expected one value '
-                       f'per frequency {frequencies.shape}.')
+      raise ValueError(
+        f'accuracy_drop[{name!r}] has shape {drop.shape}, expected one value '
+        f'per frequency {frequencies.shape}.'
+      )
     ax.plot(frequencies, 100 * drop, marker='o', ms=3, label=name)
   _pi_axis(ax.xaxis)
   ax.set_xlabel('Noise frequency')

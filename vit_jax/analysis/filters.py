@@ -21,6 +21,7 @@ class FilterPCA(NamedTuple):
     non-increasing order.
   explained_variance_ratio: [k], explained_variance over the total variance of the filters.
   """
+
   components: np.ndarray
   explained_variance: np.ndarray
   explained_variance_ratio: np.ndarray
@@ -39,8 +40,9 @@ def patch_filter_pca(kernel, num_components: int = 28) -> FilterPCA:
   """
   kernel = np.asarray(kernel, np.float64)
   if kernel.ndim != 4:
-    raise ValueError(f'kernel must be the [P, P, C, D] patch-embedding kernel, got shape '
-                     f'{kernel.shape}.')
+    raise ValueError(
+      f'kernel must be the [P, P, C, D] patch-embedding kernel, got shape {kernel.shape}.'
+    )
   *filter_shape, num_filters = kernel.shape
   if num_filters < 2:
     raise ValueError(f'PCA needs at least 2 filters (last axis of the kernel), got {num_filters}.')

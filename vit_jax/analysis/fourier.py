@@ -39,8 +39,10 @@ def tokens_to_maps(features, grid: tuple[int, int], num_prefix: int) -> np.ndarr
   features = np.asarray(features)
   h, w = grid
   if features.ndim != 3 or features.shape[1] != num_prefix + h * w:
-    raise ValueError(f'features must be [B, T, C] with T = num_prefix + h*w = '
-                     f'{num_prefix + h * w}, got shape {features.shape}.')
+    raise ValueError(
+      f'features must be [B, T, C] with T = num_prefix + h*w = '
+      f'{num_prefix + h * w}, got shape {features.shape}.'
+    )
   dtype = np.result_type(features.dtype, np.float32)
   maps = features[:, num_prefix:].astype(dtype, copy=False)
   return maps.reshape(len(maps), h, w, -1).transpose(0, 3, 1, 2)

@@ -39,6 +39,7 @@ class Eigen(NamedTuple):
   """values: float64 [k], the signed eigenvalues in the order found (by |λ|, largest first, up
   to the tolerance).
   iterations: int [k], the HVPs spent on each."""
+
   values: np.ndarray
   iterations: np.ndarray
 
@@ -62,20 +63,26 @@ def with_l2(loss_fn: Callable[..., jax.Array], weight_decay: float) -> Callable[
   eigenvalue moves by exactly weight_decay. Extra arguments (a batch) are passed through. Build
   the wrapped function once and reuse it: the jitted HVP is cached per function object.
   """
+
   def loss(params, *args, **kwargs):
     squares = sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(params))
     return loss_fn(params, *args, **kwargs) + 0.5 * weight_decay * squares
+
   return loss
 
 
 def _as_float32(params: PyTree) -> PyTree:
   """Unboxed params in float32 (HVPs in bfloat16 are too coarse)."""
+
   def cast(path, x):
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
-      raise ValueError(f'params leaf {jax.tree_util.keystr(path)} is {x.dtype}; the Hessian is '
-                       'taken over floating leaves only: pass the trainable params alone.')
+      raise ValueError(
+        f'params leaf {jax.tree_util.keystr(path)} is {x.dtype}; the Hessian is '
+        'taken over floating leaves only: pass the trainable params alone.'
+      )
     return x.astype(jnp.float32)
+
   return jax.tree_util.tree_map_with_path(cast, nn.meta.unbox(params))
 
 
@@ -126,8 +133,15 @@ def _top_eigen(loss_fn, params, args, k, key, tol, max_iter) -> Eigen:
   return Eigen(values, iterations)
 
 
-def top_eigenvalues(loss_fn: Callable[[PyTree], jax.Array], params: PyTree, k: int = 5, *,
-                    seed: int = 0, tol: float = 1e-3, max_iter: int = 100) -> Eigen:
+def top_eigenvalues(
+  loss_fn: Callable[[PyTree], jax.Array],
+  params: PyTree,
+  k: int = 5,
+  *,
+  seed: int = 0,
+  tol: float = 1e-3,
+  max_iter: int = 100,
+) -> Eigen:
   """The k Hessian eigenvalues of largest magnitude of a scalar `loss_fn(params)`.
 
   Power iteration with HVPs and deflation on the flattened params (module doc); each eigenvalue
@@ -160,14 +174,26 @@ def spectrum_summary(values: np.ndarray) -> dict[str, float]:
   if not values.size:
     raise ValueError('spectrum_summary needs at least one eigenvalue.')
   positive = values[values > 0]
-  return dict(num=int(values.size), negative_fraction=float(np.mean(values < 0)),
-              mean_positive=float(positive.mean()) if positive.size else float('nan'),
-              max=float(values.max()), min=float(values.min()))
+  return dict(
+    num=int(values.size),
+    negative_fraction=float(np.mean(values < 0)),
+    mean_positive=float(positive.mean()) if positive.size else float('nan'),
+    max=float(values.max()),
+    min=float(values.min()),
+  )
 
 
-def batch_spectra(loss_for_batch: Callable[[PyTree, Any], jax.Array], params: PyTree,
-                  batches: Iterable[Any], k: int = 5, *, seed: int = 0, tol: float = 1e-3,
-                  max_iter: int = 100, progress: bool = True) -> np.ndarray:
+def batch_spectra(
+  loss_for_batch: Callable[[PyTree, Any], jax.Array],
+  params: PyTree,
+  batches: Iterable[Any],
+  k: int = 5,
+  *,
+  seed: int = 0,
+  tol: float = 1e-3,
+  max_iter: int = 100,
+  progress: bool = True,
+) -> np.ndarray:
   """Top-k Hessian eigenvalues for each mini-batch (HDVW Fig. 1/4 pools these).
 
   The batch is an argument of the jitted step, so batches of one shape share one compilation.
@@ -187,7 +213,6 @@ def batch_spectra(loss_for_batch: Callable[[PyTree, Any], jax.Array], params: Py
   key = jax.random.key(seed)
   rows = []
   for b, batch in enumerate(tqdm.tqdm(batches, desc='Hessian spectra', disable=not progress)):
-    eig = _top_eigen(loss_for_batch, params, (batch,), k, jax.random.fold_in(key, b), tol,
-                     max_iter)
+    eig = _top_eigen(loss_for_batch, params, (batch,), k, jax.random.fold_in(key, b), tol, max_iter)
     rows.append(eig.values)
   return np.stack(rows) if rows else np.zeros((0, k), np.float64)

@@ -34,13 +34,16 @@ import tqdm
 PyTree = Any
 Path = tuple[str, ...]
 
-_SCANNED = 'encoderblock'  # vit_jax.models.layouts: the scan layout stacks the blocks under this name
+_SCANNED = (
+  'encoderblock'  # vit_jax.models.layouts: the scan layout stacks the blocks under this name
+)
 _PER_HEAD_INPUTS = ('query', 'key', 'value')
 
 
 class Surface(NamedTuple):
   """coords: float64 [steps] = linspace(-span, span, steps), shared by both axes.
   losses: float64 [steps, steps]; losses[i, j] = L(θ + coords[i]·d1 + coords[j]·d2)."""
+
   coords: np.ndarray
   losses: np.ndarray
 
@@ -74,14 +77,22 @@ def filter_axes(path: Path, array: Any) -> tuple[int, ...]:
   the scan layer axis. Output axes: the last one, or the last two for query/key/value
   kernels of ndim 3 (per layer)."""
   lead = _num_layer_axes(path)
-  num_out = 2 if (len(path) >= 2 and path[-2] in _PER_HEAD_INPUTS and path[-1] == 'kernel'
-                  and np.ndim(array) - lead == 3) else 1
+  num_out = (
+    2
+    if (
+      len(path) >= 2
+      and path[-2] in _PER_HEAD_INPUTS
+      and path[-1] == 'kernel'
+      and np.ndim(array) - lead == 3
+    )
+    else 1
+  )
   return tuple(range(lead, np.ndim(array) - num_out))
 
 
 def filter_normalized_direction(
-    key: jax.Array, params: PyTree,
-    is_excluded: Optional[Callable[[Path, Any], bool]] = None) -> PyTree:
+  key: jax.Array, params: PyTree, is_excluded: Optional[Callable[[Path, Any], bool]] = None
+) -> PyTree:
   """A Gaussian direction whose every filter has the norm of the params' filter (Li et al.).
 
   d = g · ||θ_f|| / (||g_f|| + 1e-10) per filter f, g ~ N(0, I), filters as in the module doc;
@@ -114,27 +125,38 @@ def _direction(is_excluded, key, params):
     if is_excluded(path, x):
       return jnp.zeros_like(x)
     axes = filter_axes(path, x)
-    g = noise[sizes[index]:sizes[index + 1]].reshape(x.shape)
+    g = noise[sizes[index] : sizes[index + 1]].reshape(x.shape)
     norm_x = jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=axes, keepdims=True))
     norm_g = jnp.sqrt(jnp.sum(jnp.square(g), axis=axes, keepdims=True))
     return (g * norm_x / (norm_g + 1e-10)).astype(x.dtype)
 
   return jax.tree.unflatten(
-      treedef, [direction(i, key_path, x) for i, (key_path, x) in enumerate(leaves)])
+    treedef, [direction(i, key_path, x) for i, (key_path, x) in enumerate(leaves)]
+  )
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _loss_at(loss_fn, params, d1, d2, a, b):
   """loss_fn(θ + a·d1 + b·d2) with a, b traced float32 scalars (one compile for the grid)."""
   moved = jax.tree.map(
-      lambda p, u, v: (p.astype(jnp.float32) + a * u.astype(jnp.float32)
-                       + b * v.astype(jnp.float32)).astype(p.dtype), params, d1, d2)
+    lambda p, u, v: (
+      p.astype(jnp.float32) + a * u.astype(jnp.float32) + b * v.astype(jnp.float32)
+    ).astype(p.dtype),
+    params,
+    d1,
+    d2,
+  )
   return loss_fn(moved).astype(jnp.float32)
 
 
-def loss_surface(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
-                 directions: Sequence[PyTree], steps: int = 21, span: float = 1.0,
-                 progress: bool = True) -> Surface:
+def loss_surface(
+  loss_fn: Callable[[PyTree], jax.Array],
+  params: PyTree,
+  directions: Sequence[PyTree],
+  steps: int = 21,
+  span: float = 1.0,
+  progress: bool = True,
+) -> Surface:
   """The loss on a steps x steps grid spanned by two directions around params (HDVW Fig. 1).
 
   Args:
@@ -158,7 +180,6 @@ def loss_surface(loss_fn: Callable[[PyTree], jax.Array], params: PyTree,
   losses = np.zeros((steps, steps), np.float64)
   for i in tqdm.trange(steps, desc='Loss surface', disable=not progress):
     # Dispatch the whole row before reading it back, so the device is not left waiting.
-    row = [_loss_at(loss_fn, params, d1, d2, np.float32(coords[i]), np.float32(c))
-           for c in coords]
+    row = [_loss_at(loss_fn, params, d1, d2, np.float32(coords[i]), np.float32(c)) for c in coords]
     losses[i] = [float(v) for v in row]
   return Surface(coords, losses)

@@ -41,8 +41,7 @@ def plot_hessian_spectra(spectra: Mapping[str, np.ndarray], bins: int = 60) -> m
   ax = fig.add_subplot()
   for name, values in pooled.items():
     s = hessian.spectrum_summary(values)
-    label = (f'{name} (neg. {100 * s["negative_fraction"]:.1f}%, '
-             f'mean λ>0 {s["mean_positive"]:.3g})')
+    label = f'{name} (neg. {100 * s["negative_fraction"]:.1f}%, mean λ>0 {s["mean_positive"]:.3g})'
     ax.hist(values, bins=edges, density=True, histtype='step', linewidth=1.5, label=label)
   ax.axvline(0.0, color='gray', linestyle='--', linewidth=0.8)
   ax.set_yscale('log')
@@ -66,8 +65,10 @@ def plot_loss_surface(surface: landscape.Surface, title: str) -> mpl_figure.Figu
   """
   coords, losses = np.asarray(surface.coords), np.asarray(surface.losses)
   if losses.shape != (coords.size, coords.size):
-    raise ValueError(f'surface.losses is {losses.shape}; expected [steps, steps] = '
-                     f'{(coords.size, coords.size)} for {coords.size} coords.')
+    raise ValueError(
+      f'surface.losses is {losses.shape}; expected [steps, steps] = '
+      f'{(coords.size, coords.size)} for {coords.size} coords.'
+    )
   a, b = np.meshgrid(coords, coords, indexing='ij')  # a[i, j] = coords[i], b[i, j] = coords[j]
 
   fig = mpl_figure.Figure(figsize=(10, 4.2), layout='constrained')
@@ -75,8 +76,7 @@ def plot_loss_surface(surface: landscape.Surface, title: str) -> mpl_figure.Figu
   ax = fig.add_subplot(1, 2, 1)
   filled = ax.contourf(a, b, losses, levels=20, cmap='viridis')
   ax.contour(a, b, losses, levels=20, colors='k', linewidths=0.3)
-  ax.plot([0.0], [0.0], marker='*', color='red', markersize=10, linestyle='none',
-          label='params')
+  ax.plot([0.0], [0.0], marker='*', color='red', markersize=10, linestyle='none', label='params')
   ax.set_xlabel('d1')
   ax.set_ylabel('d2')
   ticks = np.linspace(coords[0], coords[-1], 5)

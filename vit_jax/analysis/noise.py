@@ -15,7 +15,8 @@ width apart partition the frequencies (edges are compared after rounding to 1e-9
 centre + width/2 and next_centre - width/2 agree exactly).
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 import functools
 
 import jax
@@ -28,7 +29,7 @@ DEFAULT_WIDTH = 0.1 * np.pi
 def _radial_frequency(h: int, w: int) -> np.ndarray:
   fy = 2 * np.pi * np.abs(np.fft.fftfreq(h))
   fx = 2 * np.pi * np.abs(np.fft.fftfreq(w))
-  return np.sqrt(fy[:, None]**2 + fx[None, :]**2)
+  return np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
 
 
 def band_mask(h: int, w: int, centre: float, width: float = DEFAULT_WIDTH) -> np.ndarray:
@@ -45,8 +46,9 @@ def band_mask(h: int, w: int, centre: float, width: float = DEFAULT_WIDTH) -> np
   return (radius >= np.round(centre - width / 2, 9)) & (radius < np.round(centre + width / 2, 9))
 
 
-def band_noise(key_or_seed, shape: Sequence[int], eps: float, centre: float,
-               width: float = DEFAULT_WIDTH) -> np.ndarray:
+def band_noise(
+  key_or_seed, shape: Sequence[int], eps: float, centre: float, width: float = DEFAULT_WIDTH
+) -> np.ndarray:
   """Band-limited sign noise for images [B, H, W, C].
 
   Args:
@@ -80,9 +82,16 @@ def _num_correct(predict_fn, images, labels) -> int:
   return int(np.sum(predictions == labels))
 
 
-def noise_robustness(predict_fn: Callable, images, labels, centres: Sequence[float], eps: float,
-                     seed: int = 0, batch_size: int = 128,
-                     width: float = DEFAULT_WIDTH) -> dict[str, np.ndarray | float]:
+def noise_robustness(
+  predict_fn: Callable,
+  images,
+  labels,
+  centres: Sequence[float],
+  eps: float,
+  seed: int = 0,
+  batch_size: int = 128,
+  width: float = DEFAULT_WIDTH,
+) -> dict[str, np.ndarray | float]:
   """Accuracy drop under band noise at each centre frequency.
 
   Args:
@@ -104,21 +113,32 @@ def noise_robustness(predict_fn: Callable, images, labels, centres: Sequence[flo
   if labels.ndim == 2:
     labels = labels.argmax(axis=-1)
   if images.ndim != 4 or labels.shape != images.shape[:1]:
-    raise ValueError(f'images must be [B, H, W, C] with labels [B] (or [B, K]), got '
-                     f'{images.shape} and {labels.shape}.')
+    raise ValueError(
+      f'images must be [B, H, W, C] with labels [B] (or [B, K]), got '
+      f'{images.shape} and {labels.shape}.'
+    )
   count = len(images)
   starts = range(0, count, batch_size)
-  clean = sum(_num_correct(predict_fn, images[s:s + batch_size], labels[s:s + batch_size])
-              for s in starts) / count
+  clean = (
+    sum(
+      _num_correct(predict_fn, images[s : s + batch_size], labels[s : s + batch_size])
+      for s in starts
+    )
+    / count
+  )
   root = jax.random.key(seed)
   noisy = np.zeros(len(centres))
   for f, centre in enumerate(centres):
     correct = 0
     for i, s in enumerate(starts):
-      batch = images[s:s + batch_size]
+      batch = images[s : s + batch_size]
       key = jax.random.fold_in(jax.random.fold_in(root, f), i)
       noise = band_noise(key, batch.shape, eps, centre, width)
-      correct += _num_correct(predict_fn, batch + noise, labels[s:s + batch_size])
+      correct += _num_correct(predict_fn, batch + noise, labels[s : s + batch_size])
     noisy[f] = correct / count
-  return {'frequencies': np.asarray(centres, np.float64), 'clean_accuracy': clean,
-          'noisy_accuracy': noisy, 'accuracy_drop': clean - noisy}
+  return {
+    'frequencies': np.asarray(centres, np.float64),
+    'clean_accuracy': clean,
+    'noisy_accuracy': noisy,
+    'accuracy_drop': clean - noisy,
+  }

@@ -31,15 +31,18 @@ def position_similarity(embedding, grid: tuple[int, int]) -> np.ndarray:
   h, w = grid
   embedding = np.asarray(embedding, np.float64)
   if embedding.ndim != 2 or embedding.shape[0] != h * w:
-    raise ValueError(f'embedding must be [h*w, D] = [{h * w}, D] for grid {tuple(grid)}, got '
-                     f'shape {embedding.shape}; drop the class-token row first.')
+    raise ValueError(
+      f'embedding must be [h*w, D] = [{h * w}, D] for grid {tuple(grid)}, got '
+      f'shape {embedding.shape}; drop the class-token row first.'
+    )
   norms = np.linalg.norm(embedding, axis=1, keepdims=True)
   unit = embedding / np.where(norms > 0, norms, 1.0)
   return (unit @ unit.T).reshape(h, w, h, w)
 
 
-def patch_position_embedding(posembed_params: Mapping, kind: str, grid: tuple[int, int],
-                             num_prefix: int, dim: int) -> np.ndarray:
+def patch_position_embedding(
+  posembed_params: Mapping, kind: str, grid: tuple[int, int], num_prefix: int, dim: int
+) -> np.ndarray:
   """The position embedding added to each patch token, as the model adds it.
 
   Args:
@@ -57,8 +60,10 @@ def patch_position_embedding(posembed_params: Mapping, kind: str, grid: tuple[in
   """
   h, w = grid
   if kind not in ADDITIVE_KINDS:
-    raise ValueError(f'posemb={kind!r} adds no position embedding to the tokens, so there is '
-                     f'no additive embedding to show; this needs one of {ADDITIVE_KINDS}.')
+    raise ValueError(
+      f'posemb={kind!r} adds no position embedding to the tokens, so there is '
+      f'no additive embedding to show; this needs one of {ADDITIVE_KINDS}.'
+    )
   if kind == 'sincos2d':
     return posemb.sincos_2d(h, w, dim)
   if kind == 'learn_2d' and dim % 2:
@@ -67,18 +72,26 @@ def patch_position_embedding(posembed_params: Mapping, kind: str, grid: tuple[in
 
   def get(name, shape):
     if name not in params:
-      raise ValueError(f"posemb={kind!r} needs param '{name}' in the posembed_input subtree, "
-                       f'which has {sorted(params)}.')
+      raise ValueError(
+        f"posemb={kind!r} needs param '{name}' in the posembed_input subtree, "
+        f'which has {sorted(params)}.'
+      )
     value = np.asarray(params[name], np.float32)
     if value.shape != shape:
-      raise ValueError(f'posembed_input/{name} has shape {value.shape}, expected {shape} for '
-                       f'grid {tuple(grid)}, num_prefix={num_prefix}, dim={dim}.')
+      raise ValueError(
+        f'posembed_input/{name} has shape {value.shape}, expected {shape} for '
+        f'grid {tuple(grid)}, num_prefix={num_prefix}, dim={dim}.'
+      )
     return value[0]
 
   if kind == 'learn':
     return get('pos_embedding', (1, num_prefix + h * w, dim))[num_prefix:]
   row = get('pos_embedding_row', (1, h, dim // 2))
   col = get('pos_embedding_col', (1, w, dim // 2))
-  return np.concatenate([np.broadcast_to(row[:, None], (h, w, dim // 2)),
-                         np.broadcast_to(col[None, :], (h, w, dim // 2))],
-                        axis=-1).reshape(h * w, dim)
+  return np.concatenate(
+    [
+      np.broadcast_to(row[:, None], (h, w, dim // 2)),
+      np.broadcast_to(col[None, :], (h, w, dim // 2)),
+    ],
+    axis=-1,
+  ).reshape(h * w, dim)

@@ -38,6 +38,7 @@ class Result(NamedTuple):
 
 NotApplicable = capture.NotApplicable
 
+
 def _json(x):
   """numpy -> lists / floats, recursively, for json.dump."""
   if isinstance(x, dict):
@@ -58,14 +59,19 @@ def _is_hybrid(model) -> bool:
 def filters(model: nn.Module, params: Any, num_components: int = 28) -> Result:
   """A1: principal components of the patch-embedding filters (ViT Fig. 7 left)."""
   if _is_hybrid(model) or 'embedding' not in params:
-    raise NotApplicable('the patch embedding of a hybrid (or a Mixer) does not see pixels; '
-                        'filters are shown for plain ViTs.')
+    raise NotApplicable(
+      'the patch embedding of a hybrid (or a Mixer) does not see pixels; '
+      'filters are shown for plain ViTs.'
+    )
   kernel = np.asarray(params['embedding']['kernel'], np.float32)
   pca = filters_lib.patch_filter_pca(kernel, num_components)
-  numbers = {'explained_variance_ratio': pca.explained_variance_ratio,
-             'kernel_shape': list(kernel.shape)}
-  return Result(_json(numbers),
-                {'filters': figures.plot_filters(filters_lib.filter_images(pca.components))})
+  numbers = {
+    'explained_variance_ratio': pca.explained_variance_ratio,
+    'kernel_shape': list(kernel.shape),
+  }
+  return Result(
+    _json(numbers), {'filters': figures.plot_filters(filters_lib.filter_images(pca.components))}
+  )
 
 
 def posemb(model: nn.Module, params: Any, image_size: int) -> Result:
@@ -76,8 +82,12 @@ def posemb(model: nn.Module, params: Any, image_size: int) -> Result:
   geo = capture.geometry(model, (1, image_size, image_size, 3))
   try:
     embedding = posemb_similarity.patch_position_embedding(
-        params['Transformer'].get('posembed_input', {}), kind, geo.grid, geo.num_prefix,
-        model.hidden_size)
+      params['Transformer'].get('posembed_input', {}),
+      kind,
+      geo.grid,
+      geo.num_prefix,
+      model.hidden_size,
+    )
   except ValueError as e:
     raise NotApplicable(str(e)) from None
   similarity = posemb_similarity.position_similarity(embedding, geo.grid)
@@ -88,10 +98,13 @@ def posemb(model: nn.Module, params: Any, image_size: int) -> Result:
   off = ~np.eye(h * w, dtype=bool)
   # Does similarity fall with distance? (The paper's finding on trained models.)
   corr = float(np.corrcoef(dist[off], flat[off])[0, 1])
-  numbers = {'kind': kind, 'grid': list(geo.grid), 'similarity': similarity,
-             'correlation_with_distance': corr}
-  return Result(_json(numbers),
-                {'posemb': figures.plot_position_similarity(similarity)})
+  numbers = {
+    'kind': kind,
+    'grid': list(geo.grid),
+    'similarity': similarity,
+    'correlation_with_distance': corr,
+  }
+  return Result(_json(numbers), {'posemb': figures.plot_position_similarity(similarity)})
 
 
 def attention_distance(captured: capture.Captured, label: Optional[str] = None) -> Result:
@@ -99,13 +112,17 @@ def attention_distance(captured: capture.Captured, label: Optional[str] = None) 
   if not captured.attention:
     raise NotApplicable('the model has no self-attention (MLP-Mixer).')
   geo = captured.geometry
-  dist = distance_lib.attention_distances(captured.attention, geo.grid, geo.stride,
-                                          geo.num_prefix)
-  numbers = {'distance': dist, 'mean_per_layer': dist.mean(axis=1),
-             'grid': list(geo.grid), 'stride': geo.stride,
-             'images': int(captured.attention[0].shape[0])}
-  return Result(_json(numbers),
-                {'attention_distance': figures.plot_attention_distance(dist, label)})
+  dist = distance_lib.attention_distances(captured.attention, geo.grid, geo.stride, geo.num_prefix)
+  numbers = {
+    'distance': dist,
+    'mean_per_layer': dist.mean(axis=1),
+    'grid': list(geo.grid),
+    'stride': geo.stride,
+    'images': int(captured.attention[0].shape[0]),
+  }
+  return Result(
+    _json(numbers), {'attention_distance': figures.plot_attention_distance(dist, label)}
+  )
 
 
 def rollout(captured: capture.Captured, images: np.ndarray, num_show: int = 8) -> Result:
@@ -117,7 +134,7 @@ def rollout(captured: capture.Captured, images: np.ndarray, num_show: int = 8) -
   joint = rollout_lib.attention_rollout(shown)
   maps = rollout_lib.rollout_map(joint, geo.grid, geo.num_prefix, images.shape[1:3])
   pixels = np.clip((np.asarray(images[:num_show], np.float32) + 1.0) / 2.0, 0.0, 1.0)
-  row = joint[:, 0, geo.num_prefix:] if geo.num_prefix else joint.mean(axis=1)
+  row = joint[:, 0, geo.num_prefix :] if geo.num_prefix else joint.mean(axis=1)
   numbers = {'token_maps': row.reshape(-1, *geo.grid), 'grid': list(geo.grid)}
   return Result(_json(numbers), {'rollout': figures.plot_rollout(pixels, maps)})
 
@@ -128,24 +145,36 @@ def fourier(captured: capture.Captured, label: Optional[str] = None) -> Result:
   geo = captured.geometry
   if geo.grid[0] != geo.grid[1]:
     raise NotApplicable(f'the Fourier analysis needs a square patch grid, not {geo.grid}.')
-  curves = np.stack([fourier_lib.relative_log_amplitude(r, geo.grid, geo.num_prefix)
-                     for r in captured.residual])
-  variance = np.asarray([fourier_lib.feature_map_variance(r, geo.grid, geo.num_prefix)
-                         for r in captured.residual])
+  curves = np.stack(
+    [fourier_lib.relative_log_amplitude(r, geo.grid, geo.num_prefix) for r in captured.residual]
+  )
+  variance = np.asarray(
+    [fourier_lib.feature_map_variance(r, geo.grid, geo.num_prefix) for r in captured.residual]
+  )
   # Mixers: token mixing plays attention's role (spatial), channel mixing the MLP's.
-  kinds = [{'token_mixing': 'attention', 'channel_mixing': 'mlp'}.get(k, k)
-           for k in captured.kinds]
+  kinds = [{'token_mixing': 'attention', 'channel_mixing': 'mlp'}.get(k, k) for k in captured.kinds]
   depth = captured.depth
   freqs = fourier_lib.frequencies(geo.grid[0])
   high = curves[:, -1]
-  numbers = {'names': captured.names, 'kinds': kinds, 'depth': depth, 'frequencies': freqs,
-             'delta_log_amplitude': curves, 'high_frequency': high, 'variance': variance,
-             'high_frequency_change': _changes(high, kinds),
-             'variance_change': _changes(variance, kinds)}
-  return Result(_json(numbers), {
+  numbers = {
+    'names': captured.names,
+    'kinds': kinds,
+    'depth': depth,
+    'frequencies': freqs,
+    'delta_log_amplitude': curves,
+    'high_frequency': high,
+    'variance': variance,
+    'high_frequency_change': _changes(high, kinds),
+    'variance_change': _changes(variance, kinds),
+  }
+  return Result(
+    _json(numbers),
+    {
       'fourier': figures.plot_fourier(depth, high, kinds, title=label),
       'fourier_curves': figures.plot_fourier_curves(freqs, curves, depth, title=label),
-      'variance': figures.plot_variance(depth, variance, kinds, title=label)})
+      'variance': figures.plot_variance(depth, variance, kinds, title=label),
+    },
+  )
 
 
 def _changes(values: np.ndarray, kinds: Sequence[str]) -> dict[str, Any]:
@@ -155,51 +184,89 @@ def _changes(values: np.ndarray, kinds: Sequence[str]) -> dict[str, Any]:
   for kind in ('attention', 'mlp'):
     delta = [values[i] - values[i - 1] for i in range(1, len(values)) if kinds[i] == kind]
     if delta:
-      out[kind] = {'changes': delta, 'mean': float(np.mean(delta)),
-                   'fraction_lowering': float(np.mean(np.asarray(delta) < 0))}
+      out[kind] = {
+        'changes': delta,
+        'mean': float(np.mean(delta)),
+        'fraction_lowering': float(np.mean(np.asarray(delta) < 0)),
+      }
   return out
 
 
-def noise(predict: Callable, images: np.ndarray, labels: np.ndarray, *, eps: float = 0.1,
-          centres: Optional[Sequence[float]] = None, seed: int = 0,
-          label: str = 'model') -> Result:
+def noise(
+  predict: Callable,
+  images: np.ndarray,
+  labels: np.ndarray,
+  *,
+  eps: float = 0.1,
+  centres: Optional[Sequence[float]] = None,
+  seed: int = 0,
+  label: str = 'model',
+) -> Result:
   """B2: accuracy drop under band-limited noise vs its frequency (HDVW Fig. 2b)."""
   if centres is None:
     centres = np.linspace(0.0, np.pi, 11)
   result = noise_lib.noise_robustness(predict, images, labels, centres, eps, seed=seed)
   numbers = dict(result, eps=eps)
-  return Result(_json(numbers),
-                {'noise': figures.plot_noise(result['frequencies'],
-                                             {label: result['accuracy_drop']})})
+  return Result(
+    _json(numbers),
+    {'noise': figures.plot_noise(result['frequencies'], {label: result['accuracy_drop']})},
+  )
 
 
 def cross_entropy_loss(model: nn.Module) -> Callable[[Any, dict], jax.Array]:
   """(params, batch) -> mean softmax cross-entropy of `model` (eval mode) on the batch."""
+
   def loss(params, batch):
     logits = model.apply({'params': params}, batch['image'], train=False)
     return optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), batch['label']).mean()
+      logits.astype(jnp.float32), batch['label']
+    ).mean()
+
   return loss
 
 
-def hessian(model: nn.Module, params: Any, batches: Iterable[dict], *, k: int = 5,
-            weight_decay: float = 0.0, label: str = 'model', max_iter: int = 100,
-            tol: float = 1e-3, seed: int = 0, progress: bool = True) -> Result:
+def hessian(
+  model: nn.Module,
+  params: Any,
+  batches: Iterable[dict],
+  *,
+  k: int = 5,
+  weight_decay: float = 0.0,
+  label: str = 'model',
+  max_iter: int = 100,
+  tol: float = 1e-3,
+  seed: int = 0,
+  progress: bool = True,
+) -> Result:
   """B3: top-k Hessian eigenvalues of NLL + L2 per mini-batch, pooled (HDVW Fig. 1, 4)."""
   loss = cross_entropy_loss(model)
   if weight_decay:
     loss = hessian_lib.with_l2(loss, weight_decay)
-  spectra = hessian_lib.batch_spectra(loss, params, batches, k, seed=seed, tol=tol,
-                                      max_iter=max_iter, progress=progress)
-  numbers = {'eigenvalues': spectra, 'summary': hessian_lib.spectrum_summary(spectra),
-             'k': k, 'weight_decay': weight_decay}
-  return Result(_json(numbers),
-                {'hessian': loss_figures.plot_hessian_spectra({label: spectra.ravel()})})
+  spectra = hessian_lib.batch_spectra(
+    loss, params, batches, k, seed=seed, tol=tol, max_iter=max_iter, progress=progress
+  )
+  numbers = {
+    'eigenvalues': spectra,
+    'summary': hessian_lib.spectrum_summary(spectra),
+    'k': k,
+    'weight_decay': weight_decay,
+  }
+  return Result(
+    _json(numbers), {'hessian': loss_figures.plot_hessian_spectra({label: spectra.ravel()})}
+  )
 
 
-def landscape(model: nn.Module, params: Any, batches: Sequence[dict], *, steps: int = 21,
-              span: float = 1.0, seed: int = 0, label: str = 'model',
-              progress: bool = True) -> Result:
+def landscape(
+  model: nn.Module,
+  params: Any,
+  batches: Sequence[dict],
+  *,
+  steps: int = 21,
+  span: float = 1.0,
+  seed: int = 0,
+  label: str = 'model',
+  progress: bool = True,
+) -> Result:
   """B4: loss on a 2-D grid of filter-normalised random directions (HDVW Fig. 1)."""
   loss = cross_entropy_loss(model)
   batches = [jax.tree.map(jnp.asarray, b) for b in batches]
@@ -208,11 +275,13 @@ def landscape(model: nn.Module, params: Any, batches: Sequence[dict], *, steps: 
     return sum(loss(p, b) for b in batches) / len(batches)
 
   key1, key2 = jax.random.split(jax.random.key(seed))
-  directions = (landscape_lib.filter_normalized_direction(key1, params),
-                landscape_lib.filter_normalized_direction(key2, params))
-  surface = landscape_lib.loss_surface(mean_loss, params, directions, steps=steps, span=span,
-                                       progress=progress)
+  directions = (
+    landscape_lib.filter_normalized_direction(key1, params),
+    landscape_lib.filter_normalized_direction(key2, params),
+  )
+  surface = landscape_lib.loss_surface(
+    mean_loss, params, directions, steps=steps, span=span, progress=progress
+  )
   centre = surface.losses[steps // 2, steps // 2]
   numbers = {'coords': surface.coords, 'losses': surface.losses, 'centre_loss': centre}
-  return Result(_json(numbers),
-                {'landscape': loss_figures.plot_loss_surface(surface, label)})
+  return Result(_json(numbers), {'landscape': loss_figures.plot_loss_surface(surface, label)})

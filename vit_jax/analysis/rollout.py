@@ -31,14 +31,17 @@ def attention_rollout(per_layer_weights: Sequence, residual: float = 0.5) -> np.
   for index, weights in enumerate(per_layer_weights):
     weights = np.asarray(weights)
     if weights.ndim != 4 or weights.shape[2] != weights.shape[3]:
-      raise ValueError(f'layer {index}: attention weights must be [B, N, T, T], got shape '
-                       f'{weights.shape}.')
+      raise ValueError(
+        f'layer {index}: attention weights must be [B, N, T, T], got shape {weights.shape}.'
+      )
     mixed = (1 - residual) * weights.mean(axis=1, dtype=np.float64)
     mixed += residual * np.eye(weights.shape[-1])
     mixed /= mixed.sum(axis=-1, keepdims=True)
     if rollout is not None and rollout.shape != mixed.shape:
-      raise ValueError(f'layer {index}: attention weights {weights.shape} do not match the '
-                       f'[B, T, T] = {rollout.shape} of the layers before it.')
+      raise ValueError(
+        f'layer {index}: attention weights {weights.shape} do not match the '
+        f'[B, T, T] = {rollout.shape} of the layers before it.'
+      )
     rollout = mixed if rollout is None else mixed @ rollout
   return rollout
 
@@ -47,15 +50,16 @@ def _gaussian_blur(maps: np.ndarray, sigma: float) -> np.ndarray:
   """Separable Gaussian blur of maps [B, H, W] along H and W, edges mirrored."""
   radius = max(1, int(np.ceil(3 * sigma)))
   offsets = np.arange(-radius, radius + 1)
-  kernel = np.exp(-0.5 * (offsets / sigma)**2)
+  kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
   kernel /= kernel.sum()
   for axis in (1, 2):
     pad = [(0, 0)] * 3
     pad[axis] = (radius, radius)
     padded = np.pad(maps, pad, mode='symmetric')
     size = maps.shape[axis]
-    maps = sum(k * np.take(padded, np.arange(size) + radius + o, axis=axis)
-               for k, o in zip(kernel, offsets))
+    maps = sum(
+      k * np.take(padded, np.arange(size) + radius + o, axis=axis) for k, o in zip(kernel, offsets)
+    )
   return maps
 
 
@@ -65,8 +69,9 @@ def _normalise(maps: np.ndarray) -> np.ndarray:
   return maps / np.where(peak > 0, peak, 1.0)
 
 
-def rollout_map(rollout, grid: tuple[int, int], num_prefix: int, image_size,
-                blur_sigma: float = 1.0) -> np.ndarray:
+def rollout_map(
+  rollout, grid: tuple[int, int], num_prefix: int, image_size, blur_sigma: float = 1.0
+) -> np.ndarray:
   """The rollout as a map over the image, for overlaying.
 
   Args:
@@ -86,8 +91,9 @@ def rollout_map(rollout, grid: tuple[int, int], num_prefix: int, image_size,
   h, w = grid
   tokens = num_prefix + h * w
   if rollout.ndim != 3 or rollout.shape[1:] != (tokens, tokens):
-    raise ValueError(f'rollout must be [B, T, T] with T = num_prefix + h*w = {tokens}, got '
-                     f'shape {rollout.shape}.')
+    raise ValueError(
+      f'rollout must be [B, T, T] with T = num_prefix + h*w = {tokens}, got shape {rollout.shape}.'
+    )
   height, width = (image_size, image_size) if np.ndim(image_size) == 0 else image_size
   rows = rollout[:, 0] if num_prefix else rollout.mean(axis=1)
   maps = _normalise(rows[:, num_prefix:].reshape(-1, h, w))

@@ -18,3 +18,15 @@ from vit_jax.data.sources import DatasetInfo
 from vit_jax.data.sources import get_dataset_info
 
 BUILTIN_DATASET = 'sklearn_digits'
+
+__all__ = [
+  'BUILTIN_DATASET',
+  'DataError',
+  'DatasetInfo',
+  'EvalIterator',
+  'TrainIterator',
+  'UnreadableImageError',
+  'eval_iterator',
+  'get_dataset_info',
+  'train_iterator',
+]

@@ -59,26 +59,31 @@ class SklearnDigits(tfds.core.GeneratorBasedBuilder):
 
   def _info(self):
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(8, 8, 1), encoding_format='png'),
-            'label': tfds.features.ClassLabel(num_classes=10),
-            'index': tfds.features.Scalar(dtype=np.int32),
-        }),
-        supervised_keys=('image', 'label'),
-        homepage='https://scikit-learn.org/stable/modules/generated/'
-        'sklearn.datasets.load_digits.html',
+      builder=self,
+      description=__doc__,
+      features=tfds.features.FeaturesDict(
+        {
+          'image': tfds.features.Image(shape=(8, 8, 1), encoding_format='png'),
+          'label': tfds.features.ClassLabel(num_classes=10),
+          'index': tfds.features.Scalar(dtype=np.int32),
+        }
+      ),
+      supervised_keys=('image', 'label'),
+      homepage='https://scikit-learn.org/stable/modules/generated/'
+      'sklearn.datasets.load_digits.html',
     )
 
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download: the data ships with scikit-learn.
-    from sklearn import datasets  # pylint: disable=g-import-not-at-top
+    from sklearn import datasets
+
     digits = datasets.load_digits()
     images = to_uint8(digits.images)[..., None]
     labels = digits.target.astype(np.int64)
-    return {name: self._generate_examples(images, labels, rows)
-            for name, rows in split_indices(labels).items()}
+    return {
+      name: self._generate_examples(images, labels, rows)
+      for name, rows in split_indices(labels).items()
+    }
 
   def _generate_examples(self, images, labels, rows):
     for row in rows:

@@ -41,8 +41,9 @@ def _warn_ignored(others: list[str], split_dir: str) -> None:
   """One line per split folder for files that are not images (e.g. labels.txt, notes.csv)."""
   if others:
     kinds = sorted({os.path.splitext(n)[1].lower() or n for n in others})
-    logging.warning('Ignored %d files that are not images (%s) in %s.', len(others),
-                    ', '.join(kinds), split_dir)
+    logging.warning(
+      'Ignored %d files that are not images (%s) in %s.', len(others), ', '.join(kinds), split_dir
+    )
 
 
 def _warn_missing_classes(listing: dict[str, dict[str, list[str]]], root: str) -> None:
@@ -52,9 +53,12 @@ def _warn_missing_classes(listing: dict[str, dict[str, list[str]]], root: str) -
   for split, classes in listing.items():
     missing = sorted(set(classes) - set(listing['train']))
     if split != 'train' and missing:
-      logging.warning('Classes in %s that %s lacks (never trained on): %s.',
-                      os.path.join(root, split), os.path.join(root, 'train'),
-                      ', '.join(missing))
+      logging.warning(
+        'Classes in %s that %s lacks (never trained on): %s.',
+        os.path.join(root, split),
+        os.path.join(root, 'train'),
+        ', '.join(missing),
+      )
 
 
 class FolderSource:
@@ -66,8 +70,10 @@ class FolderSource:
     self.root = os.path.abspath(os.path.expanduser(str(root)))
     self.name = self.root
     if not os.path.isdir(self.root):
-      raise errors.DataError(f'Image folder {self.root} does not exist; pass an existing '
-                             f'folder ({_LAYOUT}) or a TFDS dataset name.')
+      raise errors.DataError(
+        f'Image folder {self.root} does not exist; pass an existing '
+        f'folder ({_LAYOUT}) or a TFDS dataset name.'
+      )
     split_names = _subdirs(self.root)
     if not split_names:
       raise errors.DataError(f'Image folder {self.root} has no split folders; {_LAYOUT}.')
@@ -78,20 +84,26 @@ class FolderSource:
       classes = _subdirs(split_dir)
       if loose and not classes:
         raise errors.DataError(
-            f'{split_dir} holds images directly, not in class folders; {_LAYOUT} (the class '
-            'folder names are the labels).')
+          f'{split_dir} holds images directly, not in class folders; {_LAYOUT} (the class '
+          'folder names are the labels).'
+        )
       if loose:
-        logging.warning('Ignoring %d images directly in %s (not in a class folder), e.g. %s.',
-                        len(loose), split_dir, loose[0])
+        logging.warning(
+          'Ignoring %d images directly in %s (not in a class folder), e.g. %s.',
+          len(loose),
+          split_dir,
+          loose[0],
+        )
       listing[split] = {}
       for name in classes:
         class_dir = os.path.join(split_dir, name)
         images, others = _files(class_dir)
         if not images:
           raise errors.DataError(
-              f'Class folder {class_dir} has no images ({", ".join(IMAGE_EXTENSIONS)}'
-              f'{f"; it has {len(others)} other files" if others else ""}); add images or '
-              'remove the folder, since labels are the sorted class folder names.')
+            f'Class folder {class_dir} has no images ({", ".join(IMAGE_EXTENSIONS)}'
+            f'{f"; it has {len(others)} other files" if others else ""}); add images or '
+            'remove the folder, since labels are the sorted class folder names.'
+          )
         ignored += others
         listing[split][name] = images
       _warn_ignored(ignored, split_dir)
@@ -100,10 +112,12 @@ class FolderSource:
     label_of = {name: i for i, name in enumerate(self.class_names)}
     self._paths, self._labels = {}, {}
     for split, classes in listing.items():
-      self._paths[split] = [os.path.join(self.root, split, c, f)
-                            for c, files in classes.items() for f in files]
-      self._labels[split] = np.array([label_of[c] for c, files in classes.items()
-                                      for _ in files], np.int64)
+      self._paths[split] = [
+        os.path.join(self.root, split, c, f) for c, files in classes.items() for f in files
+      ]
+      self._labels[split] = np.array(
+        [label_of[c] for c, files in classes.items() for _ in files], np.int64
+      )
     self.split_sizes = {split: len(paths) for split, paths in self._paths.items()}
     self.num_classes = len(self.class_names)
     self.data_dir = None

@@ -35,14 +35,16 @@ class Share:
 
   def global_position_tf(self, k):
     """The same for an int64 tensor (inside tf.data functions)."""
-    from vit_jax.data import tf_setup  # pylint: disable=g-import-not-at-top
+    from vit_jax.data import tf_setup
+
     tf = tf_setup.tf()
     rows = tf.constant(self.rows, tf.int64)
     return (k // self.local_batch) * self.global_batch + tf.gather(rows, k % self.local_batch)
 
 
-def process_rows(global_batch: int, process_index: int, process_count: int,
-                 sharding=None) -> np.ndarray:
+def process_rows(
+  global_batch: int, process_index: int, process_count: int, sharding=None
+) -> np.ndarray:
   """Global batch rows that this process supplies, in the order of its local rows.
 
   Without a sharding the processes hold consecutive blocks; with one, the rows of the
@@ -60,6 +62,7 @@ def process_rows(global_batch: int, process_index: int, process_count: int,
   rows = np.concatenate([np.arange(a, starts[a]) for a in sorted(starts)])
   if len(rows) != local:
     raise errors.DataError(
-        f'This process holds {len(rows)} rows of each global batch of {global_batch}, not '
-        f'{local}; shard the batch so that every process holds an equal part.')
+      f'This process holds {len(rows)} rows of each global batch of {global_batch}, not '
+      f'{local}; shard the batch so that every process holds an equal part.'
+    )
   return rows

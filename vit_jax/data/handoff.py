@@ -18,10 +18,11 @@ def resolve_processes(process_index, process_count) -> tuple[int, int]:
   """Defaults to jax's process index/count; validates explicit values (tests simulate)."""
   index = jax.process_index() if process_index is None else process_index
   count = jax.process_count() if process_count is None else process_count
-  if not (isinstance(count, int) and count >= 1 and isinstance(index, int)
-          and 0 <= index < count):
-    raise errors.DataError(f'process_index={process_index!r}, process_count={process_count!r}: '
-                           'need integers with 0 <= process_index < process_count.')
+  if not (isinstance(count, int) and count >= 1 and isinstance(index, int) and 0 <= index < count):
+    raise errors.DataError(
+      f'process_index={process_index!r}, process_count={process_count!r}: '
+      'need integers with 0 <= process_index < process_count.'
+    )
   return index, count
 
 
@@ -38,25 +39,33 @@ def local_rows(global_batch: int, process_count: int, sharding=None) -> int:
   if global_batch % process_count:
     suggestion = math.ceil(global_batch / process_count) * process_count
     raise errors.DataError(
-        f'global_batch={global_batch} is not divisible by the {process_count} processes; use a '
-        f'multiple of {process_count}, e.g. {suggestion}.')
+      f'global_batch={global_batch} is not divisible by the {process_count} processes; use a '
+      f'multiple of {process_count}, e.g. {suggestion}.'
+    )
   if sharding is not None:
     if process_count != jax.process_count():
       raise errors.DataError(
-          f'process_count={process_count} differs from jax.process_count()='
-          f'{jax.process_count()}; simulated processes need sharding=None.')
+        f'process_count={process_count} differs from jax.process_count()='
+        f'{jax.process_count()}; simulated processes need sharding=None.'
+      )
     shards = batch_shards(sharding)
     if global_batch % shards:
       raise errors.DataError(
-          f'global_batch={global_batch} is not divisible by the {shards} batch shards of the '
-          f'sharding ({sharding}); use a multiple of {shards}.')
-    local = len({(s[0].start, s[0].stop) for s in sharding.addressable_devices_indices_map(
-        (global_batch,)).values()})
+        f'global_batch={global_batch} is not divisible by the {shards} batch shards of the '
+        f'sharding ({sharding}); use a multiple of {shards}.'
+      )
+    local = len(
+      {
+        (s[0].start, s[0].stop)
+        for s in sharding.addressable_devices_indices_map((global_batch,)).values()
+      }
+    )
     if (global_batch // process_count) % local:
       raise errors.DataError(
-          f'global_batch={global_batch} gives {global_batch // process_count} rows per process, '
-          f'not divisible by its {local} local batch shards; use a multiple of '
-          f'{local * process_count}.')
+        f'global_batch={global_batch} gives {global_batch // process_count} rows per process, '
+        f'not divisible by its {local} local batch shards; use a multiple of '
+        f'{local * process_count}.'
+      )
   return global_batch // process_count
 
 
@@ -64,8 +73,12 @@ def to_global(batch: dict[str, np.ndarray], sharding, process_count: int) -> dic
   """This process's rows -> global jax.Arrays (sharding given) or the numpy rows (None)."""
   if sharding is None:
     return batch
-  return {k: jax.make_array_from_process_local_data(
-      sharding, v, (v.shape[0] * process_count,) + v.shape[1:]) for k, v in batch.items()}
+  return {
+    k: jax.make_array_from_process_local_data(
+      sharding, v, (v.shape[0] * process_count,) + v.shape[1:]
+    )
+    for k, v in batch.items()
+  }
 
 
 class DeviceQueue:

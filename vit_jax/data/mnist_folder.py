@@ -19,21 +19,25 @@ from vit_jax.data import synthetic
 FILES = ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')
 
 
-def write_mnist_folder(mnist_dir: str, root: str, num_train: int = 8000,
-                       num_test: int = 2000) -> str:
+def write_mnist_folder(
+  mnist_dir: str, root: str, num_train: int = 8000, num_test: int = 2000
+) -> str:
   """root/{train,test}/<digit>/*.png from the IDX files in `mnist_dir`; returns root."""
   paths = [os.path.join(mnist_dir, f) for f in FILES]
   missing = [p for p in paths if not os.path.exists(p)]
   if missing:
-    raise FileNotFoundError(f'{", ".join(missing)} not found; pass --mnist_dir=the folder with '
-                            f'{" and ".join(FILES)}.')
+    raise FileNotFoundError(
+      f'{", ".join(missing)} not found; pass --mnist_dir=the folder with {" and ".join(FILES)}.'
+    )
   marker = os.path.join(root, f'written_{num_train}_{num_test}')
   if os.path.exists(marker):
     return root
   images, labels = synthetic.read_mnist_idx(*paths)
   if num_train + num_test > len(images):
-    raise ValueError(f'{num_train} train + {num_test} test images > the {len(images)} in '
-                     f'{mnist_dir}; ask for fewer.')
+    raise ValueError(
+      f'{num_train} train + {num_test} test images > the {len(images)} in '
+      f'{mnist_dir}; ask for fewer.'
+    )
   names = [str(d) for d in range(10)]
   train = np.random.default_rng(0).permutation(len(images) - num_test)[:num_train]
   synthetic.write_image_folder(root, 'train', images[train], labels[train], names)

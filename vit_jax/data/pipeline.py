@@ -87,10 +87,14 @@ def random_access_stream(part, share, start: int, epoch_seed: Callable):
     k = q * m + tf.minimum(i, m - 1)
     g = share.global_position_tf(k)
     j = tf.random.experimental.index_shuffle(g % n, epoch_seed(g // n), n - 1)
-    record = tf.cond(is_marker, lambda: {'data': placeholder, 'label': tf.constant(-1, tf.int64)},
-                     lambda: part.load(j))
-    return dict(record, pos=tf.where(is_marker, tf.constant(-1, tf.int64), k),
-                epoch_start=q * m, aug=g)
+    record = tf.cond(
+      is_marker,
+      lambda: {'data': placeholder, 'label': tf.constant(-1, tf.int64)},
+      lambda: part.load(j),
+    )
+    return dict(
+      record, pos=tf.where(is_marker, tf.constant(-1, tf.int64), k), epoch_start=q * m, aug=g
+    )
 
   first = (start // m) * (m + 1) + start % m
   return tf.data.Dataset.range(first, FOREVER), load
@@ -101,12 +105,24 @@ def record_at(part, share, position: int, epoch_seed) -> int:
   tf = tf_setup.tf()
   g = int(share.global_position(position))
   n = part.num_examples
-  return int(tf.random.experimental.index_shuffle(
-      tf.constant(g % n, tf.int64), epoch_seed(tf.constant(g // n, tf.int64)), n - 1))
+  return int(
+    tf.random.experimental.index_shuffle(
+      tf.constant(g % n, tf.int64), epoch_seed(tf.constant(g // n, tf.int64)), n - 1
+    )
+  )
 
 
-def train_dataset(part, *, preprocess: Callable, local_batch: int, seed: int, share,
-                  process_index: int, start: int, shuffle_buffer: int):
+def train_dataset(
+  part,
+  *,
+  preprocess: Callable,
+  local_batch: int,
+  seed: int,
+  share,
+  process_index: int,
+  start: int,
+  shuffle_buffer: int,
+):
   """Endless batches of this process's part, starting at local position `start`.
 
   Args:
@@ -130,8 +146,7 @@ def train_dataset(part, *, preprocess: Callable, local_batch: int, seed: int, sh
     stream, load = random_access_stream(part, share, start, epoch_seed_fn(seed, salt))
   else:
     stream, load = part.train_stream(start, epoch_seed_fn(seed, salt), shuffle_buffer)
-  ds = stream.map(_example_fn(load, preprocess, seed, salt),
-                  num_parallel_calls=tf.data.AUTOTUNE)
+  ds = stream.map(_example_fn(load, preprocess, seed, salt), num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.ignore_errors()
 
   def check(last_good, x):
@@ -148,8 +163,15 @@ def train_dataset(part, *, preprocess: Callable, local_batch: int, seed: int, sh
   return ds.prefetch(tf.data.AUTOTUNE).with_options(options())
 
 
-def eval_dataset(part, *, preprocess: Callable, local_batch: int, num_batches: int, crop: int,
-                 image_dtype: str = 'float32'):
+def eval_dataset(
+  part,
+  *,
+  preprocess: Callable,
+  local_batch: int,
+  num_batches: int,
+  crop: int,
+  image_dtype: str = 'float32',
+):
   """Exactly `num_batches` batches: every record of the part once, then padding rows.
 
   Returns:
@@ -159,12 +181,19 @@ def eval_dataset(part, *, preprocess: Callable, local_batch: int, num_batches: i
   """
   tf = tf_setup.tf()
   stream, load = part.eval_stream()
-  ds = stream.map(_example_fn(load, lambda data, seed: preprocess(data), 0, 0),
-                  num_parallel_calls=tf.data.AUTOTUNE)
+  ds = stream.map(
+    _example_fn(load, lambda data, seed: preprocess(data), 0, 0),
+    num_parallel_calls=tf.data.AUTOTUNE,
+  )
   ds = ds.ignore_errors().map(lambda x: dict(x, mask=tf.constant(1.0)))
-  padding = tf.data.Dataset.from_tensors({
-      'image': tf.zeros([crop, crop, 3], image_dtype), 'label': tf.constant(0, tf.int32),
-      'pos': tf.constant(-1, tf.int64), 'mask': tf.constant(0.0)}).repeat()
+  padding = tf.data.Dataset.from_tensors(
+    {
+      'image': tf.zeros([crop, crop, 3], image_dtype),
+      'label': tf.constant(0, tf.int32),
+      'pos': tf.constant(-1, tf.int64),
+      'mask': tf.constant(0.0),
+    }
+  ).repeat()
   ds = ds.concatenate(padding).take(num_batches * local_batch)
   ds = ds.batch(local_batch, drop_remainder=True)
   return ds.prefetch(tf.data.AUTOTUNE).with_options(options())

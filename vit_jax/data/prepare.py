@@ -14,19 +14,24 @@ from absl import flags
 
 from vit_jax.data import errors
 
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'TFDS data_dir (default: TFDS\'s own).')
+_DATA_DIR = flags.DEFINE_string('data_dir', None, "TFDS data_dir (default: TFDS's own).")
 _MANUAL_DIR = flags.DEFINE_string('manual_dir', None, 'Manually downloaded files.')
 
 
 def main(argv):
   if len(argv) != 2:
-    print('Error: pass one TFDS dataset name, e.g. `python -m vit_jax.data.prepare cifar10 '
-          '--data_dir=DIR`.', file=sys.stderr)
+    print(
+      'Error: pass one TFDS dataset name, e.g. `python -m vit_jax.data.prepare cifar10 '
+      '--data_dir=DIR`.',
+      file=sys.stderr,
+    )
     sys.exit(2)
-  from vit_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
+  from vit_jax.data import tfds_source
+
   try:
-    source = tfds_source.TfdsSource(argv[1], data_dir=_DATA_DIR.value,
-                                    manual_dir=_MANUAL_DIR.value, download=True)
+    source = tfds_source.TfdsSource(
+      argv[1], data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value, download=True
+    )
   except errors.DataError as e:
     print(f'Error: {e}', file=sys.stderr)
     sys.exit(2)

@@ -38,14 +38,15 @@ def _crop_window(image_hw, seed, area_range, aspect_range):
   """Samples an inception-style crop window [y, x, h, w] (int32) inside an image of image_hw."""
   tf = tf_setup.tf()
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      image_size=tf.concat([image_hw, [3]], axis=0),
-      bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
-      seed=seed,
-      min_object_covered=0.0,
-      aspect_ratio_range=tuple(aspect_range),
-      area_range=tuple(area_range),
-      max_attempts=10,  # Then falls back to the whole image.
-      use_image_if_no_bounding_boxes=True)
+    image_size=tf.concat([image_hw, [3]], axis=0),
+    bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+    seed=seed,
+    min_object_covered=0.0,
+    aspect_ratio_range=tuple(aspect_range),
+    area_range=tuple(area_range),
+    max_attempts=10,  # Then falls back to the whole image.
+    use_image_if_no_bounding_boxes=True,
+  )
   return tf.stack([begin[0], begin[1], size[0], size[1]])
 
 
@@ -74,7 +75,7 @@ def decode_inception_crop(data, seed, area_range=(0.05, 1.0), aspect_range=(3 / 
   def other():
     image = decode(data)
     y, x, h, w = tf.unstack(_crop_window(tf.shape(image)[:2], seed, area_range, aspect_range))
-    return image[y:y + h, x:x + w]
+    return image[y : y + h, x : x + w]
 
   image = tf.cond(tf.io.is_jpeg(data), jpeg, other)
   image.set_shape([None, None, 3])
@@ -120,9 +121,17 @@ def _random_flip(image, seed):
   return tf.cond(mirror, lambda: tf.reverse(image, [1]), lambda: image)
 
 
-def train_image(data, seed, *, crop: int, area_range: Sequence[float] = (0.05, 1.0),
-                aspect_range: Sequence[float] = (3 / 4, 4 / 3), flip: bool = True,
-                randaugment: tuple[int, float] | None = None, image_dtype: str = 'float32'):
+def train_image(
+  data,
+  seed,
+  *,
+  crop: int,
+  area_range: Sequence[float] = (0.05, 1.0),
+  aspect_range: Sequence[float] = (3 / 4, 4 / 3),
+  flip: bool = True,
+  randaugment: tuple[int, float] | None = None,
+  image_dtype: str = 'float32',
+):
   """Train preprocessing of one encoded image.
 
   Args:
@@ -139,8 +148,7 @@ def train_image(data, seed, *, crop: int, area_range: Sequence[float] = (0.05, 1
     float32 [crop, crop, 3] in [-1, 1], or uint8 [crop, crop, 3] (image_dtype='uint8').
   """
   tf = tf_setup.tf()
-  crop_seed, flip_seed, augment_seed = tf.unstack(
-      tf.random.experimental.stateless_split(seed, 3))
+  crop_seed, flip_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
   if area_range[0] >= 1.0:
     image = decode(data)
   else:
@@ -160,8 +168,14 @@ def train_image(data, seed, *, crop: int, area_range: Sequence[float] = (0.05, 1
   return _finish(image, image_dtype)
 
 
-def eval_image(data, *, crop: int, resize_mode: str = 'resize', resize_small: int | None = None,
-               image_dtype: str = 'float32'):
+def eval_image(
+  data,
+  *,
+  crop: int,
+  resize_mode: str = 'resize',
+  resize_small: int | None = None,
+  image_dtype: str = 'float32',
+):
   """Eval preprocessing of one encoded image (deterministic).
 
   Args:
@@ -186,7 +200,7 @@ def eval_image(data, *, crop: int, resize_mode: str = 'resize', resize_small: in
     new_hw = tf.maximum(tf.cast(tf.round(hw * scale), tf.int32), small)
     image = _resize(image, new_hw)
     top, left = tf.unstack((new_hw - crop) // 2)
-    image = image[top:top + crop, left:left + crop]
+    image = image[top : top + crop, left : left + crop]
   else:
     raise ValueError(f'resize_mode={resize_mode!r}; use one of {RESIZE_MODES}.')
   image.set_shape([crop, crop, 3])

@@ -40,9 +40,24 @@ import math
 
 from vit_jax.data import tf_setup
 
-OPS = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'Posterize', 'Solarize', 'Color',
-       'Contrast', 'Brightness', 'Sharpness', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY',
-       'Cutout', 'SolarizeAdd')
+OPS = (
+  'AutoContrast',
+  'Equalize',
+  'Invert',
+  'Rotate',
+  'Posterize',
+  'Solarize',
+  'Color',
+  'Contrast',
+  'Brightness',
+  'Sharpness',
+  'ShearX',
+  'ShearY',
+  'TranslateX',
+  'TranslateY',
+  'Cutout',
+  'SolarizeAdd',
+)
 FILL = 128
 MAX_LEVEL = 10.0
 TRANSLATE_PIXELS = 100.0  # The original's RandAugment `translate_const`.
@@ -54,14 +69,19 @@ def arguments(magnitude: float) -> dict[str, float]:
   level = float(magnitude) / MAX_LEVEL
   enhance = level * 1.8 + 0.1
   return {
-      'Rotate': level * 30.0,
-      'Posterize': int(level * 4),
-      'Solarize': int(level * 256) % 256,
-      'Color': enhance, 'Contrast': enhance, 'Brightness': enhance, 'Sharpness': enhance,
-      'ShearX': level * 0.3, 'ShearY': level * 0.3,
-      'TranslateX': level * TRANSLATE_PIXELS, 'TranslateY': level * TRANSLATE_PIXELS,
-      'Cutout': int(level * CUTOUT_PIXELS),
-      'SolarizeAdd': int(level * 110),
+    'Rotate': level * 30.0,
+    'Posterize': int(level * 4),
+    'Solarize': int(level * 256) % 256,
+    'Color': enhance,
+    'Contrast': enhance,
+    'Brightness': enhance,
+    'Sharpness': enhance,
+    'ShearX': level * 0.3,
+    'ShearY': level * 0.3,
+    'TranslateX': level * TRANSLATE_PIXELS,
+    'TranslateY': level * TRANSLATE_PIXELS,
+    'Cutout': int(level * CUTOUT_PIXELS),
+    'SolarizeAdd': int(level * 110),
   }
 
 
@@ -100,8 +120,7 @@ def equalize(image):
     step = (tf.reduce_sum(hist) - tf.cast(last_nonzero, tf.int32)) // 255
     before = tf.cumsum(hist, exclusive=True)
     lut = tf.minimum((before + step // 2) // tf.maximum(step, 1), 255)
-    return tf.where(step > 0, tf.gather(lut, tf.cast(values, tf.int32)),
-                    tf.cast(values, tf.int32))
+    return tf.where(step > 0, tf.gather(lut, tf.cast(values, tf.int32)), tf.cast(values, tf.int32))
 
   channels = [channel(image[..., c]) for c in range(3)]
   return tf.cast(tf.stack(channels, axis=-1), tf.uint8)
@@ -174,9 +193,13 @@ def affine(image, transform):
   tf = tf_setup.tf()
   transform = tf.concat([tf.cast(tf.stack(transform), tf.float32), [0.0, 0.0]], axis=0)
   return tf.raw_ops.ImageProjectiveTransformV3(
-      images=tf.convert_to_tensor(image, tf.uint8)[None], transforms=transform[None],
-      output_shape=tf.shape(image)[:2], fill_value=float(FILL), interpolation='NEAREST',
-      fill_mode='CONSTANT')[0]
+    images=tf.convert_to_tensor(image, tf.uint8)[None],
+    transforms=transform[None],
+    output_shape=tf.shape(image)[:2],
+    fill_value=float(FILL),
+    interpolation='NEAREST',
+    fill_mode='CONSTANT',
+  )[0]
 
 
 def rotate(image, degrees):
@@ -219,8 +242,12 @@ def cutout(image, half_size, centre):
   tf = tf_setup.tf()
   rows = tf.range(tf.shape(image)[0])[:, None, None]
   cols = tf.range(tf.shape(image)[1])[None, :, None]
-  inside = ((rows >= centre[0] - half_size) & (rows < centre[0] + half_size) &
-            (cols >= centre[1] - half_size) & (cols < centre[1] + half_size))
+  inside = (
+    (rows >= centre[0] - half_size)
+    & (rows < centre[0] + half_size)
+    & (cols >= centre[1] - half_size)
+    & (cols < centre[1] + half_size)
+  )
   return tf.where(inside, tf.constant(FILL, tf.uint8), image)
 
 
@@ -231,22 +258,22 @@ def apply_op(image, op_index, magnitude: float, sign, cutout_centre):
   image = tf.convert_to_tensor(image, tf.uint8)
   arg = arguments(magnitude)
   branches = {
-      'AutoContrast': lambda: auto_contrast(image),
-      'Equalize': lambda: equalize(image),
-      'Invert': lambda: invert(image),
-      'Rotate': lambda: rotate(image, sign * arg['Rotate']),
-      'Posterize': lambda: posterize(image, arg['Posterize']),
-      'Solarize': lambda: solarize(image, arg['Solarize']),
-      'Color': lambda: color(image, arg['Color']),
-      'Contrast': lambda: contrast(image, arg['Contrast']),
-      'Brightness': lambda: brightness(image, arg['Brightness']),
-      'Sharpness': lambda: sharpness(image, arg['Sharpness']),
-      'ShearX': lambda: shear_x(image, sign * arg['ShearX']),
-      'ShearY': lambda: shear_y(image, sign * arg['ShearY']),
-      'TranslateX': lambda: translate_x(image, sign * arg['TranslateX']),
-      'TranslateY': lambda: translate_y(image, sign * arg['TranslateY']),
-      'Cutout': lambda: cutout(image, arg['Cutout'], cutout_centre),
-      'SolarizeAdd': lambda: solarize_add(image, arg['SolarizeAdd']),
+    'AutoContrast': lambda: auto_contrast(image),
+    'Equalize': lambda: equalize(image),
+    'Invert': lambda: invert(image),
+    'Rotate': lambda: rotate(image, sign * arg['Rotate']),
+    'Posterize': lambda: posterize(image, arg['Posterize']),
+    'Solarize': lambda: solarize(image, arg['Solarize']),
+    'Color': lambda: color(image, arg['Color']),
+    'Contrast': lambda: contrast(image, arg['Contrast']),
+    'Brightness': lambda: brightness(image, arg['Brightness']),
+    'Sharpness': lambda: sharpness(image, arg['Sharpness']),
+    'ShearX': lambda: shear_x(image, sign * arg['ShearX']),
+    'ShearY': lambda: shear_y(image, sign * arg['ShearY']),
+    'TranslateX': lambda: translate_x(image, sign * arg['TranslateX']),
+    'TranslateY': lambda: translate_y(image, sign * arg['TranslateY']),
+    'Cutout': lambda: cutout(image, arg['Cutout'], cutout_centre),
+    'SolarizeAdd': lambda: solarize_add(image, arg['SolarizeAdd']),
   }
   out = tf.switch_case(tf.convert_to_tensor(op_index, tf.int32), [branches[n] for n in OPS])
   out.set_shape(image.shape)
@@ -260,10 +287,14 @@ def randaugment(image, seed, num_layers: int, magnitude: float):
   hw = tf.shape(image)[:2]
   seeds = tf.random.experimental.stateless_split(seed, 4 * max(num_layers, 1))
   for layer in range(num_layers):
-    op_seed, sign_seed, y_seed, x_seed = tf.unstack(seeds[4 * layer:4 * layer + 4])
+    op_seed, sign_seed, y_seed, x_seed = tf.unstack(seeds[4 * layer : 4 * layer + 4])
     op_index = tf.random.stateless_uniform([], op_seed, 0, len(OPS), tf.int32)
     sign = tf.where(tf.random.stateless_uniform([], sign_seed) < 0.5, -1.0, 1.0)
-    centre = tf.stack([tf.random.stateless_uniform([], y_seed, 0, hw[0], tf.int32),
-                       tf.random.stateless_uniform([], x_seed, 0, hw[1], tf.int32)])
+    centre = tf.stack(
+      [
+        tf.random.stateless_uniform([], y_seed, 0, hw[0], tf.int32),
+        tf.random.stateless_uniform([], x_seed, 0, hw[1], tf.int32),
+      ]
+    )
     image = apply_op(image, op_index, magnitude, sign, centre)
   return image

@@ -30,14 +30,19 @@ def resolve(dataset, *, data_dir=None, manual_dir=None, download=False):
   if isinstance(dataset, DatasetInfo):
     return dataset.source
   if not isinstance(dataset, (str, os.PathLike)) or not str(dataset).strip():
-    raise errors.DataError(f'dataset={dataset!r}; pass a TFDS name (e.g. cifar10, '
-                           'sklearn_digits) or an image folder path.')
+    raise errors.DataError(
+      f'dataset={dataset!r}; pass a TFDS name (e.g. cifar10, '
+      'sklearn_digits) or an image folder path.'
+    )
   if is_folder_name(dataset):
-    from vit_jax.data import folders  # pylint: disable=g-import-not-at-top
+    from vit_jax.data import folders
+
     return folders.FolderSource(dataset)
-  from vit_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
-  return tfds_source.TfdsSource(str(dataset).strip(), data_dir=data_dir, manual_dir=manual_dir,
-                                download=download)
+  from vit_jax.data import tfds_source
+
+  return tfds_source.TfdsSource(
+    str(dataset).strip(), data_dir=data_dir, manual_dir=manual_dir, download=download
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +57,7 @@ class DatasetInfo:
     split_sizes: examples per named split (TFDS splits, or split folders).
     data_dir: TFDS data_dir root in use (None for image folders).
   """
+
   name: str
   kind: str
   num_classes: int
@@ -66,9 +72,15 @@ class DatasetInfo:
 
 
 def info_of(source) -> DatasetInfo:
-  return DatasetInfo(name=source.name, kind=source.kind, num_classes=source.num_classes,
-                     class_names=source.class_names, split_sizes=dict(source.split_sizes),
-                     data_dir=source.data_dir, source=source)
+  return DatasetInfo(
+    name=source.name,
+    kind=source.kind,
+    num_classes=source.num_classes,
+    class_names=source.class_names,
+    split_sizes=dict(source.split_sizes),
+    data_dir=source.data_dir,
+    source=source,
+  )
 
 
 def get_dataset_info(dataset, *, data_dir=None, manual_dir=None, download=False) -> DatasetInfo:

@@ -30,8 +30,9 @@ def resolve(spec: str, sizes: dict[str, int]) -> list[tuple[str, int, int]]:
       raise errors.DataError(f'Cannot parse split {spec!r}; {_SYNTAX}.')
     name = match['name']
     if name not in sizes:
-      raise errors.DataError(f'Split {name!r} does not exist; available splits: '
-                             f'{", ".join(sorted(sizes))}.')
+      raise errors.DataError(
+        f'Split {name!r} does not exist; available splits: {", ".join(sorted(sizes))}.'
+      )
     n = sizes[name]
     start, stop = 0, n
     if match['sel'] is not None:
@@ -41,8 +42,10 @@ def resolve(spec: str, sizes: dict[str, int]) -> list[tuple[str, int, int]]:
       start = _absolute(bounds[0], n, default=0, spec=spec)
       stop = _absolute(bounds[1], n, default=n, spec=spec)
     if not 0 <= start <= stop <= n:
-      raise errors.DataError(f'Split {spec!r} selects [{start}:{stop}] of {name!r}, which has '
-                             f'{n} examples; choose bounds within [0:{n}].')
+      raise errors.DataError(
+        f'Split {spec!r} selects [{start}:{stop}] of {name!r}, which has '
+        f'{n} examples; choose bounds within [0:{n}].'
+      )
     ranges.append((name, start, stop))
   return ranges
 

@@ -19,12 +19,14 @@ import threading
 
 # libjpeg's warning messages (jerror.h's JWRN_*), and TensorFlow's log of a failed decode.
 _JPEG_WARNING = re.compile(
-    rb'^(Corrupt JPEG data|Premature end of JPEG file|Warning: unknown JFIF revision|'
-    rb'Warning: thumbnail image size|Invalid SOS parameters for sequential JPEG|'
-    rb'Inconsistent progression sequence|Application transferred too few scanlines|'
-    rb'Unknown APP(0|14) marker)')
+  rb'^(Corrupt JPEG data|Premature end of JPEG file|Warning: unknown JFIF revision|'
+  rb'Warning: thumbnail image size|Invalid SOS parameters for sequential JPEG|'
+  rb'Inconsistent progression sequence|Application transferred too few scanlines|'
+  rb'Unknown APP(0|14) marker)'
+)
 _DECODE_FAILED = re.compile(
-    rb'(jpeg_mem\.cc:\d+\]|jpeg::Uncompress failed|^Improper call to JPEG library)')
+  rb'(jpeg_mem\.cc:\d+\]|jpeg::Uncompress failed|^Improper call to JPEG library)'
+)
 
 _lock = threading.Lock()
 _state = {}  # 'saved' (the real stderr's fd), 'read' (pipe), 'thread', 'count', 'example'.
@@ -57,8 +59,12 @@ def report() -> None:
   n = _state.get('count', 0)
   if n.bit_length() > _state.get('reported', 0).bit_length():
     _state['reported'] = n
-    logging.warning('libjpeg warned %d times so far of damaged but decodable JPEG data (e.g. '
-                    '"%s"); those images were used as decoded.', n, _state['example'])
+    logging.warning(
+      'libjpeg warned %d times so far of damaged but decodable JPEG data (e.g. '
+      '"%s"); those images were used as decoded.',
+      n,
+      _state['example'],
+    )
 
 
 def _forward(read_fd: int, out: int) -> None:
@@ -92,8 +98,9 @@ def install() -> None:
     except OSError:
       return  # No usable fd 2 (e.g. closed): nothing to filter.
     _state.update(saved=saved, read=read_fd, pipe=pipe, count=0, drained=threading.Event())
-  thread = threading.Thread(target=_forward, args=(read_fd, saved), daemon=True,
-                            name='vit_jax-stderr-filter')
+  thread = threading.Thread(
+    target=_forward, args=(read_fd, saved), daemon=True, name='vit_jax-stderr-filter'
+  )
   _state['thread'] = thread
   thread.start()
   atexit.register(drain)

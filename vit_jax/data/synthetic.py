@@ -10,8 +10,9 @@ import numpy as np
 from PIL import Image
 
 
-def smooth_images(n: int, height: int, width: int, *, seed: int = 0, noise: float = 0.0,
-                  channels: int = 3) -> np.ndarray:
+def smooth_images(
+  n: int, height: int, width: int, *, seed: int = 0, noise: float = 0.0, channels: int = 3
+) -> np.ndarray:
   """Random smooth images (bicubic-upsampled coarse noise, plus optional pixel noise).
 
   Returns:
@@ -30,8 +31,17 @@ def smooth_images(n: int, height: int, width: int, *, seed: int = 0, noise: floa
   return out[..., 0] if channels == 1 else out
 
 
-def write_image_folder(root: str, split: str, images, labels, class_names, *, ext: str = 'png',
-                       quality: int = 90, first_index: int = 0) -> list[str]:
+def write_image_folder(
+  root: str,
+  split: str,
+  images,
+  labels,
+  class_names,
+  *,
+  ext: str = 'png',
+  quality: int = 90,
+  first_index: int = 0,
+) -> list[str]:
   """Writes root/split/<class_names[label]>/<index>.<ext> for each image; returns the paths.
 
   Args:
@@ -64,9 +74,11 @@ def read_mnist_idx(images_path: str, labels_path: str) -> tuple[np.ndarray, np.n
   with gzip.open(images_path, 'rb') as f:
     raw = f.read()
   if int.from_bytes(raw[:4], 'big') != 2051:
-    raise ValueError(f'{images_path} is not an IDX image file (magic 2051); pass '
-                     't10k-images-idx3-ubyte.gz or train-images-idx3-ubyte.gz.')
-  n, h, w = (int.from_bytes(raw[i:i + 4], 'big') for i in (4, 8, 12))
+    raise ValueError(
+      f'{images_path} is not an IDX image file (magic 2051); pass '
+      't10k-images-idx3-ubyte.gz or train-images-idx3-ubyte.gz.'
+    )
+  n, h, w = (int.from_bytes(raw[i : i + 4], 'big') for i in (4, 8, 12))
   images = np.frombuffer(raw, np.uint8, offset=16).reshape(n, h, w)
   with gzip.open(labels_path, 'rb') as f:
     raw = f.read()

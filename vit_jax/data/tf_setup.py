@@ -37,10 +37,11 @@ def tf():
   os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
   if 'triton' not in sys.modules and importlib.util.find_spec('triton') is not None:
     try:
-      import triton  # pylint: disable=g-import-not-at-top,unused-import
-    except Exception:  # pylint: disable=broad-except
+      import triton  # noqa: F401
+    except Exception:
       pass  # A broken Triton only matters to those who import it later, as without us.
-  import tensorflow as tf_module  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf_module
+
   for kind in ('GPU', 'TPU'):
     try:
       tf_module.config.set_visible_devices([], kind)
@@ -48,8 +49,12 @@ def tf():
       # ValueError: no device of that kind (tensorflow-cpu). RuntimeError: TF already
       # initialised its devices elsewhere; it may then hold accelerator memory.
       if isinstance(e, RuntimeError):
-        logging.warning('Could not hide %s devices from TensorFlow (%s); import vit_jax.data '
-                        'before anything initialises TensorFlow.', kind, e)
+        logging.warning(
+          'Could not hide %s devices from TensorFlow (%s); import vit_jax.data '
+          'before anything initialises TensorFlow.',
+          kind,
+          e,
+        )
   tf_module.get_logger().setLevel('ERROR')
   tf_module.autograph.set_verbosity(0)
   return tf_module
@@ -59,6 +64,7 @@ def tf():
 def tfds():
   """Returns the `tensorflow_datasets` module (after `tf()`), without progress bars."""
   tf()
-  import tensorflow_datasets as tfds_module  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds_module
+
   tfds_module.disable_progress_bar()
   return tfds_module

@@ -9,10 +9,10 @@ prepared from the copy inside scikit-learn.
 import difflib
 import logging
 
-from vit_jax.system import quiet_logs
 from vit_jax.data import errors
 from vit_jax.data import preprocess
 from vit_jax.data import tf_setup
+from vit_jax.system import quiet_logs
 
 BUILTIN = 'sklearn_digits'
 FOREVER = 2**62  # Epoch count of the endless stream.
@@ -34,7 +34,7 @@ class TfdsSource:
     tfds = tf_setup.tfds()
     self.name = name
     if _base_name(name) == BUILTIN:
-      from vit_jax.data import digits_builder  # pylint: disable=g-import-not-at-top,unused-import
+      from vit_jax.data import digits_builder  # noqa: F401
     try:
       with quiet_logs.absl_errors_only():
         self.builder = tfds.builder(name, data_dir=data_dir)
@@ -42,9 +42,10 @@ class TfdsSource:
       close = difflib.get_close_matches(_base_name(name), tfds.list_builders() + [BUILTIN], 3)
       hint = f' (did you mean {", ".join(close)}?)' if close else ''
       raise errors.DataError(
-          f'Unknown dataset {name!r}{hint}: it is neither an existing folder nor a TFDS '
-          f'dataset name; pass a TFDS name (e.g. cifar10, {BUILTIN}) or an image folder path '
-          '(DIR/<split>/<class>/*.jpg).') from None
+        f'Unknown dataset {name!r}{hint}: it is neither an existing folder nor a TFDS '
+        f'dataset name; pass a TFDS name (e.g. cifar10, {BUILTIN}) or an image folder path '
+        '(DIR/<split>/<class>/*.jpg).'
+      ) from None
     except (ValueError, AssertionError) as e:  # Unknown config or version.
       first = str(e).strip().splitlines()[0]
       raise errors.DataError(f'TFDS dataset {name!r} cannot be built: {first}') from None
@@ -63,25 +64,29 @@ class TfdsSource:
     tfds = tf_setup.tfds()
     name = self.name
     if _base_name(name) != BUILTIN and not download:
-      manual = (' (imagenet2012 needs its tar files in --manual_dir)'
-                if _base_name(name).startswith('imagenet') else '')
+      manual = (
+        ' (imagenet2012 needs its tar files in --manual_dir)'
+        if _base_name(name).startswith('imagenet')
+        else ''
+      )
       raise errors.DataError(
-          f'TFDS dataset {name!r} is not prepared in data_dir={self.data_dir} (looked for '
-          f'{self.builder.data_dir}); prepare it with `python -m vit_jax.data.prepare {name} '
-          f'--data_dir={self.data_dir}`{manual}, pass download=True, or use an image folder '
-          'DIR/<split>/<class>/*.jpg instead.')
+        f'TFDS dataset {name!r} is not prepared in data_dir={self.data_dir} (looked for '
+        f'{self.builder.data_dir}); prepare it with `python -m vit_jax.data.prepare {name} '
+        f'--data_dir={self.data_dir}`{manual}, pass download=True, or use an image folder '
+        'DIR/<split>/<class>/*.jpg instead.'
+      )
     logging.info('Preparing TFDS dataset %s in %s.', name, self.data_dir)
     config = tfds.download.DownloadConfig(manual_dir=manual_dir)
     try:
       self.builder.download_and_prepare(download_config=config)
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
       # Several processes may prepare one shared data_dir at once; one of them wins.
       if not self.builder.is_prepared():
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise errors.DataError(
-            f'Preparing TFDS dataset {name!r} in {self.data_dir} failed ({first}); prepare it '
-            f'with `python -m vit_jax.data.prepare {name} --data_dir={self.data_dir}` or use '
-            'an image folder.'
+          f'Preparing TFDS dataset {name!r} in {self.data_dir} failed ({first}); prepare it '
+          f'with `python -m vit_jax.data.prepare {name} --data_dir={self.data_dir}` or use '
+          'an image folder.'
         ) from e
     # Re-open the builder so that its info (splits, sizes) comes from the prepared files.
     with quiet_logs.absl_errors_only():
@@ -94,10 +99,12 @@ class TfdsSource:
     image = features['image'] if 'image' in keys else None
     label = features['label'] if 'label' in keys else None
     if not isinstance(image, tfds.features.Image) or not isinstance(
-        label, tfds.features.ClassLabel):
+      label, tfds.features.ClassLabel
+    ):
       raise errors.DataError(
-          f'TFDS dataset {self.name!r} has no `image` Image and `label` ClassLabel features '
-          f'(it has {keys}); use an image classification dataset or an image folder.')
+        f'TFDS dataset {self.name!r} has no `image` Image and `label` ClassLabel features '
+        f'(it has {keys}); use an image classification dataset or an image folder.'
+      )
 
   def describe(self) -> str:
     return f'TFDS dataset {self.name}'
@@ -107,16 +114,19 @@ class TfdsSource:
       return self.builder.info.splits[split].num_examples
     except (ValueError, KeyError) as e:
       first = str(e).strip().splitlines()[0]
-      raise errors.DataError(f'{self.describe()}: bad split {split!r}: {first} Use TFDS split '
-                             'syntax, e.g. "train", "train[:98%]", "train[98%:]".') from None
+      raise errors.DataError(
+        f'{self.describe()}: bad split {split!r}: {first} Use TFDS split '
+        'syntax, e.g. "train", "train[:98%]", "train[98%:]".'
+      ) from None
 
   def _process_splits(self, split: str, process_count: int):
     self.num_examples(split)  # Validates the split string.
     return tf_setup.tfds().even_splits(split, process_count)
 
   def part_sizes(self, split: str, process_count: int) -> list[int]:
-    return [self.builder.info.splits[p].num_examples
-            for p in self._process_splits(split, process_count)]
+    return [
+      self.builder.info.splits[p].num_examples for p in self._process_splits(split, process_count)
+    ]
 
   def train_part(self, split: str, process_index: int, process_count: int):
     """The part training reads: the whole split in memory (random access, see
@@ -125,8 +135,9 @@ class TfdsSource:
     size = self.builder.info.splits[split].num_bytes
     if 0 < size <= IN_MEMORY_MAX_BYTES:
       return TfdsMemoryPart(self.builder, split)
-    return TfdsFilePart(self.builder, self._process_splits(split, process_count)[process_index],
-                        self.describe())
+    return TfdsFilePart(
+      self.builder, self._process_splits(split, process_count)[process_index], self.describe()
+    )
 
   def part(self, split: str, process_index: int, process_count: int) -> 'TfdsPart':
     """This process's part of `split` for evaluation, in stored order."""
@@ -135,8 +146,9 @@ class TfdsSource:
 
 def _decoders():
   tfds = tf_setup.tfds()
-  return tfds.decode.PartialDecoding({'image': True, 'label': True},
-                                     decoders={'image': tfds.decode.SkipDecoding()})
+  return tfds.decode.PartialDecoding(
+    {'image': True, 'label': True}, decoders={'image': tfds.decode.SkipDecoding()}
+  )
 
 
 def _records(builder, split):
@@ -157,8 +169,7 @@ class TfdsPart:
 
   def eval_stream(self):
     """(dataset of records in the stored order, load)."""
-    stream = self._records.enumerate().map(
-        lambda pos, r: {'data': r[0], 'label': r[1], 'pos': pos})
+    stream = self._records.enumerate().map(lambda pos, r: {'data': r[0], 'label': r[1], 'pos': pos})
     return stream, lambda record: record
 
   def name_of(self, index: int) -> str:
@@ -201,8 +212,9 @@ class TfdsFilePart:
     tfds = tf_setup.tfds()
     if builder.info.file_format != tfds.core.FileFormat.TFRECORD:
       raise errors.DataError(
-          f'{where} is stored as {builder.info.file_format.value}; streaming reads TFRecord '
-          'files: prepare it with file_format=tfrecord (TFDS\'s default).')
+        f'{where} is stored as {builder.info.file_format.value}; streaming reads TFRecord '
+        "files: prepare it with file_format=tfrecord (TFDS's default)."
+      )
     self.split = split
     info = builder.info.splits[split]
     self.num_examples = info.num_examples
@@ -223,16 +235,21 @@ class TfdsFilePart:
     """Records [w * size, (w + 1) * size) of the epoch's file sequence, shuffled."""
     tf = tf_setup.tf()
     order = tf.random.experimental.stateless_shuffle(
-        tf.range(tf.size(self._takes, tf.int64)), tf.random.experimental.stateless_fold_in(
-            epoch_seed, 0))
+      tf.range(tf.size(self._takes, tf.int64)),
+      tf.random.experimental.stateless_fold_in(epoch_seed, 0),
+    )
     takes, skips = tf.gather(self._takes, order), tf.gather(self._skips, order)
     ends = tf.cumsum(takes)
     lo = tf.maximum(ends - takes, w * size)
     hi = tf.minimum(ends, tf.minimum((w + 1) * size, self.num_examples))
     keep = hi > lo
-    pieces = tf.data.Dataset.from_tensor_slices((
+    pieces = tf.data.Dataset.from_tensor_slices(
+      (
         tf.boolean_mask(tf.gather(self._files, order), keep),
-        tf.boolean_mask(skips + lo - (ends - takes), keep), tf.boolean_mask(hi - lo, keep)))
+        tf.boolean_mask(skips + lo - (ends - takes), keep),
+        tf.boolean_mask(hi - lo, keep),
+      )
+    )
     records = pieces.flat_map(lambda f, s, t: tf.data.TFRecordDataset(f).skip(s).take(t))
     seed = tf.random.experimental.stateless_fold_in(epoch_seed, w + 1)
     return records.shuffle(size, seed=seed[0])
@@ -256,22 +273,42 @@ class TfdsFilePart:
       e = tf.cast(e, tf.int64)
       seed = epoch_seed(e)
       records = tf.data.Dataset.range(skip // size, windows).interleave(
-          lambda w: self._window(seed, w, size), cycle_length=2, block_length=size,
-          num_parallel_calls=2, deterministic=True)
-      records = records.skip(skip % size).enumerate(start=e * n + skip).map(
-          lambda pos, r: {'data': r, 'label': tf.constant(0, tf.int64), 'pos': pos,
-                          'epoch_start': tf.constant(-1, tf.int64)})
-      marker = tf.data.Dataset.from_tensors({
-          'data': tf.constant(b''), 'label': tf.constant(-1, tf.int64),
-          'pos': tf.constant(-1, tf.int64), 'epoch_start': e * n})
+        lambda w: self._window(seed, w, size),
+        cycle_length=2,
+        block_length=size,
+        num_parallel_calls=2,
+        deterministic=True,
+      )
+      records = (
+        records.skip(skip % size)
+        .enumerate(start=e * n + skip)
+        .map(
+          lambda pos, r: {
+            'data': r,
+            'label': tf.constant(0, tf.int64),
+            'pos': pos,
+            'epoch_start': tf.constant(-1, tf.int64),
+          }
+        )
+      )
+      marker = tf.data.Dataset.from_tensors(
+        {
+          'data': tf.constant(b''),
+          'label': tf.constant(-1, tf.int64),
+          'pos': tf.constant(-1, tf.int64),
+          'epoch_start': e * n,
+        }
+      )
       return records.concatenate(marker)
 
     def load(element):
       """Parses a record (in the parallel map); the marker gets a placeholder image."""
       is_marker = element['pos'] < 0
-      parsed = tf.cond(is_marker,
-                       lambda: {'image': placeholder, 'label': tf.constant(-1, tf.int64)},
-                       lambda: _image_label(self._parse(element['data'])))
+      parsed = tf.cond(
+        is_marker,
+        lambda: {'image': placeholder, 'label': tf.constant(-1, tf.int64)},
+        lambda: _image_label(self._parse(element['data'])),
+      )
       return dict(element, data=parsed['image'], label=parsed['label'])
 
     later = tf.data.Dataset.range(first_epoch + 1, FOREVER).flat_map(lambda e: epoch(e, 0))

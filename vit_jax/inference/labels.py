@@ -33,12 +33,16 @@ def read_label_file(path: str, num_classes: int) -> list[str]:
   try:
     lines = epath.Path(path).read_text().rstrip('\n').split('\n')
   except (OSError, UnicodeDecodeError) as e:
-    raise LabelsError(f'--labels={path} cannot be read ({type(e).__name__}: {e}); pass a text '
-                      'file with one class name per line.') from None
+    raise LabelsError(
+      f'--labels={path} cannot be read ({type(e).__name__}: {e}); pass a text '
+      'file with one class name per line.'
+    ) from None
   names = [line.strip() for line in lines]
   if len(names) != num_classes:
-    raise LabelsError(f'--labels={path} has {len(names)} lines but the checkpoint has '
-                      f'{num_classes} classes; pass one name per class, in label order.')
+    raise LabelsError(
+      f'--labels={path} has {len(names)} lines but the checkpoint has '
+      f'{num_classes} classes; pass one name per class, in label order.'
+    )
   return names
 
 

@@ -18,7 +18,6 @@ command lines `python -m vit_jax.predict` and `analyze`.
 import dataclasses
 import difflib
 import functools
-import json
 from typing import Any, Optional, Sequence
 
 from etils import epath
@@ -31,7 +30,6 @@ from vit_jax import models
 from vit_jax.inference import labels as labels_lib
 from vit_jax.models import layers
 from vit_jax.models import layouts
-from vit_jax.run import orbax_io
 from vit_jax.run import workdir as workdir_lib
 from vit_jax.weights import catalogue
 from vit_jax.weights import sources
@@ -39,8 +37,11 @@ from vit_jax.weights import spec
 from vit_jax.weights import tree
 
 _FILE_RESIZE_MODE = 'resize'  # the original vit_jax evaluated the released models so.
-_KINDS = {'state_dict': 'timm or Hugging Face weights file', 'hf': 'Hugging Face folder',
-          'timm': 'timm folder'}
+_KINDS = {
+  'state_dict': 'timm or Hugging Face weights file',
+  'hf': 'Hugging Face folder',
+  'timm': 'timm folder',
+}
 _UNDECODABLE = 'not a decodable image (JPEG, PNG, GIF, BMP or WebP)'
 
 
@@ -51,6 +52,7 @@ class PredictError(ValueError):
 @dataclasses.dataclass
 class Predictor:
   """A model with its params on the default device, class names and eval preprocessing."""
+
   model: Any
   params: Any
   class_names: list[str]
@@ -73,11 +75,11 @@ class Predictor:
     fails to decode is dropped there (`ignore_errors`), as in training, which keeps
     TensorFlow's C++ error logs off the terminal.
     """
-    from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top  (TF)
-    from vit_jax.data import tf_setup  # pylint: disable=g-import-not-at-top
+    from vit_jax.data import preprocess  # TF
+    from vit_jax.data import tf_setup
+
     tf = tf_setup.tf()
-    out: list[tuple[Optional[np.ndarray], Optional[str]]] = [
-        (None, _UNDECODABLE)] * len(paths)
+    out: list[tuple[Optional[np.ndarray], Optional[str]]] = [(None, _UNDECODABLE)] * len(paths)
     rows, blobs = [], []
     for i, path in enumerate(paths):
       try:
@@ -93,11 +95,16 @@ class Predictor:
     if not rows:
       return out
     eval_image = functools.partial(
-        preprocess.eval_image, crop=self.image_size, resize_mode=self.resize_mode,
-        resize_small=self.resize_small, image_dtype='uint8')
+      preprocess.eval_image,
+      crop=self.image_size,
+      resize_mode=self.resize_mode,
+      resize_small=self.resize_small,
+      image_dtype='uint8',
+    )
     ds = tf.data.Dataset.from_tensor_slices((np.asarray(rows, np.int32), tf.constant(blobs)))
-    ds = ds.map(lambda i, data: (i, eval_image(data)), num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True).ignore_errors()
+    ds = ds.map(
+      lambda i, data: (i, eval_image(data)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    ).ignore_errors()
     for i, image in ds.as_numpy_iterator():
       out[i] = (image, None)
     return out
@@ -106,19 +113,24 @@ class Predictor:
     """float32 [B, num_classes] softmax of the logits for uint8 images [B, size, size, 3]."""
     if self._forward is None:
       self._forward = jax.jit(
-          lambda params, x: jax.nn.softmax(self.model.apply(
-              {'params': params}, layers.model_input(x), train=False).astype(jnp.float32)))
+        lambda params, x: jax.nn.softmax(
+          self.model.apply({'params': params}, layers.model_input(x), train=False).astype(
+            jnp.float32
+          )
+        )
+      )
     return np.asarray(self._forward(self.params, images))
 
-  def predict(self, paths: Sequence[str], *, top_k: int = 5,
-              batch: int = 32) -> list[dict[str, Any]]:
+  def predict(
+    self, paths: Sequence[str], *, top_k: int = 5, batch: int = 32
+  ) -> list[dict[str, Any]]:
     """One result per path, in order: {'image', 'top_k': [{'class', 'name', 'probability'}]}
     (best first), or {'image', 'error'} for a file that could not be read."""
     top_k = min(top_k, self.num_classes)
     size = min(batch, len(paths))  # every batch padded to this: one compilation.
     results = []
     for start in range(0, len(paths), size):
-      chunk = paths[start:start + size]
+      chunk = paths[start : start + size]
       decoded = self.decode(chunk)
       readable = [i for i, (image, _) in enumerate(decoded) if image is not None]
       images = np.zeros((size, self.image_size, self.image_size, 3), np.uint8)
@@ -130,9 +142,15 @@ class Predictor:
           results.append({'image': path, 'error': error})
           continue
         best = np.argsort(-probs[i], kind='stable')[:top_k]
-        results.append({'image': path, 'top_k': [
-            {'class': int(c), 'name': self.class_names[c], 'probability': float(probs[i][c])}
-            for c in best]})
+        results.append(
+          {
+            'image': path,
+            'top_k': [
+              {'class': int(c), 'name': self.class_names[c], 'probability': float(probs[i][c])}
+              for c in best
+            ],
+          }
+        )
     return results
 
 
@@ -157,14 +175,18 @@ def _fit(flat, model, image_size: int, where: str, hint: str = '') -> dict[str, 
     raise PredictError(f'{where}: {e}') from None
   layout = layouts.layout_of(tree.unflatten(abstract))
   abstract = tree.flatten_released(tree.unflatten(abstract))
-  diffs = [f'{k} {tuple(flat[k].shape)} vs model {tuple(abstract[k].shape)}'
-           for k in sorted(flat.keys() & abstract.keys()) if flat[k].shape != abstract[k].shape]
+  diffs = [
+    f'{k} {tuple(flat[k].shape)} vs model {tuple(abstract[k].shape)}'
+    for k in sorted(flat.keys() & abstract.keys())
+    if flat[k].shape != abstract[k].shape
+  ]
   diffs += [f'{k} only in the checkpoint' for k in sorted(flat.keys() - abstract.keys())]
   diffs += [f'{k} only in the model' for k in sorted(abstract.keys() - flat.keys())]
   if diffs:
     more = f' and {len(diffs) - 3} more' if len(diffs) > 3 else ''
-    raise PredictError(f'{where} does not match the checkpoint: {"; ".join(diffs[:3])}{more}'
-                       f'{hint}.')
+    raise PredictError(
+      f'{where} does not match the checkpoint: {"; ".join(diffs[:3])}{more}{hint}.'
+    )
   params = tree.unflatten({k: np.asarray(v, dtype=abstract[k].dtype) for k, v in flat.items()})
   return layouts.convert(params, layout) if layout else params
 
@@ -181,8 +203,10 @@ def _check_model_name(name: str) -> None:
   if name not in names:
     close = difflib.get_close_matches(name, names, n=3)
     hint = f'did you mean {", ".join(close)}? ' if close else ''
-    raise PredictError(f'unknown --model={name}; {hint}list the models with `python -c "from '
-                       'vit_jax import models; print(models.model_names())"`.')
+    raise PredictError(
+      f'unknown --model={name}; {hint}list the models with `python -c "from '
+      'vit_jax import models; print(models.model_names())"`.'
+    )
 
 
 def _num_classes(flat: dict[str, Any], where: str) -> int:
@@ -206,8 +230,9 @@ def _class_names(num_classes: int, labels_file: Optional[str], recorded: Optiona
   return [str(i) for i in range(num_classes)], 'class indices (pass --labels=FILE for names)'
 
 
-def _from_run(source: sources.Source, model_name, labels_file, image_size,
-              resize_mode) -> Predictor:
+def _from_run(
+  source: sources.Source, model_name, labels_file, image_size, resize_mode
+) -> Predictor:
   """A run's checkpoint: the model from its config.json, names and preprocessing from its
   labels.json (its config's crop and resize for runs that predate labels.json)."""
   where = f'checkpoint step {source.step}'
@@ -217,37 +242,63 @@ def _from_run(source: sources.Source, model_name, labels_file, image_size,
   except workdir_lib.RunFileError as e:
     raise PredictError(str(e)) from None
   if config is None:
-    raise PredictError(f'--checkpoint={source.path}: no config.json in {source.workdir} to '
-                       'build the model from; pass the run\'s workdir, or a .npz with --model.')
+    raise PredictError(
+      f'--checkpoint={source.path}: no config.json in {source.workdir} to '
+      "build the model from; pass the run's workdir, or a .npz with --model."
+    )
   if model_name and model_name != config['model_name']:
-    raise PredictError(f'--model={model_name} but the run in {source.workdir} trained '
-                       f'{config["model_name"]}; drop --model for a workdir.')
+    raise PredictError(
+      f'--model={model_name} but the run in {source.workdir} trained '
+      f'{config["model_name"]}; drop --model for a workdir.'
+    )
   num_classes = _num_classes(source.params, where)
   if recorded and recorded['num_classes'] != num_classes:
-    raise PredictError(f'{source.workdir}/{workdir_lib.LABELS} has {recorded["num_classes"]} '
-                       f'classes but the checkpoint\'s head has {num_classes}; delete '
-                       f'{workdir_lib.LABELS} or pass --labels=FILE.')
-  pp = recorded['eval_preprocess'] if recorded else {
-      'crop': config['pp']['crop'], 'resize_mode': config['pp']['resize_mode'],
-      'resize_small': None}
-  overrides = {k: tuple(v) if isinstance(v, list) else v
-               for k, v in config['model'].items() if v is not None}
-  model = _model(config['model_name'], num_classes, dtype=jnp.dtype(config['dtype']),
-                 **overrides)
+    raise PredictError(
+      f'{source.workdir}/{workdir_lib.LABELS} has {recorded["num_classes"]} '
+      f"classes but the checkpoint's head has {num_classes}; delete "
+      f'{workdir_lib.LABELS} or pass --labels=FILE.'
+    )
+  pp = (
+    recorded['eval_preprocess']
+    if recorded
+    else {
+      'crop': config['pp']['crop'],
+      'resize_mode': config['pp']['resize_mode'],
+      'resize_small': None,
+    }
+  )
+  overrides = {
+    k: tuple(v) if isinstance(v, list) else v for k, v in config['model'].items() if v is not None
+  }
+  model = _model(config['model_name'], num_classes, dtype=jnp.dtype(config['dtype']), **overrides)
   size = image_size or pp['crop']
-  params = _fit(source.params, model, size,
-                f'{config["model_name"]} of {source.workdir}/{workdir_lib.CONFIG} at {size}px')
+  params = _fit(
+    source.params,
+    model,
+    size,
+    f'{config["model_name"]} of {source.workdir}/{workdir_lib.CONFIG} at {size}px',
+  )
   names, labels_source = _class_names(num_classes, labels_file, recorded)
-  return Predictor(model=model, params=jax.device_put(params), class_names=names,
-                   image_size=size, resize_mode=resize_mode or pp['resize_mode'],
-                   resize_small=pp['resize_small'] if size == pp['crop'] else None,
-                   about={'checkpoint': source.path, 'step': source.step,
-                          'model': config['model_name'], 'labels': labels_source},
-                   workdir=str(source.workdir))
+  return Predictor(
+    model=model,
+    params=jax.device_put(params),
+    class_names=names,
+    image_size=size,
+    resize_mode=resize_mode or pp['resize_mode'],
+    resize_small=pp['resize_small'] if size == pp['crop'] else None,
+    about={
+      'checkpoint': source.path,
+      'step': source.step,
+      'model': config['model_name'],
+      'labels': labels_source,
+    },
+    workdir=str(source.workdir),
+  )
 
 
-def _from_file(given: str, source: sources.Source, model_name, labels_file, image_size,
-               resize_mode) -> Predictor:
+def _from_file(
+  given: str, source: sources.Source, model_name, labels_file, image_size, resize_mode
+) -> Predictor:
   """Any other checkpoint: the registered model named (or held by a released name), given the
   file's head, pre-logits layer and position embedding; the image size from the file."""
   flat = source.params
@@ -257,21 +308,37 @@ def _from_file(given: str, source: sources.Source, model_name, labels_file, imag
   if not image_size:
     image_size = spec.square_image_size(flat, model.stride)
     if not image_size:
-      raise PredictError(f'cannot tell the image size of {given} for {model_name}; pass '
-                         '--image_size (e.g. 224 or 384).')
-  params = _fit(flat, model, image_size, f'--model={model_name} at {image_size}px',
-                '; pass the --model (and --image_size) that the file was saved from')
+      raise PredictError(
+        f'cannot tell the image size of {given} for {model_name}; pass '
+        '--image_size (e.g. 224 or 384).'
+      )
+  params = _fit(
+    flat,
+    model,
+    image_size,
+    f'--model={model_name} at {image_size}px',
+    '; pass the --model (and --image_size) that the file was saved from',
+  )
   names, labels_source = _class_names(num_classes, labels_file, None)
-  return Predictor(model=model, params=jax.device_put(params), class_names=names,
-                   image_size=image_size, resize_mode=resize_mode or _FILE_RESIZE_MODE,
-                   resize_small=None,
-                   about={'checkpoint': given, 'step': None, 'model': model_name,
-                          'labels': labels_source})
+  return Predictor(
+    model=model,
+    params=jax.device_put(params),
+    class_names=names,
+    image_size=image_size,
+    resize_mode=resize_mode or _FILE_RESIZE_MODE,
+    resize_small=None,
+    about={'checkpoint': given, 'step': None, 'model': model_name, 'labels': labels_source},
+  )
 
 
-def load(checkpoint_path: str, *, model_name: Optional[str] = None,
-         labels_file: Optional[str] = None, image_size: Optional[int] = None,
-         resize_mode: Optional[str] = None) -> Predictor:
+def load(
+  checkpoint_path: str,
+  *,
+  model_name: Optional[str] = None,
+  labels_file: Optional[str] = None,
+  image_size: Optional[int] = None,
+  resize_mode: Optional[str] = None,
+) -> Predictor:
   """A Predictor for anything vit_jax.weights.sources reads: a run's workdir (or checkpoints
   or step folder; its newest intact checkpoint), a released name, a released or big_vision
   `.npz`, a timm or Hugging Face file or folder (these with `model_name`).
@@ -281,10 +348,12 @@ def load(checkpoint_path: str, *, model_name: Optional[str] = None,
       it, a label file that does not fit.
   """
   if not checkpoint_path:
-    raise PredictError('pass --checkpoint=WORKDIR (a training run) or --checkpoint=FILE.npz '
-                       'with --model.')
+    raise PredictError(
+      'pass --checkpoint=WORKDIR (a training run) or --checkpoint=FILE.npz with --model.'
+    )
   if resize_mode is not None:
-    from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top  (no TF import)
+    from vit_jax.data import preprocess  # no TF import
+
     if resize_mode not in preprocess.RESIZE_MODES:
       raise PredictError(f'--resize_mode={resize_mode}; use one of {preprocess.RESIZE_MODES}.')
   try:
@@ -292,16 +361,18 @@ def load(checkpoint_path: str, *, model_name: Optional[str] = None,
   except ValueError as e:  # a catalogue prefix with a name it does not have.
     raise PredictError(f'--checkpoint={checkpoint_path}: {e}') from None
   if kind != 'released' and not epath.Path(checkpoint_path).exists():
-    raise PredictError(f'--checkpoint={checkpoint_path} does not exist; pass a run\'s workdir '
-                       'or a .npz file.')
-  model_name = model_name or (catalogue.model_name(checkpoint_path) if kind == 'released'
-                              else None)
+    raise PredictError(
+      f"--checkpoint={checkpoint_path} does not exist; pass a run's workdir or a .npz file."
+    )
+  model_name = model_name or (catalogue.model_name(checkpoint_path) if kind == 'released' else None)
   if model_name:
     _check_model_name(model_name)
   elif kind not in ('run', None):  # None: sources.read says what the path is not.
     what = 'a .npz' if kind == 'npz' else f'a {_KINDS[kind]}'
-    raise PredictError(f'--checkpoint={checkpoint_path} is {what}: pass the model it holds with '
-                       '--model (e.g. --model=ViT-B_16).')
+    raise PredictError(
+      f'--checkpoint={checkpoint_path} is {what}: pass the model it holds with '
+      '--model (e.g. --model=ViT-B_16).'
+    )
   heads = getattr(models.get_model(model_name), 'num_heads', None) if model_name else None
   try:
     source = sources.read(checkpoint_path, num_heads=heads)

@@ -14,3 +14,5 @@ from vit_jax.models.registry import get_model
 from vit_jax.models.registry import MODEL_CONFIGS
 from vit_jax.models.registry import model_names
 from vit_jax.models.vit import VisionTransformer
+
+__all__ = ['MODEL_CONFIGS', 'MlpMixer', 'VisionTransformer', 'get_model', 'model_names']

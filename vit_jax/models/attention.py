@@ -41,18 +41,20 @@ IMPLEMENTATIONS = ('auto', 'per_head', 'xla', 'cudnn')
 def resolve_implementation(implementation: str, dtype, head_dim: int) -> str:
   """The implementation 'auto' stands for on the default backend (others pass through)."""
   if implementation not in IMPLEMENTATIONS:
-    raise ValueError(f'unknown attention implementation {implementation!r}; choose one of '
-                     f'{IMPLEMENTATIONS}.')
+    raise ValueError(
+      f'unknown attention implementation {implementation!r}; choose one of {IMPLEMENTATIONS}.'
+    )
   backend = jax.default_backend()
   if implementation == 'cudnn' and backend != 'gpu':
-    raise ValueError(f"attention implementation 'cudnn' needs an NVIDIA GPU but JAX computes on "
-                     f"{backend}; use 'auto'.")
+    raise ValueError(
+      f"attention implementation 'cudnn' needs an NVIDIA GPU but JAX computes on "
+      f"{backend}; use 'auto'."
+    )
   if implementation != 'auto':
     return implementation
   if backend == 'cpu':
     return 'per_head'
-  if (backend == 'gpu' and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
-      and head_dim % 8 == 0):
+  if backend == 'gpu' and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0:
     return 'cudnn'
   return 'xla'
 
@@ -71,14 +73,16 @@ def attend(q, k, v, bias, dropout_rate, dropout_rng, deterministic, implementati
   if deterministic or dropout_rate == 0.0:
     bias = None if bias is None else bias.astype(q.dtype)
     return jax.nn.dot_product_attention(
-        q, k, v, bias=bias, implementation=None if implementation == 'xla' else implementation)
+      q, k, v, bias=bias, implementation=None if implementation == 'xla' else implementation
+    )
   logits = jnp.einsum('btnh,bsnh->bnts', q, k, preferred_element_type=jnp.float32)
   logits = logits / np.sqrt(q.shape[-1])
   if bias is not None:
     logits = logits + bias.astype(jnp.float32)
   weights = _dropout(jax.nn.softmax(logits, axis=-1), dropout_rate, dropout_rng)
-  return jnp.einsum('bnts,bsnh->btnh', weights.astype(v.dtype), v,
-                    preferred_element_type=jnp.float32).astype(q.dtype)
+  return jnp.einsum(
+    'bnts,bsnh->btnh', weights.astype(v.dtype), v, preferred_element_type=jnp.float32
+  ).astype(q.dtype)
 
 
 def attend_per_head(q, k, v, bias, dropout_rate, dropout_rng, dtype):
@@ -89,8 +93,14 @@ def attend_per_head(q, k, v, bias, dropout_rate, dropout_rng, dtype):
   Slices of the fused projection are strided views; XLA:CPU feeds them to its matmul kernels
   without copies. Matmul operands are `dtype`, accumulation and softmax float32.
   """
-  return _attend_heads(lambda h: (q[:, :, h], k[:, :, h], v[:, :, h]), q.shape[2], bias, dtype,
-                       dropout_rate, dropout_rng)[0]
+  return _attend_heads(
+    lambda h: (q[:, :, h], k[:, :, h], v[:, :, h]),
+    q.shape[2],
+    bias,
+    dtype,
+    dropout_rate,
+    dropout_rng,
+  )[0]
 
 
 def _attend_heads(head_qkv, num_heads, bias, dtype, dropout_rate=0.0, dropout_rng=None):
@@ -127,14 +137,16 @@ def _heads_dot(a, b, contract, dtype):
       a, contract = jax.lax.optimization_barrier(jnp.swapaxes(a, 1, 2)), (2, contract[1])
     if contract[1] == 2:
       b, contract = jax.lax.optimization_barrier(jnp.swapaxes(b, 1, 2)), (contract[0], 1)
-  return jax.lax.dot_general(a, b, ((contract[:1], contract[1:]), ((0,), (0,))),
-                             preferred_element_type=jnp.float32)
+  return jax.lax.dot_general(
+    a, b, ((contract[:1], contract[1:]), ((0,), (0,))), preferred_element_type=jnp.float32
+  )
 
 
 def _self_attention_forward(qkv, bias, dtype):
   """(output [B, T, N*H], softmax weights per head [N, B, T, T]) for qkv [B, T, 3, N, H]."""
-  return _attend_heads(lambda h: tuple(qkv[:, :, i, h] for i in range(3)), qkv.shape[3], bias,
-                       dtype)
+  return _attend_heads(
+    lambda h: tuple(qkv[:, :, i, h] for i in range(3)), qkv.shape[3], bias, dtype
+  )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -188,6 +200,7 @@ class HeadProjection(nn.Module):
   from heads: kernel [heads, head_dim, D], bias [D]
   (Parameters only: the attention module decides how to multiply, e.g. fusing q, k and v.)
   """
+
   kernel_shape: tuple[int, int, int]
   to_heads: bool
   param_dtype: layers.Dtype = jnp.float32
@@ -198,12 +211,16 @@ class HeadProjection(nn.Module):
     bias_shape = self.kernel_shape[1:] if self.to_heads else self.kernel_shape[2:]
     # Fan-in / fan-out as flax's DenseGeneral computes them for the xavier initializer.
     in_axis, out_axis = ((0,), (1, 2)) if self.to_heads else ((0, 1), (2,))
-    init = nn.initializers.variance_scaling(1.0, 'fan_avg', 'uniform', in_axis=in_axis,
-                                            out_axis=out_axis)
-    kernel = self.param('kernel', layers.logical(init, names), self.kernel_shape,
-                        self.param_dtype)
-    bias = self.param('bias', layers.logical(nn.initializers.zeros, names[-len(bias_shape):]),
-                      bias_shape, self.param_dtype)
+    init = nn.initializers.variance_scaling(
+      1.0, 'fan_avg', 'uniform', in_axis=in_axis, out_axis=out_axis
+    )
+    kernel = self.param('kernel', layers.logical(init, names), self.kernel_shape, self.param_dtype)
+    bias = self.param(
+      'bias',
+      layers.logical(nn.initializers.zeros, names[-len(bias_shape) :]),
+      bias_shape,
+      self.param_dtype,
+    )
     return kernel, bias
 
 
@@ -219,6 +236,7 @@ class MultiHeadDotProductAttention(nn.Module):
     implementation: see the module docstring.
     dtype: matmul operand dtype (accumulation is float32).
   """
+
   num_heads: int
   attention_dropout_rate: float = 0.0
   relative_grid: Optional[tuple[int, int]] = None
@@ -229,18 +247,21 @@ class MultiHeadDotProductAttention(nn.Module):
   param_dtype: layers.Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, inputs_q: jax.Array, inputs_kv: jax.Array, *,
-               deterministic: bool = True) -> jax.Array:
+  def __call__(
+    self, inputs_q: jax.Array, inputs_kv: jax.Array, *, deterministic: bool = True
+  ) -> jax.Array:
     dim = inputs_q.shape[-1]
     if dim % self.num_heads:
       raise ValueError(f'hidden size {dim} is not divisible by num_heads={self.num_heads}.')
     head_dim = dim // self.num_heads
     params = {}
     for name in ('query', 'key', 'value'):
-      params[name] = HeadProjection((dim, self.num_heads, head_dim), to_heads=True, name=name,
-                                    param_dtype=self.param_dtype)()
-    out_kernel, out_bias = HeadProjection((self.num_heads, head_dim, dim), to_heads=False,
-                                          name='out', param_dtype=self.param_dtype)()
+      params[name] = HeadProjection(
+        (dim, self.num_heads, head_dim), to_heads=True, name=name, param_dtype=self.param_dtype
+      )()
+    out_kernel, out_bias = HeadProjection(
+      (self.num_heads, head_dim, dim), to_heads=False, name='out', param_dtype=self.param_dtype
+    )()
     rng = None
     if not deterministic and self.attention_dropout_rate > 0.0:
       rng = self.make_rng('dropout')
@@ -252,15 +273,21 @@ class MultiHeadDotProductAttention(nn.Module):
       x = self._attend_per_head(params, inputs_q, inputs_kv, rng)
       x = layers.matmul(x, out_kernel.reshape(dim, dim), self.dtype) + out_bias
     else:
-      q, k, v = (self._project(params[n], x) for n, x in (
-          ('query', inputs_q), ('key', inputs_kv), ('value', inputs_kv)))
+      q, k, v = (
+        self._project(params[n], x)
+        for n, x in (('query', inputs_q), ('key', inputs_kv), ('value', inputs_kv))
+      )
       bias = self._relative_logits(q.astype(jnp.float32) / np.sqrt(head_dim))
       if bias is not None and bias.ndim == 3:
         bias = bias[None]
       self._sow_weights(q.astype(jnp.float32) / np.sqrt(head_dim), k, bias)
       x = attend(q, k, v, bias, self.attention_dropout_rate, rng, deterministic, implementation)
-      x = jnp.einsum('...hk,hkd->...d', x, out_kernel.astype(self.dtype),
-                     preferred_element_type=jnp.float32) + out_bias
+      x = (
+        jnp.einsum(
+          '...hk,hkd->...d', x, out_kernel.astype(self.dtype), preferred_element_type=jnp.float32
+        )
+        + out_bias
+      )
     return x
 
   def _sow_weights(self, q, k, bias) -> None:
@@ -276,8 +303,15 @@ class MultiHeadDotProductAttention(nn.Module):
   def _project(self, kernel_bias, x):
     """x [B, L, D] -> [B, L, heads, head_dim] in `dtype` (batched-heads forms)."""
     kernel, bias = kernel_bias
-    y = jnp.einsum('...d,dhk->...hk', x.astype(self.dtype), kernel.astype(self.dtype),
-                   preferred_element_type=jnp.float32) + bias
+    y = (
+      jnp.einsum(
+        '...d,dhk->...hk',
+        x.astype(self.dtype),
+        kernel.astype(self.dtype),
+        preferred_element_type=jnp.float32,
+      )
+      + bias
+    )
     return layers.constrain(y.astype(self.dtype), ('batch', 'length', 'heads', 'kv'))
 
   def _attend_per_head(self, params, inputs_q, inputs_kv, rng):
@@ -321,8 +355,9 @@ class MultiHeadDotProductAttention(nn.Module):
     length = self.num_prefix + h * w
     if len_q != length or len_kv != length:
       raise ValueError(
-          f'relative position encoding is built for {self.num_prefix} prefix tokens + a {h}x{w} '
-          f'grid ({length} tokens) but got {len_q} queries and {len_kv} keys.')
+        f'relative position encoding is built for {self.num_prefix} prefix tokens + a {h}x{w} '
+        f'grid ({length} tokens) but got {len_q} queries and {len_kv} keys.'
+      )
 
   def _relative_logits(self, q: jax.Array) -> Optional[jax.Array]:
     """The relative position term of the logits (vit_jax.models.relative_position.logits) for
@@ -332,9 +367,11 @@ class MultiHeadDotProductAttention(nn.Module):
     heads, head_dim = q.shape[2:]
     init = nn.initializers.truncated_normal(stddev=0.02)
     tables = {
-        name: self.param(name, layers.logical(init, (None, axis)), (rows, width),
-                         self.param_dtype).astype(jnp.float32)
-        for name, (rows, width, axis) in relative_position.tables(
-            self.relative, self.relative_grid, self.num_prefix, heads, head_dim).items()}
-    return relative_position.logits(self.relative, q, tables, self.relative_grid,
-                                    self.num_prefix)
+      name: self.param(
+        name, layers.logical(init, (None, axis)), (rows, width), self.param_dtype
+      ).astype(jnp.float32)
+      for name, (rows, width, axis) in relative_position.tables(
+        self.relative, self.relative_grid, self.num_prefix, heads, head_dim
+      ).items()
+    }
+    return relative_position.logits(self.relative, q, tables, self.relative_grid, self.num_prefix)

@@ -23,6 +23,7 @@ class BiTResNet(nn.Module):
     block_layers: residual units per stage, e.g. (3, 4, 6, 3) for a ResNet-50.
     width: channel multiplier (64 * width channels after the root).
   """
+
   num_classes: Optional[int]
   block_layers: tuple[int, ...] = (3, 4, 6, 3)
   width: float = 1.0

@@ -49,8 +49,9 @@ def matmul(x: jax.Array, kernel: jax.Array, dtype: Dtype) -> jax.Array:
 
 
 def _dot(x, kernel):
-  return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())),
-                             preferred_element_type=jnp.float32)
+  return jax.lax.dot_general(
+    x, kernel, (((x.ndim - 1,), (0,)), ((), ())), preferred_element_type=jnp.float32
+  )
 
 
 @jax.custom_vjp
@@ -78,8 +79,9 @@ def _matmul_bwd(residuals, grad):
   if x.dtype == jnp.float32:
     # As (grad^T x)^T: asked for x^T grad, XLA:CPU stores the saved activation (e.g. the GELU
     # output) transposed in the forward pass, with a slow transposing fusion.
-    dkernel = jax.lax.dot_general(grad, x, (((0,), (0,)), ((), ())),
-                                  preferred_element_type=jnp.float32).T
+    dkernel = jax.lax.dot_general(
+      grad, x, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32
+    ).T
   else:  # A plain matmul again, for the bfloat16 x bfloat16 -> float32 kernels.
     dkernel = _dot(jax.lax.optimization_barrier(x.T), grad)
   return dx, dkernel.astype(kernel.dtype)
@@ -90,6 +92,7 @@ _matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 class Dense(nn.Module):
   """`nn.Dense` with the same parameters (kernel [K, N], bias [N]) computed by `matmul`."""
+
   features: int
   kernel_init: Initializer
   bias_init: Initializer
@@ -99,8 +102,7 @@ class Dense(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """[..., K] -> float32 [..., features]."""
-    kernel = self.param('kernel', self.kernel_init, (x.shape[-1], self.features),
-                        self.param_dtype)
+    kernel = self.param('kernel', self.kernel_init, (x.shape[-1], self.features), self.param_dtype)
     bias = self.param('bias', self.bias_init, (self.features,), self.param_dtype)
     return matmul(x, kernel, self.dtype) + bias
 
@@ -114,6 +116,7 @@ class MlpBlock(nn.Module):
     mlp_dim: hidden width.
     out_dim: output width; defaults to the input width.
   """
+
   mlp_dim: int
   out_dim: Optional[int] = None
   dropout_rate: float = 0.0
@@ -128,12 +131,13 @@ class MlpBlock(nn.Module):
     out_dim = x.shape[-1] if self.out_dim is None else self.out_dim
     io_axis, hidden_axis = self.axes
     dense = lambda features, names, bias_name, name: Dense(
-        features=features,
-        dtype=self.dtype,
-        param_dtype=self.param_dtype,
-        kernel_init=logical(nn.initializers.xavier_uniform(), names),
-        bias_init=logical(nn.initializers.normal(stddev=1e-6), (bias_name,)),
-        name=name)
+      features=features,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      kernel_init=logical(nn.initializers.xavier_uniform(), names),
+      bias_init=logical(nn.initializers.normal(stddev=1e-6), (bias_name,)),
+      name=name,
+    )
     x = dense(self.mlp_dim, (io_axis, hidden_axis), hidden_axis, 'Dense_0')(x)
     x = nn.gelu(x)
     x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
@@ -147,6 +151,7 @@ class DropPath(nn.Module):
   Kept branches are scaled by 1 / (1 - rate) so the expectation is unchanged. Uses the
   `dropout` RNG stream.
   """
+
   rate: float = 0.0
 
   @nn.compact
@@ -162,33 +167,44 @@ class DropPath(nn.Module):
 def layer_norm(name: str, param_dtype: Dtype, axis: str = 'embed') -> nn.LayerNorm:
   """LayerNorm with the original's epsilon (1e-6) and logical names; float32 in and out."""
   return nn.LayerNorm(
-      epsilon=1e-6,
-      dtype=jnp.float32,
-      param_dtype=param_dtype,
-      scale_init=logical(nn.initializers.ones, (axis,)),
-      bias_init=logical(nn.initializers.zeros, (axis,)),
-      name=name)
+    epsilon=1e-6,
+    dtype=jnp.float32,
+    param_dtype=param_dtype,
+    scale_init=logical(nn.initializers.ones, (axis,)),
+    bias_init=logical(nn.initializers.zeros, (axis,)),
+    name=name,
+  )
 
 
-def patch_embedding(features: int, patch_size: tuple[int, int], name: str, dtype: Dtype,
-                    param_dtype: Dtype) -> nn.Conv:
+def patch_embedding(
+  features: int, patch_size: tuple[int, int], name: str, dtype: Dtype, param_dtype: Dtype
+) -> nn.Conv:
   """Non-overlapping patches -> `features` channels: a conv with kernel = stride = patch."""
   return nn.Conv(
-      features=features, kernel_size=patch_size, strides=patch_size, padding='VALID',
-      dtype=dtype, param_dtype=param_dtype,
-      kernel_init=logical(nn.initializers.lecun_normal(), (None, None, None, 'embed')),
-      bias_init=logical(nn.initializers.zeros, ('embed',)),
-      name=name)
+    features=features,
+    kernel_size=patch_size,
+    strides=patch_size,
+    padding='VALID',
+    dtype=dtype,
+    param_dtype=param_dtype,
+    kernel_init=logical(nn.initializers.lecun_normal(), (None, None, None, 'embed')),
+    bias_init=logical(nn.initializers.zeros, ('embed',)),
+    name=name,
+  )
 
 
-def classifier_head(num_classes: int, bias_init: float, dtype: Dtype, param_dtype: Dtype,
-                    in_axis: str = 'embed') -> Dense:
+def classifier_head(
+  num_classes: int, bias_init: float, dtype: Dtype, param_dtype: Dtype, in_axis: str = 'embed'
+) -> Dense:
   """The `head` layer: zero-initialised kernel (as the original), constant bias; float32 out."""
   return Dense(
-      features=num_classes, dtype=dtype, param_dtype=param_dtype,
-      kernel_init=logical(nn.initializers.zeros, (in_axis, 'classes')),
-      bias_init=logical(nn.initializers.constant(bias_init), ('classes',)),
-      name='head')
+    features=num_classes,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    kernel_init=logical(nn.initializers.zeros, (in_axis, 'classes')),
+    bias_init=logical(nn.initializers.constant(bias_init), ('classes',)),
+    name='head',
+  )
 
 
 def check_images(images: jax.Array, stride: int, model: str) -> None:
@@ -198,9 +214,11 @@ def check_images(images: jax.Array, stride: int, model: str) -> None:
   _, h, w, c = images.shape
   if c != 3:
     raise ValueError(
-        f'{model} expects 3-channel RGB images, got {c} channels (shape {tuple(images.shape)}); '
-        'convert grayscale/RGBA inputs to RGB first.')
+      f'{model} expects 3-channel RGB images, got {c} channels (shape {tuple(images.shape)}); '
+      'convert grayscale/RGBA inputs to RGB first.'
+    )
   if h % stride or w % stride:
     raise ValueError(
-        f'{model}: image size {h}x{w} is not divisible by the patch stride {stride}; '
-        f'resize or crop to a multiple of {stride} (e.g. {max(stride, h // stride * stride)}).')
+      f'{model}: image size {h}x{w} is not divisible by the patch stride {stride}; '
+      f'resize or crop to a multiple of {stride} (e.g. {max(stride, h // stride * stride)}).'
+    )

@@ -52,8 +52,11 @@ def _loop_indices(node: Mapping) -> list[int]:
 def _stack(*leaves):
   first = leaves[0]
   if isinstance(first, jax.ShapeDtypeStruct):
-    return jax.ShapeDtypeStruct((len(leaves),) + tuple(first.shape), first.dtype,
-                                sharding=_with_spec(first.sharding, lambda s: (None, *s)))
+    return jax.ShapeDtypeStruct(
+      (len(leaves),) + tuple(first.shape),
+      first.dtype,
+      sharding=_with_spec(first.sharding, lambda s: (None, *s)),
+    )
   if all(isinstance(x, np.ndarray) for x in leaves):
     return np.stack(leaves)
   return jnp.stack(leaves)
@@ -61,23 +64,27 @@ def _stack(*leaves):
 
 def _slice(leaf, i: int):
   if isinstance(leaf, jax.ShapeDtypeStruct):
-    return jax.ShapeDtypeStruct(tuple(leaf.shape[1:]), leaf.dtype,
-                                sharding=_with_spec(leaf.sharding, lambda s: tuple(s)[1:]))
+    return jax.ShapeDtypeStruct(
+      tuple(leaf.shape[1:]), leaf.dtype, sharding=_with_spec(leaf.sharding, lambda s: tuple(s)[1:])
+    )
   return leaf[i]
 
 
 def _with_spec(sharding, change):
   if isinstance(sharding, jax.sharding.NamedSharding):
-    return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(
-        *change(sharding.spec)))
+    return jax.sharding.NamedSharding(
+      sharding.mesh, jax.sharding.PartitionSpec(*change(sharding.spec))
+    )
   return sharding  # None (unplaced) or a sharding without a spec to edit.
 
 
 def _stack_blocks(node: Mapping) -> dict:
   indices = _loop_indices(node)
   if indices != list(range(len(indices))):
-    raise ValueError(f'encoder blocks {indices} are not numbered 0..{len(indices) - 1}; '
-                     'cannot stack them into the scan layout.')
+    raise ValueError(
+      f'encoder blocks {indices} are not numbered 0..{len(indices) - 1}; '
+      'cannot stack them into the scan layout.'
+    )
   blocks = [node[f'encoderblock_{i}'] for i in indices]
   out = {k: v for k, v in node.items() if not _LOOPED.match(k)}
   out[_SCANNED] = jax.tree.map(_stack, *blocks)
@@ -98,14 +105,18 @@ def _unstack_blocks(node: Mapping) -> dict:
 
 def to_scan(tree: Any) -> Any:
   """The tree with every `encoderblock_{i}` group stacked into `encoderblock` (no-op if so)."""
-  return jax.tree.map(lambda n: _stack_blocks(n) if _is_blocks(n) and _SCANNED not in n else n,
-                      tree, is_leaf=_is_blocks)
+  return jax.tree.map(
+    lambda n: _stack_blocks(n) if _is_blocks(n) and _SCANNED not in n else n,
+    tree,
+    is_leaf=_is_blocks,
+  )
 
 
 def to_loop(tree: Any) -> Any:
   """The tree with every stacked `encoderblock` split into `encoderblock_{i}` (no-op if so)."""
-  return jax.tree.map(lambda n: _unstack_blocks(n) if _is_blocks(n) and _SCANNED in n else n,
-                      tree, is_leaf=_is_blocks)
+  return jax.tree.map(
+    lambda n: _unstack_blocks(n) if _is_blocks(n) and _SCANNED in n else n, tree, is_leaf=_is_blocks
+  )
 
 
 def convert(tree: Any, layout: str) -> Any:

@@ -18,6 +18,7 @@ class MixerBlock(nn.Module):
 
   With `intermediates` mutable it sows the residual stream after each (`residual_token_mixing`,
   `residual_channel_mixing`, [B, L, D]); otherwise sowing is a no-op."""
+
   tokens_mlp_dim: int
   channels_mlp_dim: int
   drop_path_rate: float = 0.0
@@ -31,8 +32,9 @@ class MixerBlock(nn.Module):
     drop_path = layers.DropPath(rate=self.drop_path_rate)
     y = layers.layer_norm('LayerNorm_0', self.param_dtype)(x)
     y = jnp.swapaxes(y, 1, 2)
-    y = layers.MlpBlock(mlp_dim=self.tokens_mlp_dim, axes=('length', 'mlp'), name='token_mixing',
-                        **kw)(y)
+    y = layers.MlpBlock(
+      mlp_dim=self.tokens_mlp_dim, axes=('length', 'mlp'), name='token_mixing', **kw
+    )(y)
     x = x + drop_path(jnp.swapaxes(y, 1, 2), deterministic=deterministic)
     self.sow('intermediates', 'residual_token_mixing', x)
     y = layers.layer_norm('LayerNorm_1', self.param_dtype)(x)
@@ -44,6 +46,7 @@ class MixerBlock(nn.Module):
 
 class MlpMixer(nn.Module):
   """MLP-Mixer classifier: NHWC float images -> logits [B, num_classes] (features if 0/None)."""
+
   num_classes: Optional[int]
   patch_size: tuple[int, int] = (16, 16)
   num_blocks: int = 12
@@ -65,14 +68,20 @@ class MlpMixer(nn.Module):
     layers.check_images(images, self.stride, self.model_name or 'MlpMixer')
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     x = layers.patch_embedding(self.hidden_dim, self.patch_size, 'stem', **kw)(
-        images.astype(self.dtype)).astype(jnp.float32)
+      images.astype(self.dtype)
+    ).astype(jnp.float32)
     n, h, w, d = x.shape
     x = jnp.reshape(x, (n, h * w, d))
     self.sow('intermediates', 'residual_embedding', x)
     for i in range(self.num_blocks):
       rate = self.stochastic_depth * i / max(self.num_blocks - 1, 1)
-      x = MixerBlock(self.tokens_mlp_dim, self.channels_mlp_dim, drop_path_rate=rate,
-                     name=f'MixerBlock_{i}', **kw)(x, deterministic=not train)
+      x = MixerBlock(
+        self.tokens_mlp_dim,
+        self.channels_mlp_dim,
+        drop_path_rate=rate,
+        name=f'MixerBlock_{i}',
+        **kw,
+      )(x, deterministic=not train)
     x = layers.layer_norm('pre_head_layer_norm', self.param_dtype)(x)
     x = jnp.mean(x, axis=1)
     if self.num_classes:

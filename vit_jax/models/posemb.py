@@ -27,7 +27,7 @@ RELATIVE = {'relative': 'attention', 'relative_2d': 'attention_2d', 'relative_bi
 POSEMB_KINDS = ('learn', 'learn_2d', 'sincos2d', 'none') + tuple(RELATIVE)
 
 
-def sincos_2d(h: int, w: int, dim: int, temperature: float = 10_000.) -> np.ndarray:
+def sincos_2d(h: int, w: int, dim: int, temperature: float = 10_000.0) -> np.ndarray:
   """Fixed 2-D sin-cos embedding: float32 [h*w, dim] (dim divisible by 4).
 
   A quarter of the channels each hold sin/cos of the column and of the row coordinate at
@@ -36,7 +36,7 @@ def sincos_2d(h: int, w: int, dim: int, temperature: float = 10_000.) -> np.ndar
   if dim % 4:
     raise ValueError(f"posemb='sincos2d' needs a hidden size divisible by 4, got {dim}.")
   quarter = dim // 4
-  omega = 1.0 / temperature**(np.arange(quarter) / max(quarter - 1, 1))
+  omega = 1.0 / temperature ** (np.arange(quarter) / max(quarter - 1, 1))
   ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing='ij')
   y = ys.reshape(-1, 1) * omega[None]
   x = xs.reshape(-1, 1) * omega[None]
@@ -45,6 +45,7 @@ def sincos_2d(h: int, w: int, dim: int, temperature: float = 10_000.) -> np.ndar
 
 class AddPositionEmbs(nn.Module):
   """Adds a position embedding to x [B, p + h*w, D] (p prefix tokens before the patches)."""
+
   kind: str = 'learn'
   num_prefix: int = 0
   param_dtype: layers.Dtype = jnp.float32
@@ -65,10 +66,13 @@ class AddPositionEmbs(nn.Module):
       self._check_shape('pos_embedding_col', (1, w, dim // 2), f'{w} patch columns')
       row = self.param('pos_embedding_row', init, (1, h, dim // 2), self.param_dtype)
       col = self.param('pos_embedding_col', init, (1, w, dim // 2), self.param_dtype)
-      pe = jnp.concatenate([
+      pe = jnp.concatenate(
+        [
           jnp.broadcast_to(row[:, :, None, :], (1, h, w, dim // 2)),
           jnp.broadcast_to(col[:, None, :, :], (1, h, w, dim // 2)),
-      ], axis=-1).reshape(1, h * w, dim)
+        ],
+        axis=-1,
+      ).reshape(1, h * w, dim)
     elif self.kind == 'sincos2d':
       pe = jnp.asarray(sincos_2d(h, w, dim))[None]
     elif self.kind == 'none' or self.kind in RELATIVE:
@@ -86,6 +90,7 @@ class AddPositionEmbs(nn.Module):
     if have != shape:
       path = '/'.join(self.path + (name,))
       raise ValueError(
-          f'{path} has shape {have} but the input needs {shape} ({what}): the '
-          'image size differs from the one the params were made for; use '
-          'vit_jax.weights.fit.load_pretrained to resample the position embeddings.')
+        f'{path} has shape {have} but the input needs {shape} ({what}): the '
+        'image size differs from the one the params were made for; use '
+        'vit_jax.weights.fit.load_pretrained to resample the position embeddings.'
+      )

@@ -16,53 +16,87 @@ from vit_jax.models import vit
 MODEL_CONFIGS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {}
 
 _VIT_SIZES = {
-    # size: (hidden_size, num_layers, num_heads, mlp_dim)
-    'Ti': (192, 12, 3, 768),
-    'S': (384, 12, 6, 1536),
-    'B': (768, 12, 12, 3072),
-    'L': (1024, 24, 16, 4096),
-    'H': (1280, 32, 16, 5120),
+  # size: (hidden_size, num_layers, num_heads, mlp_dim)
+  'Ti': (192, 12, 3, 768),
+  'S': (384, 12, 6, 1536),
+  'B': (768, 12, 12, 3072),
+  'L': (1024, 24, 16, 4096),
+  'H': (1280, 32, 16, 5120),
 }
 
 
 def _vit(size: str, patch: int, **kwargs) -> dict[str, Any]:
   hidden, layers, heads, mlp = _VIT_SIZES[size]
-  return dict(patch_size=(patch, patch), hidden_size=hidden, num_layers=layers,
-              num_heads=heads, mlp_dim=mlp, **kwargs)
+  return dict(
+    patch_size=(patch, patch),
+    hidden_size=hidden,
+    num_layers=layers,
+    num_heads=heads,
+    mlp_dim=mlp,
+    **kwargs,
+  )
 
 
 def _register(name: str, cls: Callable[..., nn.Module], **kwargs) -> None:
   MODEL_CONFIGS[name] = (cls, dict(model_name=name, **kwargs))
 
 
-for _size, _patch in [('Ti', 16), ('S', 16), ('S', 32), ('B', 16), ('B', 32), ('B', 8),
-                      ('L', 16), ('L', 32), ('H', 14)]:
+for _size, _patch in [
+  ('Ti', 16),
+  ('S', 16),
+  ('S', 32),
+  ('B', 16),
+  ('B', 32),
+  ('B', 8),
+  ('L', 16),
+  ('L', 32),
+  ('H', 14),
+]:
   _register(f'ViT-{_size}_{_patch}', vit.VisionTransformer, **_vit(_size, _patch))
 for _size, _patch in [('S', 16), ('S', 32), ('B', 16), ('B', 32)]:
-  _register(f'ViT-{_size}_{_patch}-gap-norep', vit.VisionTransformer,
-            **_vit(_size, _patch, classifier='gap'))
+  _register(
+    f'ViT-{_size}_{_patch}-gap-norep',
+    vit.VisionTransformer,
+    **_vit(_size, _patch, classifier='gap'),
+  )
 
 # Hybrids: the ResNet stem downsamples 4x (root) and 2x per further stage; 'patch' is then
 # the patch size on the stem's feature map, so R50+ViT-B_16 has 1x1 patches at stride 16.
-_register('R50+ViT-B_16', vit.VisionTransformer,
-          **_vit('B', 1, resnet_layers=(3, 4, 9), resnet_width=1.0))
-_register('R26+ViT-B_32', vit.VisionTransformer,
-          **_vit('B', 1, resnet_layers=(2, 2, 2, 2), resnet_width=1.0))
-_register('R26+ViT-S_32', vit.VisionTransformer,
-          **_vit('S', 1, resnet_layers=(2, 2, 2, 2), resnet_width=1.0))
-_register('R50+ViT-L_32', vit.VisionTransformer,
-          **_vit('L', 1, resnet_layers=(3, 4, 6, 3), resnet_width=1.0))
+_register(
+  'R50+ViT-B_16', vit.VisionTransformer, **_vit('B', 1, resnet_layers=(3, 4, 9), resnet_width=1.0)
+)
+_register(
+  'R26+ViT-B_32',
+  vit.VisionTransformer,
+  **_vit('B', 1, resnet_layers=(2, 2, 2, 2), resnet_width=1.0),
+)
+_register(
+  'R26+ViT-S_32',
+  vit.VisionTransformer,
+  **_vit('S', 1, resnet_layers=(2, 2, 2, 2), resnet_width=1.0),
+)
+_register(
+  'R50+ViT-L_32',
+  vit.VisionTransformer,
+  **_vit('L', 1, resnet_layers=(3, 4, 6, 3), resnet_width=1.0),
+)
 # "Root only": 4x stem + 8x8 patches = 32 pixels per token (the original's name keeps "_16").
-_register('R+ViT-Ti_16', vit.VisionTransformer,
-          **_vit('Ti', 8, resnet_layers=(), resnet_width=1.0))
+_register('R+ViT-Ti_16', vit.VisionTransformer, **_vit('Ti', 8, resnet_layers=(), resnet_width=1.0))
 
 for _name, _patch, _blocks, _hidden, _tok, _chan in [
-    ('Mixer-B_16', 16, 12, 768, 384, 3072),
-    ('Mixer-B_32', 32, 12, 768, 384, 3072),
-    ('Mixer-L_16', 16, 24, 1024, 512, 4096),
+  ('Mixer-B_16', 16, 12, 768, 384, 3072),
+  ('Mixer-B_32', 32, 12, 768, 384, 3072),
+  ('Mixer-L_16', 16, 24, 1024, 512, 4096),
 ]:
-  _register(_name, mixer.MlpMixer, patch_size=(_patch, _patch), num_blocks=_blocks,
-            hidden_dim=_hidden, tokens_mlp_dim=_tok, channels_mlp_dim=_chan)
+  _register(
+    _name,
+    mixer.MlpMixer,
+    patch_size=(_patch, _patch),
+    num_blocks=_blocks,
+    hidden_dim=_hidden,
+    tokens_mlp_dim=_tok,
+    channels_mlp_dim=_chan,
+  )
 
 # BiT ResNets as classifiers (convolutional baselines; no released files in this layout).
 _register('BiT-R50x1', bit.BiTResNet, block_layers=(3, 4, 6, 3), width=1.0)
@@ -70,10 +104,26 @@ _register('BiT-R50x1', bit.BiTResNet, block_layers=(3, 4, 6, 3), width=1.0)
 _register('ResNet-tiny', bit.BiTResNet, block_layers=(2, 2, 2), width=0.25)
 
 # A tiny model for tests and quick experiments (the original's `testing` config).
-_register('testing', vit.VisionTransformer, patch_size=(16, 16), hidden_size=10, num_layers=1,
-          num_heads=2, mlp_dim=10, representation_size=10)
-_register('testing-unpooled', vit.VisionTransformer, patch_size=(16, 16), hidden_size=10,
-          num_layers=1, num_heads=2, mlp_dim=10, classifier='unpooled')
+_register(
+  'testing',
+  vit.VisionTransformer,
+  patch_size=(16, 16),
+  hidden_size=10,
+  num_layers=1,
+  num_heads=2,
+  mlp_dim=10,
+  representation_size=10,
+)
+_register(
+  'testing-unpooled',
+  vit.VisionTransformer,
+  patch_size=(16, 16),
+  hidden_size=10,
+  num_layers=1,
+  num_heads=2,
+  mlp_dim=10,
+  classifier='unpooled',
+)
 
 
 def model_names() -> list[str]:
@@ -93,6 +143,7 @@ def get_model(name: str, num_classes: int | None = 1000, **overrides) -> nn.Modu
   fields = set(cls.__dataclass_fields__) - {'parent', 'name'}
   unknown = sorted(set(overrides) - fields)
   if unknown:
-    raise ValueError(f'{name} ({cls.__name__}) has no field(s) {unknown}; valid fields: '
-                     f'{sorted(fields)}.')
+    raise ValueError(
+      f'{name} ({cls.__name__}) has no field(s) {unknown}; valid fields: {sorted(fields)}.'
+    )
   return cls(num_classes=num_classes, **{**kwargs, **overrides})

@@ -68,16 +68,19 @@ def relative_index_2d(h: int, w: int, num_prefix: int) -> tuple[np.ndarray, np.n
   """Indices into the y and x relative embedding tables: two int32 [L, L] (dy + h - 1 and
   dx + w - 1 for patches; prefix entries after the 2h - 1 / 2w - 1 offsets)."""
   delta = _grid_deltas(h, w)
-  return (_with_prefix(delta[..., 0] + h - 1, 2 * h - 1, num_prefix),
-          _with_prefix(delta[..., 1] + w - 1, 2 * w - 1, num_prefix))
+  return (
+    _with_prefix(delta[..., 0] + h - 1, 2 * h - 1, num_prefix),
+    _with_prefix(delta[..., 1] + w - 1, 2 * w - 1, num_prefix),
+  )
 
 
 def relative_table_size(h: int, w: int, num_prefix: int) -> int:
   return (2 * h - 1) * (2 * w - 1) + (3 if num_prefix else 0)
 
 
-def tables(kind: str, grid: tuple[int, int], num_prefix: int, heads: int,
-           head_dim: int) -> dict[str, tuple[int, int, Optional[str]]]:
+def tables(
+  kind: str, grid: tuple[int, int], num_prefix: int, heads: int, head_dim: int
+) -> dict[str, tuple[int, int, Optional[str]]]:
   """The learned tables of `kind`: parameter name -> (rows, width, logical name of the width)."""
   if kind not in KINDS:
     raise ValueError(f'unknown relative position encoding {kind!r}; choose one of {KINDS}.')
@@ -89,12 +92,15 @@ def tables(kind: str, grid: tuple[int, int], num_prefix: int, heads: int,
     return {'relative_embedding': (2 * h * w - 1 + extra, head_dim, 'kv')}
   if head_dim % 2:
     raise ValueError(f"posemb='relative_2d' needs an even head dimension, got {head_dim}.")
-  return {'relative_embedding_y': (2 * h - 1 + extra, head_dim // 2, None),
-          'relative_embedding_x': (2 * w - 1 + extra, head_dim // 2, None)}
+  return {
+    'relative_embedding_y': (2 * h - 1 + extra, head_dim // 2, None),
+    'relative_embedding_x': (2 * w - 1 + extra, head_dim // 2, None),
+  }
 
 
-def logits(kind: str, q: jax.Array, params: dict[str, jax.Array], grid: tuple[int, int],
-           num_prefix: int) -> jax.Array:
+def logits(
+  kind: str, q: jax.Array, params: dict[str, jax.Array], grid: tuple[int, int], num_prefix: int
+) -> jax.Array:
   """The relative term of the attention logits, float32: [N, T, T] ('bias') or [B, N, T, T]
   (the query-dependent kinds), for q [B, T, N, H] already scaled by 1/sqrt(H) and the tables
   `params` of `tables(kind, ...)`, float32."""
@@ -115,5 +121,6 @@ def logits(kind: str, q: jax.Array, params: dict[str, jax.Array], grid: tuple[in
     return gather(q, params['relative_embedding'], relative_index_1d(h, w, num_prefix))
   half = q.shape[-1] // 2
   index_y, index_x = relative_index_2d(h, w, num_prefix)
-  return (gather(q[..., :half], params['relative_embedding_y'], index_y) +
-          gather(q[..., half:], params['relative_embedding_x'], index_x))
+  return gather(q[..., :half], params['relative_embedding_y'], index_y) + gather(
+    q[..., half:], params['relative_embedding_x'], index_x
+  )

@@ -32,23 +32,33 @@ class StdConv(nn.Conv):
 
 def _conv(features, kernel, strides, name, dtype, param_dtype):
   return StdConv(
-      features=features, kernel_size=kernel, strides=strides, use_bias=False,
-      dtype=dtype, param_dtype=param_dtype,
-      kernel_init=layers.logical(nn.initializers.lecun_normal(), (None, None, None, 'mlp')),
-      name=name)
+    features=features,
+    kernel_size=kernel,
+    strides=strides,
+    use_bias=False,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    kernel_init=layers.logical(nn.initializers.lecun_normal(), (None, None, None, 'mlp')),
+    name=name,
+  )
 
 
 def _group_norm(name, channels, dtype, param_dtype, scale_init=nn.initializers.ones):
   # 32 groups as in BiT (every hybrid has >= 64 channels); narrower ResNets get one per channel.
   return nn.GroupNorm(
-      num_groups=min(32, channels), epsilon=1e-6, dtype=dtype, param_dtype=param_dtype,
-      scale_init=layers.logical(scale_init, ('mlp',)),
-      bias_init=layers.logical(nn.initializers.zeros, ('mlp',)),
-      name=name)
+    num_groups=min(32, channels),
+    epsilon=1e-6,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    scale_init=layers.logical(scale_init, ('mlp',)),
+    bias_init=layers.logical(nn.initializers.zeros, ('mlp',)),
+    name=name,
+  )
 
 
 class ResidualUnit(nn.Module):
   """Bottleneck unit: 1x1 -> 3x3 (strided) -> 1x1 (4x features), projection when shapes change."""
+
   features: int
   strides: tuple[int, int] = (1, 1)
   dtype: layers.Dtype = jnp.float32
@@ -73,6 +83,7 @@ class ResidualUnit(nn.Module):
 
 class ResNetStage(nn.Module):
   """`block_size` residual units; the first one may downsample by `first_stride`."""
+
   block_size: int
   nout: int
   first_stride: tuple[int, int]
@@ -90,11 +101,16 @@ class ResNetStage(nn.Module):
 
 def stem_stride(block_layers: Sequence[int]) -> int:
   """Total downsampling of the stem: 4 for the root, x2 per stage after the first."""
-  return 4 * 2**max(len(block_layers) - 1, 0)
+  return 4 * 2 ** max(len(block_layers) - 1, 0)
 
 
-def apply_stem(x: jax.Array, block_layers: Sequence[int], width: float,
-               dtype: layers.Dtype, param_dtype: layers.Dtype) -> jax.Array:
+def apply_stem(
+  x: jax.Array,
+  block_layers: Sequence[int],
+  width: float,
+  dtype: layers.Dtype,
+  param_dtype: layers.Dtype,
+) -> jax.Array:
   """Root (7x7/2 conv, GN, ReLU, 3x3/2 max-pool) + stages; NHWC -> NHWC at 1/stem_stride.
 
   Must be called inside the compact `__call__` of the model, so that the parameters land at the
@@ -106,6 +122,11 @@ def apply_stem(x: jax.Array, block_layers: Sequence[int], width: float,
   x = nn.relu(_group_norm('gn_root', base, **kw)(x))
   x = nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding='SAME')
   for i, size in enumerate(block_layers):
-    x = ResNetStage(block_size=size, nout=base * 2**i, first_stride=(2, 2) if i else (1, 1),
-                    name=f'block{i + 1}', **kw)(x)
+    x = ResNetStage(
+      block_size=size,
+      nout=base * 2**i,
+      first_stride=(2, 2) if i else (1, 1),
+      name=f'block{i + 1}',
+      **kw,
+    )(x)
   return x

@@ -1,7 +1,7 @@
 """Prints a model's parameter count, per top-level module, without allocating its weights.
 
-  python -m vit_jax.models.summary ViT-B_16 [--num_classes=1000] [--image_size=224]
-  python -m vit_jax.models.summary all
+python -m vit_jax.models.summary ViT-B_16 [--num_classes=1000] [--image_size=224]
+python -m vit_jax.models.summary all
 """
 
 import argparse
@@ -40,8 +40,10 @@ def main(argv=None) -> None:
     if len(names) == 1:
       for module, n in sorted(counts.items()):
         print(f'  {module:<24s} {n:>14,d}')
-    print(f'{name:<24s} {sum(counts.values()):>14,d} parameters '
-          f'({args.image_size}x{args.image_size}, {args.num_classes} classes)')
+    print(
+      f'{name:<24s} {sum(counts.values()):>14,d} parameters '
+      f'({args.image_size}x{args.image_size}, {args.num_classes} classes)'
+    )
 
 
 if __name__ == '__main__':

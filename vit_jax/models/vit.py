@@ -23,11 +23,10 @@ CLASSIFIERS = ('token', 'gap', 'map', 'unpooled', 'token_unpooled')
 # Rematerialisation of each encoder block: which intermediates the backward pass may keep
 # (the rest it recomputes). 'none' = no remat (keep everything).
 REMAT_POLICIES = {
-    'none': None,
-    'nothing_saveable': jax.checkpoint_policies.nothing_saveable,
-    'dots_saveable': jax.checkpoint_policies.dots_saveable,
-    'dots_with_no_batch_dims_saveable':
-        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+  'none': None,
+  'nothing_saveable': jax.checkpoint_policies.nothing_saveable,
+  'dots_saveable': jax.checkpoint_policies.dots_saveable,
+  'dots_with_no_batch_dims_saveable': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 
 
@@ -40,6 +39,7 @@ def remat_policy(name: str):
 
 class _TracedDropPath(nn.Module):
   """layers.DropPath for a rate that is a traced scalar (each layer's rate under nn.scan)."""
+
   rate: jax.Array
 
   @nn.compact
@@ -47,8 +47,7 @@ class _TracedDropPath(nn.Module):
     if deterministic:
       return x
     keep = 1.0 - self.rate
-    mask = jax.random.bernoulli(self.make_rng('dropout'), keep,
-                                (x.shape[0],) + (1,) * (x.ndim - 1))
+    mask = jax.random.bernoulli(self.make_rng('dropout'), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
@@ -58,6 +57,7 @@ class Encoder1DBlock(nn.Module):
   With `intermediates` mutable it sows the residual stream after each sub-block
   (`residual_attention`, `residual_mlp`, float32 [B, L, D]) and its attention sows
   `attention_weights`; otherwise sowing is a no-op."""
+
   mlp_dim: int
   num_heads: int
   dropout_rate: float = 0.0
@@ -71,8 +71,13 @@ class Encoder1DBlock(nn.Module):
   param_dtype: layers.Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, inputs: jax.Array, *, deterministic: bool = True,
-               drop_path_rate: Optional[jax.Array] = None) -> jax.Array:
+  def __call__(
+    self,
+    inputs: jax.Array,
+    *,
+    deterministic: bool = True,
+    drop_path_rate: Optional[jax.Array] = None,
+  ) -> jax.Array:
     """drop_path_rate: a traced scalar replacing the field (the scanned per-layer rate)."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     if drop_path_rate is None:
@@ -81,19 +86,26 @@ class Encoder1DBlock(nn.Module):
       drop_path = _TracedDropPath(rate=drop_path_rate, name='DropPath_0')
     x = layers.layer_norm('LayerNorm_0', self.param_dtype)(inputs)
     x = attention.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, attention_dropout_rate=self.attention_dropout_rate,
-        relative_grid=self.relative_grid, relative=self.relative, num_prefix=self.num_prefix,
-        implementation=self.attention_impl, name='MultiHeadDotProductAttention_1',
-        **kw)(x, x, deterministic=deterministic)
+      num_heads=self.num_heads,
+      attention_dropout_rate=self.attention_dropout_rate,
+      relative_grid=self.relative_grid,
+      relative=self.relative,
+      num_prefix=self.num_prefix,
+      implementation=self.attention_impl,
+      name='MultiHeadDotProductAttention_1',
+      **kw,
+    )(x, x, deterministic=deterministic)
     x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
     x = inputs + drop_path(x, deterministic=deterministic)
     x = layers.constrain(x, ('batch', 'length', 'embed'))
     self.sow('intermediates', 'residual_attention', x)
     y = layers.layer_norm('LayerNorm_2', self.param_dtype)(x)
-    y = layers.MlpBlock(mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate, name='MlpBlock_3',
-                        **kw)(y, deterministic=deterministic)
-    x = layers.constrain(x + drop_path(y, deterministic=deterministic),
-                         ('batch', 'length', 'embed'))
+    y = layers.MlpBlock(
+      mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate, name='MlpBlock_3', **kw
+    )(y, deterministic=deterministic)
+    x = layers.constrain(
+      x + drop_path(y, deterministic=deterministic), ('batch', 'length', 'embed')
+    )
     self.sow('intermediates', 'residual_mlp', x)
     return x
 
@@ -107,6 +119,7 @@ class Encoder(nn.Module):
   the `dropout` RNG is split per layer. `remat_policy` (see REMAT_POLICIES) recomputes each
   block's activations in the backward pass instead of keeping them.
   """
+
   num_layers: int
   mlp_dim: int
   num_heads: int
@@ -126,18 +139,27 @@ class Encoder(nn.Module):
     """x: [B, num_prefix + h*w, D] tokens of an h x w `grid` -> [B, same, D]."""
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     x = posemb_lib.AddPositionEmbs(
-        kind=self.posemb, num_prefix=self.num_prefix, param_dtype=self.param_dtype,
-        name='posembed_input')(x, grid)
+      kind=self.posemb,
+      num_prefix=self.num_prefix,
+      param_dtype=self.param_dtype,
+      name='posembed_input',
+    )(x, grid)
     x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=not train)
     self.sow('intermediates', 'residual_embedding', x)  # the stream entering the first block.
     block_kw = dict(
-        mlp_dim=self.mlp_dim, num_heads=self.num_heads, dropout_rate=self.dropout_rate,
-        attention_dropout_rate=self.attention_dropout_rate,
-        relative_grid=tuple(grid) if self.posemb in posemb_lib.RELATIVE else None,
-        relative=posemb_lib.RELATIVE.get(self.posemb, 'bias'),
-        num_prefix=self.num_prefix, attention_impl=self.attention_impl, **kw)
-    rates = [self.stochastic_depth * i / max(self.num_layers - 1, 1)
-             for i in range(self.num_layers)]
+      mlp_dim=self.mlp_dim,
+      num_heads=self.num_heads,
+      dropout_rate=self.dropout_rate,
+      attention_dropout_rate=self.attention_dropout_rate,
+      relative_grid=tuple(grid) if self.posemb in posemb_lib.RELATIVE else None,
+      relative=posemb_lib.RELATIVE.get(self.posemb, 'bias'),
+      num_prefix=self.num_prefix,
+      attention_impl=self.attention_impl,
+      **kw,
+    )
+    rates = [
+      self.stochastic_depth * i / max(self.num_layers - 1, 1) for i in range(self.num_layers)
+    ]
 
     # Flax function transforms (not nn.remat(class)): `train` stays a Python bool, closed over.
     def run_block(block, y, rate=None):
@@ -150,15 +172,17 @@ class Encoder(nn.Module):
       run_block = nn.remat(run_block, policy=policy, prevent_cse=not self.scan)
     if not self.scan:
       for i, rate in enumerate(rates):
-        x = run_block(Encoder1DBlock(drop_path_rate=rate, name=f'encoderblock_{i}', **block_kw),
-                      x)
+        x = run_block(Encoder1DBlock(drop_path_rate=rate, name=f'encoderblock_{i}', **block_kw), x)
     else:
       scanned = nn.scan(
-          lambda block, y, *xs: (run_block(block, y, *xs), None),
-          # Params (and sown intermediates) get a leading [num_layers] axis named 'layers'.
-          variable_axes={'params': 0, 'intermediates': 0},
-          split_rngs={'params': True, 'dropout': True}, in_axes=0, length=self.num_layers,
-          metadata_params={nn.PARTITION_NAME: 'layers'})
+        lambda block, y, *xs: (run_block(block, y, *xs), None),
+        # Params (and sown intermediates) get a leading [num_layers] axis named 'layers'.
+        variable_axes={'params': 0, 'intermediates': 0},
+        split_rngs={'params': True, 'dropout': True},
+        in_axes=0,
+        length=self.num_layers,
+        metadata_params={nn.PARTITION_NAME: 'layers'},
+      )
       # Without stochastic depth no rate is scanned: the block then draws no drop-path RNG.
       xs = (jnp.asarray(rates, jnp.float32),) if self.stochastic_depth else ()
       x, _ = scanned(Encoder1DBlock(name='encoderblock', **block_kw), x, *xs)
@@ -167,6 +191,7 @@ class Encoder(nn.Module):
 
 class MAPHead(nn.Module):
   """Multihead attention pooling: a learned probe attends over the tokens; [B, L, D] -> [B, D]."""
+
   num_heads: int
   mlp_dim: int
   attention_impl: str = 'auto'
@@ -177,12 +202,18 @@ class MAPHead(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     probe = self.param(
-        'probe', layers.logical(nn.initializers.xavier_uniform(), (None, None, 'embed')),
-        (1, 1, x.shape[-1]), self.param_dtype)
+      'probe',
+      layers.logical(nn.initializers.xavier_uniform(), (None, None, 'embed')),
+      (1, 1, x.shape[-1]),
+      self.param_dtype,
+    )
     probe = jnp.broadcast_to(probe, (x.shape[0], 1, x.shape[-1]))
     x = attention.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, implementation=self.attention_impl,
-        name='MultiHeadDotProductAttention_0', **kw)(probe, x)
+      num_heads=self.num_heads,
+      implementation=self.attention_impl,
+      name='MultiHeadDotProductAttention_0',
+      **kw,
+    )(probe, x)
     y = layers.layer_norm('LayerNorm_0', self.param_dtype)(x)
     x = x + layers.MlpBlock(mlp_dim=self.mlp_dim, name='MlpBlock_0', **kw)(y)
     return x[:, 0]
@@ -212,6 +243,7 @@ class VisionTransformer(nn.Module):
     dtype: matmul/conv operand dtype (e.g. bfloat16); accumulation, LayerNorm, softmax, GELU
       and the residual stream are float32 (see layers.matmul). param_dtype: storage dtype.
   """
+
   num_classes: Optional[int]
   patch_size: tuple[int, int] = (16, 16)
   hidden_size: int = 768
@@ -253,45 +285,71 @@ class VisionTransformer(nn.Module):
     x = jnp.reshape(x, (n, h * w, d))
     num_prefix = 1 if self.classifier in ('token', 'token_unpooled') else 0
     if num_prefix:
-      cls = self.param('cls', layers.logical(nn.initializers.zeros, (None, None, 'embed')),
-                       (1, 1, d), self.param_dtype)
+      cls = self.param(
+        'cls',
+        layers.logical(nn.initializers.zeros, (None, None, 'embed')),
+        (1, 1, d),
+        self.param_dtype,
+      )
       x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (n, 1, d)), x], axis=1)
     x = layers.constrain(x, ('batch', 'length', 'embed'))
     x = Encoder(
-        num_layers=self.num_layers, mlp_dim=self.mlp_dim, num_heads=self.num_heads,
-        dropout_rate=self.dropout_rate, attention_dropout_rate=self.attention_dropout_rate,
-        stochastic_depth=self.stochastic_depth, posemb=self.posemb, num_prefix=num_prefix,
-        attention_impl=self.attention_impl, scan=self.scan, remat_policy=self.remat_policy,
-        name='Transformer', **kw)(x, (h, w), train=train)
+      num_layers=self.num_layers,
+      mlp_dim=self.mlp_dim,
+      num_heads=self.num_heads,
+      dropout_rate=self.dropout_rate,
+      attention_dropout_rate=self.attention_dropout_rate,
+      stochastic_depth=self.stochastic_depth,
+      posemb=self.posemb,
+      num_prefix=num_prefix,
+      attention_impl=self.attention_impl,
+      scan=self.scan,
+      remat_policy=self.remat_policy,
+      name='Transformer',
+      **kw,
+    )(x, (h, w), train=train)
 
     if self.classifier == 'token':
       x = x[:, 0]
     elif self.classifier == 'gap':
       x = jnp.mean(x, axis=1)
     elif self.classifier == 'map':
-      x = MAPHead(num_heads=self.num_heads, mlp_dim=self.mlp_dim,
-                  attention_impl=self.attention_impl, name='MAPHead_0', **kw)(x)
+      x = MAPHead(
+        num_heads=self.num_heads,
+        mlp_dim=self.mlp_dim,
+        attention_impl=self.attention_impl,
+        name='MAPHead_0',
+        **kw,
+      )(x)
 
     if self.representation_size is not None:
       x = layers.Dense(
-          features=self.representation_size,
-          kernel_init=layers.logical(nn.initializers.lecun_normal(), ('embed', 'mlp')),
-          bias_init=layers.logical(nn.initializers.zeros, ('mlp',)),
-          name='pre_logits', **kw)(x)
+        features=self.representation_size,
+        kernel_init=layers.logical(nn.initializers.lecun_normal(), ('embed', 'mlp')),
+        bias_init=layers.logical(nn.initializers.zeros, ('mlp',)),
+        name='pre_logits',
+        **kw,
+      )(x)
       x = jnp.tanh(x)
     if self.num_classes:
-      x = layers.classifier_head(self.num_classes, self.head_bias_init, **kw,
-                                 in_axis='mlp' if self.representation_size else 'embed')(x)
+      x = layers.classifier_head(
+        self.num_classes,
+        self.head_bias_init,
+        **kw,
+        in_axis='mlp' if self.representation_size else 'embed',
+      )(x)
     return x
 
   def _validate(self, images: jax.Array) -> None:
     name = self.model_name or 'VisionTransformer'
     if self.classifier not in CLASSIFIERS:
-      raise ValueError(f'{name}: unknown classifier {self.classifier!r}; choose one of '
-                       f'{CLASSIFIERS}.')
+      raise ValueError(
+        f'{name}: unknown classifier {self.classifier!r}; choose one of {CLASSIFIERS}.'
+      )
     if self.posemb not in posemb_lib.POSEMB_KINDS:
-      raise ValueError(f'{name}: unknown posemb {self.posemb!r}; choose one of '
-                       f'{posemb_lib.POSEMB_KINDS}.')
+      raise ValueError(
+        f'{name}: unknown posemb {self.posemb!r}; choose one of {posemb_lib.POSEMB_KINDS}.'
+      )
     try:
       remat_policy(self.remat_policy)
     except ValueError as e:

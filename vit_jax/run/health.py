@@ -31,7 +31,7 @@ def write_error(path) -> Optional[str]:
   try:
     probe.write_text('ok')
     probe.unlink()
-  except Exception as e:  # pylint: disable=broad-except  (OSError; object stores' own errors)
+  except Exception as e:  # OSError; object stores' own errors
     return reason(e)
   return None
 
@@ -99,14 +99,18 @@ def mismatch(stored_tree: Any, abstract_state: Any) -> Optional[str]:
   stored_layout = layouts.layout_of(stored_tree.get('params', {}))
   target = abstract_state
   if stored_layout is not None and layouts.layout_of(abstract_state.params) not in (
-      None, stored_layout):
+    None,
+    stored_layout,
+  ):
     target = layouts.convert(abstract_state, stored_layout)
   stored, wanted = _shapes(stored_tree), _shapes(target)
   order = lambda k: (not k.startswith('params/'), k)  # params first: they name the model.
-  diffs = [f'{k} stored {stored[k]} vs config {wanted[k]}'
-           for k in sorted(stored.keys() & wanted.keys(), key=order) if stored[k] != wanted[k]]
-  diffs += [f'{k} only in the checkpoint'
-            for k in sorted(stored.keys() - wanted.keys(), key=order)]
+  diffs = [
+    f'{k} stored {stored[k]} vs config {wanted[k]}'
+    for k in sorted(stored.keys() & wanted.keys(), key=order)
+    if stored[k] != wanted[k]
+  ]
+  diffs += [f'{k} only in the checkpoint' for k in sorted(stored.keys() - wanted.keys(), key=order)]
   diffs += [f'{k} only in the config' for k in sorted(wanted.keys() - stored.keys(), key=order)]
   if not diffs:
     return None

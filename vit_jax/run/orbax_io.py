@@ -40,10 +40,12 @@ class CheckpointIO:
   def __init__(self, workdir: str, *, keep: int = 3, asynchronous: bool = True):
     self.directory = workdir_lib.path(workdir, workdir_lib.CHECKPOINTS)
     self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous),
-        item_names=('state', 'data'))
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, enable_async_checkpointing=asynchronous
+      ),
+      item_names=('state', 'data'),
+    )
     self._last_saved: Optional[int] = None
     self.failed = False  # a save failed (and was raised as a CheckpointError).
     # Every Orbax failure is raised as one CheckpointError line (or a warning): its own error
@@ -57,8 +59,9 @@ class CheckpointIO:
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
-  def save(self, state: Any, data_state: dict[str, Any],
-           train_loss: Optional[float] = None) -> None:
+  def save(
+    self, state: Any, data_state: dict[str, Any], train_loss: Optional[float] = None
+  ) -> None:
     """Starts saving `state` at its step (returns before the write finishes).
 
     Raises CheckpointError (one line) when this or the previous, still running, save failed.
@@ -72,8 +75,11 @@ class CheckpointIO:
     if train_loss is not None:
       data[_LOSS_KEY] = float(train_loss)
     with _SaveFailure(self, step):
-      self._manager.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data)), force=True)
+      self._manager.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data)),
+        force=True,
+      )
       self._manager.check_for_errors()
 
   def wait(self) -> None:
@@ -82,15 +88,19 @@ class CheckpointIO:
       self._manager.wait_until_finished()
 
   def last_complete_step(self) -> Optional[int]:
-    done = [s for s in ocp.utils.checkpoint_steps(self.directory)
-            if not health.missing_part(self.directory / str(s))]
+    done = [
+      s
+      for s in ocp.utils.checkpoint_steps(self.directory)
+      if not health.missing_part(self.directory / str(s))
+    ]
     return max(done) if done else None
 
   def train_loss(self, step: int) -> Optional[float]:
     """The training loss recorded with checkpoint `step` (None for older checkpoints)."""
     try:
       return json.loads((self.directory / str(step) / 'data' / 'metadata').read_text()).get(
-          _LOSS_KEY)
+        _LOSS_KEY
+      )
     except (OSError, ValueError):
       return None
 
@@ -107,21 +117,32 @@ class CheckpointIO:
     stored = layouts.layout_of(state_metadata(self.directory, step)['params'])
     convert = target is not None and stored is not None and stored != target
     with quiet_logs.absl_errors_only():
-      restored = self._manager.restore(step, args=ocp.args.Composite(
+      restored = self._manager.restore(
+        step,
+        args=ocp.args.Composite(
           state=ocp.args.StandardRestore(
-              layouts.convert(abstract_state, stored) if convert else abstract_state),
-          data=ocp.args.JsonRestore()))
+            layouts.convert(abstract_state, stored) if convert else abstract_state
+          ),
+          data=ocp.args.JsonRestore(),
+        ),
+      )
     state = restored['state']
     if convert:
       shardings = jax.tree.map(lambda x: x.sharding, abstract_state)
-      state = jax.jit(functools.partial(layouts.convert, layout=target),
-                      out_shardings=shardings)(state)
+      state = jax.jit(functools.partial(layouts.convert, layout=target), out_shardings=shardings)(
+        state
+      )
     data_state = dict(restored['data'])
     data_state.pop(_LOSS_KEY, None)
     return state, data_state
 
-  def restore_intact(self, abstract_state: Any, log: Callable[[str], None],
-                     step: Optional[int] = None, move_aside: bool = True):
+  def restore_intact(
+    self,
+    abstract_state: Any,
+    log: Callable[[str], None],
+    step: Optional[int] = None,
+    move_aside: bool = True,
+  ):
     """(state, data_state, step) of the newest intact checkpoint (or of `step` if given).
 
     A damaged step folder is reported through `log` (one line) and the next older one is
@@ -141,13 +162,16 @@ class CheckpointIO:
       if move_aside:
         moved = health.move_aside(self.directory, s, reason)
         self._manager.reload()
-        log(f'Warning: checkpoint step {s} is damaged ({detail}); moved it to {moved}; '
-            'trying the previous one.')
+        log(
+          f'Warning: checkpoint step {s} is damaged ({detail}); moved it to {moved}; '
+          'trying the previous one.'
+        )
       else:
         log(f'Warning: checkpoint step {s} is damaged ({detail}); trying the previous one.')
 
     (state, data_state), s = first_intact(
-        candidates, lambda s: self.restore(abstract_state, s), damaged, self.directory)
+      candidates, lambda s: self.restore(abstract_state, s), damaged, self.directory
+    )
     return state, data_state, s
 
   def close(self) -> None:
@@ -175,14 +199,16 @@ class _SaveFailure:
       return False
     last = self._io.last_complete_step()
     where = f'while saving step {self._step} to {self._io.directory}'
-    tail = (f'step {last} is the last complete checkpoint' if last is not None
-            else 'no checkpoint is complete')
+    tail = (
+      f'step {last} is the last complete checkpoint'
+      if last is not None
+      else 'no checkpoint is complete'
+    )
     cause = _os_error(error)
     if cause is not None and cause.errno == errno.ENOSPC:
       message = f'No space left on device {where}; {tail}; free space and rerun to resume.'
     elif cause is not None:
-      message = (f'{cause.strerror or cause} {where}; {tail}; fix the folder and rerun to '
-                 'resume.')
+      message = f'{cause.strerror or cause} {where}; {tail}; fix the folder and rerun to resume.'
     else:
       message = f'Saving failed {where} ({_first_line(error)}); {tail}; rerun to resume.'
     self._io.failed = True
@@ -204,8 +230,9 @@ def _first_line(error: BaseException) -> str:
   return (text[0] if text else type(error).__name__)[:160]
 
 
-def first_intact(candidates, restore: Callable[[int], Any],
-                 damaged: Callable[[int, str, str], None], directory) -> tuple[Any, int]:
+def first_intact(
+  candidates, restore: Callable[[int], Any], damaged: Callable[[int, str, str], None], directory
+) -> tuple[Any, int]:
   """(restore(step), step) for the first of `candidates` that restores; the checked restore.
 
   A step that fails (a missing part: CheckpointError; unreadable arrays: any error) is passed
@@ -216,16 +243,17 @@ def first_intact(candidates, restore: Callable[[int], Any],
     try:
       with quiet_logs.unraisable_silenced():
         return restore(step), step
-    except Exception as e:  # pylint: disable=broad-except  (any read error = damaged)
+    except Exception as e:  # any read error = damaged
       if isinstance(e, CheckpointError):
         reason, detail = str(e), str(e).replace('-', ' ')
       else:
         reason, detail = 'unreadable-arrays', f'unreadable arrays: {_first_line(e)}'
       damaged(step, reason, detail)
   raise CheckpointError(
-      f'No intact checkpoint left in {directory} (damaged ones are in '
-      f'{epath.Path(directory) / health.DAMAGED}); rerun with a new --workdir to start '
-      'from scratch.')
+    f'No intact checkpoint left in {directory} (damaged ones are in '
+    f'{epath.Path(directory) / health.DAMAGED}); rerun with a new --workdir to start '
+    'from scratch.'
+  )
 
 
 def is_step_folder(path) -> bool:
@@ -254,8 +282,10 @@ def find_checkpoint(path) -> tuple[epath.Path, int]:
     found = steps(directory)
     if any(is_step_folder(directory / str(s)) for s in found):
       return directory, found[-1]
-  raise ValueError(f'No Orbax checkpoint found at {path}; give a run workdir, its checkpoints '
-                   'folder or one step folder.')
+  raise ValueError(
+    f'No Orbax checkpoint found at {path}; give a run workdir, its checkpoints '
+    'folder or one step folder.'
+  )
 
 
 def is_orbax_checkpoint(path) -> bool:
@@ -271,8 +301,11 @@ def is_orbax_checkpoint(path) -> bool:
 def state_metadata(directory: epath.Path, step: int) -> Any:
   """The tree of array metadata of a step's `state` item (no array is read)."""
   with quiet_logs.absl_errors_only():
-    return ocp.PyTreeCheckpointer().metadata(
-        epath.Path(directory) / str(step) / 'state').item_metadata.tree
+    return (
+      ocp.PyTreeCheckpointer()
+      .metadata(epath.Path(directory) / str(step) / 'state')
+      .item_metadata.tree
+    )
 
 
 def warn_on_stderr(message: str) -> None:
@@ -288,13 +321,17 @@ def _read_params(directory: epath.Path, step: int) -> dict[str, Any]:
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), params_meta)
   with quiet_logs.absl_errors_only():
     restored = ocp.PyTreeCheckpointer().restore(
-        directory / str(step) / 'state', args=ocp.args.PyTreeRestore(
-            item={'params': params_meta}, restore_args={'params': restore_args},
-            partial_restore=True))
+      directory / str(step) / 'state',
+      args=ocp.args.PyTreeRestore(
+        item={'params': params_meta}, restore_args={'params': restore_args}, partial_restore=True
+      ),
+    )
   return restored['params']
 
 
-def read_params(path, log: Callable[[str], None] = warn_on_stderr) -> tuple[dict[str, Any], epath.Path, int]:
+def read_params(
+  path, log: Callable[[str], None] = warn_on_stderr
+) -> tuple[dict[str, Any], epath.Path, int]:
   """(params as host NumPy arrays, checkpoints folder, step) of a run's checkpoint, read with
   the checked restore: for a workdir or checkpoints folder the newest intact step (a damaged
   one is reported through `log` and passed over, never moved), for a step folder that step.
@@ -305,16 +342,18 @@ def read_params(path, log: Callable[[str], None] = warn_on_stderr) -> tuple[dict
     ValueError: no checkpoint at `path`. CheckpointError: none of its steps is intact.
   """
   directory, newest = find_checkpoint(path)
-  candidates = ([newest] if is_step_folder(path) else
-                [s for s in reversed(steps(directory)) if s <= newest])
+  candidates = (
+    [newest] if is_step_folder(path) else [s for s in reversed(steps(directory)) if s <= newest]
+  )
 
   def damaged(step, reason, detail):
     del reason
-    log(f'Warning: checkpoint step {step} in {directory} is damaged ({detail}); '
-        'trying the previous one.')
+    log(
+      f'Warning: checkpoint step {step} in {directory} is damaged ({detail}); '
+      'trying the previous one.'
+    )
 
-  params, step = first_intact(candidates, lambda s: _read_params(directory, s), damaged,
-                              directory)
+  params, step = first_intact(candidates, lambda s: _read_params(directory, s), damaged, directory)
   return params, directory, step
 
 

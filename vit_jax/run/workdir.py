@@ -61,9 +61,16 @@ def read_config(workdir) -> Optional[dict[str, Any]]:
   return _read_json(path(workdir, CONFIG), 'restore it or pass a .npz with --model')
 
 
-def write_labels(workdir, *, dataset: str, class_names: Optional[Sequence[str]],
-                 num_classes: int, crop: int, resize_mode: str,
-                 resize_small: Optional[int]) -> None:
+def write_labels(
+  workdir,
+  *,
+  dataset: str,
+  class_names: Optional[Sequence[str]],
+  num_classes: int,
+  crop: int,
+  resize_mode: str,
+  resize_small: Optional[int],
+) -> None:
   """labels.json: the dataset, its class names (None when it has none) and the eval
   preprocessing (crop, resize mode, short side), so that new images are classified exactly as
   the run evaluated:
@@ -71,10 +78,16 @@ def write_labels(workdir, *, dataset: str, class_names: Optional[Sequence[str]],
     {"dataset": "sklearn_digits", "num_classes": 10, "class_names": ["0", ..., "9"],
      "eval_preprocess": {"crop": 16, "resize_mode": "resize", "resize_small": 18}}
   """
-  record = {'dataset': str(dataset), 'num_classes': int(num_classes),
-            'class_names': list(class_names) if class_names is not None else None,
-            'eval_preprocess': {'crop': int(crop), 'resize_mode': resize_mode,
-                                'resize_small': resize_small}}
+  record = {
+    'dataset': str(dataset),
+    'num_classes': int(num_classes),
+    'class_names': list(class_names) if class_names is not None else None,
+    'eval_preprocess': {
+      'crop': int(crop),
+      'resize_mode': resize_mode,
+      'resize_small': resize_small,
+    },
+  }
   path(workdir, LABELS).write_text(json.dumps(record, indent=2))
 
 
@@ -84,7 +97,8 @@ def read_labels(workdir) -> Optional[dict[str, Any]]:
   Raises:
     RunFileError: the file is damaged (one line: delete it, or pass --labels=FILE).
   """
-  from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top  (TF-free import)
+  from vit_jax.data import preprocess  # TF-free import
+
   file = path(workdir, LABELS)
   if not file.exists():
     return None
@@ -97,8 +111,10 @@ def read_labels(workdir) -> Optional[dict[str, Any]]:
     if int(pp['crop']) < 1 or pp['resize_mode'] not in preprocess.RESIZE_MODES:
       raise ValueError(f'eval_preprocess {pp}')
   except (ValueError, KeyError, TypeError) as e:
-    raise RunFileError(f'{file} is damaged ({type(e).__name__}: {e}); delete it to predict '
-                       'with class indices, or pass --labels=FILE.') from None
+    raise RunFileError(
+      f'{file} is damaged ({type(e).__name__}: {e}); delete it to predict '
+      'with class indices, or pass --labels=FILE.'
+    ) from None
   return record
 
 
@@ -113,8 +129,10 @@ def read_metrics(workdir) -> dict[str, tuple[np.ndarray, np.ndarray]]:
   """
   file = path(workdir, METRICS)
   if not file.exists():
-    raise FileNotFoundError(f'{file} does not exist; pass the workdir of a run (trained with '
-                            'vit_jax.experiment.train or python -m vit_jax.main).')
+    raise FileNotFoundError(
+      f'{file} does not exist; pass the workdir of a run (trained with '
+      'vit_jax.experiment.train or python -m vit_jax.main).'
+    )
   series: dict[str, dict[int, float]] = {}
   for line in file.read_text().splitlines():
     try:
@@ -124,9 +142,13 @@ def read_metrics(workdir) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     step = int(record.pop('step'))
     for name, value in record.items():
       series.setdefault(name, {})[step] = float(value)
-  return {name: (np.array(sorted(values), np.int64),
-                 np.array([values[s] for s in sorted(values)], np.float64))
-          for name, values in sorted(series.items())}
+  return {
+    name: (
+      np.array(sorted(values), np.int64),
+      np.array([values[s] for s in sorted(values)], np.float64),
+    )
+    for name, values in sorted(series.items())
+  }
 
 
 def write_final(workdir, final: dict[str, Any]) -> None:

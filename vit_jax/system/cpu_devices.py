@@ -22,8 +22,10 @@ from vit_jax.system import host_memory
 
 
 def _user_chose() -> bool:
-  return ('xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', '') or
-          jax.config.jax_num_cpu_devices != -1)
+  return (
+    'xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', '')
+    or jax.config.jax_num_cpu_devices != -1
+  )
 
 
 def cores() -> int:
@@ -65,16 +67,15 @@ def split_host(batch_sizes: Sequence[int] = ()) -> int:
 # `all reduce RendezvousKey...` of 40 seconds exceeded". Waiting longer costs nothing when all
 # is well.
 COLLECTIVE_TIMEOUTS = {
-    'xla_cpu_collective_call_warn_stuck_timeout_seconds': 60,
-    'xla_cpu_collective_call_terminate_timeout_seconds': 600,
+  'xla_cpu_collective_call_warn_stuck_timeout_seconds': 60,
+  'xla_cpu_collective_call_terminate_timeout_seconds': 600,
 }
 
 
 def _patient_collectives() -> None:
   """Adds COLLECTIVE_TIMEOUTS to XLA_FLAGS (before the CPU backend starts), unless set."""
   flags = os.environ.get('XLA_FLAGS', '')
-  extra = [f'--{name}={value}' for name, value in COLLECTIVE_TIMEOUTS.items()
-           if name not in flags]
+  extra = [f'--{name}={value}' for name, value in COLLECTIVE_TIMEOUTS.items() if name not in flags]
   if extra:
     os.environ['XLA_FLAGS'] = ' '.join([flags] + extra).strip()
 

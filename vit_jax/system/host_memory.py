@@ -29,8 +29,13 @@ import platform
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
-_ACCELERATOR_PLUGINS = ('jax_cuda12_plugin', 'jax_cuda13_plugin', 'jax_rocm60_plugin',
-                        'jax_rocm7_plugin', 'libtpu')
+_ACCELERATOR_PLUGINS = (
+  'jax_cuda12_plugin',
+  'jax_cuda13_plugin',
+  'jax_rocm60_plugin',
+  'jax_rocm7_plugin',
+  'libtpu',
+)
 
 ENV_VAR = 'VIT_JAX_RETAIN_HOST_MEMORY'
 _applied = False
@@ -60,6 +65,8 @@ def retain_freed_memory(force: bool = False) -> bool:
     return False
   libc = ctypes.CDLL('libc.so.6')
   # -1 as a size_t is the largest threshold: never give the top of the heap back.
-  _applied = all(libc.mallopt(param, value) == 1 for param, value in (
-      (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1)))
+  _applied = all(
+    libc.mallopt(param, value) == 1
+    for param, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1))
+  )
   return _applied

@@ -19,7 +19,6 @@ def absl_errors_only():
 
 
 class _DropOrbaxErrors(logging.Filter):
-
   def filter(self, record: logging.LogRecord) -> bool:
     return not (record.levelno >= logging.ERROR and '/orbax/' in record.pathname)
 

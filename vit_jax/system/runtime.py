@@ -21,6 +21,7 @@ RELEASES_HOST = 'storage.googleapis.com'
 @dataclasses.dataclass(frozen=True)
 class Runtime:
   """The devices JAX computes on, and whether the released checkpoints are reachable."""
+
   platform: str  # 'tpu', 'gpu' or 'cpu': JAX's default backend.
   num_devices: int  # over all processes.
   device_kind: str  # e.g. 'TPU v2', 'NVIDIA H100 80GB HBM3', 'cpu'.
@@ -57,6 +58,9 @@ def detect(check_network: bool = True, timeout: float = 3.0) -> Runtime:
   """The runtime; `check_network=False` skips the probe (online=False), `timeout` bounds it."""
   devices = jax.devices()
   platform = jax.default_backend()
-  return Runtime(platform='gpu' if platform in ('cuda', 'rocm') else platform,
-                 num_devices=len(devices), device_kind=devices[0].device_kind,
-                 online=online(timeout=timeout) if check_network else False)
+  return Runtime(
+    platform='gpu' if platform in ('cuda', 'rocm') else platform,
+    num_devices=len(devices),
+    device_kind=devices[0].device_kind,
+    online=online(timeout=timeout) if check_network else False,
+  )

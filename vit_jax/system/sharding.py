@@ -47,14 +47,19 @@ def make_mesh(axes: Mapping[str, int], devices: Optional[Sequence[Any]] = None) 
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if len(devices) % known:
-      raise ValueError(f'mesh {dict(axes)}: {len(devices)} devices are not divisible by the '
-                       f'fixed axis sizes (product {known}); change config.mesh.')
+      raise ValueError(
+        f'mesh {dict(axes)}: {len(devices)} devices are not divisible by the '
+        f'fixed axis sizes (product {known}); change config.mesh.'
+      )
     sizes[sizes.index(-1)] = len(devices) // known
   if math.prod(sizes) != len(devices):
-    raise ValueError(f'mesh {dict(axes)}: sizes multiply to {math.prod(sizes)} but there are '
-                     f'{len(devices)} devices; make the product {len(devices)} (or use -1).')
-  return jax.make_mesh(tuple(sizes), tuple(names), axis_types=(AxisType.Auto,) * len(names),
-                       devices=devices)
+    raise ValueError(
+      f'mesh {dict(axes)}: sizes multiply to {math.prod(sizes)} but there are '
+      f'{len(devices)} devices; make the product {len(devices)} (or use -1).'
+    )
+  return jax.make_mesh(
+    tuple(sizes), tuple(names), axis_types=(AxisType.Auto,) * len(names), devices=devices
+  )
 
 
 def _as_tuple(axes: MeshAxes) -> tuple[str, ...]:
@@ -67,12 +72,15 @@ def validate_rules(rules: Rules, mesh: Mesh) -> None:
   for logical, axes in rules:
     unknown = [a for a in _as_tuple(axes) if a not in mesh.axis_names]
     if unknown:
-      raise ValueError(f'sharding rule {logical!r} -> {axes!r} names mesh axes {unknown} that '
-                       f'the mesh does not have ({list(mesh.axis_names)}).')
+      raise ValueError(
+        f'sharding rule {logical!r} -> {axes!r} names mesh axes {unknown} that '
+        f'the mesh does not have ({list(mesh.axis_names)}).'
+      )
 
 
-def logical_to_spec(names: Sequence[Optional[str]], shape: Sequence[int], mesh: Mesh,
-                    rules: Rules, warn: bool = True) -> P:
+def logical_to_spec(
+  names: Sequence[Optional[str]], shape: Sequence[int], mesh: Mesh, rules: Rules, warn: bool = True
+) -> P:
   """PartitionSpec for an array with logical axis `names`.
 
   Dimensions are resolved in order. A logical name may have several rules, tried in order; a
@@ -91,8 +99,14 @@ def logical_to_spec(names: Sequence[Optional[str]], shape: Sequence[int], mesh: 
       if dim % ways:
         if warn and (dim, name, axes) not in _WARNED:
           _WARNED.add((dim, name, axes))
-          logging.warning('Replicating dimension %s of size %d: %d-way %s does not divide it; '
-                          'pick mesh sizes that divide it to shard it.', name, dim, ways, axes)
+          logging.warning(
+            'Replicating dimension %s of size %d: %d-way %s does not divide it; '
+            'pick mesh sizes that divide it to shard it.',
+            name,
+            dim,
+            ways,
+            axes,
+          )
         continue
       chosen = axes
       break
@@ -104,8 +118,9 @@ def logical_to_spec(names: Sequence[Optional[str]], shape: Sequence[int], mesh: 
   return P(*spec)
 
 
-def tree_shardings(abstract_boxed: Any, mesh: Mesh, rules: Rules,
-                   min_shard_mib: float = 0.0) -> Any:
+def tree_shardings(
+  abstract_boxed: Any, mesh: Mesh, rules: Rules, min_shard_mib: float = 0.0
+) -> Any:
   """NamedShardings for a tree whose leaves may be flax LogicallyPartitioned boxes.
 
   Boxed leaves are sharded by their names, unless smaller than `min_shard_mib` MiB counted
@@ -119,6 +134,7 @@ def tree_shardings(abstract_boxed: Any, mesh: Mesh, rules: Rules,
     if isinstance(leaf, nn.LogicallyPartitioned) and math.prod(leaf.value.shape) >= min_elements:
       return NamedSharding(mesh, logical_to_spec(leaf.names, leaf.value.shape, mesh, rules))
     return NamedSharding(mesh, P())
+
   return jax.tree.map(one, abstract_boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
 
 
@@ -138,7 +154,8 @@ def data_parallel_size(mesh: Mesh, rules: Rules) -> int:
 
 
 _ACTIVE: contextvars.ContextVar[Optional[tuple[Mesh, Rules]]] = contextvars.ContextVar(
-    'vit_jax_sharding_active', default=None)
+  'vit_jax_sharding_active', default=None
+)
 
 
 @contextlib.contextmanager
@@ -160,4 +177,5 @@ def constrain(x: jax.Array, names: Sequence[Optional[str]]) -> jax.Array:
     return x
   mesh, rules = active
   return jax.lax.with_sharding_constraint(
-      x, NamedSharding(mesh, logical_to_spec(names, x.shape, mesh, rules, warn=False)))
+    x, NamedSharding(mesh, logical_to_spec(names, x.shape, mesh, rules, warn=False))
+  )

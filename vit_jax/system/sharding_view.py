@@ -22,6 +22,7 @@ from jax.sharding import PartitionSpec
 @dataclasses.dataclass(frozen=True)
 class Layout:
   """One array's place on the devices."""
+
   path: str  # e.g. 'Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel'
   shape: tuple[int, ...]
   dtype: Any
@@ -44,15 +45,19 @@ def _path(keys) -> str:
 
 def _sharded_leaves(tree):
   leaves = jax.tree_util.tree_leaves_with_path(tree)
-  return [(path, leaf) for path, leaf in leaves
-          if getattr(leaf, 'sharding', None) is not None and hasattr(leaf, 'shape')]
+  return [
+    (path, leaf)
+    for path, leaf in leaves
+    if getattr(leaf, 'sharding', None) is not None and hasattr(leaf, 'shape')
+  ]
 
 
 def _size(index: tuple, shape: tuple[int, ...]) -> int:
   """Elements of the block `index` (a tuple of slices, as devices_indices_map gives)."""
-  sizes = [len(range(*s.indices(dim))) if isinstance(s, slice) else 1
-           for s, dim in zip(index, shape)]
-  return math.prod(sizes + list(shape[len(index):]))
+  sizes = [
+    len(range(*s.indices(dim))) if isinstance(s, slice) else 1 for s, dim in zip(index, shape)
+  ]
+  return math.prod(sizes + list(shape[len(index) :]))
 
 
 def layouts(tree: Any) -> list[Layout]:
@@ -64,9 +69,16 @@ def layouts(tree: Any) -> list[Layout]:
     num_devices = len(sharding.device_set)
     shard_shape = tuple(sharding.shard_shape(shape))
     shards = math.prod(shape) // max(math.prod(shard_shape), 1) if math.prod(shape) else 1
-    out.append(Layout(path=_path(path), shape=shape, dtype=leaf.dtype,
-                      spec=getattr(sharding, 'spec', None), shard_shape=shard_shape,
-                      copies=num_devices // max(shards, 1)))
+    out.append(
+      Layout(
+        path=_path(path),
+        shape=shape,
+        dtype=leaf.dtype,
+        spec=getattr(sharding, 'spec', None),
+        shard_shape=shard_shape,
+        copies=num_devices // max(shards, 1),
+      )
+    )
   return out
 
 

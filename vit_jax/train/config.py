@@ -22,16 +22,27 @@ from vit_jax.train import config_check
 # most once per array). 'layers', the leading axis of a scanned model's stacked blocks, has
 # no rule: every device holds all layers' shards (the scan slices one layer per step).
 SHARDING_RULES = {
-    # Data parallel: params replicated on every device.
-    'dp': (('batch', ('data', 'fsdp')),),
-    # FSDP: params, gradients and optimizer state sharded over `fsdp` (largest dims first).
-    'fsdp': (('batch', ('data', 'fsdp')), ('embed', 'fsdp'), ('mlp', 'fsdp'),
-             ('heads', 'fsdp'), ('classes', 'fsdp')),
-    # Tensor parallel: attention heads and MLP hidden units split over `model`.
-    'tp': (('batch', ('data', 'fsdp')), ('heads', 'model'), ('mlp', 'model')),
-    # Both: FSDP over `fsdp`, tensor parallel over `model`.
-    'fsdp_tp': (('batch', ('data', 'fsdp')), ('heads', 'model'), ('mlp', 'model'),
-                ('embed', 'fsdp'), ('mlp', 'fsdp'), ('classes', 'fsdp')),
+  # Data parallel: params replicated on every device.
+  'dp': (('batch', ('data', 'fsdp')),),
+  # FSDP: params, gradients and optimizer state sharded over `fsdp` (largest dims first).
+  'fsdp': (
+    ('batch', ('data', 'fsdp')),
+    ('embed', 'fsdp'),
+    ('mlp', 'fsdp'),
+    ('heads', 'fsdp'),
+    ('classes', 'fsdp'),
+  ),
+  # Tensor parallel: attention heads and MLP hidden units split over `model`.
+  'tp': (('batch', ('data', 'fsdp')), ('heads', 'model'), ('mlp', 'model')),
+  # Both: FSDP over `fsdp`, tensor parallel over `model`.
+  'fsdp_tp': (
+    ('batch', ('data', 'fsdp')),
+    ('heads', 'model'),
+    ('mlp', 'model'),
+    ('embed', 'fsdp'),
+    ('mlp', 'fsdp'),
+    ('classes', 'fsdp'),
+  ),
 }
 
 
@@ -61,15 +72,25 @@ def base_config() -> config_dict.ConfigDict:
   # Model: a registered name plus overrides of its fields (None = the registered value).
   c.model_name = 'ViT-B_16'
   c.model = config_dict.ConfigDict()
-  for field, kind in [('classifier', str), ('posemb', str), ('representation_size', int),
-                      ('dropout_rate', float), ('attention_dropout_rate', float),
-                      ('stochastic_depth', float), ('hidden_size', int), ('num_layers', int),
-                      ('num_heads', int), ('mlp_dim', int), ('patch_size', tuple),
-                      # ViT only: blocks as one nn.scan (fast compiles) and the remat policy
-                      # ('none', 'nothing_saveable', 'dots_saveable', ...; see models/vit.py).
-                      ('scan', bool), ('remat_policy', str),
-                      # 'auto' (per backend), 'per_head', 'xla', 'cudnn'; see models/attention.py.
-                      ('attention_impl', str)]:
+  for field, kind in [
+    ('classifier', str),
+    ('posemb', str),
+    ('representation_size', int),
+    ('dropout_rate', float),
+    ('attention_dropout_rate', float),
+    ('stochastic_depth', float),
+    ('hidden_size', int),
+    ('num_layers', int),
+    ('num_heads', int),
+    ('mlp_dim', int),
+    ('patch_size', tuple),
+    # ViT only: blocks as one nn.scan (fast compiles) and the remat policy
+    # ('none', 'nothing_saveable', 'dots_saveable', ...; see models/vit.py).
+    ('scan', bool),
+    ('remat_policy', str),
+    # 'auto' (per backend), 'per_head', 'xla', 'cudnn'; see models/attention.py.
+    ('attention_impl', str),
+  ]:
     c.model[field] = config_dict.placeholder(kind)
   c.dtype = 'float32'  # compute dtype: 'bfloat16' for mixed precision (params stay float32).
 
@@ -130,20 +151,25 @@ def sharding_rules(value) -> tuple:
   """
   if isinstance(value, str):
     if value not in SHARDING_RULES:
-      raise ValueError(f'unknown preset {value!r}; use one of {sorted(SHARDING_RULES)} or '
-                       'give the rules, ((logical, mesh axes), ...).')
+      raise ValueError(
+        f'unknown preset {value!r}; use one of {sorted(SHARDING_RULES)} or '
+        'give the rules, ((logical, mesh axes), ...).'
+      )
     return SHARDING_RULES[value]
   try:
     return tuple((str(name), tuple(a) if isinstance(a, list) else a) for name, a in value)
   except (TypeError, ValueError):
-    raise ValueError(f'{value!r} is neither a preset name ({sorted(SHARDING_RULES)}) nor '
-                     '((logical, mesh axes), ...).') from None
+    raise ValueError(
+      f'{value!r} is neither a preset name ({sorted(SHARDING_RULES)}) nor '
+      '((logical, mesh axes), ...).'
+    ) from None
 
 
 def model_overrides(config: config_dict.ConfigDict) -> dict:
   """The model fields the config sets (placeholders left at None are not overrides)."""
-  return {k: (tuple(v) if isinstance(v, list) else v)
-          for k, v in config.model.items() if v is not None}
+  return {
+    k: (tuple(v) if isinstance(v, list) else v) for k, v in config.model.items() if v is not None
+  }
 
 
 def split_spec(spec: str) -> tuple[str, Optional[str]]:
@@ -183,11 +209,12 @@ def load_config(spec: str) -> config_dict.ConfigDict:
   try:
     module, arg = load_module(spec)
     config = module.get_config(arg) if arg is not None else module.get_config()
-  except Exception as e:  # pylint: disable=broad-except  (any error of the user's file)
+  except Exception as e:  # any error of the user's file
     lines = [l.strip() for l in str(e).splitlines() if l.strip()]
     raise config_check.ConfigError(
-        f'cannot load config file {spec}: {lines[-1] if lines else type(e).__name__}; pass an '
-        'existing config file, e.g. configs/default.py (configs/<file>.py[:arg]).') from None
+      f'cannot load config file {spec}: {lines[-1] if lines else type(e).__name__}; pass an '
+      'existing config file, e.g. configs/default.py (configs/<file>.py[:arg]).'
+    ) from None
   message = config_check.check_added_fields(config, base_config())
   if message:
     raise config_check.ConfigError(f'{spec}: {message}')

@@ -18,16 +18,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.system import cpu_devices
-from vit_jax.train import metrics as metrics_lib
 from vit_jax.run import orbax_io
 from vit_jax.run import workdir as workdir_lib
+from vit_jax.system import cpu_devices
 from vit_jax.system import sharding
-from vit_jax.train import throughput
+from vit_jax.train import metrics as metrics_lib
 from vit_jax.train import setup_run
 from vit_jax.train import state as state_lib
 from vit_jax.train import step as step_lib
-
+from vit_jax.train import throughput
 
 # Exit code of a preempted run (after its checkpoint): EX_TEMPFAIL of sysexits.h, "try again";
 # schedulers requeue on it (see vit_jax.launch's SLURM script). Only a finished run writes
@@ -62,7 +61,8 @@ class _Preemption:
     """True at the step where every process stops (called by all processes at every step)."""
     if not self._distributed:
       return self.requested
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    from jax.experimental import multihost_utils
+
     return multihost_utils.reached_preemption_sync_point(step)
 
   def restore(self):
@@ -73,31 +73,52 @@ class _Preemption:
 def data_iterators(run: setup_run.Run, data_state: Optional[dict]):
   """The run's train iterator (from `data_state`'s position, or the start) and its eval
   iterators by name ('test', 'val'), as the loop reads them."""
-  from vit_jax import data  # pylint: disable=g-import-not-at-top
+  from vit_jax import data
+
   c = run.config
   # uint8 pixels: a quarter of the host's batching and host-to-device bytes of float32; the
   # steps map them to [-1, 1] on the devices (layers.model_input).
   # run.info: the source resolved once by setup_run (an image folder is not walked again).
-  common = dict(crop=c.pp.crop, sharding=run.batch_sharding, prefetch=c.prefetch,
-                image_dtype='uint8', skip_unreadable=c.skip_unreadable)
+  common = dict(
+    crop=c.pp.crop,
+    sharding=run.batch_sharding,
+    prefetch=c.prefetch,
+    image_dtype='uint8',
+    skip_unreadable=c.skip_unreadable,
+  )
   train_iter = data.train_iterator(
-      run.info, c.train_split, global_batch=c.batch, seed=c.seed,
-      area_range=(c.pp.area_min, 1.0), flip=c.pp.flip, randaugment=c.pp.randaugment,
-      shuffle_buffer=c.shuffle_buffer, state=data_state, **common)
+    run.info,
+    c.train_split,
+    global_batch=c.batch,
+    seed=c.seed,
+    area_range=(c.pp.area_min, 1.0),
+    flip=c.pp.flip,
+    randaugment=c.pp.randaugment,
+    shuffle_buffer=c.shuffle_buffer,
+    state=data_state,
+    **common,
+  )
   evals = {}
   for name, split in (('test', c.test_split), ('val', c.val_split)):
     if split:
-      evals[name] = data.eval_iterator(run.info, split, global_batch=c.batch_eval,
-                                       resize_mode=c.pp.resize_mode, **common)
+      evals[name] = data.eval_iterator(
+        run.info, split, global_batch=c.batch_eval, resize_mode=c.pp.resize_mode, **common
+      )
   return train_iter, evals
 
 
 def _train_step_fn(run: setup_run.Run, model):
   c = run.config
   return step_lib.make_train_step(
-      model, run.tx, run.schedule, num_classes=run.info.num_classes,
-      accum_steps=c.accum_steps, label_smoothing=c.label_smoothing, mixup_alpha=c.mixup,
-      param_shardings=run.state_shardings.params)
+    model,
+    run.tx,
+    run.schedule,
+    num_classes=run.info.num_classes,
+    accum_steps=c.accum_steps,
+    label_smoothing=c.label_smoothing,
+    mixup_alpha=c.mixup,
+    param_shardings=run.state_shardings.params,
+  )
 
 
 def jit_steps(run: setup_run.Run):
@@ -105,11 +126,17 @@ def jit_steps(run: setup_run.Run):
   already waits for its result on several CPU devices (cpu_devices.one_at_a_time)."""
   train_step = _train_step_fn(run, run.model)
   replicated = jax.sharding.NamedSharding(run.mesh, jax.sharding.PartitionSpec())
-  train_step = jax.jit(train_step, in_shardings=(run.state_shardings, run.batch_sharding),
-                       out_shardings=(run.state_shardings, replicated), donate_argnums=0)
-  eval_step = jax.jit(step_lib.make_eval_step(run.model, run.info.num_classes),
-                      in_shardings=(run.state_shardings.params, run.batch_sharding),
-                      out_shardings=replicated)
+  train_step = jax.jit(
+    train_step,
+    in_shardings=(run.state_shardings, run.batch_sharding),
+    out_shardings=(run.state_shardings, replicated),
+    donate_argnums=0,
+  )
+  eval_step = jax.jit(
+    step_lib.make_eval_step(run.model, run.info.num_classes),
+    in_shardings=(run.state_shardings.params, run.batch_sharding),
+    out_shardings=replicated,
+  )
   return train_step, cpu_devices.one_at_a_time(eval_step)
 
 
@@ -125,19 +152,25 @@ def _compile_train_step(run: setup_run.Run, train_step, state, batch, writer, st
   uncounted = 0.0
   if getattr(run.model, 'scan', False):  # XLA counts one layer of a scan over layers.
     uncounted = throughput.uncounted_layer_flops(
-        lambda n: _unrolled_lowering(run, batch, n), run.model.num_layers, run.mesh.size)
+      lambda n: _unrolled_lowering(run, batch, n), run.model.num_layers, run.mesh.size
+    )
   flops = throughput.step_flops_per_device(compiled, c.accum_steps, uncounted)
   kind = jax.devices()[0].device_kind
   peak = throughput.peak_flops_per_device(kind, c.peak_flops_per_device)
-  writer.write_scalars(step, {'train/compile_seconds': seconds,
-                              **({'train/step_flops_per_device': flops} if flops else {})})
+  writer.write_scalars(
+    step,
+    {'train/compile_seconds': seconds, **({'train/step_flops_per_device': flops} if flops else {})},
+  )
   message = f'Compiled the train step in {seconds:.1f}s'
   if flops:
     message += f'; XLA counts {flops:.3g} FLOPs per step per device'
     if uncounted:
       message += f' (scanned layers: all {run.model.num_layers} counted, XLA counts one)'
-    message += (f'; MFU against a peak of {peak:.3g} FLOP/s per {kind!r} device.' if peak else
-                f'; no MFU: peak FLOP/s of {kind!r} unknown (set config.peak_flops_per_device).')
+    message += (
+      f'; MFU against a peak of {peak:.3g} FLOP/s per {kind!r} device.'
+      if peak
+      else f'; no MFU: peak FLOP/s of {kind!r} unknown (set config.peak_flops_per_device).'
+    )
   writer.log(message)
   return compiled, flops, peak
 
@@ -159,17 +192,21 @@ def evaluate(eval_step, params, iterator) -> dict[str, float]:
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
   count = float(totals['count'])
-  return {'accuracy': float(totals['correct_top1']) / count,
-          'accuracy_top5': float(totals['correct_top5']) / count,
-          'loss': float(totals['loss']) / count, 'examples': int(count)}
+  return {
+    'accuracy': float(totals['correct_top1']) / count,
+    'accuracy_top5': float(totals['correct_top5']) / count,
+    'loss': float(totals['loss']) / count,
+    'examples': int(count),
+  }
 
 
 def _initial_state(run: setup_run.Run, ckpt: orbax_io.CheckpointIO, writer):
   """(state, data_state): from the latest intact checkpoint (or config.restore_step), else
   fresh (+ pre-trained params). Metrics recorded after the restored step are dropped."""
   if ckpt.latest_step() is not None or run.config.restore_step is not None:
-    state, data_state, step = ckpt.restore_intact(run.abstract_state, writer.log,
-                                                  step=run.config.restore_step)
+    state, data_state, step = ckpt.restore_intact(
+      run.abstract_state, writer.log, step=run.config.restore_step
+    )
     writer.resume(step)
     writer.log(f'Resumed from {ckpt.directory} at step {step}.')
     return state, data_state
@@ -184,38 +221,52 @@ def _initial_state(run: setup_run.Run, ckpt: orbax_io.CheckpointIO, writer):
   return state, None
 
 
-def _checkpoint_note(ckpt: orbax_io.CheckpointIO, step: Optional[int],
-                     loss: Optional[float]) -> str:
+def _checkpoint_note(
+  ckpt: orbax_io.CheckpointIO, step: Optional[int], loss: Optional[float]
+) -> str:
   """Where a stopped run can resume from, for the NaN message."""
   if step is None:
     return 'No checkpoint was saved yet (a rerun starts from scratch).'
   shown = f'training loss {loss:.4g}' if loss is not None else 'training loss not recorded'
-  return (f'The last checkpoint is step {step} ({shown}) in {ckpt.directory}; if its loss '
-          'had already diverged, resume an earlier one with --config.restore_step=N.')
+  return (
+    f'The last checkpoint is step {step} ({shown}) in {ckpt.directory}; if its loss '
+    'had already diverged, resume an earlier one with --config.restore_step=N.'
+  )
 
 
 def _save_config(run: setup_run.Run) -> None:
   """config.json, and labels.json: class names and eval preprocessing for vit_jax.predict."""
   if jax.process_index() == 0:
-    from vit_jax.data import preprocess  # pylint: disable=g-import-not-at-top  (no TF import)
+    from vit_jax.data import preprocess  # no TF import
+
     c = run.config
     workdir_lib.write_config(run.workdir, c)
     workdir_lib.write_labels(
-        run.workdir, dataset=run.info.name, class_names=run.info.class_names,
-        num_classes=run.info.num_classes, crop=c.pp.crop, resize_mode=c.pp.resize_mode,
-        resize_small=(preprocess.default_resize_small(c.pp.crop)
-                      if c.pp.resize_mode == 'resize_crop' else None))
+      run.workdir,
+      dataset=run.info.name,
+      class_names=run.info.class_names,
+      num_classes=run.info.num_classes,
+      crop=c.pp.crop,
+      resize_mode=c.pp.resize_mode,
+      resize_small=(
+        preprocess.default_resize_small(c.pp.crop) if c.pp.resize_mode == 'resize_crop' else None
+      ),
+    )
 
 
 def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
   """Trains to config.total_steps (or until preempted); returns the last metrics."""
   c = run.config
-  writer = metrics_lib.MetricWriter(run.workdir, total_steps=c.total_steps,
-                                    is_main=jax.process_index() == 0)
+  writer = metrics_lib.MetricWriter(
+    run.workdir, total_steps=c.total_steps, is_main=jax.process_index() == 0
+  )
   ckpt = orbax_io.CheckpointIO(run.workdir, keep=c.keep_checkpoints)
   preemption = _Preemption()
-  trace = throughput.StepTrace(workdir_lib.path(run.workdir, workdir_lib.PROFILE), c.profile_steps,
-                               enabled=jax.process_index() == 0)
+  trace = throughput.StepTrace(
+    workdir_lib.path(run.workdir, workdir_lib.PROFILE),
+    c.profile_steps,
+    enabled=jax.process_index() == 0,
+  )
   _save_config(run)
   final: dict[str, Any] = {}
   try:
@@ -242,9 +293,10 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
         for (s, _), m in zip(pending, fetched):
           if not math.isfinite(float(m['loss'])):
             raise NonFiniteLossError(
-                f'Training loss became {float(m["loss"])} at step {s}; stopped. '
-                f'{_checkpoint_note(ckpt, last_saved, saved_loss)} Lower config.base_lr, '
-                'raise config.warmup_steps or set config.grad_norm_clip.')
+              f'Training loss became {float(m["loss"])} at step {s}; stopped. '
+              f'{_checkpoint_note(ckpt, last_saved, saved_loss)} Lower config.base_lr, '
+              'raise config.warmup_steps or set config.grad_norm_clip.'
+            )
         pending.clear()
         last_loss = float(fetched[-1]['loss'])
         return {k: float(v) for k, v in fetched[-1].items()}
@@ -267,11 +319,17 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
         lap = timer.lap(step)
         speed, eta = {}, None
         if lap:
-          speed = throughput.speed(lap, batch=c.batch, num_devices=jax.device_count(),
-                                   flops_per_device=flops, peak_per_device=peak)
-          upcoming = {'eval': throughput.events_left(step, c.eval_every, c.total_steps),
-                      'checkpoint': throughput.events_left(step, c.checkpoint_every,
-                                                           c.total_steps)}
+          speed = throughput.speed(
+            lap,
+            batch=c.batch,
+            num_devices=jax.device_count(),
+            flops_per_device=flops,
+            peak_per_device=peak,
+          )
+          upcoming = {
+            'eval': throughput.events_left(step, c.eval_every, c.total_steps),
+            'checkpoint': throughput.events_left(step, c.checkpoint_every, c.total_steps),
+          }
           eta = timer.eta(c.total_steps - step, lap.seconds_per_step, upcoming)
         writer.write_train(step, values, throughput=speed, eta_seconds=eta)
 
@@ -280,8 +338,7 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
       while step < c.total_steps:
         batch = next(train_iter)
         if step + 1 == first_step:
-          train_step, flops, peak = _compile_train_step(run, train_step, state, batch, writer,
-                                                        step)
+          train_step, flops, peak = _compile_train_step(run, train_step, state, batch, writer, step)
           train_step = cpu_devices.one_at_a_time(train_step)
         state, step_metrics = train_step(state, batch)
         step += 1
@@ -304,8 +361,10 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
           save()
         if preemption.reached(step):
           save()
-          writer.log(f'Preempted (SIGTERM): saved step {step} to {ckpt.directory}; rerun the '
-                     'same command to resume.')
+          writer.log(
+            f'Preempted (SIGTERM): saved step {step} to {ckpt.directory}; rerun the '
+            'same command to resume.'
+          )
           final['preempted_at'] = step
           break
       trace.stop(wait_for=state)  # a run that ended inside the traced steps.

@@ -67,8 +67,9 @@ def _format_duration(seconds: float) -> str:
 class MetricWriter:
   """Writes train/eval metrics of the main process to stdout, TensorBoard and metrics.jsonl."""
 
-  def __init__(self, workdir: str, *, total_steps: int, is_main: bool = True,
-               stream: Optional[TextIO] = None):
+  def __init__(
+    self, workdir: str, *, total_steps: int, is_main: bool = True, stream: Optional[TextIO] = None
+  ):
     self.total_steps = total_steps
     self.is_main = is_main
     self.stream = stream or sys.stdout
@@ -78,7 +79,8 @@ class MetricWriter:
     if is_main:
       self._jsonl = _JsonLines(workdir_lib.path(workdir, workdir_lib.METRICS))
       self._events = tensorboard_events.EventFileWriter(
-          str(workdir_lib.path(workdir, workdir_lib.TENSORBOARD)))
+        str(workdir_lib.path(workdir, workdir_lib.TENSORBOARD))
+      )
 
   def resume(self, step: int) -> None:
     """A run resumed at `step`: drops the records of later steps from metrics.jsonl, and from
@@ -105,11 +107,18 @@ class MetricWriter:
       if not values:
         return
     self._jsonl.append(
-        json.dumps({'step': int(step), **{k: float(v) for k, v in values.items()}}) + '\n')
+      json.dumps({'step': int(step), **{k: float(v) for k, v in values.items()}}) + '\n'
+    )
     self._events.scalars(step, values)
 
-  def write_train(self, step: int, metrics: Mapping[str, float], *,
-                  throughput: Mapping[str, float], eta_seconds: Optional[float]) -> None:
+  def write_train(
+    self,
+    step: int,
+    metrics: Mapping[str, float],
+    *,
+    throughput: Mapping[str, float],
+    eta_seconds: Optional[float],
+  ) -> None:
     """Records `train/<name>` values and prints one progress line.
 
     throughput: `images_per_sec`, `images_per_sec_per_device`, `step_seconds` and, when the
@@ -118,11 +127,15 @@ class MetricWriter:
     if not self.is_main:
       return
     self._record(step, {f'train/{k}': v for k, v in {**metrics, **throughput}.items()})
-    line = (f'step {step}/{self.total_steps} | loss {metrics["loss"]:.4f} | '
-            f'acc {metrics["accuracy"]:.3f} | lr {metrics["learning_rate"]:.2e}')
+    line = (
+      f'step {step}/{self.total_steps} | loss {metrics["loss"]:.4f} | '
+      f'acc {metrics["accuracy"]:.3f} | lr {metrics["learning_rate"]:.2e}'
+    )
     if throughput:
-      line += (f' | {throughput["images_per_sec"]:,.1f} img/s '
-               f'({throughput["images_per_sec_per_device"]:,.1f}/device)')
+      line += (
+        f' | {throughput["images_per_sec"]:,.1f} img/s '
+        f'({throughput["images_per_sec_per_device"]:,.1f}/device)'
+      )
     if 'mfu' in throughput:
       line += f' | MFU {100 * throughput["mfu"]:.1f}%'
     if eta_seconds is not None:
@@ -139,8 +152,9 @@ class MetricWriter:
     if not self.is_main:
       return
     self._record(step, {f'{split}/{k}': v for k, v in metrics.items()})
-    shown = ' | '.join(f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
-                       for k, v in metrics.items())
+    shown = ' | '.join(
+      f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}' for k, v in metrics.items()
+    )
     self._print(f'step {step}/{self.total_steps} | {split}: {shown}')
 
   def log(self, message: str) -> None:
@@ -163,4 +177,3 @@ class MetricWriter:
         self.stream.write('\n')
       self._jsonl.close()
       self._events.close()
-

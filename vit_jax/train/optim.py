@@ -20,8 +20,7 @@ DECAY_TYPES = ('cosine', 'linear', 'constant')
 OPTIMIZERS = ('sgd', 'adamw')
 
 
-def make_schedule(base_lr: float, total_steps: int, warmup_steps: int,
-                  decay_type: str) -> Schedule:
+def make_schedule(base_lr: float, total_steps: int, warmup_steps: int, decay_type: str) -> Schedule:
   """Learning rate as a function of the update index (see module docstring)."""
   if decay_type not in DECAY_TYPES:
     raise ValueError(f'decay_type {decay_type!r} is unknown; choose one of {DECAY_TYPES}.')
@@ -45,9 +44,11 @@ def make_schedule(base_lr: float, total_steps: int, warmup_steps: int,
 
 def decay_mask(params: Any) -> Any:
   """Weight decay on kernels (matrices, convs) only: not on biases, norms, embeddings, cls."""
+
   def is_kernel(path, _):
     names = [p.key for p in path if isinstance(p, jax.tree_util.DictKey)]
     return bool(names) and names[-1] == 'kernel'
+
   # Works on plain and on logically boxed params (their paths end in the box's attribute).
   return jax.tree_util.tree_map_with_path(is_kernel, params)
 
@@ -64,16 +65,17 @@ def make_optimizer(config: Any, schedule: Schedule) -> optax.GradientTransformat
     parts.append(optax.clip_by_global_norm(config.grad_norm_clip))
   if opt.name == 'sgd':
     if opt.momentum:
-      parts.append(optax.trace(decay=opt.momentum, nesterov=opt.nesterov,
-                               accumulator_dtype=opt.momentum_dtype))
+      parts.append(
+        optax.trace(decay=opt.momentum, nesterov=opt.nesterov, accumulator_dtype=opt.momentum_dtype)
+      )
     if opt.weight_decay:
       parts.append(optax.add_decayed_weights(opt.weight_decay, mask=decay_mask))
   elif opt.name == 'adamw':
-    parts.append(optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=opt.eps,
-                                     mu_dtype=opt.momentum_dtype))
+    parts.append(
+      optax.scale_by_adam(b1=opt.b1, b2=opt.b2, eps=opt.eps, mu_dtype=opt.momentum_dtype)
+    )
     if opt.weight_decay:
-      parts.append(optax.add_decayed_weights(opt.weight_decay / config.base_lr,
-                                             mask=decay_mask))
+      parts.append(optax.add_decayed_weights(opt.weight_decay / config.base_lr, mask=decay_mask))
   else:
     raise ValueError(f'optim.name {opt.name!r} is unknown; choose one of {OPTIMIZERS}.')
   parts.append(optax.scale_by_learning_rate(schedule))

@@ -15,8 +15,8 @@ from typing import Any, Callable, Optional
 
 import jax
 
-from vit_jax.system import cpu_devices
 from vit_jax.run import orbax_io
+from vit_jax.system import cpu_devices
 from vit_jax.system import sharding
 from vit_jax.train import loop
 from vit_jax.train import setup_run
@@ -26,8 +26,12 @@ from vit_jax.train import state as state_lib
 class Session:
   """A run's state on its devices, with the loop's jitted steps and data iterators."""
 
-  def __init__(self, run: setup_run.Run, state: state_lib.TrainState,
-               data_state: Optional[dict[str, Any]] = None):
+  def __init__(
+    self,
+    run: setup_run.Run,
+    state: state_lib.TrainState,
+    data_state: Optional[dict[str, Any]] = None,
+  ):
     """Use `Session.start`; `state` must be laid out as `run.state_shardings`."""
     self.run = run
     self.state = state
@@ -39,8 +43,14 @@ class Session:
     self._train_step = cpu_devices.one_at_a_time(train_step)
 
   @classmethod
-  def start(cls, config, workdir: str, *, step: Optional[int] = None,
-            log: Optional[Callable[[str], None]] = None) -> 'Session':
+  def start(
+    cls,
+    config,
+    workdir: str,
+    *,
+    step: Optional[int] = None,
+    log: Optional[Callable[[str], None]] = None,
+  ) -> 'Session':
     """Validates `config` (setup_run.build), then restores the newest intact checkpoint of
     `workdir` (or `step`) with its data position, or creates the state fresh (+
     config.pretrained_path).
@@ -58,14 +68,14 @@ class Session:
     ckpt = orbax_io.CheckpointIO(workdir, keep=config.keep_checkpoints)
     try:
       if step is not None or ckpt.latest_step() is not None:
-        state, data_state, _ = ckpt.restore_intact(run.abstract_state, log or orbax_io.warn_on_stderr, step=step,
-                                                   move_aside=False)
+        state, data_state, _ = ckpt.restore_intact(
+          run.abstract_state, log or orbax_io.warn_on_stderr, step=step, move_aside=False
+        )
         return cls(run, state, data_state)
     finally:
       ckpt.close()
     with sharding.activate(run.mesh, run.rules):
-      state = state_lib.create_sharded(run.init, jax.random.key(config.seed),
-                                       run.state_shardings)
+      state = state_lib.create_sharded(run.init, jax.random.key(config.seed), run.state_shardings)
     if run.pretrained is not None:  # as the loop starts a fine-tuning run: a fresh head.
       shardings = run.state_shardings.params
       loaded = jax.device_put(run.pretrained, {k: shardings[k] for k in run.pretrained})
@@ -103,5 +113,7 @@ class Session:
     {'accuracy', 'accuracy_top5', 'loss', 'examples'} over every example once."""
     _, evals = self._data()
     with sharding.activate(self.run.mesh, self.run.rules):
-      return {name: loop.evaluate(self._eval_step, self.state.params, iterator)
-              for name, iterator in evals.items()}
+      return {
+        name: loop.evaluate(self._eval_step, self.state.params, iterator)
+        for name, iterator in evals.items()
+      }

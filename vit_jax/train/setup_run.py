@@ -14,16 +14,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vit_jax.weights import fit
-from vit_jax.run import health
-from vit_jax.train import config as config_lib
-from vit_jax.train import config_check
 from vit_jax import models
+from vit_jax.run import health
 from vit_jax.run import orbax_io
 from vit_jax.run import workdir as workdir_lib
 from vit_jax.system import sharding
+from vit_jax.train import config as config_lib
+from vit_jax.train import config_check
 from vit_jax.train import optim
 from vit_jax.train import state as state_lib
+from vit_jax.weights import fit
 
 DTYPES = {name: getattr(jnp, name) for name in config_check.DTYPES}  # config.dtype -> jnp.
 
@@ -34,6 +34,7 @@ ConfigError = config_check.ConfigError
 @dataclasses.dataclass
 class Run:
   """Everything the loop needs, built from the config (nothing compiled yet)."""
+
   config: Any
   workdir: str
   mesh: jax.sharding.Mesh
@@ -55,21 +56,26 @@ def _check_workdir(workdir: str) -> None:
   try:
     root.mkdir(parents=True, exist_ok=True)
     error = health.write_error(root)
-  except Exception as e:  # pylint: disable=broad-except  (OSError; object stores' own errors)
+  except Exception as e:  # OSError; object stores' own errors
     error = health.reason(e)
   if error:
-    raise ConfigError(f'workdir {workdir} is not writable ({error}); pass a --workdir you can '
-                      'write to.')
+    raise ConfigError(
+      f'workdir {workdir} is not writable ({error}); pass a --workdir you can write to.'
+    )
   checkpoints = str(workdir_lib.path(root, workdir_lib.CHECKPOINTS))
   try:
     epath.Path(checkpoints).mkdir(parents=True, exist_ok=True)
-  except Exception as e:  # pylint: disable=broad-except
-    raise ConfigError(f'{checkpoints} cannot be created ({health.reason(e)}); fix '
-                      'its permissions or pass a new --workdir.') from None
+  except Exception as e:
+    raise ConfigError(
+      f'{checkpoints} cannot be created ({health.reason(e)}); fix '
+      'its permissions or pass a new --workdir.'
+    ) from None
   problem = health.unwritable(checkpoints)
   if problem:
-    raise ConfigError(f'{problem}: checkpoints could not be saved; fix the permissions (e.g. '
-                      f'chown -R $USER {checkpoints}) or pass a new --workdir.')
+    raise ConfigError(
+      f'{problem}: checkpoints could not be saved; fix the permissions (e.g. '
+      f'chown -R $USER {checkpoints}) or pass a new --workdir.'
+    )
 
 
 def _check_checkpoints(config, workdir: str, abstract_state) -> bool:
@@ -81,20 +87,24 @@ def _check_checkpoints(config, workdir: str, abstract_state) -> bool:
   directory = workdir_lib.path(workdir, workdir_lib.CHECKPOINTS)
   steps = orbax_io.steps(directory)
   if config.restore_step is not None and config.restore_step not in steps:
-    raise ConfigError(f'config.restore_step={config.restore_step} is not a checkpoint in '
-                      f'{directory}; available steps: {steps or "none"}.')
+    raise ConfigError(
+      f'config.restore_step={config.restore_step} is not a checkpoint in '
+      f'{directory}; available steps: {steps or "none"}.'
+    )
   candidates = [config.restore_step] if config.restore_step is not None else steps[::-1]
   for step in candidates:
     try:
       stored = orbax_io.state_metadata(directory, step)
-    except Exception:  # pylint: disable=broad-except  (damaged: the loop moves it aside)
+    except Exception:  # damaged: the loop moves it aside
       continue
     if stored is None:
       continue
     difference = health.mismatch(stored, abstract_state)
     if difference:
-      raise ConfigError(f'the checkpoint step {step} in {directory} does not match the config '
-                        f'({difference}); pass a new --workdir for this model.')
+      raise ConfigError(
+        f'the checkpoint step {step} in {directory} does not match the config '
+        f'({difference}); pass a new --workdir for this model.'
+      )
     break
   return bool(steps)
 
@@ -107,33 +117,46 @@ def _check_batches(config, mesh, rules) -> None:
     value = config[field]
     if value % dp or value % procs:
       raise ConfigError(
-          f'config.{field}={value} is not divisible by the data-parallel size {dp} (mesh axes '
-          f'{sharding.batch_axes(rules)}) and {procs} process(es); use a multiple of '
-          f'{np.lcm(dp, procs)}.')
+        f'config.{field}={value} is not divisible by the data-parallel size {dp} (mesh axes '
+        f'{sharding.batch_axes(rules)}) and {procs} process(es); use a multiple of '
+        f'{np.lcm(dp, procs)}.'
+      )
   if config.batch % (config.accum_steps * dp):
     raise ConfigError(
-        f'config.batch={config.batch} must split into accum_steps={config.accum_steps} '
-        f'micro-batches that are each divisible by the data-parallel size {dp}.')
+      f'config.batch={config.batch} must split into accum_steps={config.accum_steps} '
+      f'micro-batches that are each divisible by the data-parallel size {dp}.'
+    )
 
 
 def _model(config, num_classes: int) -> nn.Module:
   try:
-    model = models.get_model(config.model_name, num_classes=num_classes,
-                             dtype=DTYPES[config.dtype], **config_lib.model_overrides(config))
+    model = models.get_model(
+      config.model_name,
+      num_classes=num_classes,
+      dtype=DTYPES[config.dtype],
+      **config_lib.model_overrides(config),
+    )
   except ValueError as e:
     raise ConfigError(f'config.model_name / config.model: {e}') from None
   stride = model.stride
   if config.pp.crop % stride:
-    raise ConfigError(f'config.pp.crop={config.pp.crop} is not divisible by the patch stride '
-                      f'{stride} of {config.model_name}; use a multiple of {stride}.')
+    raise ConfigError(
+      f'config.pp.crop={config.pp.crop} is not divisible by the patch stride '
+      f'{stride} of {config.model_name}; use a multiple of {stride}.'
+    )
   return model
 
 
 def _dataset_info(config):
-  from vit_jax import data  # pylint: disable=g-import-not-at-top  (imports TF lazily)
+  from vit_jax import data  # imports TF lazily
+
   try:
-    info = data.get_dataset_info(config.dataset, data_dir=config.data_dir,
-                                 manual_dir=config.manual_dir, download=config.download)
+    info = data.get_dataset_info(
+      config.dataset,
+      data_dir=config.data_dir,
+      manual_dir=config.manual_dir,
+      download=config.download,
+    )
     for field in ('train_split', 'test_split', 'val_split'):
       if config[field]:
         info.num_examples(config[field])
@@ -171,8 +194,9 @@ def build(config, workdir: str) -> Run:
     raise ConfigError(f'config.mesh / config.sharding_rules: {e}') from None
   _check_batches(config, mesh, rules)
   try:  # before the dataset: its first use may prepare it (TFDS writes its data_dir).
-    schedule = optim.make_schedule(config.base_lr, config.total_steps, config.warmup_steps,
-                                   config.decay_type)
+    schedule = optim.make_schedule(
+      config.base_lr, config.total_steps, config.warmup_steps, config.decay_type
+    )
     tx = optim.make_optimizer(config, schedule)
   except ValueError as e:
     raise ConfigError(str(e)) from None
@@ -180,14 +204,26 @@ def build(config, workdir: str) -> Run:
   model = _model(config, info.num_classes)
   crop = config.pp.crop
   init = state_lib.init_fn(model, tx, (1, crop, crop, 3))
-  abstract, shardings = state_lib.abstract_state_and_shardings(init, mesh, rules,
-                                                               config.min_shard_mib)
+  abstract, shardings = state_lib.abstract_state_and_shardings(
+    init, mesh, rules, config.min_shard_mib
+  )
   resumes = _check_checkpoints(config, workdir, abstract)
   # Pre-trained params only seed a fresh run: a resumed one (e.g. after each preemption) does
   # not read the (maybe multi-GB) file again.
   pretrained = None if resumes else _pretrained(config, abstract.params)
   _check_workdir(workdir)
-  return Run(config=config, workdir=workdir, mesh=mesh, rules=rules, info=info, model=model,
-             tx=tx, schedule=schedule, init=init, abstract_state=abstract,
-             state_shardings=shardings, batch_sharding=sharding.batch_sharding(mesh, rules),
-             pretrained=pretrained)
+  return Run(
+    config=config,
+    workdir=workdir,
+    mesh=mesh,
+    rules=rules,
+    info=info,
+    model=model,
+    tx=tx,
+    schedule=schedule,
+    init=init,
+    abstract_state=abstract,
+    state_shardings=shardings,
+    batch_sharding=sharding.batch_sharding(mesh, rules),
+    pretrained=pretrained,
+  )

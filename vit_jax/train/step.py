@@ -39,10 +39,17 @@ def split_microbatches(x: jax.Array, n: int) -> jax.Array:
   return jnp.swapaxes(x.reshape(x.shape[0] // n, n, *x.shape[1:]), 0, 1)
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
-                    schedule: Callable[[jax.Array], jax.Array], *, num_classes: int,
-                    accum_steps: int = 1, label_smoothing: float = 0.0,
-                    mixup_alpha: float = 0.0, param_shardings: Any = None) -> Callable[..., Any]:
+def make_train_step(
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  schedule: Callable[[jax.Array], jax.Array],
+  *,
+  num_classes: int,
+  accum_steps: int = 1,
+  label_smoothing: float = 0.0,
+  mixup_alpha: float = 0.0,
+  param_shardings: Any = None,
+) -> Callable[..., Any]:
   """Returns train_step(state, batch) -> (state, metrics) for batches {'image', 'label'}.
 
   Images are uint8 [0, 255] or floats in [-1, 1] (see `layers.model_input`). The loss is the mean
@@ -82,27 +89,25 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       def body(carry, xs):
         grad_sum, loss_sum, correct_sum = carry
         i, im, tg, lb = xs
-        (loss, correct), grads = grad_fn(state.params, im, tg, lb,
-                                         jax.random.fold_in(drop_rng, i))
+        (loss, correct), grads = grad_fn(state.params, im, tg, lb, jax.random.fold_in(drop_rng, i))
         grad_sum = like_params(
-            jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grad_sum, grads))
+          jax.tree.map(lambda a, g: a + g.astype(jnp.float32), grad_sum, grads)
+        )
         return (grad_sum, loss_sum + loss, correct_sum + correct), None
 
       zeros = like_params(jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params))
       init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
-      (grad_sum, loss_sum, correct), _ = jax.lax.scan(
-          body, init, (jnp.arange(accum_steps), *micro))
-      grads = jax.tree.map(lambda g, p: (g / accum_steps).astype(p.dtype), grad_sum,
-                           state.params)
+      (grad_sum, loss_sum, correct), _ = jax.lax.scan(body, init, (jnp.arange(accum_steps), *micro))
+      grads = jax.tree.map(lambda g, p: (g / accum_steps).astype(p.dtype), grad_sum, state.params)
       loss = loss_sum / accum_steps
 
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {
-        'loss': loss,
-        'accuracy': correct / labels.shape[0],
-        'learning_rate': schedule(state.step),
-        'grad_norm': optax.tree.norm(grads),
+      'loss': loss,
+      'accuracy': correct / labels.shape[0],
+      'learning_rate': schedule(state.step),
+      'grad_norm': optax.tree.norm(grads),
     }
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     return new_state, metrics
@@ -121,8 +126,9 @@ def make_eval_step(model: nn.Module, num_classes: int) -> Callable[..., dict[str
   top_k = min(5, num_classes)
 
   def eval_step(params, batch: Batch):
-    logits = model.apply({'params': params}, layers.model_input(batch['image']),
-                         train=False).astype(jnp.float32)
+    logits = model.apply(
+      {'params': params}, layers.model_input(batch['image']), train=False
+    ).astype(jnp.float32)
     labels, mask = batch['label'], batch['mask'].astype(jnp.float32)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     top1 = jnp.argmax(logits, -1) == labels
@@ -130,10 +136,10 @@ def make_eval_step(model: nn.Module, num_classes: int) -> Callable[..., dict[str
     true_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
     topk = jnp.sum(logits > true_logit, axis=-1) < top_k
     return {
-        'correct_top1': jnp.sum(top1 * mask),
-        'correct_top5': jnp.sum(topk * mask),
-        'loss': jnp.sum(loss * mask),
-        'count': jnp.sum(mask),
+      'correct_top1': jnp.sum(top1 * mask),
+      'correct_top5': jnp.sum(topk * mask),
+      'loss': jnp.sum(loss * mask),
+      'count': jnp.sum(mask),
     }
 
   return eval_step

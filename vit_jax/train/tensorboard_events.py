@@ -28,8 +28,10 @@ class EventFileWriter:
   def __init__(self, logdir: str):
     directory = epath.Path(logdir)
     directory.mkdir(parents=True, exist_ok=True)
-    name = (f'events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.'
-            f'{os.getpid()}.{next(_COUNTER)}')
+    name = (
+      f'events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.'
+      f'{os.getpid()}.{next(_COUNTER)}'
+    )
     self.path = directory / name
     self._file = self.path.open('wb')
     self._records = record_writer.RecordWriter(self._file)
@@ -39,8 +41,9 @@ class EventFileWriter:
     self._records.write(event.SerializeToString())
 
   def scalars(self, step: int, values: dict[str, float]) -> None:
-    summary = summary_pb2.Summary(value=[
-        summary_pb2.Summary.Value(tag=tag, simple_value=float(v)) for tag, v in values.items()])
+    summary = summary_pb2.Summary(
+      value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(v)) for tag, v in values.items()]
+    )
     self._write(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
     self._records.flush()
 

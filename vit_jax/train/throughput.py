@@ -30,24 +30,24 @@ import jax
 # GPUs peaks at half of it), so a float32 run shows a lower MFU, truthfully: it leaves part of
 # the chip unused. Set config.peak_flops_per_device for other devices or another peak.
 PEAK_FLOPS_PER_DEVICE = {
-    'NVIDIA B200': 2250e12,
-    'NVIDIA H200': 989e12,
-    'NVIDIA H200 NVL': 835e12,
-    'NVIDIA H100 80GB HBM3': 989e12,  # SXM5.
-    'NVIDIA H100 NVL': 835e12,
-    'NVIDIA H100 PCIe': 756e12,
-    'NVIDIA A100-SXM4-80GB': 312e12,
-    'NVIDIA A100-SXM4-40GB': 312e12,
-    'NVIDIA A100 80GB PCIe': 312e12,
-    'NVIDIA A100-PCIE-40GB': 312e12,
-    # From v4 on, a JAX device is a whole chip (both TensorCores of v4/v5p as one megacore).
-    'TPU v4': 275e12,
-    'TPU v5': 459e12,  # v5p.
-    'TPU v5p': 459e12,
-    'TPU v5 lite': 197e12,  # v5e.
-    'TPU v5e': 197e12,
-    'TPU v6 lite': 918e12,  # v6e (Trillium).
-    'TPU v6e': 918e12,
+  'NVIDIA B200': 2250e12,
+  'NVIDIA H200': 989e12,
+  'NVIDIA H200 NVL': 835e12,
+  'NVIDIA H100 80GB HBM3': 989e12,  # SXM5.
+  'NVIDIA H100 NVL': 835e12,
+  'NVIDIA H100 PCIe': 756e12,
+  'NVIDIA A100-SXM4-80GB': 312e12,
+  'NVIDIA A100-SXM4-40GB': 312e12,
+  'NVIDIA A100 80GB PCIe': 312e12,
+  'NVIDIA A100-PCIE-40GB': 312e12,
+  # From v4 on, a JAX device is a whole chip (both TensorCores of v4/v5p as one megacore).
+  'TPU v4': 275e12,
+  'TPU v5': 459e12,  # v5p.
+  'TPU v5p': 459e12,
+  'TPU v5 lite': 197e12,  # v5e.
+  'TPU v5e': 197e12,
+  'TPU v6 lite': 918e12,  # v6e (Trillium).
+  'TPU v6e': 918e12,
 }
 
 
@@ -58,8 +58,9 @@ def peak_flops_per_device(device_kind: str, override: Optional[float] = None) ->
   return PEAK_FLOPS_PER_DEVICE.get(device_kind)
 
 
-def step_flops_per_device(compiled: Any, accum_steps: int = 1,
-                          uncounted: float = 0.0) -> Optional[float]:
+def step_flops_per_device(
+  compiled: Any, accum_steps: int = 1, uncounted: float = 0.0
+) -> Optional[float]:
   """FLOPs one device executes per train step, from XLA's cost analysis of the compiled step.
 
   XLA partitions a sharded (SPMD) step into the program each device runs and counts that one:
@@ -84,8 +85,9 @@ def xla_flops(stage: Any) -> float:
   return float((analysis or {}).get('flops') or 0.0)
 
 
-def uncounted_layer_flops(lower_unrolled: Callable[[int], Any], num_layers: int,
-                          num_devices: int) -> float:
+def uncounted_layer_flops(
+  lower_unrolled: Callable[[int], Any], num_layers: int, num_devices: int
+) -> float:
   """FLOPs per device that XLA's count misses in a step whose model scans over its layers.
 
   XLA counts the scan body (one layer) once, so num_layers - 1 layers are missing. One
@@ -108,6 +110,7 @@ def mfu(flops_per_device: float, seconds_per_step: float, peak_per_device: float
 @dataclasses.dataclass
 class Lap:
   """Training steps and training-only seconds between two reports."""
+
   steps: int
   seconds: float
 
@@ -116,13 +119,21 @@ class Lap:
     return self.seconds / self.steps
 
 
-def speed(lap: Lap, *, batch: int, num_devices: int, flops_per_device: Optional[float],
-          peak_per_device: Optional[float]) -> dict[str, float]:
+def speed(
+  lap: Lap,
+  *,
+  batch: int,
+  num_devices: int,
+  flops_per_device: Optional[float],
+  peak_per_device: Optional[float],
+) -> dict[str, float]:
   """The throughput values a progress report logs for `lap` (MFU only if both are known)."""
   seconds = lap.seconds_per_step
-  values = {'images_per_sec': batch / seconds,
-            'images_per_sec_per_device': batch / seconds / num_devices,
-            'step_seconds': seconds}
+  values = {
+    'images_per_sec': batch / seconds,
+    'images_per_sec_per_device': batch / seconds / num_devices,
+    'step_seconds': seconds,
+  }
   if flops_per_device and peak_per_device:
     values['mfu'] = mfu(flops_per_device, seconds, peak_per_device)
   return values
@@ -172,12 +183,12 @@ class TrainTimer:
     self._step, self._time, self._paused = step, now, 0.0
     return lap
 
-  def eta(self, steps_left: int, seconds_per_step: float,
-          upcoming: Mapping[str, int]) -> float:
+  def eta(self, steps_left: int, seconds_per_step: float, upcoming: Mapping[str, int]) -> float:
     """Seconds to the end: steps left x step time, plus for each pause kind its upcoming count
     x its latest duration (kinds not yet seen, e.g. before the first eval, add nothing)."""
     return steps_left * seconds_per_step + sum(
-        n * self.last_pause.get(kind, 0.0) for kind, n in upcoming.items())
+      n * self.last_pause.get(kind, 0.0) for kind, n in upcoming.items()
+    )
 
 
 def events_left(step: int, every: int, total_steps: int) -> int:

@@ -37,36 +37,57 @@ _VIT = 'gs://vit_models'
 _MIXER = 'gs://mixer_models'
 
 _FOLDERS = {
-    'i21k': {
-        **{m: f'{_VIT}/imagenet21k' for m in (
-            'ViT-B_16', 'ViT-B_32', 'ViT-B_8', 'ViT-L_16', 'ViT-L_32', 'ViT-H_14',
-            'R50+ViT-B_16', 'R26+ViT-B_32', 'R50+ViT-L_32')},
-        **{m: f'{_MIXER}/imagenet21k' for m in ('Mixer-B_16', 'Mixer-L_16')},
+  'i21k': {
+    **{
+      m: f'{_VIT}/imagenet21k'
+      for m in (
+        'ViT-B_16',
+        'ViT-B_32',
+        'ViT-B_8',
+        'ViT-L_16',
+        'ViT-L_32',
+        'ViT-H_14',
+        'R50+ViT-B_16',
+        'R26+ViT-B_32',
+        'R50+ViT-L_32',
+      )
     },
-    'i21k+i1k': {m: f'{_VIT}/imagenet21k+imagenet2012' for m in (
-        'ViT-B_16', 'ViT-B_16-224', 'ViT-B_32', 'ViT-B_8', 'ViT-L_16', 'ViT-L_16-224', 'ViT-L_32',
-        'R50+ViT-B_16')},
-    'i1k': {m: f'{_MIXER}/imagenet1k' for m in ('Mixer-B_16', 'Mixer-L_16')},
-    'sam': {
-        **{m: f'{_VIT}/sam' for m in ('ViT-B_16', 'ViT-B_32', 'ViT-L_16', 'ViT-L_32', 'ViT-S_16')},
-        **{m: f'{_MIXER}/sam' for m in ('Mixer-B_16', 'Mixer-B_32')},
-    },
-    'gsam': {m: f'{_MIXER}/gsam' for m in ('Mixer-B_16', 'Mixer-B_32')},
+    **{m: f'{_MIXER}/imagenet21k' for m in ('Mixer-B_16', 'Mixer-L_16')},
+  },
+  'i21k+i1k': {
+    m: f'{_VIT}/imagenet21k+imagenet2012'
+    for m in (
+      'ViT-B_16',
+      'ViT-B_16-224',
+      'ViT-B_32',
+      'ViT-B_8',
+      'ViT-L_16',
+      'ViT-L_16-224',
+      'ViT-L_32',
+      'R50+ViT-B_16',
+    )
+  },
+  'i1k': {m: f'{_MIXER}/imagenet1k' for m in ('Mixer-B_16', 'Mixer-L_16')},
+  'sam': {
+    **{m: f'{_VIT}/sam' for m in ('ViT-B_16', 'ViT-B_32', 'ViT-L_16', 'ViT-L_32', 'ViT-S_16')},
+    **{m: f'{_MIXER}/sam' for m in ('Mixer-B_16', 'Mixer-B_32')},
+  },
+  'gsam': {m: f'{_MIXER}/gsam' for m in ('Mixer-B_16', 'Mixer-B_32')},
 }
 
 # The recommended (best upstream) AugReg checkpoint per size: (ImageNet-21k file, ImageNet
 # fine-tune learning rate at 384px, or None when the README lists no fine-tune).
 _AUGREG = {
-    'L_16': ('L_16-i21k-300ep-lr_0.001-aug_strong1-wd_0.1-do_0.0-sd_0.0', '0.01'),
-    'B_16': ('B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0', '0.03'),
-    'S_16': ('S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0', '0.03'),
-    'R50_L_32': ('R50_L_32-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1', '0.01'),
-    'R26_S_32': ('R26_S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0', '0.01'),
-    'Ti_16': ('Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0', '0.03'),
-    'B_32': ('B_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0', '0.01'),
-    'S_32': ('S_32-i21k-300ep-lr_0.001-aug_none-wd_0.1-do_0.0-sd_0.0', '0.01'),
-    'R_Ti_16': ('R_Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0', '0.03'),
-    'B_8': ('B_8-i21k-300ep-lr_0.001-aug_medium2-wd_0.1-do_0.0-sd_0.0', None),
+  'L_16': ('L_16-i21k-300ep-lr_0.001-aug_strong1-wd_0.1-do_0.0-sd_0.0', '0.01'),
+  'B_16': ('B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0', '0.03'),
+  'S_16': ('S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0', '0.03'),
+  'R50_L_32': ('R50_L_32-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1', '0.01'),
+  'R26_S_32': ('R26_S_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0', '0.01'),
+  'Ti_16': ('Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0', '0.03'),
+  'B_32': ('B_32-i21k-300ep-lr_0.001-aug_light1-wd_0.1-do_0.0-sd_0.0', '0.01'),
+  'S_32': ('S_32-i21k-300ep-lr_0.001-aug_none-wd_0.1-do_0.0-sd_0.0', '0.01'),
+  'R_Ti_16': ('R_Ti_16-i21k-300ep-lr_0.001-aug_none-wd_0.03-do_0.0-sd_0.0', '0.03'),
+  'B_8': ('B_8-i21k-300ep-lr_0.001-aug_medium2-wd_0.1-do_0.0-sd_0.0', None),
 }
 # An AugReg file name: <size>-i21k-... or <size>-i1k-... (upstream), optionally
 # --<dataset>-steps_... (a fine-tune).
@@ -140,7 +161,7 @@ def cache_dir() -> str:
 def https_url(url: str) -> str:
   """gs://bucket/path -> the public HTTPS address of the object."""
   if url.startswith('gs://'):
-    return 'https://storage.googleapis.com/' + url[len('gs://'):]
+    return 'https://storage.googleapis.com/' + url[len('gs://') :]
   return url
 
 
@@ -169,12 +190,16 @@ def fetch(url: str, progress: Optional[bool] = None) -> str:
   except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
     _remove(part)
     reason = getattr(e, 'reason', None) or e
-    raise FetchError(f'could not download {source} ({reason}); check the network, or download '
-                     f'it yourself to {dest} and rerun.') from None
+    raise FetchError(
+      f'could not download {source} ({reason}); check the network, or download '
+      f'it yourself to {dest} and rerun.'
+    ) from None
   if damage:
     _remove(part)
-    raise FetchError(f'could not download {source}: {damage}; rerun to download it again, or '
-                     f'download it yourself to {dest}.')
+    raise FetchError(
+      f'could not download {source}: {damage}; rerun to download it again, or '
+      f'download it yourself to {dest}.'
+    )
   os.replace(part, dest)
   return dest
 
@@ -189,9 +214,15 @@ def _download(source: str, part: str, progress: Optional[bool]) -> Optional[str]
     expected_md5 = _gcs_md5(response.headers)
     md5 = hashlib.md5()
     size = 0
-    with tqdm.tqdm(total=expected_size, unit='B', unit_scale=True, unit_divisor=1024,
-                   desc=source.rpartition('/')[2], file=sys.stderr,
-                   disable=None if progress is None else not progress) as bar:
+    with tqdm.tqdm(
+      total=expected_size,
+      unit='B',
+      unit_scale=True,
+      unit_divisor=1024,
+      desc=source.rpartition('/')[2],
+      file=sys.stderr,
+      disable=None if progress is None else not progress,
+    ) as bar:
       while chunk := response.read(1 << 20):
         f.write(chunk)
         md5.update(chunk)

@@ -25,10 +25,15 @@ def _describe(keys, flat) -> str:
   return tree.listing(f'{k} {tuple(np.shape(flat[k]))}' for k in sorted(keys))
 
 
-def load_pretrained(pretrained: Union[tree.PathLike, tree.Params], init_params: tree.Params, *,
-                    grid: Optional[tuple[int, int]] = None,
-                    pretrained_grid: Optional[tuple[int, int]] = None,
-                    align: str = 'corners', keep_head: bool = False) -> dict[str, Any]:
+def load_pretrained(
+  pretrained: Union[tree.PathLike, tree.Params],
+  init_params: tree.Params,
+  *,
+  grid: Optional[tuple[int, int]] = None,
+  pretrained_grid: Optional[tuple[int, int]] = None,
+  align: str = 'corners',
+  keep_head: bool = False,
+) -> dict[str, Any]:
   """Params for a new model from pre-trained ones (a path or name, or a loaded tree).
 
   For fine-tuning (the default) the head is the new model's; with `keep_head=True` the head is
@@ -90,16 +95,23 @@ def load_pretrained(pretrained: Union[tree.PathLike, tree.Params], init_params: 
   extra = [k for k in restored if k not in target and not k.startswith(droppable)]
   problems = []
   if mismatched:
-    problems.append('shape mismatch: ' + tree.listing(
+    problems.append(
+      'shape mismatch: '
+      + tree.listing(
         f'{k} {tuple(np.shape(restored[k]))} vs model {tuple(np.shape(target[k]))}'
-        for k in sorted(mismatched)))
+        for k in sorted(mismatched)
+      )
+    )
   if missing:
     problems.append('missing from the checkpoint: ' + _describe(missing, target))
   if extra:
     problems.append('not in the model: ' + _describe(extra, restored))
   if problems:
-    raise ValueError('Pre-trained params do not fit the model (' + '; '.join(problems) +
-                     '); pick the model_name the checkpoint was trained with.')
+    raise ValueError(
+      'Pre-trained params do not fit the model ('
+      + '; '.join(problems)
+      + '); pick the model_name the checkpoint was trained with.'
+    )
   if not keep_head and 'pre_logits/kernel' in restored and 'pre_logits/kernel' not in target:
     logging.info('Dropped the pre-trained pre_logits layer: the new model has none.')
   return layouts.convert(tree.unflatten(out), layout) if layout else tree.unflatten(out)
@@ -143,9 +155,10 @@ class _Grids:
       if value.shape[1] != new_shape[1]:
         return None
       extra = 3 if self.prefix else 0
-      offsets = resample.resample_axis(value[:value.shape[0] - extra], 0,
-                                       new_shape[0] - extra, align)
-      return np.concatenate([offsets, value[value.shape[0] - extra:]])
+      offsets = resample.resample_axis(
+        value[: value.shape[0] - extra], 0, new_shape[0] - extra, align
+      )
+      return np.concatenate([offsets, value[value.shape[0] - extra :]])
     return None
 
   @staticmethod

@@ -60,8 +60,10 @@ def load(path: tree.PathLike, layout: str = layouts.LOOP) -> dict:
     with np.load(source, allow_pickle=False) as npz:
       flat = {k: _fix_array(k, npz[k]) for k in npz.files}
   except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-    raise ValueError(f'{path} is not a readable .npz checkpoint ({type(e).__name__}: {e}); '
-                     'released checkpoints are NumPy .npz files.') from None
+    raise ValueError(
+      f'{path} is not a readable .npz checkpoint ({type(e).__name__}: {e}); '
+      'released checkpoints are NumPy .npz files.'
+    ) from None
   if not flat:
     raise ValueError(f'{path} is an empty .npz: it holds no parameters.')
   flat = big_vision.normalize(flat, subtree, path)

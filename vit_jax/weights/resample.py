@@ -54,13 +54,20 @@ def square_side(n: int, what: str) -> int:
   """Side of a square grid of n cells; a clear error when n is not a square."""
   side = int(round(np.sqrt(n)))
   if side * side != n:
-    raise ValueError(f'{what}: {n} positions do not form a square grid; pass grid=(h, w) and '
-                     'pretrained_grid=(h, w) explicitly.')
+    raise ValueError(
+      f'{what}: {n} positions do not form a square grid; pass grid=(h, w) and '
+      'pretrained_grid=(h, w) explicitly.'
+    )
   return side
 
 
-def resample_posemb(posemb: np.ndarray, num_prefix: int, old_grid: tuple[int, int],
-                    new_grid: tuple[int, int], align: str = 'corners') -> np.ndarray:
+def resample_posemb(
+  posemb: np.ndarray,
+  num_prefix: int,
+  old_grid: tuple[int, int],
+  new_grid: tuple[int, int],
+  align: str = 'corners',
+) -> np.ndarray:
   """1-D learned embedding [1, p + h*w, D] -> [1, p + h'*w', D]; the p prefix rows are kept."""
   prefix, grid = posemb[:, :num_prefix], posemb[0, num_prefix:]
   grid = grid.reshape(old_grid[0], old_grid[1], -1)
@@ -68,8 +75,9 @@ def resample_posemb(posemb: np.ndarray, num_prefix: int, old_grid: tuple[int, in
   return np.concatenate([np.asarray(prefix, np.float64), grid], axis=1)
 
 
-def resample_relative_table(table: np.ndarray, old_grid: tuple[int, int],
-                            new_grid: tuple[int, int], align: str = 'corners') -> np.ndarray:
+def resample_relative_table(
+  table: np.ndarray, old_grid: tuple[int, int], new_grid: tuple[int, int], align: str = 'corners'
+) -> np.ndarray:
   """Relative-bias table [(2h-1)(2w-1) (+3), heads] for a new grid; prefix entries kept."""
   n_old = (2 * old_grid[0] - 1) * (2 * old_grid[1] - 1)
   offsets = table[:n_old].reshape(2 * old_grid[0] - 1, 2 * old_grid[1] - 1, -1)

@@ -30,13 +30,16 @@ from vit_jax.weights.formats import hf
 from vit_jax.weights.formats import tensor_files
 from vit_jax.weights.formats import timm
 
-FORMATS = ('a released name (e.g. i21k:ViT-B_16), a .npz[:subtree], .safetensors, .pth or .bin '
-           'file, a Hugging Face or timm folder with config.json, or a vit_jax workdir')
+FORMATS = (
+  'a released name (e.g. i21k:ViT-B_16), a .npz[:subtree], .safetensors, .pth or .bin '
+  'file, a Hugging Face or timm folder with config.json, or a vit_jax workdir'
+)
 
 
 @dataclasses.dataclass
 class Source:
   """Params read from a path or name, and what the source says about where they came from."""
+
   params: dict[str, np.ndarray]  # flat ({'a/b': array}), released layout and numbering.
   path: str  # what was read: the file, the folder, or a run's step folder.
   kind: str  # 'npz', 'timm', 'hf' or 'run'.
@@ -86,8 +89,9 @@ def read(path: Any, num_heads: Optional[int] = None) -> Source:
   if kind == 'released':
     file, subtree = big_vision.split_subtree(catalogue.resolve(path))
     local = catalogue.fetch(file) + (f':{subtree}' if subtree else '')
-    return Source(tree.flatten(released.load(local)), local, 'npz',
-                  model_name=catalogue.model_name(path))
+    return Source(
+      tree.flatten(released.load(local)), local, 'npz', model_name=catalogue.model_name(path)
+    )
   if kind == 'npz':
     return Source(tree.flatten(released.load(path)), path, 'npz')
   if kind == 'state_dict':
@@ -99,13 +103,20 @@ def read(path: Any, num_heads: Optional[int] = None) -> Source:
     return Source(timm.load_folder(path, _read_config(path), num_heads), path, 'timm')
   if kind == 'run':
     params, directory, step = orbax_io.read_params(path)
-    return Source(tree.flatten_released(params), os.fspath(directory / str(step)), 'run',
-                  step=step, workdir=workdir_lib.root_of(directory))
+    return Source(
+      tree.flatten_released(params),
+      os.fspath(directory / str(step)),
+      'run',
+      step=step,
+      workdir=workdir_lib.root_of(directory),
+    )
   if not epath.Path(path).exists():
     raise FileNotFoundError(f'{path} does not exist; pass {FORMATS}.')
   if epath.Path(path).is_dir():
-    raise ValueError(f'No Orbax checkpoint found at {path}, nor the config.json of a Hugging '
-                     f'Face or timm folder; pass {FORMATS}.')
+    raise ValueError(
+      f'No Orbax checkpoint found at {path}, nor the config.json of a Hugging '
+      f'Face or timm folder; pass {FORMATS}.'
+    )
   raise ValueError(f'{path} is not a checkpoint vit_jax reads; pass {FORMATS}.')
 
 
@@ -115,24 +126,29 @@ def load(path: Any, num_heads: Optional[int] = None) -> dict[str, np.ndarray]:
   return read(path, num_heads).params
 
 
-def _state_dict(path: str, state_dict: dict,
-                num_heads: Optional[int]) -> tuple[str, dict[str, np.ndarray]]:
+def _state_dict(
+  path: str, state_dict: dict, num_heads: Optional[int]
+) -> tuple[str, dict[str, np.ndarray]]:
   """('timm' or 'hf', flat params) of a state_dict file."""
   if timm.is_timm(state_dict):
     if num_heads is None:
-      raise ValueError(f'{path} is a timm state_dict, which does not record the number of heads; '
-                       'name the model (export --model=NAME; load_pretrained takes the heads from '
-                       'the model it is given).')
+      raise ValueError(
+        f'{path} is a timm state_dict, which does not record the number of heads; '
+        'name the model (export --model=NAME; load_pretrained takes the heads from '
+        'the model it is given).'
+      )
     return 'timm', timm.to_params(state_dict, num_heads, what=path)
   if any('embeddings.patch_embeddings' in k for k in state_dict):
     folder_config = _read_config(os.path.dirname(os.path.abspath(path)))
     if folder_config is None or not hf.is_hf_config(folder_config):
-      raise ValueError(f'{path} holds Hugging Face ViT weights; pass the folder with its '
-                       'config.json instead.')
+      raise ValueError(
+        f'{path} holds Hugging Face ViT weights; pass the folder with its config.json instead.'
+      )
     return 'hf', hf.to_params(state_dict, folder_config, what=path)
   keys = sorted(state_dict)[:5]
-  raise ValueError(f'{path} is neither a timm nor a Hugging Face ViT state_dict (first keys: '
-                   f'{", ".join(keys)}).')
+  raise ValueError(
+    f'{path} is neither a timm nor a Hugging Face ViT state_dict (first keys: {", ".join(keys)}).'
+  )
 
 
 def _read_config(folder: str) -> Optional[dict[str, Any]]:

@@ -17,17 +17,24 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 _POSEMB = 'Transformer/posembed_input/pos_embedding'
-_QUERY = re.compile(r'^Transformer/encoderblock_(\d+)/MultiHeadDotProductAttention_1/query/'
-                    r'kernel$')
+_QUERY = re.compile(
+  r'^Transformer/encoderblock_(\d+)/MultiHeadDotProductAttention_1/query/'
+  r'kernel$'
+)
 # Parameter names -> the position embedding that has them.
-_POSEMB_KEYS = ((_POSEMB, 'learn'), (_POSEMB + '_row', 'learn_2d'),
-                ('/relative_position_bias', 'relative_bias'), ('/relative_embedding', 'relative'),
-                ('/relative_embedding_y', 'relative_2d'))
+_POSEMB_KEYS = (
+  (_POSEMB, 'learn'),
+  (_POSEMB + '_row', 'learn_2d'),
+  ('/relative_position_bias', 'relative_bias'),
+  ('/relative_embedding', 'relative'),
+  ('/relative_embedding_y', 'relative_2d'),
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class VitSpec:
   """What another codebase needs to build the same ViT."""
+
   hidden_size: int
   num_layers: int
   num_heads: int
@@ -107,8 +114,7 @@ def model_fields(flat: Mapping[str, Any], model: Any) -> dict[str, Any]:
   """Fields of a registered `model` to change so that it has the params' head, pre-logits
   layer and position embedding (e.g. ViT-B_16's ImageNet-21k files keep a pre_logits layer,
   an ablation's file another position embedding). Fields the model lacks are left alone."""
-  fields = {'num_classes': num_classes(flat),
-            'representation_size': representation_size(flat)}
+  fields = {'num_classes': num_classes(flat), 'representation_size': representation_size(flat)}
   kind = posemb(flat)
   if kind is not None:  # the parameter-free kinds cannot be told apart: the model's is kept.
     fields['posemb'] = kind
@@ -118,8 +124,10 @@ def model_fields(flat: Mapping[str, Any], model: Any) -> dict[str, Any]:
 def infer(flat: Mapping[str, Any], image_size: Optional[tuple[int, int]] = None) -> VitSpec:
   """The VitSpec of a ViT's flat params; ValueError naming what is missing or inconsistent."""
   if 'embedding/kernel' not in flat or num_heads(flat) is None:
-    raise ValueError('these params are not a ViT (no embedding/kernel or attention blocks); '
-                     'only ViTs convert to other formats.')
+    raise ValueError(
+      'these params are not a ViT (no embedding/kernel or attention blocks); '
+      'only ViTs convert to other formats.'
+    )
   kernel = np.shape(flat['embedding/kernel'])
   layers = len({_QUERY.match(k).group(1) for k in flat if _QUERY.match(k)})
   mlp = np.shape(flat['Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel'])[1]
@@ -130,22 +138,35 @@ def infer(flat: Mapping[str, Any], image_size: Optional[tuple[int, int]] = None)
   elif image_size is not None:
     image_size = tuple(int(x) for x in image_size)
   return VitSpec(
-      hidden_size=int(kernel[3]), num_layers=layers, num_heads=num_heads(flat),
-      mlp_dim=int(mlp), patch_size=patch, image_size=image_size, classifier=classifier(flat),
-      posemb=kind, representation_size=representation_size(flat),
-      num_classes=num_classes(flat), hybrid=kernel[2] != 3)
+    hidden_size=int(kernel[3]),
+    num_layers=layers,
+    num_heads=num_heads(flat),
+    mlp_dim=int(mlp),
+    patch_size=patch,
+    image_size=image_size,
+    classifier=classifier(flat),
+    posemb=kind,
+    representation_size=representation_size(flat),
+    num_classes=num_classes(flat),
+    hybrid=kernel[2] != 3,
+  )
 
 
-def _image_size(n: int, patch: tuple[int, int],
-                image_size: Optional[tuple[int, int]]) -> tuple[int, int]:
+def _image_size(
+  n: int, patch: tuple[int, int], image_size: Optional[tuple[int, int]]
+) -> tuple[int, int]:
   if image_size is not None:
     h, w = (int(x) for x in image_size)
     if h % patch[0] or w % patch[1] or (h // patch[0]) * (w // patch[1]) != n:
-      raise ValueError(f'image size {h}x{w} does not fit the position embedding: {n} '
-                       f'patches of {patch[0]}x{patch[1]} pixels.')
+      raise ValueError(
+        f'image size {h}x{w} does not fit the position embedding: {n} '
+        f'patches of {patch[0]}x{patch[1]} pixels.'
+      )
     return h, w
   side = math.isqrt(n)
   if side * side != n:
-    raise ValueError(f'the position embedding has {n} patches, not a square grid; give the '
-                     'image size (--image_size=HEIGHT,WIDTH).')
+    raise ValueError(
+      f'the position embedding has {n} patches, not a square grid; give the '
+      'image size (--image_size=HEIGHT,WIDTH).'
+    )
   return side * patch[0], side * patch[1]

@@ -21,10 +21,10 @@ Params = Mapping[str, Any]
 
 # Linen numbering -> released numbering, inside `Transformer/encoderblock_{i}/`.
 _LINEN_TO_RELEASED = {
-    'LayerNorm_0': 'LayerNorm_0',
-    'MultiHeadDotProductAttention_0': 'MultiHeadDotProductAttention_1',
-    'LayerNorm_1': 'LayerNorm_2',
-    'MlpBlock_0': 'MlpBlock_3',
+  'LayerNorm_0': 'LayerNorm_0',
+  'MultiHeadDotProductAttention_0': 'MultiHeadDotProductAttention_1',
+  'LayerNorm_1': 'LayerNorm_2',
+  'MlpBlock_0': 'MlpBlock_3',
 }
 _BLOCK = re.compile(r'^(.*encoderblock_\d+)/([^/]+)/(.*)$')
 _LINEN_MARK = re.compile(r'encoderblock_\d+/(MlpBlock_0|MultiHeadDotProductAttention_0)/')

@@ -43,7 +43,7 @@ def split_subtree(path: Any) -> tuple[Any, Optional[str]]:
 def _strip_prefix(flat: Mapping[str, Any]) -> dict[str, Any]:
   for prefix in _PREFIXES:
     if any(k.startswith(prefix) for k in flat):
-      return {k[len(prefix):]: v for k, v in flat.items() if k.startswith(prefix)}
+      return {k[len(prefix) :]: v for k, v in flat.items() if k.startswith(prefix)}
   return dict(flat)
 
 
@@ -52,11 +52,13 @@ def select(flat: Mapping[str, Any], subtree: Optional[str], path: str = '') -> d
   if not subtree:
     return dict(flat)
   start = subtree + '/'
-  out = {k[len(start):]: v for k, v in flat.items() if k.startswith(start)}
+  out = {k[len(start) :]: v for k, v in flat.items() if k.startswith(start)}
   if not out:
     tops = sorted({k.split('/')[0] for k in flat})
-    raise ValueError(f'{path} has no subtree {subtree!r}; its top-level entries are '
-                     f'{", ".join(tops[:12])}{" ..." if len(tops) > 12 else ""}.')
+    raise ValueError(
+      f'{path} has no subtree {subtree!r}; its top-level entries are '
+      f'{", ".join(tops[:12])}{" ..." if len(tops) > 12 else ""}.'
+    )
   return out
 
 
@@ -70,8 +72,9 @@ def _needs_class_row(n: int) -> bool:
   return math.isqrt(n - 1) ** 2 != n - 1
 
 
-def normalize(flat: Mapping[str, Any], subtree: Optional[str] = None,
-              path: str = '') -> dict[str, Any]:
+def normalize(
+  flat: Mapping[str, Any], subtree: Optional[str] = None, path: str = ''
+) -> dict[str, Any]:
   """A flat {'a/b': array} of a big_vision (or released) `.npz` -> our key layout.
 
   Files already in the released layout come back unchanged.
@@ -86,6 +89,5 @@ def normalize(flat: Mapping[str, Any], subtree: Optional[str] = None,
       pe = np.concatenate([np.zeros_like(pe[:, :1]), pe], axis=1)
     flat[_POSEMB] = pe
   if 'probe' in flat and not any(k.startswith('MAPHead_0/') for k in flat):
-    flat = {(f'MAPHead_0/{k}' if k.split('/')[0] in _INLINE_MAP else k): v
-            for k, v in flat.items()}
+    flat = {(f'MAPHead_0/{k}' if k.split('/')[0] in _INLINE_MAP else k): v for k, v in flat.items()}
   return flat

@@ -32,13 +32,13 @@ _POSEMB = 'Transformer/posembed_input/pos_embedding'
 _ATTN = 'MultiHeadDotProductAttention_1'
 # v5 key pieces -> the Hub's long-standing ones (what we write).
 _V5_TO_HUB = [
-    (re.compile(r'(^|\.)layers\.(\d+)\.'), r'\1encoder.layer.\2.'),
-    (re.compile(r'\.attention\.q_proj\.'), '.attention.attention.query.'),
-    (re.compile(r'\.attention\.k_proj\.'), '.attention.attention.key.'),
-    (re.compile(r'\.attention\.v_proj\.'), '.attention.attention.value.'),
-    (re.compile(r'\.attention\.o_proj\.'), '.attention.output.dense.'),
-    (re.compile(r'\.mlp\.fc1\.'), '.intermediate.dense.'),
-    (re.compile(r'\.mlp\.fc2\.'), '.output.dense.'),
+  (re.compile(r'(^|\.)layers\.(\d+)\.'), r'\1encoder.layer.\2.'),
+  (re.compile(r'\.attention\.q_proj\.'), '.attention.attention.query.'),
+  (re.compile(r'\.attention\.k_proj\.'), '.attention.attention.key.'),
+  (re.compile(r'\.attention\.v_proj\.'), '.attention.attention.value.'),
+  (re.compile(r'\.attention\.o_proj\.'), '.attention.output.dense.'),
+  (re.compile(r'\.mlp\.fc1\.'), '.intermediate.dense.'),
+  (re.compile(r'\.mlp\.fc2\.'), '.output.dense.'),
 ]
 _WEIGHTS = ('model.safetensors', 'pytorch_model.bin')
 _INDEXES = ('model.safetensors.index.json', 'pytorch_model.bin.index.json')
@@ -57,8 +57,11 @@ def _hub_names(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   return out
 
 
-def to_params(state_dict: Mapping[str, Any], config: Mapping[str, Any],
-              what: str = 'the Hugging Face checkpoint') -> dict[str, np.ndarray]:
+def to_params(
+  state_dict: Mapping[str, Any],
+  config: Mapping[str, Any],
+  what: str = 'the Hugging Face checkpoint',
+) -> dict[str, np.ndarray]:
   """A ViT(ForImageClassification|Model) state_dict + its config -> flat params.
 
   Raises:
@@ -70,8 +73,13 @@ def to_params(state_dict: Mapping[str, Any], config: Mapping[str, Any],
     raise ValueError(f'{what} takes {config["num_channels"]} channels; vit_jax models take 3.')
   act, eps = config.get('hidden_act', 'gelu'), config.get('layer_norm_eps', 1e-12)
   if act not in ('gelu_pytorch_tanh', 'gelu_new', 'gelu_fast') or eps != 1e-6:
-    logging.warning('%s uses hidden_act=%r and layer_norm_eps=%g; vit_jax computes tanh-GELU '
-                    'with eps 1e-6, so outputs differ slightly from the source.', what, act, eps)
+    logging.warning(
+      '%s uses hidden_act=%r and layer_norm_eps=%g; vit_jax computes tanh-GELU '
+      'with eps 1e-6, so outputs differ slightly from the source.',
+      what,
+      act,
+      eps,
+    )
   prefix = 'vit.' if any(k.startswith('vit.') for k in sd) else ''
   heads = int(config['num_attention_heads'])
   left = dict(sd)
@@ -89,59 +97,81 @@ def to_params(state_dict: Mapping[str, Any], config: Mapping[str, Any],
   left.pop(e + 'mask_token', None)  # masked-image-modelling only.
   weight, flat['embedding/bias'] = linear(e + 'patch_embeddings.projection')
   flat['embedding/kernel'] = tl.conv(weight)
-  layers = sorted({int(m.group(1)) for m in (re.match(
-      re.escape(prefix) + r'encoder\.layer\.(\d+)\.', k) for k in sd) if m})
+  layers = sorted(
+    {
+      int(m.group(1))
+      for m in (re.match(re.escape(prefix) + r'encoder\.layer\.(\d+)\.', k) for k in sd)
+      if m
+    }
+  )
   for i in layers:
     h, o = f'{prefix}encoder.layer.{i}.', f'Transformer/encoderblock_{i}/'
     for ours, theirs in (('LayerNorm_0', 'layernorm_before'), ('LayerNorm_2', 'layernorm_after')):
       flat[o + ours + '/scale'], flat[o + ours + '/bias'] = linear(h + theirs)
     for name in ('query', 'key', 'value'):
       weight = pop(f'{h}attention.attention.{name}.weight')
-      bias = left.pop(f'{h}attention.attention.{name}.bias', np.zeros(weight.shape[0],
-                                                                        weight.dtype))
+      bias = left.pop(
+        f'{h}attention.attention.{name}.bias', np.zeros(weight.shape[0], weight.dtype)
+      )
       flat[f'{o}{_ATTN}/{name}/kernel'], flat[f'{o}{_ATTN}/{name}/bias'] = tl.to_heads(
-          weight, np.asarray(bias), heads)
+        weight, np.asarray(bias), heads
+      )
     flat[f'{o}{_ATTN}/out/kernel'], flat[f'{o}{_ATTN}/out/bias'] = tl.out_to_heads(
-        *linear(h + 'attention.output.dense'), heads)
+      *linear(h + 'attention.output.dense'), heads
+    )
     for ours, theirs in (('Dense_0', 'intermediate.dense'), ('Dense_1', 'output.dense')):
       flat[f'{o}MlpBlock_3/{ours}/kernel'], flat[f'{o}MlpBlock_3/{ours}/bias'] = tl.dense(
-          *linear(h + theirs))
+        *linear(h + theirs)
+      )
   flat['Transformer/encoder_norm/scale'], flat['Transformer/encoder_norm/bias'] = linear(
-      prefix + 'layernorm')
+    prefix + 'layernorm'
+  )
   for ours, theirs in (('pre_logits', prefix + 'pooler.dense'), ('head', 'classifier')):
     if theirs + '.weight' in left:
       flat[ours + '/kernel'], flat[ours + '/bias'] = tl.dense(*linear(theirs))
   if left:
     keys = sorted(left)
-    raise ValueError(f'{what} has weights vit_jax has no place for: {", ".join(keys[:8])}'
-                     f'{" ..." if len(keys) > 8 else ""}.')
+    raise ValueError(
+      f'{what} has weights vit_jax has no place for: {", ".join(keys[:8])}'
+      f'{" ..." if len(keys) > 8 else ""}.'
+    )
   return flat
 
 
 def check_exportable(spec: spec_lib.VitSpec) -> None:
   """ValueError, saying what to do instead, for a ViT that Hugging Face's ViT cannot be."""
   if spec.hybrid:
-    raise ValueError('this is a hybrid (ResNet + ViT) model; Hugging Face\'s ViT has no ResNet '
-                     'stem, export --to=npz instead.')
+    raise ValueError(
+      "this is a hybrid (ResNet + ViT) model; Hugging Face's ViT has no ResNet "
+      'stem, export --to=npz instead.'
+    )
   if spec.posemb != 'learn':
-    raise ValueError(f'position embedding {spec.posemb!r}: Hugging Face\'s ViT has only the '
-                     'learned 1-D one; export --to=npz instead.')
+    raise ValueError(
+      f"position embedding {spec.posemb!r}: Hugging Face's ViT has only the "
+      'learned 1-D one; export --to=npz instead.'
+    )
   if spec.classifier != 'token':
-    raise ValueError(f'classifier {spec.classifier!r}: Hugging Face\'s ViT classifies the class '
-                     'token only; export --to=timm (gap and map pooling) or --to=npz.')
+    raise ValueError(
+      f"classifier {spec.classifier!r}: Hugging Face's ViT classifies the class "
+      'token only; export --to=timm (gap and map pooling) or --to=npz.'
+    )
 
 
-def from_params(flat: Mapping[str, Any],
-                spec: spec_lib.VitSpec) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def from_params(
+  flat: Mapping[str, Any], spec: spec_lib.VitSpec
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """Flat params -> (state_dict in the Hub's names, config.json dict)."""
   check_exportable(spec)
   with_pooler = spec.representation_size is not None
   classify = bool(spec.num_classes) and not with_pooler
   prefix = 'vit.' if classify else ''
   e = prefix + 'embeddings.'
-  sd = {e + 'cls_token': flat['cls'], e + 'position_embeddings': flat[_POSEMB],
-        e + 'patch_embeddings.projection.weight': tl.torch_conv(flat['embedding/kernel']),
-        e + 'patch_embeddings.projection.bias': flat['embedding/bias']}
+  sd = {
+    e + 'cls_token': flat['cls'],
+    e + 'position_embeddings': flat[_POSEMB],
+    e + 'patch_embeddings.projection.weight': tl.torch_conv(flat['embedding/kernel']),
+    e + 'patch_embeddings.projection.bias': flat['embedding/bias'],
+  }
   for i in range(spec.num_layers):
     h, o = f'{prefix}encoder.layer.{i}.', f'Transformer/encoderblock_{i}/'
     for ours, theirs in (('LayerNorm_0', 'layernorm_before'), ('LayerNorm_2', 'layernorm_after')):
@@ -149,20 +179,25 @@ def from_params(flat: Mapping[str, Any],
       sd[h + theirs + '.bias'] = flat[o + ours + '/bias']
     for name in ('query', 'key', 'value'):
       sd[f'{h}attention.attention.{name}.weight'], sd[f'{h}attention.attention.{name}.bias'] = (
-          tl.from_heads(flat[f'{o}{_ATTN}/{name}/kernel'], flat[f'{o}{_ATTN}/{name}/bias']))
+        tl.from_heads(flat[f'{o}{_ATTN}/{name}/kernel'], flat[f'{o}{_ATTN}/{name}/bias'])
+      )
     sd[h + 'attention.output.dense.weight'], sd[h + 'attention.output.dense.bias'] = (
-        tl.out_from_heads(flat[f'{o}{_ATTN}/out/kernel'], flat[f'{o}{_ATTN}/out/bias']))
+      tl.out_from_heads(flat[f'{o}{_ATTN}/out/kernel'], flat[f'{o}{_ATTN}/out/bias'])
+    )
     for ours, theirs in (('Dense_0', 'intermediate.dense'), ('Dense_1', 'output.dense')):
       sd[f'{h}{theirs}.weight'], sd[f'{h}{theirs}.bias'] = tl.linear(
-          flat[f'{o}MlpBlock_3/{ours}/kernel'], flat[f'{o}MlpBlock_3/{ours}/bias'])
+        flat[f'{o}MlpBlock_3/{ours}/kernel'], flat[f'{o}MlpBlock_3/{ours}/bias']
+      )
   sd[prefix + 'layernorm.weight'] = flat['Transformer/encoder_norm/scale']
   sd[prefix + 'layernorm.bias'] = flat['Transformer/encoder_norm/bias']
   if with_pooler:
     sd['pooler.dense.weight'], sd['pooler.dense.bias'] = tl.linear(
-        flat['pre_logits/kernel'], flat['pre_logits/bias'])
+      flat['pre_logits/kernel'], flat['pre_logits/bias']
+    )
   if classify:
-    sd['classifier.weight'], sd['classifier.bias'] = tl.linear(flat['head/kernel'],
-                                                               flat['head/bias'])
+    sd['classifier.weight'], sd['classifier.bias'] = tl.linear(
+      flat['head/kernel'], flat['head/bias']
+    )
   return sd, _config(spec, classify, with_pooler)
 
 
@@ -170,23 +205,23 @@ def _config(spec: spec_lib.VitSpec, classify: bool, with_pooler: bool) -> dict[s
   h, w = spec.image_size
   ph, pw = spec.patch_size
   config = {
-      'architectures': ['ViTForImageClassification' if classify else 'ViTModel'],
-      'model_type': 'vit',
-      'hidden_size': spec.hidden_size,
-      'num_hidden_layers': spec.num_layers,
-      'num_attention_heads': spec.num_heads,
-      'intermediate_size': spec.mlp_dim,
-      'hidden_act': 'gelu_pytorch_tanh',
-      'layer_norm_eps': 1e-6,
-      'hidden_dropout_prob': 0.0,
-      'attention_probs_dropout_prob': 0.0,
-      'initializer_range': 0.02,
-      'image_size': h if h == w else [h, w],
-      'patch_size': ph if ph == pw else [ph, pw],
-      'num_channels': 3,
-      'qkv_bias': True,
-      'encoder_stride': ph,
-      'torch_dtype': 'float32',
+    'architectures': ['ViTForImageClassification' if classify else 'ViTModel'],
+    'model_type': 'vit',
+    'hidden_size': spec.hidden_size,
+    'num_hidden_layers': spec.num_layers,
+    'num_attention_heads': spec.num_heads,
+    'intermediate_size': spec.mlp_dim,
+    'hidden_act': 'gelu_pytorch_tanh',
+    'layer_norm_eps': 1e-6,
+    'hidden_dropout_prob': 0.0,
+    'attention_probs_dropout_prob': 0.0,
+    'initializer_range': 0.02,
+    'image_size': h if h == w else [h, w],
+    'patch_size': ph if ph == pw else [ph, pw],
+    'num_channels': 3,
+    'qkv_bias': True,
+    'encoder_stride': ph,
+    'torch_dtype': 'float32',
   }
   if with_pooler:
     config.update(pooler_output_size=spec.representation_size, pooler_act='tanh')
@@ -199,10 +234,17 @@ def _config(spec: spec_lib.VitSpec, classify: bool, with_pooler: bool) -> dict[s
 def _preprocessor(spec: spec_lib.VitSpec) -> dict[str, Any]:
   """ViTImageProcessor settings giving our input: the image size, pixels mapped to [-1, 1]."""
   h, w = spec.image_size
-  return {'image_processor_type': 'ViTImageProcessor', 'do_resize': True,
-          'size': {'height': h, 'width': w}, 'resample': 2, 'do_rescale': True,
-          'rescale_factor': 1 / 255, 'do_normalize': True, 'image_mean': [0.5, 0.5, 0.5],
-          'image_std': [0.5, 0.5, 0.5]}
+  return {
+    'image_processor_type': 'ViTImageProcessor',
+    'do_resize': True,
+    'size': {'height': h, 'width': w},
+    'resample': 2,
+    'do_rescale': True,
+    'rescale_factor': 1 / 255,
+    'do_normalize': True,
+    'image_mean': [0.5, 0.5, 0.5],
+    'image_std': [0.5, 0.5, 0.5],
+  }
 
 
 def export(flat: Mapping[str, Any], spec: spec_lib.VitSpec, out: str) -> str:
@@ -213,14 +255,16 @@ def export(flat: Mapping[str, Any], spec: spec_lib.VitSpec, out: str) -> str:
   state_dict, config = from_params(flat, spec)
   os.makedirs(out, exist_ok=True)
   tensor_files.write(os.path.join(out, 'model.safetensors'), state_dict)
-  for name, content in (('config.json', config), ('preprocessor_config.json',
-                                                  _preprocessor(spec))):
+  for name, content in (('config.json', config), ('preprocessor_config.json', _preprocessor(spec))):
     with open(os.path.join(out, name), 'w', encoding='utf-8') as f:
       json.dump(content, f, indent=2)
   cls = config['architectures'][0]
   if spec.num_classes and cls == 'ViTModel':
-    logging.warning('Hugging Face\'s ViT has no head after a pre-logits layer: wrote a ViTModel '
-                    'whose pooler is pre_logits, without the %d-class head.', spec.num_classes)
+    logging.warning(
+      "Hugging Face's ViT has no head after a pre-logits layer: wrote a ViTModel "
+      'whose pooler is pre_logits, without the %d-class head.',
+      spec.num_classes,
+    )
   if cls == 'ViTModel' and spec.representation_size is None:  # features only, no pooler.
     return f'transformers.ViTModel.from_pretrained({out!r}, add_pooling_layer=False)'
   return f'transformers.{cls}.from_pretrained({out!r})'
@@ -238,8 +282,10 @@ def load_folder(folder: str, config: Mapping[str, Any]) -> dict[str, np.ndarray]
         files = [os.path.join(folder, s) for s in shards]
         break
   if not files:
-    raise ValueError(f'{folder} has a Hugging Face config.json but no model.safetensors, '
-                     'pytorch_model.bin or shard index.')
+    raise ValueError(
+      f'{folder} has a Hugging Face config.json but no model.safetensors, '
+      'pytorch_model.bin or shard index.'
+    )
   state_dict = {}
   for path in files:
     state_dict.update(tensor_files.read(path))

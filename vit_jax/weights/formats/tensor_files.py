@@ -32,8 +32,9 @@ def read(path) -> dict[str, np.ndarray]:
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
-  import safetensors  # pylint: disable=g-import-not-at-top
-  from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
+  import safetensors
+  from safetensors import numpy as safetensors_numpy
+
   try:
     return safetensors_numpy.load_file(path)
   except (safetensors.SafetensorError, OSError, ValueError, TypeError) as e:
@@ -44,10 +45,12 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 def _torch():
   try:
-    import torch  # pylint: disable=g-import-not-at-top
+    import torch
   except ImportError:
-    raise ValueError('reading or writing .pth / .bin files needs PyTorch (pip install torch); '
-                     '.safetensors files do not.') from None
+    raise ValueError(
+      'reading or writing .pth / .bin files needs PyTorch (pip install torch); '
+      '.safetensors files do not.'
+    ) from None
   return torch
 
 
@@ -55,7 +58,7 @@ def _read_torch(path: str) -> dict[str, np.ndarray]:
   torch = _torch()
   try:
     state = torch.load(path, map_location='cpu', weights_only=True)
-  except Exception as e:  # pylint: disable=broad-except  (pickle, zip and torch errors alike)
+  except Exception as e:  # pickle, zip and torch errors alike
     first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
     raise ValueError(f'{path} is not a readable PyTorch state_dict ({first}).') from None
   for wrapper in ('state_dict', 'model'):  # training checkpoints wrap the weights.
@@ -66,7 +69,7 @@ def _read_torch(path: str) -> dict[str, np.ndarray]:
   out = {}
   for name, value in state.items():
     if isinstance(value, torch.Tensor):
-      name = name[len('module.'):] if name.startswith('module.') else name
+      name = name[len('module.') :] if name.startswith('module.') else name
       value = value.detach().cpu()
       if value.dtype == torch.bfloat16:
         value = value.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
@@ -83,7 +86,8 @@ def write(path, tensors: Mapping[str, np.ndarray]) -> None:
   tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
   tmp = path + '.tmp'
   if path.endswith(SAFETENSORS):
-    from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
+    from safetensors import numpy as safetensors_numpy
+
     # 'format': 'pt' is what transformers' loader expects of a PyTorch-side file.
     safetensors_numpy.save_file(tensors, tmp, metadata={'format': 'pt'})
   elif path.endswith(TORCH):

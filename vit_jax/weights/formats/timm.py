@@ -65,8 +65,10 @@ class _Reader:
   def finish(self, hint: str) -> None:
     if self.left:
       keys = sorted(self.left)
-      raise ValueError(f'{self.what} has parameters vit_jax has no place for: '
-                       f'{", ".join(keys[:8])}{" ..." if len(keys) > 8 else ""} ({hint}).')
+      raise ValueError(
+        f'{self.what} has parameters vit_jax has no place for: '
+        f'{", ".join(keys[:8])}{" ..." if len(keys) > 8 else ""} ({hint}).'
+      )
 
 
 def _put(flat: dict, prefix: str, **arrays) -> None:
@@ -74,8 +76,9 @@ def _put(flat: dict, prefix: str, **arrays) -> None:
     flat[f'{prefix}/{name}'] = value
 
 
-def to_params(state_dict: Mapping[str, Any], num_heads: int,
-              what: str = 'the timm state_dict') -> dict[str, np.ndarray]:
+def to_params(
+  state_dict: Mapping[str, Any], num_heads: int, what: str = 'the timm state_dict'
+) -> dict[str, np.ndarray]:
   """A timm VisionTransformer state_dict (NumPy arrays) -> flat params, released layout.
 
   Args:
@@ -88,8 +91,10 @@ def to_params(state_dict: Mapping[str, Any], num_heads: int,
       register tokens, qk-norm, ...).
   """
   if 'fc_norm.weight' in state_dict:
-    raise ValueError(f'{what} normalises after pooling (fc_norm); vit_jax\'s gap classifier '
-                     'normalises each token before the mean (timm fc_norm=False).')
+    raise ValueError(
+      f"{what} normalises after pooling (fc_norm); vit_jax's gap classifier "
+      'normalises each token before the mean (timm fc_norm=False).'
+    )
   r = _Reader(state_dict, what)
   flat = {}
   if r.has('cls_token'):
@@ -118,8 +123,10 @@ def to_params(state_dict: Mapping[str, Any], num_heads: int,
     if r.has(theirs + '.weight'):
       kernel, bias = tl.dense(*r.linear(theirs))
       _put(flat, ours, kernel=kernel, bias=bias)
-  r.finish('vit_jax converts plain timm ViTs: class token or avg/map pooling, no layer scale, '
-           'register tokens or qk-norm')
+  r.finish(
+    'vit_jax converts plain timm ViTs: class token or avg/map pooling, no layer scale, '
+    'register tokens or qk-norm'
+  )
   return flat
 
 
@@ -143,17 +150,25 @@ def _map_head_to_params(r: _Reader, flat: dict, num_heads: int) -> None:
 def check_exportable(spec: spec_lib.VitSpec) -> None:
   """ValueError, saying what to do instead, for a ViT timm's VisionTransformer cannot be."""
   if spec.hybrid:
-    raise ValueError('this is a hybrid (ResNet + ViT) model; its timm equivalent is not '
-                     'supported here, export --to=npz instead.')
+    raise ValueError(
+      'this is a hybrid (ResNet + ViT) model; its timm equivalent is not '
+      'supported here, export --to=npz instead.'
+    )
   if spec.posemb != 'learn':
-    raise ValueError(f'position embedding {spec.posemb!r}: timm\'s VisionTransformer has only '
-                     'the learned 1-D one; export --to=npz instead.')
+    raise ValueError(
+      f"position embedding {spec.posemb!r}: timm's VisionTransformer has only "
+      'the learned 1-D one; export --to=npz instead.'
+    )
   if spec.representation_size is not None:
-    raise ValueError('this model has a pre_logits layer and timm\'s VisionTransformer has '
-                     'none; export --to=hf (a ViTModel whose pooler is pre_logits) or --to=npz.')
+    raise ValueError(
+      "this model has a pre_logits layer and timm's VisionTransformer has "
+      'none; export --to=hf (a ViTModel whose pooler is pre_logits) or --to=npz.'
+    )
   if spec.mlp_dim != int(spec.hidden_size * (spec.mlp_dim / spec.hidden_size)):
-    raise ValueError(f'timm sizes MLPs as int(embed_dim * mlp_ratio), which cannot give mlp_dim '
-                     f'{spec.mlp_dim} at width {spec.hidden_size}; export --to=npz instead.')
+    raise ValueError(
+      f'timm sizes MLPs as int(embed_dim * mlp_ratio), which cannot give mlp_dim '
+      f'{spec.mlp_dim} at width {spec.hidden_size}; export --to=npz instead.'
+    )
 
 
 def from_params(flat: Mapping[str, Any], spec: spec_lib.VitSpec) -> dict[str, np.ndarray]:
@@ -171,15 +186,19 @@ def from_params(flat: Mapping[str, Any], spec: spec_lib.VitSpec) -> dict[str, np
       sd[f'{t}.{theirs}.weight'] = flat[f'{o}/{ours}/scale']
       sd[f'{t}.{theirs}.bias'] = flat[f'{o}/{ours}/bias']
     a = f'{o}/MultiHeadDotProductAttention_1'
-    qkv = [tl.from_heads(flat[f'{a}/{n}/kernel'], flat[f'{a}/{n}/bias'])
-           for n in ('query', 'key', 'value')]
+    qkv = [
+      tl.from_heads(flat[f'{a}/{n}/kernel'], flat[f'{a}/{n}/bias'])
+      for n in ('query', 'key', 'value')
+    ]
     sd[f'{t}.attn.qkv.weight'] = np.concatenate([w for w, _ in qkv])
     sd[f'{t}.attn.qkv.bias'] = np.concatenate([b for _, b in qkv])
     sd[f'{t}.attn.proj.weight'], sd[f'{t}.attn.proj.bias'] = tl.out_from_heads(
-        flat[f'{a}/out/kernel'], flat[f'{a}/out/bias'])
+      flat[f'{a}/out/kernel'], flat[f'{a}/out/bias']
+    )
     for ours, theirs in _MLP.items():
       sd[f'{t}.mlp.{theirs}.weight'], sd[f'{t}.mlp.{theirs}.bias'] = tl.linear(
-          flat[f'{o}/MlpBlock_3/{ours}/kernel'], flat[f'{o}/MlpBlock_3/{ours}/bias'])
+        flat[f'{o}/MlpBlock_3/{ours}/kernel'], flat[f'{o}/MlpBlock_3/{ours}/bias']
+      )
   sd['norm.weight'] = flat['Transformer/encoder_norm/scale']
   sd['norm.bias'] = flat['Transformer/encoder_norm/bias']
   if spec.classifier == 'map':
@@ -193,17 +212,20 @@ def _map_head_from_params(flat: Mapping[str, Any]) -> dict[str, np.ndarray]:
   m, a = 'MAPHead_0', 'MAPHead_0/MultiHeadDotProductAttention_0'
   sd = {'attn_pool.latent': flat[f'{m}/probe']}
   sd['attn_pool.q.weight'], sd['attn_pool.q.bias'] = tl.from_heads(
-      flat[f'{a}/query/kernel'], flat[f'{a}/query/bias'])
+    flat[f'{a}/query/kernel'], flat[f'{a}/query/bias']
+  )
   kv = [tl.from_heads(flat[f'{a}/{n}/kernel'], flat[f'{a}/{n}/bias']) for n in ('key', 'value')]
   sd['attn_pool.kv.weight'] = np.concatenate([w for w, _ in kv])
   sd['attn_pool.kv.bias'] = np.concatenate([b for _, b in kv])
   sd['attn_pool.proj.weight'], sd['attn_pool.proj.bias'] = tl.out_from_heads(
-      flat[f'{a}/out/kernel'], flat[f'{a}/out/bias'])
+    flat[f'{a}/out/kernel'], flat[f'{a}/out/bias']
+  )
   sd['attn_pool.norm.weight'] = flat[f'{m}/LayerNorm_0/scale']
   sd['attn_pool.norm.bias'] = flat[f'{m}/LayerNorm_0/bias']
   for ours, theirs in _MLP.items():
     sd[f'attn_pool.mlp.{theirs}.weight'], sd[f'attn_pool.mlp.{theirs}.bias'] = tl.linear(
-        flat[f'{m}/MlpBlock_0/{ours}/kernel'], flat[f'{m}/MlpBlock_0/{ours}/bias'])
+      flat[f'{m}/MlpBlock_0/{ours}/kernel'], flat[f'{m}/MlpBlock_0/{ours}/bias']
+    )
   return sd
 
 
@@ -214,11 +236,18 @@ def _size(pair: tuple[int, int]):
 def model_kwargs(spec: spec_lib.VitSpec) -> dict[str, Any]:
   """Keyword arguments of timm.create_model(ARCHITECTURE, ...) that build this ViT."""
   return dict(
-      img_size=_size(spec.image_size), patch_size=_size(spec.patch_size),
-      embed_dim=spec.hidden_size, depth=spec.num_layers, num_heads=spec.num_heads,
-      mlp_ratio=spec.mlp_dim / spec.hidden_size, num_classes=spec.num_classes,
-      class_token=spec.classifier == 'token', global_pool=_POOL[spec.classifier],
-      fc_norm=False, act_layer='gelu_tanh')
+    img_size=_size(spec.image_size),
+    patch_size=_size(spec.patch_size),
+    embed_dim=spec.hidden_size,
+    depth=spec.num_layers,
+    num_heads=spec.num_heads,
+    mlp_ratio=spec.mlp_dim / spec.hidden_size,
+    num_classes=spec.num_classes,
+    class_token=spec.classifier == 'token',
+    global_pool=_POOL[spec.classifier],
+    fc_norm=False,
+    act_layer='gelu_tanh',
+  )
 
 
 def overlay(spec: spec_lib.VitSpec, file: str) -> dict[str, Any]:
@@ -233,20 +262,27 @@ def hub_config(spec: spec_lib.VitSpec) -> dict[str, Any]:
   """timm's `config.json` (its Hugging Face Hub format) for `timm.create_model('local-dir:..')`."""
   h, w = spec.image_size
   return {
-      'architecture': ARCHITECTURE,
+    'architecture': ARCHITECTURE,
+    'num_classes': spec.num_classes,
+    'num_features': spec.hidden_size,
+    'global_pool': _POOL[spec.classifier],
+    'model_args': model_kwargs(spec),
+    'pretrained_cfg': {
+      'tag': 'vit_jax',
+      'custom_load': False,
+      'input_size': [3, h, w],
+      'fixed_input_size': True,
+      'interpolation': 'bilinear',
+      'crop_pct': 1.0,
+      'crop_mode': 'center',
+      # Our models take pixels in [-1, 1]: (x - 0.5) / 0.5 of timm's [0, 1] input.
+      'mean': [0.5, 0.5, 0.5],
+      'std': [0.5, 0.5, 0.5],
       'num_classes': spec.num_classes,
-      'num_features': spec.hidden_size,
-      'global_pool': _POOL[spec.classifier],
-      'model_args': model_kwargs(spec),
-      'pretrained_cfg': {
-          'tag': 'vit_jax', 'custom_load': False, 'input_size': [3, h, w],
-          'fixed_input_size': True, 'interpolation': 'bilinear', 'crop_pct': 1.0,
-          'crop_mode': 'center',
-          # Our models take pixels in [-1, 1]: (x - 0.5) / 0.5 of timm's [0, 1] input.
-          'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5],
-          'num_classes': spec.num_classes, 'pool_size': None,
-          'first_conv': 'patch_embed.proj', 'classifier': 'head',
-      },
+      'pool_size': None,
+      'first_conv': 'patch_embed.proj',
+      'classifier': 'head',
+    },
   }
 
 
@@ -262,8 +298,10 @@ def export(flat: Mapping[str, Any], spec: spec_lib.VitSpec, out: str) -> str:
   if tensor_files.is_tensor_file(out):
     tensor_files.write(out, state_dict)
     cfg = ', '.join(f'{k}={v!r}' for k, v in overlay(spec, out).items())
-    return (f"timm.create_model({ARCHITECTURE!r}, pretrained=True, "
-            f"pretrained_cfg_overlay=dict({cfg}), {kwargs})")
+    return (
+      f'timm.create_model({ARCHITECTURE!r}, pretrained=True, '
+      f'pretrained_cfg_overlay=dict({cfg}), {kwargs})'
+    )
   os.makedirs(out, exist_ok=True)
   tensor_files.write(os.path.join(out, 'model.safetensors'), state_dict)
   with open(os.path.join(out, 'config.json'), 'w', encoding='utf-8') as f:
@@ -271,17 +309,27 @@ def export(flat: Mapping[str, Any], spec: spec_lib.VitSpec, out: str) -> str:
   return f"timm.create_model('local-dir:{out}', pretrained=True)"
 
 
-def load_folder(folder: str, config: Mapping[str, Any],
-                num_heads: Optional[int]) -> dict[str, np.ndarray]:
+def load_folder(
+  folder: str, config: Mapping[str, Any], num_heads: Optional[int]
+) -> dict[str, np.ndarray]:
   """A timm Hub-layout folder (config.json + weights) -> flat params."""
   heads = config.get('model_args', {}).get('num_heads') or num_heads
   if heads is None:
-    raise ValueError(f'{folder}/config.json does not give model_args.num_heads; name the '
-                     'model (export --model=NAME; load_pretrained takes the heads from the model '
-                     'it is given).')
-  path = next((os.path.join(folder, n) for n in ('model.safetensors', 'pytorch_model.bin')
-               if os.path.isfile(os.path.join(folder, n))), None)
+    raise ValueError(
+      f'{folder}/config.json does not give model_args.num_heads; name the '
+      'model (export --model=NAME; load_pretrained takes the heads from the model '
+      'it is given).'
+    )
+  path = next(
+    (
+      os.path.join(folder, n)
+      for n in ('model.safetensors', 'pytorch_model.bin')
+      if os.path.isfile(os.path.join(folder, n))
+    ),
+    None,
+  )
   if path is None:
-    raise ValueError(f'{folder} has a timm config.json but no model.safetensors or '
-                     'pytorch_model.bin.')
+    raise ValueError(
+      f'{folder} has a timm config.json but no model.safetensors or pytorch_model.bin.'
+    )
   return to_params(tensor_files.read(path), heads, what=path)

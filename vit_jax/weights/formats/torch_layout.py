@@ -36,18 +36,17 @@ def to_heads(weight, bias, num_heads: int):
   weight = np.asarray(weight)
   out, dim = weight.shape
   if out % num_heads:
-    raise ValueError(f'an attention projection of {out} outputs does not split into '
-                     f'{num_heads} heads.')
+    raise ValueError(
+      f'an attention projection of {out} outputs does not split into {num_heads} heads.'
+    )
   head_dim = out // num_heads
-  return (weight.T.reshape(dim, num_heads, head_dim),
-          np.asarray(bias).reshape(num_heads, head_dim))
+  return (weight.T.reshape(dim, num_heads, head_dim), np.asarray(bias).reshape(num_heads, head_dim))
 
 
 def from_heads(kernel, bias):
   """kernel [D, heads, head_dim], bias [heads, head_dim] -> nn.Linear (weight, bias)."""
   kernel = np.asarray(kernel)
-  return (np.ascontiguousarray(kernel.reshape(kernel.shape[0], -1).T),
-          np.asarray(bias).reshape(-1))
+  return (np.ascontiguousarray(kernel.reshape(kernel.shape[0], -1).T), np.asarray(bias).reshape(-1))
 
 
 def out_to_heads(weight, bias, num_heads: int):
