@@ -30,6 +30,7 @@ from absl import flags
 from etils import epath
 
 from vit_jax.inference import predictor as predictor_lib
+from vit_jax.system import quiet_logs
 
 PredictError = predictor_lib.PredictError
 
@@ -129,7 +130,7 @@ def run(argv: Sequence[str], out=None, err=None) -> int:
     try:
       paths = fv(list(argv))[1:]
     except flags.Error as e:
-      raise PredictError(f'{predictor_lib.first_line(e)}; see --help.') from None
+      raise PredictError(f'{quiet_logs.first_line(e)}; see --help.') from None
     for name, low in (('top_k', 1), ('batch', 1), ('image_size', 1)):
       if fv[name].value is not None and fv[name].value < low:
         raise PredictError(f'--{name}={fv[name].value}; pass an integer >= {low}.')

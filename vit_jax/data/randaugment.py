@@ -60,6 +60,7 @@ OPS = (
 )
 FILL = 128
 MAX_LEVEL = 10.0
+MAX_MAGNITUDE = 30  # the largest magnitude the input pipeline takes (3x the original's).
 TRANSLATE_PIXELS = 100.0  # The original's RandAugment `translate_const`.
 CUTOUT_PIXELS = 40  # The original's RandAugment `cutout_const` (half the square's side).
 

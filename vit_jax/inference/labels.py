@@ -90,3 +90,22 @@ def imagenet_names(num_classes: int) -> tuple[Optional[list[str]], str]:
     return synsets, source
   lemmas = dict(line.split('\t', 1) for line in _lines(lemma_file) if '\t' in line)
   return [lemmas.get(s, s) for s in synsets], f'{source}, timm lemmas'
+
+
+def class_names(
+  num_classes: int, labels_file: Optional[str], recorded: Optional[dict]
+) -> tuple[list[str], str]:
+  """(names, where they came from) for a head of `num_classes`: the `labels_file` (one name
+  per line), else a run's recorded labels.json, else the ImageNet lists, else the indices.
+
+  Raises:
+    LabelsError: the label file is missing or has another number of names.
+  """
+  if labels_file:
+    return read_label_file(labels_file, num_classes), f'--labels={labels_file}'
+  if recorded and recorded['class_names'] is not None:
+    return list(recorded['class_names']), f'labels.json ({recorded["dataset"]})'
+  names, source = imagenet_names(num_classes)
+  if names is not None:
+    return names, source
+  return [str(i) for i in range(num_classes)], 'class indices (pass --labels=FILE for names)'

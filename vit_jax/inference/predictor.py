@@ -17,7 +17,6 @@ command lines `python -m vit_jax.predict` and `analyze`.
 
 import dataclasses
 import difflib
-import functools
 from typing import Any, Optional, Sequence
 
 from etils import epath
@@ -31,6 +30,7 @@ from vit_jax.inference import labels as labels_lib
 from vit_jax.models import layers
 from vit_jax.models import layouts
 from vit_jax.run import workdir as workdir_lib
+from vit_jax.system import quiet_logs
 from vit_jax.weights import catalogue
 from vit_jax.weights import sources
 from vit_jax.weights import spec
@@ -42,7 +42,6 @@ _KINDS = {
   'hf': 'Hugging Face folder',
   'timm': 'timm folder',
 }
-_UNDECODABLE = 'not a decodable image (JPEG, PNG, GIF, BMP or WebP)'
 
 
 class PredictError(ValueError):
@@ -68,46 +67,13 @@ class Predictor:
     return len(self.class_names)
 
   def decode(self, paths: Sequence[str]) -> list[tuple[Optional[np.ndarray], Optional[str]]]:
-    """Per path: (uint8 [size, size, 3], None) for a readable image, else (None, the reason).
+    """Per path: (uint8 [size, size, 3], None) for a readable image, else (None, the reason);
+    decoded and resized as the run's evaluation did (vit_jax.data.image_files)."""
+    from vit_jax.data import image_files  # TensorFlow, imported when images are decoded.
 
-    Files are read through etils.epath (gs:// works), then decoded and resized in parallel by
-    tf.data with the eval preprocessing (vit_jax.data.preprocess.eval_image); an image that
-    fails to decode is dropped there (`ignore_errors`), as in training, which keeps
-    TensorFlow's C++ error logs off the terminal.
-    """
-    from vit_jax.data import preprocess  # TF
-    from vit_jax.data import tf_setup
-
-    tf = tf_setup.tf()
-    out: list[tuple[Optional[np.ndarray], Optional[str]]] = [(None, _UNDECODABLE)] * len(paths)
-    rows, blobs = [], []
-    for i, path in enumerate(paths):
-      try:
-        data = epath.Path(path).read_bytes()
-      except OSError as e:
-        out[i] = (None, first_line(e))
-        continue
-      if data:
-        rows.append(i)
-        blobs.append(data)
-      else:
-        out[i] = (None, 'empty file')
-    if not rows:
-      return out
-    eval_image = functools.partial(
-      preprocess.eval_image,
-      crop=self.image_size,
-      resize_mode=self.resize_mode,
-      resize_small=self.resize_small,
-      image_dtype='uint8',
+    return image_files.decode(
+      paths, crop=self.image_size, resize_mode=self.resize_mode, resize_small=self.resize_small
     )
-    ds = tf.data.Dataset.from_tensor_slices((np.asarray(rows, np.int32), tf.constant(blobs)))
-    ds = ds.map(
-      lambda i, data: (i, eval_image(data)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-    ).ignore_errors()
-    for i, image in ds.as_numpy_iterator():
-      out[i] = (image, None)
-    return out
 
   def probabilities(self, images: np.ndarray) -> np.ndarray:
     """float32 [B, num_classes] softmax of the logits for uint8 images [B, size, size, 3]."""
@@ -152,12 +118,6 @@ class Predictor:
           }
         )
     return results
-
-
-def first_line(error: BaseException) -> str:
-  """An error's message, first line only (at most 200 characters)."""
-  text = getattr(error, 'message', None) or str(error) or type(error).__name__
-  return text.strip().splitlines()[0][:200]
 
 
 def _abstract_params(model, image_size: int):
@@ -213,21 +173,6 @@ def _num_classes(flat: dict[str, Any], where: str) -> int:
   if not spec.num_classes(flat):
     raise PredictError(f'{where} has no head/kernel: it holds no classifier to predict with.')
   return spec.num_classes(flat)
-
-
-def _class_names(num_classes: int, labels_file: Optional[str], recorded: Optional[dict]):
-  """(names, where they came from): --labels, labels.json, ImageNet lists, else indices."""
-  try:
-    if labels_file:
-      return labels_lib.read_label_file(labels_file, num_classes), f'--labels={labels_file}'
-  except labels_lib.LabelsError as e:
-    raise PredictError(str(e)) from None
-  if recorded and recorded['class_names'] is not None:
-    return list(recorded['class_names']), f'labels.json ({recorded["dataset"]})'
-  names, source = labels_lib.imagenet_names(num_classes)
-  if names is not None:
-    return names, source
-  return [str(i) for i in range(num_classes)], 'class indices (pass --labels=FILE for names)'
 
 
 def _from_run(
@@ -377,7 +322,14 @@ def load(
   try:
     source = sources.read(checkpoint_path, num_heads=heads)
   except (ValueError, OSError) as e:
-    raise PredictError(f'--checkpoint={checkpoint_path}: {first_line(e)}') from None
+    raise PredictError(f'--checkpoint={checkpoint_path}: {quiet_logs.first_line(e)}') from None
   if source.workdir is not None:
     return _from_run(source, model_name, labels_file, image_size, resize_mode)
   return _from_file(checkpoint_path, source, model_name, labels_file, image_size, resize_mode)
+
+
+def _class_names(num_classes: int, labels_file: Optional[str], recorded: Optional[dict]):
+  try:
+    return labels_lib.class_names(num_classes, labels_file, recorded)
+  except labels_lib.LabelsError as e:
+    raise PredictError(str(e)) from None

@@ -210,7 +210,7 @@ class _SaveFailure:
     elif cause is not None:
       message = f'{cause.strerror or cause} {where}; {tail}; fix the folder and rerun to resume.'
     else:
-      message = f'Saving failed {where} ({_first_line(error)}); {tail}; rerun to resume.'
+      message = f'Saving failed {where} ({quiet_logs.first_line(error)}); {tail}; rerun to resume.'
     self._io.failed = True
     raise CheckpointError(message) from None
 
@@ -223,11 +223,6 @@ def _os_error(error: BaseException) -> Optional[OSError]:
       return error
     error = error.__cause__ or error.__context__
   return None
-
-
-def _first_line(error: BaseException) -> str:
-  text = str(error).strip().splitlines()
-  return (text[0] if text else type(error).__name__)[:160]
 
 
 def first_intact(
@@ -247,7 +242,7 @@ def first_intact(
       if isinstance(e, CheckpointError):
         reason, detail = str(e), str(e).replace('-', ' ')
       else:
-        reason, detail = 'unreadable-arrays', f'unreadable arrays: {_first_line(e)}'
+        reason, detail = 'unreadable-arrays', f'unreadable arrays: {quiet_logs.first_line(e)}'
       damaged(step, reason, detail)
   raise CheckpointError(
     f'No intact checkpoint left in {directory} (damaged ones are in '

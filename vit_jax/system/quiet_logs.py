@@ -1,4 +1,4 @@
-"""Silences a library's python-side absl warnings for a block (ones we report better ourselves)."""
+"""Library logs silenced where we report a failure ourselves, and errors shown as one line."""
 
 import contextlib
 import gc
@@ -46,3 +46,9 @@ def unraisable_silenced():
   finally:
     gc.collect()  # abandoned coroutines are finalised here, while silenced.
     sys.unraisablehook = hook
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+  """An error's message, first line only (at most `limit` characters), or its type's name."""
+  text = (getattr(error, 'message', None) or str(error)).strip()
+  return (text.splitlines()[0] if text else type(error).__name__)[:limit]

@@ -89,8 +89,6 @@ def check_added_fields(config, base) -> str | None:
 
 # Compute dtypes (config.dtype; setup_run maps them to jnp) and optimizer-momentum dtypes.
 DTYPES = ('float32', 'bfloat16')
-# RandAugment's largest magnitude, as the input pipeline accepts it (vit_jax.data.iterators).
-RANDAUGMENT_MAX_MAGNITUDE = 30
 
 # value -> None when valid, else the rest of the one-line message after 'config.<path>=<value>'.
 Check = Callable[[Any], Optional[str]]
@@ -142,17 +140,20 @@ def _group(value) -> Optional[str]:
 
 
 def _randaugment(value) -> Optional[str]:
+  from vit_jax.data import randaugment  # here: see `rules`.
+
+  largest = randaugment.MAX_MAGNITUDE
   if value is None or (
     isinstance(value, (tuple, list))
     and len(value) == 2
     and _is_int(value[0])
     and value[0] >= 0
     and _is_number(value[1])
-    and 0 <= value[1] <= RANDAUGMENT_MAX_MAGNITUDE
+    and 0 <= value[1] <= largest
   ):
     return None
   return (
-    f'; use (num_layers >= 0, magnitude in [0, {RANDAUGMENT_MAX_MAGNITUDE}]), e.g. '
+    f'; use (num_layers >= 0, magnitude in [0, {largest}]), e.g. '
     '(2, 15), or None for no RandAugment.'
   )
 

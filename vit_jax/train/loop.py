@@ -9,8 +9,6 @@ one that never stopped.
 """
 
 import math
-import signal
-import threading
 import time
 from typing import Any, Optional
 
@@ -23,6 +21,7 @@ from vit_jax.run import workdir as workdir_lib
 from vit_jax.system import cpu_devices
 from vit_jax.system import sharding
 from vit_jax.train import metrics as metrics_lib
+from vit_jax.train import preemption as preemption_lib
 from vit_jax.train import setup_run
 from vit_jax.train import state as state_lib
 from vit_jax.train import step as step_lib
@@ -36,38 +35,6 @@ PREEMPTED_EXIT_CODE = 75
 
 class NonFiniteLossError(RuntimeError):
   """The training loss became NaN or inf."""
-
-
-class _Preemption:
-  """Preemption notices (SIGTERM, how schedulers preempt) -> the step to checkpoint and stop at.
-
-  One process: a SIGTERM handler. Several processes (jax.distributed): JAX's preemption sync
-  manager, which catches SIGTERM on any host and agrees on a step in the background through
-  the coordination service, so no step pays a host collective.
-  """
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-    self._distributed = jax.process_count() > 1
-    if not self._distributed and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def reached(self, step: int) -> bool:
-    """True at the step where every process stops (called by all processes at every step)."""
-    if not self._distributed:
-      return self.requested
-    from jax.experimental import multihost_utils
-
-    return multihost_utils.reached_preemption_sync_point(step)
-
-  def restore(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
 
 
 def data_iterators(run: setup_run.Run, data_state: Optional[dict]):
@@ -261,7 +228,7 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
     run.workdir, total_steps=c.total_steps, is_main=jax.process_index() == 0
   )
   ckpt = orbax_io.CheckpointIO(run.workdir, keep=c.keep_checkpoints)
-  preemption = _Preemption()
+  preemption = preemption_lib.Preemption()
   trace = throughput.StepTrace(
     workdir_lib.path(run.workdir, workdir_lib.PROFILE),
     c.profile_steps,
