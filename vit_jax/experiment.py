@@ -22,21 +22,21 @@ import numpy as np
 
 from vit_jax.run import orbax_io
 from vit_jax.run import workdir as workdir_lib
-from vit_jax.train import config as config_lib
+from vit_jax.train import config_files
 from vit_jax.train import loop
 from vit_jax.train import session as session_lib
 from vit_jax.train import setup_run
 
 
 def load_config(path: str) -> config_dict.ConfigDict:
-  """Loads `configs/<file>.py[:arg]` as `--config=` does (vit_jax.train.config.load_config):
+  """Loads `configs/<file>.py[:arg]` as `--config=` does (vit_jax.train.config_files.load_config):
   get_config([arg]), locked; fields can then be set as attributes (`config.total_steps = 300`),
   a misspelt one is an error, as on the command line.
 
   Raises:
     setup_run.ConfigError: (one line) a missing or broken file, or a misspelt field.
   """
-  return config_lib.load_config(path)
+  return config_files.load_config(path)
 
 
 def train(config: config_dict.ConfigDict, workdir: str) -> dict[str, Any]:

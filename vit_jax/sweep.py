@@ -22,7 +22,7 @@ from absl import flags
 import numpy as np
 
 from vit_jax.run import workdir as workdir_lib
-from vit_jax.train import config as config_lib
+from vit_jax.train import config_files
 
 _CONFIG = flags.DEFINE_string(
   'config', None, 'Config file with get_sweep: FILE.py[:arg].', required=True
@@ -40,12 +40,12 @@ _ONLY = flags.DEFINE_list(
 def load_sweep(config: str) -> list[dict[str, Any]]:
   """The overrides of every run of `config` ('FILE.py[:arg]', as --config= takes it)."""
   try:
-    module, arg = config_lib.load_module(config)
+    module, arg = config_files.load_module(config)
   except FileNotFoundError:
-    raise ValueError(f'config file {config_lib.split_spec(config)[0]} not found.') from None
+    raise ValueError(f'config file {config_files.split_spec(config)[0]} not found.') from None
   if not hasattr(module, 'get_sweep'):
     raise ValueError(
-      f'{config_lib.split_spec(config)[0]} defines no get_sweep(arg); add one '
+      f'{config_files.split_spec(config)[0]} defines no get_sweep(arg); add one '
       'returning a list of dicts of config overrides.'
     )
   return list(module.get_sweep(arg) if arg is not None else module.get_sweep())

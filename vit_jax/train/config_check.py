@@ -12,6 +12,8 @@ from typing import Any, Callable, Optional
 
 from ml_collections import config_dict
 
+from vit_jax.train import config as config_lib
+
 
 class ConfigError(ValueError):
   """A config value that cannot work; the message says which field and what to do."""
@@ -177,9 +179,6 @@ def _mesh(value) -> Optional[str]:
 
 
 def _sharding_rules(value) -> Optional[str]:
-  # Imported here: vit_jax.train.config imports this module.
-  from vit_jax.train import config as config_lib
-
   try:
     config_lib.sharding_rules(value)
   except ValueError:
