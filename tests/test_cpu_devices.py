@@ -79,3 +79,20 @@ def test_one_at_a_time_waits_for_results_only_with_several_cpu_devices():
       [sys.executable, '-c', code.format(n=n)], env=env, capture_output=True, text=True, check=True
     ).stdout.strip()
     assert out == expected, (n, out)
+
+
+def test_split_host_after_jax_started_changes_nothing():
+  """Through public JAX API only: once JAX's backends run, the count cannot change (JAX raises,
+  split_host returns 0); no private JAX module is imported for the check."""
+  code = (
+    'import jax; jax.devices(); from vit_jax.system import cpu_devices; '
+    'print(cpu_devices.split_host([12]), jax.device_count())'
+  )
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env.update(JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  out = subprocess.run(
+    [sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True
+  ).stdout.split()
+  assert out == ['0', '1']
+  source = open(cpu_devices.__file__, encoding='utf-8').read()
+  assert '_src' not in source

@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 
 from absl import app
 from absl import flags
+from etils import epath
 import numpy as np
 
 from vit_jax.run import workdir as workdir_lib
@@ -141,7 +142,7 @@ def main(argv: Sequence[str], only: Optional[Sequence[str]] = None) -> None:
     if only and not any(part in name for part in only):
       continue
     try:
-      final = run_one(_CONFIG.value, overrides, os.path.join(_WORKDIR.value, name))
+      final = run_one(_CONFIG.value, overrides, os.fspath(epath.Path(_WORKDIR.value) / name))
     except RuntimeError as e:
       print(f'Error: {e}', file=sys.stderr)
       sys.exit(1)
@@ -149,18 +150,14 @@ def main(argv: Sequence[str], only: Optional[Sequence[str]] = None) -> None:
   rows = summarize(runs, _METRIC.value)
   table = markdown_table(rows, _METRIC.value)
   print(table)
-  with open(os.path.join(_WORKDIR.value, 'table.md'), 'w') as f:
-    f.write(table + '\n')
-  with open(os.path.join(_WORKDIR.value, 'results.json'), 'w') as f:
-    json.dump(
-      {
-        'metric': _METRIC.value,
-        'rows': rows,
-        'runs': [{'overrides': o, 'final': r} for o, r in runs],
-      },
-      f,
-      indent=1,
-    )
+  root = epath.Path(_WORKDIR.value)  # local or gs://, as the runs' workdirs.
+  (root / 'table.md').write_text(table + '\n')
+  results = {
+    'metric': _METRIC.value,
+    'rows': rows,
+    'runs': [{'overrides': o, 'final': r} for o, r in runs],
+  }
+  (root / 'results.json').write_text(json.dumps(results, indent=1))
 
 
 if __name__ == '__main__':
