@@ -1,9 +1,11 @@
-"""Checks of a run's `checkpoints/` folder: writable, step folders intact, fits the config.
+"""Checks of a run's `checkpoints/` folder: writable, step folders intact, fits the config; why a
+save failed.
 
 Every finding is one line that says what to do. A damaged step folder is moved aside to
 `checkpoints/damaged/<step>-<reason>` (never deleted, and no longer listed as a step by Orbax).
 """
 
+import errno
 import os
 from typing import Any, Optional
 
@@ -11,6 +13,7 @@ from etils import epath
 import jax
 
 from vit_jax.models import layouts
+from vit_jax.system import quiet_logs
 
 DAMAGED = 'damaged'
 _MAX_SHOWN = 3
@@ -116,3 +119,33 @@ def mismatch(stored_tree: Any, abstract_state: Any) -> Optional[str]:
     return None
   more = f' and {len(diffs) - _MAX_SHOWN} more' if len(diffs) > _MAX_SHOWN else ''
   return '; '.join(diffs[:_MAX_SHOWN]) + more
+
+
+def save_failure(
+  error: BaseException, step: Optional[int], directory, last_complete: Optional[int]
+) -> str:
+  """The one line for a failed save of `step` to `directory`: disk full, a folder's
+  permissions, or another error; and where the run can resume from."""
+  where = f'while saving step {step} to {directory}'
+  tail = (
+    f'step {last_complete} is the last complete checkpoint'
+    if last_complete is not None
+    else 'no checkpoint is complete'
+  )
+  cause = _os_error(error)
+  if cause is not None and cause.errno == errno.ENOSPC:
+    return f'No space left on device {where}; {tail}; free space and rerun to resume.'
+  if cause is not None:
+    return f'{cause.strerror or cause} {where}; {tail}; fix the folder and rerun to resume.'
+  return f'Saving failed {where} ({quiet_logs.first_line(error)}); {tail}; rerun to resume.'
+
+
+def _os_error(error: BaseException) -> Optional[OSError]:
+  """The first OSError with an errno in the chain of causes of `error`."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno:
+      return error
+    error = error.__cause__ or error.__context__
+  return None

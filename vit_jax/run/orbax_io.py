@@ -14,7 +14,6 @@ vit_jax.run.health), whether the trainer resumes, a Session starts or `predict`,
 """
 
 import contextlib
-import errno
 import functools
 import json
 import sys
@@ -197,32 +196,10 @@ class _SaveFailure:
   def __exit__(self, kind, error, tb):
     if error is None or isinstance(error, CheckpointError) or not isinstance(error, Exception):
       return False
-    last = self._io.last_complete_step()
-    where = f'while saving step {self._step} to {self._io.directory}'
-    tail = (
-      f'step {last} is the last complete checkpoint'
-      if last is not None
-      else 'no checkpoint is complete'
-    )
-    cause = _os_error(error)
-    if cause is not None and cause.errno == errno.ENOSPC:
-      message = f'No space left on device {where}; {tail}; free space and rerun to resume.'
-    elif cause is not None:
-      message = f'{cause.strerror or cause} {where}; {tail}; fix the folder and rerun to resume.'
-    else:
-      message = f'Saving failed {where} ({quiet_logs.first_line(error)}); {tail}; rerun to resume.'
     self._io.failed = True
-    raise CheckpointError(message) from None
-
-
-def _os_error(error: BaseException) -> Optional[OSError]:
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    if isinstance(error, OSError) and error.errno:
-      return error
-    error = error.__cause__ or error.__context__
-  return None
+    raise CheckpointError(
+      health.save_failure(error, self._step, self._io.directory, self._io.last_complete_step())
+    ) from None
 
 
 def first_intact(
