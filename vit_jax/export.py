@@ -120,12 +120,8 @@ def export(
   flat, overrides = read.params, {}
   config = workdir.read_config(read.workdir) if read.workdir is not None else None
   if config is not None:  # a vit_jax run: its config names the model and the image size.
-    model = model or config.get('model_name')
-    overrides = {
-      k: (tuple(v) if isinstance(v, list) else v)
-      for k, v in (config.get('model') or {}).items()
-      if v is not None
-    }
+    name, overrides = workdir.model_of(config)
+    model = model or name
     crop = (config.get('pp') or {}).get('crop')
     image_size = image_size or ((crop, crop) if crop else None)
   module = _check_against_model(flat, model, overrides, image_size) if model else None

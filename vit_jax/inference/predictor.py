@@ -212,10 +212,8 @@ def _from_run(
       'resize_small': None,
     }
   )
-  overrides = {
-    k: tuple(v) if isinstance(v, list) else v for k, v in config['model'].items() if v is not None
-  }
-  model = _model(config['model_name'], num_classes, dtype=jnp.dtype(config['dtype']), **overrides)
+  name, overrides = workdir_lib.model_of(config)
+  model = _model(name, num_classes, dtype=jnp.dtype(config['dtype']), **overrides)
   size = image_size or pp['crop']
   params = _fit(
     source.params,

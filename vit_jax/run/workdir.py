@@ -61,6 +61,17 @@ def read_config(workdir) -> Optional[dict[str, Any]]:
   return _read_json(path(workdir, CONFIG), 'restore it or pass a .npz with --model')
 
 
+def model_of(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+  """(model_name, the model fields it overrides) as a run's config.json records them (JSON
+  lists back to tuples, unset fields left out)."""
+  overrides = {
+    k: tuple(v) if isinstance(v, list) else v
+    for k, v in (config.get('model') or {}).items()
+    if v is not None
+  }
+  return config.get('model_name'), overrides
+
+
 def write_labels(
   workdir,
   *,
