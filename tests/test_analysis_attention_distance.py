@@ -62,29 +62,34 @@ def test_one_hot_offsets_give_patch_size_times_offset_length():
     expected.append(P * np.hypot(dx, dy) * inside / 30)
   weights = np.stack([np.stack(heads)] * 2)  # [B=2, N=4, T, T]
   got = ad.mean_attention_distance(weights, grid, P, num_prefix)
-  np.testing.assert_allclose(got, expected, rtol=1e-12)
+  # float64 (eps64 = 2.2e-16): one-hot weights, so <= 30 non-zero terms per head and image,
+  # hypot and the mean over 2 images: <= ~35 eps64 = 8e-15 worst case. 1e-14 (and below).
+  np.testing.assert_allclose(got, expected, rtol=1e-14)
   # Per query, with every query in the grid: a 1-row grid, offset (1, 0), all but the last.
   weights, inside = offset_attention((1, 9), (1, 0), 0)
   assert inside == 8
   got = ad.mean_attention_distance(weights[None, None], (1, 9), P, 0)
-  np.testing.assert_allclose(got, [P * 8 / 9], rtol=1e-12)
+  np.testing.assert_allclose(got, [P * 8 / 9], rtol=1e-14)
 
 
 def test_non_square_stride():
   # Offset (dx, dy) = (1, 1) with patches 8 high and 4 wide: sqrt(8² + 4²) for in-grid queries.
   weights, inside = offset_attention((3, 3), (1, 1), 0)
   got = ad.mean_attention_distance(weights[None, None], (3, 3), (8, 4), 0)
-  np.testing.assert_allclose(got, [np.hypot(8, 4) * inside / 9], rtol=1e-12)
+  np.testing.assert_allclose(got, [np.hypot(8, 4) * inside / 9], rtol=1e-14)  # as above.
 
 
 def test_uniform_attention_on_2x2_grid():
   weights = np.full((3, 2, 4, 4), 0.25, np.float32)
   got = ad.mean_attention_distance(jnp.asarray(weights), (2, 2), P, 0)
+  # float32 work (eps = 2**-23): distances rounded (eps/2) and a sum of 16 positive terms
+  # (<= 15 eps/2): 8 eps = 9.5e-7 worst case, sqrt(16)*eps = 4.8e-7 typical. 1e-6.
   np.testing.assert_allclose(got, [P * (2 + np.sqrt(2)) / 4] * 2, rtol=1e-6)
   # With a class token, uniform over 5 tokens: no renormalisation, so 4/5 of the mass counts.
   weights = np.full((1, 1, 5, 5), 0.2)
   got = ad.mean_attention_distance(weights, (2, 2), P, 1)
-  np.testing.assert_allclose(got, [P * (2 + np.sqrt(2)) / 5], rtol=1e-12)
+  # float64 again: 16 terms, ~20 eps64 = 4.4e-15 worst case. 1e-14.
+  np.testing.assert_allclose(got, [P * (2 + np.sqrt(2)) / 5], rtol=1e-14)
 
 
 def test_prefix_rows_and_columns_are_ignored():
@@ -93,7 +98,9 @@ def test_prefix_rows_and_columns_are_ignored():
   base = ad.mean_attention_distance(weights, (3, 3), P, 2)
   changed = weights.copy()
   changed[:, :, :2, :] = rng.uniform(size=(2, 3, 2, 11))  # Prefix query rows.
-  np.testing.assert_allclose(ad.mean_attention_distance(changed, (3, 3), P, 2), base, rtol=1e-12)
+  # The same float64 sums of 81 positive terms per image and head, possibly vectorised
+  # differently for another array: 2 * 81 eps64 = 3.6e-14 worst case. 5e-14.
+  np.testing.assert_allclose(ad.mean_attention_distance(changed, (3, 3), P, 2), base, rtol=5e-14)
   # Independent reference: explicit loops over images, heads, queries, keys.
   pos = ad.token_positions((3, 3), P)
   ref = np.zeros(3)
@@ -102,7 +109,9 @@ def test_prefix_rows_and_columns_are_ignored():
       for i in range(9):
         for j in range(9):
           ref[n] += weights[b, n, 2 + i, 2 + j] * np.linalg.norm(pos[i] - pos[j]) / 18
-  np.testing.assert_allclose(base, ref, rtol=1e-12)
+  # float64 sums of positive terms: 81 (+ the mean over 2 images) against the loops' 162:
+  # <= (83 + 162)*eps64 = 5.4e-14 worst case. 1e-13.
+  np.testing.assert_allclose(base, ref, rtol=1e-13)
 
 
 def test_attention_distances_stacks_layers_and_accepts_bfloat16():
@@ -110,7 +119,9 @@ def test_attention_distances_stacks_layers_and_accepts_bfloat16():
   uniform = jnp.full((1, 2, 5, 5), 0.2, jnp.bfloat16)
   got = ad.attention_distances([identity, uniform], (2, 2), P, 1)
   assert got.shape == (2, 2) and got.dtype == np.float64
-  np.testing.assert_allclose(got, [[0, 0], [P * (2 + np.sqrt(2)) / 5] * 2], rtol=1e-2)
+  # 0.2 in bfloat16 is off by <= 2**-8 = 3.9e-3 relative (all weights alike); the float32
+  # work adds ~1e-6: 4e-3.
+  np.testing.assert_allclose(got, [[0, 0], [P * (2 + np.sqrt(2)) / 5] * 2], rtol=4e-3)
 
 
 def test_wrong_token_count_is_explained():

@@ -43,8 +43,11 @@ def test_tokens_to_maps_layout():
 
 
 def test_frequencies():
-  np.testing.assert_allclose(fourier.frequencies(8), np.pi * np.array([0, 0.25, 0.5, 0.75]))
-  assert np.isclose(fourier.frequencies(14)[-1], (1 - 2 / 14) * np.pi)
+  # float64: k * 2 * pi / 8 and pi * k / 4, 2 roundings each: <= 2 eps64 = 4.4e-16. 1e-15.
+  np.testing.assert_allclose(
+    fourier.frequencies(8), np.pi * np.array([0, 0.25, 0.5, 0.75]), rtol=1e-15
+  )
+  assert np.isclose(fourier.frequencies(14)[-1], (1 - 2 / 14) * np.pi, rtol=1e-15, atol=0)
   assert len(fourier.frequencies(7)) == 3
 
 
@@ -54,7 +57,11 @@ def test_matches_the_full_fft_recipe(h):
   maps = rng.normal(size=(3, 5, h, h)) + rng.normal(size=(3, 5, 1, 1))  # Non-white: DC offsets.
   got = fourier.relative_log_amplitude(as_tokens(maps, num_prefix=2), (h, h), 2)
   assert got.shape == (h // 2,) and got[0] == 0
-  np.testing.assert_allclose(got, fft_reference(maps)[: h // 2], atol=1e-5)
+  # float64 (eps64 = 2.2e-16) on both sides, the same 1e-6 floor: a DFT sum of h*h <= 64 terms
+  # of |f| <= ~4 is off by <= 64*eps64*256 = 4e-12, the FFT by less; the log turns that into
+  # 4e-12 / |F|, and the smallest |F| on these diagonals is ~0.7: <= ~6e-12 per map, twice
+  # for L(k) - L(0). 1e-10.
+  np.testing.assert_allclose(got, fft_reference(maps)[: h // 2], atol=1e-10)
 
 
 def test_planted_cosine():
@@ -64,7 +71,11 @@ def test_planted_cosine():
   yx = np.arange(H)[:, None] + np.arange(H)
   maps = (c + a * np.cos(2 * np.pi * k0 * yx / H))[None, None]
   got = fourier.relative_log_amplitude(as_tokens(maps), (H, H), 1)
-  np.testing.assert_allclose(got[k0], np.log(a / (2 * c)), atol=1e-5)
+  # The 1e-6 floor shifts Δ(k0) by 1e-6 / 16 - 1e-6 / 192 = 5.7e-8 (float64 rounding ~1e-14).
+  # 1e-7.
+  np.testing.assert_allclose(got[k0], np.log(a / (2 * c)), atol=1e-7)
+  # F(1, 1) and F(3, 3) are float64 rounding, <= 64*eps64*224 ~ 3e-12, far below the floor:
+  # they sit at log(1e-6 / (c h²)); the bound allows |F| up to 9e-6.
   assert np.all(got[[1, 3]] < np.log(1e-5 / (c * H * H)))
 
 
@@ -94,11 +105,15 @@ def test_box_blur_and_uniform_mixing_lower_the_highest_frequency():
 def test_identity_and_scaling_leave_it_unchanged():
   noise = white_noise(4, 8)
   base = fourier.relative_log_amplitude(as_tokens(noise), (H, H), 1)
+  # Other prefix tokens, dropped before any arithmetic: the same computation on the same values.
   np.testing.assert_array_equal(
     fourier.relative_log_amplitude(as_tokens(noise + 0.0, seed=5), (H, H), 1), base
   )
+  # The 1e-6 floor is not scale-invariant: each map's log moves by 1e-6 * (1 - 1/7) / |F|, and
+  # the smallest of these 32 maps' |F| is 0.045: <= ~1e-6 in the mean of 32 (the others add
+  # ~1e-7); float64 rounding ~1e-14. 2e-6.
   np.testing.assert_allclose(
-    fourier.relative_log_amplitude(as_tokens(7.0 * noise), (H, H), 1), base, atol=1e-5
+    fourier.relative_log_amplitude(as_tokens(7.0 * noise), (H, H), 1), base, atol=2e-6
   )
 
 
@@ -107,10 +122,13 @@ def test_feature_map_variance():
   assert fourier.feature_map_variance(as_tokens(constant), (4, 4), 1) == 0
   checkerboard = np.where((np.arange(4)[:, None] + np.arange(4)) % 2, 1.0, -1.0)
   maps = np.stack([checkerboard * 2, checkerboard + 5])[:, None]  # Variances 4 and 1.
-  assert fourier.feature_map_variance(as_tokens(maps), (4, 4), 1) == pytest.approx(2.5)
-  # Attention-like mixing lowers it: the 3x3 box blur keeps 1/9 of a checkerboard's amplitude.
+  # float64 variances of 16 values (mean, deviations, sum of 16 squares) and a mean of 2:
+  # <= ~(16 + 16 + 4)*eps64 = 8e-15 worst case. 1e-14.
+  assert fourier.feature_map_variance(as_tokens(maps), (4, 4), 1) == pytest.approx(2.5, rel=1e-14)
+  # Attention-like mixing lowers it: the 3x3 box blur keeps 1/9 of a checkerboard's amplitude
+  # (the blur adds 9 terms and a division per value: 2e-14).
   assert fourier.feature_map_variance(as_tokens(box_blur(maps)), (4, 4), 1) == pytest.approx(
-    2.5 / 81
+    2.5 / 81, rel=2e-14
   )
 
 

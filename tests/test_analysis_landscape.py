@@ -69,7 +69,10 @@ def test_filter_norms_match_params():
   for dx, x, axes, num in cases:
     assert dx.shape == x.shape and dx.dtype == x.dtype
     assert _norms(x, axes).size == num
-    np.testing.assert_allclose(_norms(dx, axes), _norms(x, axes), rtol=1e-5)
+    # float32 (eps = 2**-23): d = g * ||x|| / ||g|| per filter of K <= 48 entries; each norm
+    # sums K squares (<= K eps/2, halved by the sqrt), then a product and a division per entry:
+    # <= (48/2 + 2)*eps = 3.1e-6 worst case. 5e-6.
+    np.testing.assert_allclose(_norms(dx, axes), _norms(x, axes), rtol=5e-6)
     # A random direction, not the params rescaled.
     assert abs(np.corrcoef(np.ravel(dx), np.ravel(x))[0, 1]) < 0.5
 
@@ -102,10 +105,12 @@ def test_is_excluded_overrides_the_default():
   assert not np.any(np.asarray(d['head']['kernel']))
   # The class token is now a direction too: per output (last) axis, norm as the params'.
   cls = np.asarray(nn.meta.unbox(_vit_like_params())['cls'])
-  np.testing.assert_allclose(_norms(d['cls'], (0, 1)), _norms(cls, (0, 1)), rtol=1e-5)
+  # Filters of one entry (as above with K = 1): two squares and square roots, a product and a
+  # division, ~5 roundings of 2**-24 = 2.5 eps = 3e-7 worst case. 5e-7.
+  np.testing.assert_allclose(_norms(d['cls'], (0, 1)), _norms(cls, (0, 1)), rtol=5e-7)
   # ... and a 1-D bias: every entry its own filter, so |d_i| = |θ_i|.
   bias = np.asarray(_vit_like_params()['embedding']['bias'])
-  np.testing.assert_allclose(np.abs(d['embedding']['bias']), np.abs(bias), rtol=1e-5)
+  np.testing.assert_allclose(np.abs(d['embedding']['bias']), np.abs(bias), rtol=5e-7)
 
 
 def test_same_key_same_direction_other_key_other():
@@ -143,14 +148,19 @@ def test_surface_of_a_quadratic_matches_closed_form_and_compiles_once():
   surface = landscape.loss_surface(
     loss, tree(x0), (tree(e1), tree(e2)), steps=21, span=1.5, progress=False
   )
-  np.testing.assert_allclose(surface.coords, np.linspace(-1.5, 1.5, 21))
+  np.testing.assert_array_equal(surface.coords, np.linspace(-1.5, 1.5, 21))  # the same call.
   assert surface.losses.shape == (21, 21) and surface.losses.dtype == np.float64
   # Closed form in float64 from the float32-rounded inputs.
   x0, e1, e2 = (np.float64(np.float32(v)) for v in (x0, e1, e2))
   alpha, beta = np.meshgrid(surface.coords, surface.coords, indexing='ij')
   x = x0 + alpha[..., None] * e1 + beta[..., None] * e2
   expected = 0.5 * np.einsum('ijk,kl,ijl->ij', x, a_mat, x) + x @ g
-  np.testing.assert_allclose(surface.losses, expected, rtol=1e-4, atol=1e-4)
+  # float32 (eps = 2**-23): θ + a d1 + b d2 rounds each coordinate (moving the loss by <= ~2
+  # ulps times sum |grad_i x_i| <= ~130), and the loss sums 36 + 6 terms whose absolute values
+  # add up to <= ~150 on this grid: ~sqrt(42)*eps/2*150 + 2*eps/2*130 = 7e-5 typical,
+  # (42*150 + 2*130)*eps/2 = 4e-4 worst case, the same anywhere on the grid (losses cross 0).
+  # 2e-4 absolute.
+  np.testing.assert_allclose(surface.losses, expected, rtol=0, atol=2e-4)
   assert surface.losses[10, 10] == np.float32(loss(tree(x0)))
   assert len(traces) == 2  # one trace for the 441 grid points, one for the eager call above
 

@@ -88,7 +88,9 @@ def test_position_embeddings_resampled_for_new_resolution(tmp_path):
   expected = scipy.ndimage.zoom(
     old[0, 1:].reshape(4, 4, 12).astype(np.float64), (1.5, 1.5, 1), order=1
   )
-  np.testing.assert_allclose(pe[0, 1:].reshape(6, 6, 12), expected, rtol=1e-5, atol=1e-6)
+  # Bilinear in float64 (differences from scipy's ~eps64 = 2.2e-16 relative), rounded once to
+  # float32: <= 2**-24 relative; eps = 2**-23.
+  np.testing.assert_allclose(pe[0, 1:].reshape(6, 6, 12), expected, rtol=2**-23)
   assert model.apply({'params': out}, np.ones((1, 48, 48, 3))).shape == (1, 4)
 
 
@@ -127,18 +129,23 @@ def test_linear_embedding_stays_linear(align, old, new):
     src = np.clip((np.arange(new) + 0.5) * old / new - 0.5, 0, old - 1)
     interior = slice(1, -1) if new > old else slice(None)  # borders clamp when upsampling.
   expected = src[:, None, None] * a + src[None, :, None] * b + k
-  np.testing.assert_allclose(out[interior, interior], expected[interior, interior], atol=1e-9)
+  # float64 (eps64 = 2.2e-16) on values |v| <= ~125: source positions off by ~24*eps64 times
+  # slopes <= 3, and ~4 roundings of the interpolation: ~1e-13 worst case. Second differences
+  # add 4 of them. 1e-12.
+  np.testing.assert_allclose(out[interior, interior], expected[interior, interior], atol=1e-12)
   # Linearity itself: second differences vanish along both axes.
   inner = out[interior, interior]
-  np.testing.assert_allclose(np.diff(inner, 2, axis=0), 0, atol=1e-9)
-  np.testing.assert_allclose(np.diff(inner, 2, axis=1), 0, atol=1e-9)
+  np.testing.assert_allclose(np.diff(inner, 2, axis=0), 0, atol=1e-12)
+  np.testing.assert_allclose(np.diff(inner, 2, axis=1), 0, atol=1e-12)
 
 
 def test_corners_alignment_equals_scipy_zoom_of_the_original():
   grid = np.random.default_rng(0).normal(size=(14, 14, 5))
   ours = resample.resample_grid(grid, (24, 24), 'corners')
   original = scipy.ndimage.zoom(grid, (24 / 14, 24 / 14, 1), order=1)
-  np.testing.assert_allclose(ours, original, atol=1e-12)
+  # Both float64: source positions (<= 13) computed two ways differ by ~13*eps64 = 3e-15,
+  # times neighbour differences <= ~8, plus a few roundings of values <= ~4: ~3e-14. 1e-13.
+  np.testing.assert_allclose(ours, original, atol=1e-13)
 
 
 def test_mismatches_name_keys_and_shapes(tmp_path):

@@ -75,6 +75,8 @@ def test_jpeg_crop_decodes_only_the_window_with_same_result(rgb):
     from_jpeg = preprocess.decode_inception_crop(jpeg, _seed(i)).numpy()
     from_png = preprocess.decode_inception_crop(png_of_decoded, _seed(i)).numpy()
     assert from_jpeg.shape == from_png.shape
+    # Integer decoding (IDCT, colour conversion) rounds each stage to a level; decoding only
+    # the window may take the other rounding at block edges: +-1 per stage. 2 levels.
     np.testing.assert_allclose(from_jpeg.astype(int), from_png.astype(int), atol=2)
 
 
@@ -94,6 +96,10 @@ def test_plain_resize_and_flip(rgb):
   tf = tf_setup.tf()
   encoded = _encode(rgb, 'PNG')
   resized = preprocess.value_range(tf.image.resize(rgb, [16, 16])).numpy()
+  # float32 (eps = 2**-23): a flipped output is resize(flip(x)), whose sample positions
+  # (<= 160 px) round differently from the mirrored ones by ~2 ulps = 3e-5 px, times neighbour
+  # differences <= 29 levels: <= 9e-4 levels, plus the 4-tap sum and value range (~1e-4
+  # levels): <= 8e-6 after / 127.5. 1e-5 (unflipped: the same ops, so within that too).
   flipped = 0
   for i in range(40):
     out = preprocess.train_image(encoded, _seed(i), crop=16, area_range=(1.0, 1.0)).numpy()
@@ -126,6 +132,8 @@ def test_eval_resize_crop_keeps_aspect_and_takes_the_centre():
   ).numpy()
   # Short side 40 -> 20, long side 120 -> 60; the central 20 columns are the middle third.
   assert out.shape == (20, 20, 3)
+  # float32: 128 times resize weights summing to 1 +- 2 eps, 2 products, then / 127.5 - 1:
+  # ~(2 + 1)*eps*128/127.5 + 2*eps/2 ~ 4 eps = 4.8e-7 worst case. 1e-6.
   np.testing.assert_allclose(out, 128 / 127.5 - 1.0, atol=1e-6)
   squashed = preprocess.eval_image(_encode(image, 'PNG'), crop=20).numpy()
   assert squashed[:, 0].max() == -1.0 and squashed[:, -1].min() == 1.0  # Whole width kept.
@@ -162,14 +170,19 @@ def test_uint8_output_is_the_float_output_rounded(rgb, area):
     ).numpy()
     assert u.dtype == np.uint8 and u.shape == (24, 24, 3)
     err = np.abs((f + 1.0) * 127.5 - u)
-    assert err.max() <= 0.5 + 1e-3, (i, err.max())  # Rounding only, no flip mismatch.
+    # Rounding (0.5) only, no flip mismatch: in float32, (f + 1) * 127.5 recovers the resized
+    # value to ~5 roundings of values <= 255 (5e-5 levels), and the float path resizes the
+    # flipped crop (sample positions ~3e-5 px off the mirrored ones, times neighbour differences
+    # <= 29: <= 9e-4 levels). 1e-3.
+    assert err.max() <= 0.5 + 1e-3, (i, err.max())
     mirrored += not np.allclose(f, f[:, ::-1])
   assert mirrored > 0
   f = preprocess.eval_image(encoded, crop=20, resize_mode='resize_crop').numpy()
   u = preprocess.eval_image(
     encoded, crop=20, resize_mode='resize_crop', image_dtype='uint8'
   ).numpy()
-  assert u.dtype == np.uint8 and np.abs((f + 1.0) * 127.5 - u).max() <= 0.5 + 1e-3
+  # No flip here: the same resized values, recovered to ~5e-5 levels (as above). 1e-4.
+  assert u.dtype == np.uint8 and np.abs((f + 1.0) * 127.5 - u).max() <= 0.5 + 1e-4
   r = preprocess.train_image(encoded, _seed(5), crop=24, randaugment=(2, 10)).numpy()
   ru = preprocess.train_image(
     encoded, _seed(5), crop=24, randaugment=(2, 10), image_dtype='uint8'

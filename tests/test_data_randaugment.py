@@ -34,7 +34,10 @@ def test_arguments_follow_the_original_magnitude_map():
     40,
   )  # Solarize: int(256) wraps to 0 as a uint8 threshold.
   assert a['ShearX'] == a['ShearY'] == 0.3 and a['TranslateX'] == a['TranslateY'] == 100.0
-  assert all(a[k] == pytest.approx(1.9) for k in ('Color', 'Contrast', 'Brightness', 'Sharpness'))
+  # Python floats: level * 1.8 + 0.1, <= 3 roundings of eps64/2 (eps64 = 2.2e-16). 1e-15.
+  assert all(
+    a[k] == pytest.approx(1.9, rel=1e-15) for k in ('Color', 'Contrast', 'Brightness', 'Sharpness')
+  )
   a = ra.arguments(5)
   assert (a['Posterize'], a['Solarize'], a['SolarizeAdd'], a['Cutout'], a['TranslateX']) == (
     2,
@@ -43,7 +46,7 @@ def test_arguments_follow_the_original_magnitude_map():
     20,
     50.0,
   )
-  assert a['Color'] == pytest.approx(1.0)
+  assert a['Color'] == pytest.approx(1.0, rel=1e-15)
   a = ra.arguments(0)  # Not the identity: enhance 0.1, 0 bits, threshold 0.
   assert (a['Posterize'], a['Solarize'], a['SolarizeAdd'], a['Cutout'], a['Rotate']) == (
     0,
@@ -52,10 +55,10 @@ def test_arguments_follow_the_original_magnitude_map():
     0,
     0.0,
   )
-  assert a['Brightness'] == pytest.approx(0.1)
+  assert a['Brightness'] == pytest.approx(0.1, rel=1e-15)
   a = ra.arguments(15)  # AugReg's 'medium' magnitudes extrapolate.
   assert (a['Posterize'], a['Solarize'], a['TranslateX']) == (6, 128, 150.0)
-  assert a['Contrast'] == pytest.approx(2.8)
+  assert a['Contrast'] == pytest.approx(2.8, rel=1e-15)
   assert (ra.arguments(20)['Posterize'], ra.arguments(20)['Solarize']) == (8, 0)
 
 
@@ -95,6 +98,9 @@ def test_posterize_shift_is_clamped_like_tensorflow():
 
 
 def test_enhance_ops_blend_and_truncate():
+  # Exact values, not a tolerance: every blend below is exact in float32 (integers times 0.5
+  # or 1) or lands >= 0.08 from a truncation boundary (0.3 * 200: fl(0.3) > 0.3, so >= 60),
+  # while float32 errors at <= 255 are < 1e-4.
   # Colour: TF's luma of (10, 200, 30) is 124; 124 + f * (v - 124), truncated and clipped.
   px = _const(2, 3, [10, 200, 30])
   np.testing.assert_array_equal(ra.color(px, 0.3).numpy()[0, 0], [89, 146, 95])
@@ -138,10 +144,13 @@ def test_auto_contrast_truncates(image):
   x[..., 1] = 9  # one value: unchanged.
   x[..., 2] = [[0, 0], [0, 255]]  # already full range.
   out = ra.auto_contrast(x).numpy()
-  np.testing.assert_array_equal(out[..., 0], [[0, 127], [63, 255]])  # PIL rounds: 128, 64.
+  # PIL rounds: 128, 64. x * 2.55 + (-50 * 2.55) in float32 gives exactly 0, 127.5 (or just
+  # below), 63.75 (or just below) and 255.0, fused multiply-add or not: exact after truncation.
+  np.testing.assert_array_equal(out[..., 0], [[0, 127], [63, 255]])
   np.testing.assert_array_equal(out[..., 1:], x[..., 1:])
   pil = np.asarray(ImageOps.autocontrast(Image.fromarray(image))).astype(int)
   ours = ra.auto_contrast(image).numpy().astype(int)
+  # Truncation against PIL's rounding: <= 1 level (float32 errors < 1e-4 cannot add one).
   assert np.abs(ours - pil).max() <= 1 and ours.min() == 0 and ours.max() == 255
 
 

@@ -50,6 +50,15 @@ def rel_err(actual, expected):
   return np.abs(actual - expected).max() / np.abs(expected).max()
 
 
+# Parity bound of one float32 attention layer here (eps = 2**-23; inputs ~N(0, 1), params
+# N(0, 0.3)): sums of <= 16 terms (projections, out), 8 (q.k) and 7 (softmax, weights.v), and
+# logits up to ~5 that turn their relative error (~sqrt(16 + 8)*eps) into the weights' relative
+# error: ~(5*sqrt(24) + sqrt(30))*eps ~ 30 eps = 3.6e-6 typical (sqrt(K)*eps per K-term sum),
+# (5*24 + 30)*eps = 1.8e-5 worst case; 1e-5. Against float64 NumPy or between the two
+# implementations (two float32 programs: sqrt(2) x 3.6e-6 = 5e-6).
+LAYER_TOL = 1e-5
+
+
 def value_and_vjp(fn, cotangent, *args):
   """(fn(*args), cotangent pulled back to each of args), as one jitted program."""
 
@@ -136,8 +145,8 @@ def test_self_attention_module_with_relative_bias_matches_numpy_for_both_impleme
   outputs = {impl: _module(impl, **kw).apply(params, x, x) for impl in ('per_head', 'xla')}
   for impl, out in outputs.items():
     assert out.dtype == jnp.float32 and out.shape == (2, 7, 16)
-    assert rel_err(out, expected) < 1e-5, (impl, rel_err(out, expected))
-  assert rel_err(outputs['per_head'], outputs['xla']) < 1e-5
+    assert rel_err(out, expected) < LAYER_TOL, (impl, rel_err(out, expected))
+  assert rel_err(outputs['per_head'], outputs['xla']) < LAYER_TOL
 
 
 def _relative_attention_bias(p, kind):
@@ -186,7 +195,8 @@ def test_relative_attention_module_matches_numpy_for_both_implementations(kind):
   assert rel_err(without, expected) > 1e-2  # the relative term matters.
   for impl in ('per_head', 'xla'):
     out = _module(impl, **kw).apply(params, x, x)
-    assert rel_err(out, expected) < 1e-5, (impl, rel_err(out, expected))
+    # The relative term adds a q.embedding sum of 8 terms to the logits: within LAYER_TOL.
+    assert rel_err(out, expected) < LAYER_TOL, (impl, rel_err(out, expected))
 
 
 def test_cross_attention_module_matches_numpy_for_both_implementations():
@@ -198,7 +208,7 @@ def test_cross_attention_module_matches_numpy_for_both_implementations():
   for impl in ('per_head', 'xla'):
     out = _module(impl).apply(params, x_q, x_kv)
     assert out.shape == (2, 3, 16)
-    assert rel_err(out, expected) < 1e-5, (impl, rel_err(out, expected))
+    assert rel_err(out, expected) < LAYER_TOL, (impl, rel_err(out, expected))
 
 
 # Class token + relative bias (with its prefix entries), GAP + relative bias (no prefix), and
@@ -227,7 +237,9 @@ def test_vit_logits_per_head_equal_xla(classifier, posemb):
   assert logits['xla'].shape == (2, 5)
   # The two examples differ (the parity is not of a constant).
   assert np.abs(logits['xla'][0] - logits['xla'][1]).max() > 1e-2
-  # Measured 1.7e-7 to 2.8e-7.
+  # Two float32 programs, 2 blocks: sums of <= 48 terms (patch embedding) and 24 (MLP),
+  # ~sqrt(48)*2*eps = 1.7e-6, raised by the logits' amplification in 2-3 attention layers (as
+  # in LAYER_TOL): ~5e-6 between the two typical; worst case > 1e-4. 1e-5.
   assert rel_err(logits['per_head'], logits['xla']) < 1e-5
 
 
@@ -286,15 +298,19 @@ def test_vit_gradients_per_head_equal_xla(posemb, table):
   assert (
     f"[0]['params']['Transformer']['encoderblock_0']['MultiHeadDotProductAttention_1']['{table}']"
   ) in xla
-  overall = max(np.abs(g).max() for g in xla.values())  # Measured ~14.
+  overall = max(np.abs(g).max() for g in xla.values())  # ~14 here.
   for path, expected in xla.items():
     if "['key']['bias']" in path:
-      # softmax ignores an offset added to every key: exactly zero gradient (measured
-      # |g| < 1e-6, rounding noise of the cancelling sums).
+      # softmax ignores an offset added to every key: exactly zero gradient, so what is left is
+      # rounding noise of the cancelling sums: sum over b, s of dk, each dk <= overall, with
+      # B*S = 2*6 terms: ~sqrt(12)*eps = 4e-7 of overall typical, 12*eps = 1.4e-6 worst case.
+      # 1e-6.
       assert np.abs(per_head[path]).max() < 1e-6 * overall, path
       assert np.abs(expected).max() < 1e-6 * overall, path
       continue
-    # Measured max error over the leaves (relative to each leaf's largest entry) 1e-6.
+    # Forward and backward (about twice the forward's reductions: 1 block + MAP head, sums of
+    # <= 48 terms, 14 over the batch and tokens), two float32 programs: ~sqrt(48)*4*eps*sqrt(2)
+    # = 4.7e-6 of each leaf's largest entry typical, worst case > 1e-4. 1e-5.
     assert rel_err(per_head[path], expected) < 1e-5, (path, rel_err(per_head[path], expected))
 
 
@@ -325,10 +341,15 @@ def test_self_attention_per_head_vjp_matches_autodiff_of_reference(with_bias):
   )
   ref_out, (ref_d_qkv, ref_d_bias) = value_and_vjp(reference_self_attention, cotangent, qkv, bias)
   assert out.shape == (2, 5, 12) and out.dtype == jnp.float32
-  assert rel_err(out, ref_out) < 1e-6
+  # Two float32 programs: q.k (4 terms), logits up to ~5 (q, k ~N(0, 1), bias N(0, 1)),
+  # softmax and weights.v (5 terms): ~(5*sqrt(4) + sqrt(10))*eps*sqrt(2) = 19 eps = 2.3e-6
+  # typical, 2*(5*4 + 10)*eps = 7e-6 worst case. 5e-6.
+  assert rel_err(out, ref_out) < 5e-6
   assert d_qkv.shape == qkv.shape and d_qkv.dtype == jnp.float32
+  # The backward adds 5 more sums of <= 5 terms (and a cancelling one in d logits):
+  # ~sqrt(13**2 + 25)*eps*sqrt(2) ~ 20 eps = 2.4e-6 typical, worst ~1.3e-5. 1e-5.
   assert rel_err(d_qkv, ref_d_qkv) < 1e-5
-  # Each of dq, dk, dv, per head, is right (not just the largest entries).
+  # Each of dq, dk, dv, per head, is right (not just the largest entries); the same bound.
   for i in range(3):
     for head in range(3):
       assert rel_err(d_qkv[:, :, i, head], ref_d_qkv[:, :, i, head]) < 1e-5, (i, head)
@@ -346,8 +367,11 @@ def test_self_attention_per_head_bfloat16_vjp_tracks_float32_reference():
   )
   ref_out, (ref_d_qkv, ref_d_bias) = value_and_vjp(reference_self_attention, cotangent, qkv, bias)
   assert out.dtype == d_qkv.dtype == d_bias.dtype == jnp.float32
-  # bfloat16 operands (8 mantissa bits, relative rounding 2^-9 ~ 2e-3), float32 accumulation.
-  # Measured: out 4.7e-3, d_qkv 9.8e-3, d_bias 9.0e-3; bound 3e-2 (and > 1e-4: bf16 is used).
+  # bfloat16 operands (rounding <= 2**-8 = 3.9e-3 relative, ~2**-8/sqrt(3) rms), float32
+  # accumulation: each product carries two roundings, a dot is off by ~3.2e-3 rms. Logits of
+  # rms ~2.2 turn that into ~7e-3 in the weights, weights.v adds 3.2e-3, the backward's 4
+  # bfloat16 dots as much each: ~1e-2 typical, worst case (5*2 + 5)*2**-8 ~ 6e-2. 3e-2.
+  # Above 1e-4: a float32 computation would be within ~1e-5 (LAYER_TOL), so bf16 is used.
   for actual, expected in ((out, ref_out), (d_qkv, ref_d_qkv), (d_bias, ref_d_bias)):
     assert 1e-4 < rel_err(actual, expected) < 3e-2
 
@@ -355,9 +379,12 @@ def test_self_attention_per_head_bfloat16_vjp_tracks_float32_reference():
 @pytest.mark.parametrize(
   'dtype,tol',
   [
+    # float32: dx and dkernel are sums of 6 terms, the same dots in a different program:
+    # ~sqrt(6)*eps*sqrt(2) = 4e-7 typical, 2*6*eps = 1.4e-6 worst case. 1e-6.
     (jnp.float32, 1e-6),
-    # bfloat16: the custom VJP rounds the float32 cotangent to bfloat16 (2^-9 ~ 2e-3 relative
-    # per entry), autodiff keeps it float32. Measured 2.5e-3 (dx), 2.7e-3 (dkernel); bound 1e-2.
+    # bfloat16: the custom VJP rounds the float32 cotangent to bfloat16 (<= 2**-8 = 3.9e-3
+    # relative per entry), autodiff keeps it float32: ~2**-8 of the largest entry typical,
+    # 2**-8 * sum |g k| / max |dx| (~2.5 for 6 normal terms) ~ 1e-2 worst case. 1e-2.
     (jnp.bfloat16, 1e-2),
   ],
 )
@@ -420,17 +447,17 @@ def test_matmul_vjp_in_bfloat16_returns_bfloat16_gradients_for_bfloat16_inputs()
     x, kernel
   )
   assert d_x.dtype == d_kernel.dtype == jnp.bfloat16
-  # d sum(x k) / dx = rowsums of k (broadcast), / dk = column sums of x: exact in bf16 here
-  # up to one rounding of the float32 sums.
+  # d sum(x k) / dx = rowsums of k (broadcast), / dk = column sums of x: float32 sums of 3
+  # and 4 bfloat16 values (<= 3 eps), rounded once to bfloat16 (<= 2**-8 = 3.9e-3): 4e-3.
   np.testing.assert_allclose(
     np.asarray(d_x, np.float32),
     np.broadcast_to(np.asarray(kernel, np.float32).sum(1), (4, 5)),
-    rtol=1e-2,
+    rtol=4e-3,
   )
   np.testing.assert_allclose(
     np.asarray(d_kernel, np.float32),
     np.broadcast_to(np.asarray(x, np.float32).sum(0)[:, None], (5, 3)),
-    rtol=1e-2,
+    rtol=4e-3,
   )
 
 
@@ -472,7 +499,10 @@ def test_attention_dropout_zeroes_weights_at_the_rate_and_rescales_the_rest(impl
   zero = dropped == 0
   # 2048 weights: binomial std of the dropped fraction ~0.01.
   assert abs(zero.mean() - rate) < 0.05
-  np.testing.assert_allclose(dropped[~zero], weights[~zero] / (1 - rate), rtol=1e-5)
+  # Two float32 programs: logits are sums of 16 terms of rms 4 (per_head: q unscaled), each
+  # weight's relative error is its logit's absolute error plus the normaliser's: ~2 *
+  # sqrt(16)*4*eps*sqrt(2) = 45 eps = 5.4e-6 typical, worst ~1e-4. 2e-5.
+  np.testing.assert_allclose(dropped[~zero], weights[~zero] / (1 - rate), rtol=2e-5)
   # Each head gets its own mask.
   assert (zero[:, 0] != zero[:, 1]).any()
 
@@ -499,10 +529,16 @@ def test_module_attention_dropout_train_mode(impl):
   np.testing.assert_array_equal(run(0.3, 1), run(0.3, 1))
   assert np.abs(run(0.3, 1) - run(0.3, 2)).max() > 1e-3
   assert np.abs(run(0.3, 1) - eval_out).max() > 1e-3
-  # rate 0 draws no mask (and needs no rng); a tiny rate takes the dropout code path yet
-  # keeps every weight, so it must compute the eval function (with the relative bias).
-  np.testing.assert_allclose(run(0.0, 1), eval_out, rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(run(1e-12, 1), eval_out, rtol=1e-5, atol=1e-6)
+  # rate 0 draws no mask (and needs no rng): the eval computation itself, op for op, on the
+  # same inputs, so the same bits.
+  np.testing.assert_array_equal(run(0.0, 1), eval_out)
+  # A tiny rate takes the dropout code path yet keeps every weight (1 - 1e-12 is 1.0 in
+  # float32), so it must compute the eval function (with the relative bias) in another
+  # program: sums of 32 (projections), 16 (q.k, softmax, weights.v) terms, logits of rms ~3:
+  # ~(3*sqrt(48) + sqrt(80))*eps*sqrt(2) ~ 40 eps = 5e-6 of the outputs' scale typical, worst
+  # ~1e-4. 2e-5 of max |eval_out|.
+  scale = np.abs(eval_out).max()
+  np.testing.assert_allclose(run(1e-12, 1), eval_out, rtol=0, atol=2e-5 * scale)
 
 
 # -- resolve_implementation ---------------------------------------------------------------------
@@ -566,8 +602,11 @@ def test_bfloat16_compute_tracks_float32(impl):
   f32 = jax.jit(tiny(**kw).apply)(params, IMAGES)
   bf16 = jax.jit(tiny(dtype=jnp.bfloat16, **kw).apply)(params, IMAGES)
   assert bf16.dtype == jnp.float32 and bf16.shape == (2, 5)
-  # Measured rel_err (seed 14): per_head 9.3e-3, xla 6.9e-3 (seeds 15, 16: 3.5e-3 to 6.2e-3);
-  # bound 3e-2, ~3x. Above 1e-4: the matmuls really ran in bfloat16.
+  # bfloat16 matmul operands (<= 2**-8 = 3.9e-3 relative each, float32 accumulation and
+  # residual stream): each dot is off by ~sqrt(2)*2**-8/sqrt(3) = 3.2e-3 rms; ~8 per block, 2
+  # blocks, patch embedding and head in quadrature: ~sqrt(18)*3.2e-3 = 1.4e-2 typical, worst
+  # case ~0.1. 3e-2. Above 1e-4: in float32 it would be within 1e-5, so the matmuls really
+  # ran in bfloat16.
   assert 1e-4 < rel_err(bf16, f32) < 3e-2, rel_err(bf16, f32)
 
 

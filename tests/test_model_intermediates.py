@@ -62,11 +62,21 @@ def test_attention_weights_and_residual_stream_match_a_numpy_reference(impl, cla
   assert got.geometry == capture.Geometry((2, 3), 4, prefix)
   assert [r.shape for r in got.residual] == [(2, tokens, 16)] * 5
   assert [a.shape for a in got.attention] == [(2, 2, tokens, tokens)] * 2
-  np.testing.assert_allclose(got.attention[0].sum(-1), 1.0, atol=1e-5)
-  np.testing.assert_allclose(got.logits, model.apply(params, IMAGES), rtol=1e-5, atol=1e-6)
+  # float32 softmax over <= 7 keys, summed in float32: the normaliser's 6 additions, exp's few
+  # ulps and the sum's 6 additions, ~(6 + 3 + 6)*eps/2 ~ 1e-6 worst case. 2e-6.
+  np.testing.assert_allclose(got.attention[0].sum(-1), 1.0, atol=2e-6)
+  # The capturing pass (jitted, with the sown extras) and plain apply are two float32
+  # programs: reductions of <= 48 terms over 2 blocks, ~sqrt(48)*2*eps*sqrt(2) = 2.3e-6 of the
+  # logits' scale typical (x ~2 for logits of rms ~1.5 in the softmax), worst ~1e-4. 1e-5 of
+  # max |logits|.
+  logits = np.asarray(model.apply(params, IMAGES))
+  np.testing.assert_allclose(got.logits, logits, rtol=0, atol=1e-5 * np.abs(logits).max())
   if posemb == 'learn':  # Without a relative term, the weights follow from the block input.
     for layer in range(2):
       expected = _numpy_weights(params, f'encoderblock_{layer}', got.residual[2 * layer])
+      # float32 vs float64 from the same block input: LayerNorm (16 terms), q and k (16), q.k
+      # (8): the logits' relative error ~sqrt(40)*eps, times logits up to ~5, is the weights'
+      # (<= 1) error: ~32 eps = 3.8e-6 typical, (5*40 + 7)*eps = 2.5e-5 worst case. 2e-5.
       np.testing.assert_allclose(got.attention[layer], expected, atol=2e-5)
   # The stream after block 0 is the input of block 1: each sub-block adds to it.
   assert np.abs(got.residual[1] - got.residual[0]).max() > 1e-2
@@ -87,8 +97,11 @@ def test_scanned_and_rematerialised_blocks_give_the_looped_values():
       p = {'params': layouts.to_scan(params['params'])}
     got = capture.run(model, p, IMAGES)
     assert got.names == reference.names, kw
+    # Two float32 programs: reductions of <= 48 terms over <= 2 blocks, ~sqrt(48)*2*eps*sqrt(2)
+    # = 2.3e-6 of each array's scale typical (x ~2 through the softmax), worst ~1e-4. 1e-5 of
+    # max |b| (residual streams reach ~6, attention weights 1).
     for a, b in zip(got.attention + got.residual, reference.attention + reference.residual):
-      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=str(kw))
+      np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max(), err_msg=str(kw))
 
 
 def test_mixer_sows_its_residual_stream():

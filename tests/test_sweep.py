@@ -48,8 +48,10 @@ def test_summarize_groups_by_everything_but_the_seed():
   runs += [({'model.posemb': 'learn', 'seed': 0}, {'test/accuracy': 0.9})]
   rows = sweep.summarize(runs, 'test/accuracy')
   assert [r['group'] for r in rows] == [{'model.posemb': 'none'}, {'model.posemb': 'learn'}]
-  assert rows[0]['mean'] == pytest.approx(0.62)
-  assert rows[0]['std'] == pytest.approx(np.std([0.60, 0.62, 0.64], ddof=1))
+  # float64 (eps64 = 2.2e-16): a mean of 3 (<= 3 roundings), and the same np.std of the
+  # same 3 values (deviations of 0.02 from 0.62 lose ~5 bits: ~30 eps64 at worst).
+  assert rows[0]['mean'] == pytest.approx(0.62, rel=1e-15)
+  assert rows[0]['std'] == pytest.approx(np.std([0.60, 0.62, 0.64], ddof=1), rel=1e-14)
   assert rows[1]['std'] == 0.0
   table = sweep.markdown_table(rows, 'test/accuracy')
   assert table.splitlines()[2] == '| none | 0.6200 ± 0.0200 | 3 |'
@@ -82,7 +84,8 @@ def test_finished_runs_are_not_run_again_and_the_table_is_saved(tmp_path):
   assert '$' not in result.stdout  # nothing was trained.
   assert '| learn | 0.7500 ± 0.0707 | 2 |' in result.stdout  # 0.7 and 0.8.
   saved = json.loads((tmp_path / 'runs' / 'results.json').read_text())
-  assert [r['mean'] for r in saved['rows']] == pytest.approx([0.55, 0.75])
+  # Means of 2 float64 values, written to JSON exactly (shortest repr): <= 2 roundings.
+  assert [r['mean'] for r in saved['rows']] == pytest.approx([0.55, 0.75], rel=1e-15)
   assert (tmp_path / 'runs' / 'table.md').read_text().startswith('| model.posemb |')
 
   # --only: the runs whose name contains one of the comma-separated parts.
