@@ -15,6 +15,7 @@ import pytest
 from helpers import load_config
 from vit_jax import models
 from vit_jax.models import attention
+from vit_jax.models import dot_product
 from vit_jax.models import layers
 from vit_jax.models import relative_position
 from vit_jax.train import setup_run
@@ -251,13 +252,13 @@ def test_vit_blocks_take_the_fused_self_attention_path(monkeypatch, scan, remat)
   one of them would silently fall back to the cross-attention form.
   """
   calls = []
-  original = attention.self_attention_per_head
+  original = dot_product.self_attention_per_head
 
   def counting(qkv, bias, dtype):
     calls.append(qkv.shape)
     return original(qkv, bias, dtype)
 
-  monkeypatch.setattr(attention, 'self_attention_per_head', counting)
+  monkeypatch.setattr(dot_product, 'self_attention_per_head', counting)
   model = tiny(classifier='map', attention_impl='per_head', scan=scan, remat_policy=remat)
   variables = jax.eval_shape(model.init, jax.random.key(0), IMAGES)
   calls.clear()
@@ -337,7 +338,7 @@ def test_self_attention_per_head_vjp_matches_autodiff_of_reference(with_bias):
   qkv, bias, cotangent = _qkv_bias_cotangent(7)
   bias = bias if with_bias else None
   out, (d_qkv, d_bias) = value_and_vjp(
-    lambda a, b: attention.self_attention_per_head(a, b, jnp.float32), cotangent, qkv, bias
+    lambda a, b: dot_product.self_attention_per_head(a, b, jnp.float32), cotangent, qkv, bias
   )
   ref_out, (ref_d_qkv, ref_d_bias) = value_and_vjp(reference_self_attention, cotangent, qkv, bias)
   assert out.shape == (2, 5, 12) and out.dtype == jnp.float32
@@ -363,7 +364,7 @@ def test_self_attention_per_head_vjp_matches_autodiff_of_reference(with_bias):
 def test_self_attention_per_head_bfloat16_vjp_tracks_float32_reference():
   qkv, bias, cotangent = _qkv_bias_cotangent(8)
   out, (d_qkv, d_bias) = value_and_vjp(
-    lambda a, b: attention.self_attention_per_head(a, b, jnp.bfloat16), cotangent, qkv, bias
+    lambda a, b: dot_product.self_attention_per_head(a, b, jnp.bfloat16), cotangent, qkv, bias
   )
   ref_out, (ref_d_qkv, ref_d_bias) = value_and_vjp(reference_self_attention, cotangent, qkv, bias)
   assert out.dtype == d_qkv.dtype == d_bias.dtype == jnp.float32
@@ -433,7 +434,7 @@ def test_bfloat16_backward_multiplies_bfloat16_operands():
   dots = dot_dtypes(jax.make_jaxpr(vjp)(jnp.ones((2, 3, 6))).jaxpr)
   assert dots == [('bfloat16', 'bfloat16', 'float32')] * 2  # dx and dkernel.
   qkv, bias, cotangent = _qkv_bias_cotangent(0)
-  _, vjp = jax.vjp(lambda a, b: attention.self_attention_per_head(a, b, jnp.bfloat16), qkv, bias)
+  _, vjp = jax.vjp(lambda a, b: dot_product.self_attention_per_head(a, b, jnp.bfloat16), qkv, bias)
   dots = dot_dtypes(jax.make_jaxpr(vjp)(cotangent).jaxpr)
   # Per head: dv, d(weights), dq, dk.
   assert dots == [('bfloat16', 'bfloat16', 'float32')] * (4 * 3)
@@ -485,11 +486,11 @@ def _weights_through_identity_values(attend_fn, rate, seed):
 def test_attention_dropout_zeroes_weights_at_the_rate_and_rescales_the_rest(impl):
   rate = 0.25
   if impl == 'xla':
-    fn = lambda q, k, v, r: attention.attend(q, k, v, None, r, jax.random.key(0), False)
+    fn = lambda q, k, v, r: dot_product.attend(q, k, v, None, r, jax.random.key(0), False)
     scale = 1 / np.sqrt(16)  # attend scales the logits itself.
   else:
     # attend_per_head takes q already scaled and returns heads concatenated.
-    fn = lambda q, k, v, r: attention.attend_per_head(
+    fn = lambda q, k, v, r: dot_product.attend_per_head(
       q, k, v, None, r, jax.random.key(0), jnp.float32
     ).reshape(q.shape)
     scale = 1.0
@@ -547,15 +548,15 @@ def test_module_attention_dropout_train_mode(impl):
 def test_resolve_implementation_on_cpu_and_explicit_values():
   assert jax.default_backend() == 'cpu'
   for dtype in (jnp.float32, jnp.bfloat16):
-    assert attention.resolve_implementation('auto', dtype, 64) == 'per_head'
+    assert dot_product.resolve_implementation('auto', dtype, 64) == 'per_head'
   for impl in ('per_head', 'xla'):
-    assert attention.resolve_implementation(impl, jnp.float32, 12) == impl
+    assert dot_product.resolve_implementation(impl, jnp.float32, 12) == impl
   with pytest.raises(
     ValueError,
     match=r"^attention implementation 'cudnn' needs an NVIDIA GPU "
     r"but JAX computes on cpu; use 'auto'\.$",
   ):
-    attention.resolve_implementation('cudnn', jnp.bfloat16, 64)
+    dot_product.resolve_implementation('cudnn', jnp.bfloat16, 64)
 
 
 @pytest.mark.parametrize(
@@ -573,10 +574,10 @@ def test_resolve_implementation_auto_on_other_backends(
   monkeypatch, backend, dtype, head_dim, expected
 ):
   monkeypatch.setattr(jax, 'default_backend', lambda: backend)
-  assert attention.resolve_implementation('auto', dtype, head_dim) == expected
-  assert attention.resolve_implementation('per_head', dtype, head_dim) == 'per_head'
+  assert dot_product.resolve_implementation('auto', dtype, head_dim) == expected
+  assert dot_product.resolve_implementation('per_head', dtype, head_dim) == 'per_head'
   if backend == 'gpu':
-    assert attention.resolve_implementation('cudnn', dtype, head_dim) == 'cudnn'
+    assert dot_product.resolve_implementation('cudnn', dtype, head_dim) == 'cudnn'
 
 
 def test_unknown_implementation_is_one_clear_error():
@@ -585,7 +586,7 @@ def test_unknown_implementation_is_one_clear_error():
     match=r"unknown attention implementation 'flash'; choose one "
     r"of \('auto', 'per_head', 'xla', 'cudnn'\)",
   ) as e:
-    attention.resolve_implementation('flash', jnp.float32, 64)
+    dot_product.resolve_implementation('flash', jnp.float32, 64)
   assert '\n' not in str(e.value)
   with pytest.raises(ValueError, match="unknown attention implementation 'Per_Head'"):
     jax.eval_shape(tiny(attention_impl='Per_Head').init, jax.random.key(0), IMAGES)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vit_jax import models
-from vit_jax.models import attention
+from vit_jax.models import dot_product
 from vit_jax.models import posemb
 from vit_jax.models import relative_position
 
@@ -214,9 +214,9 @@ def test_attention_dropout_path_matches_fused_path_without_dropout():
   rng = np.random.default_rng(1)
   q, k, v = (jnp.asarray(rng.normal(size=(2, 5, 3, 4)), jnp.float32) for _ in range(3))
   bias = jnp.asarray(rng.normal(size=(1, 3, 5, 5)), jnp.float32)
-  fused = attention.attend(q, k, v, bias, 0.0, None, deterministic=True)
+  fused = dot_product.attend(q, k, v, bias, 0.0, None, deterministic=True)
   # rate -> 0 keeps every weight: the explicit path must compute the same function.
-  explicit = attention.attend(q, k, v, bias, 1e-12, jax.random.key(0), deterministic=False)
+  explicit = dot_product.attend(q, k, v, bias, 1e-12, jax.random.key(0), deterministic=False)
   # Two float32 programs: q.k of 4 terms, logits of rms ~1.4, softmax and weights.v of 5:
   # ~(1.4*sqrt(4) + sqrt(10))*eps*sqrt(2) ~ 10 eps relative to outputs of scale ~1.6: ~2e-6
   # absolute typical, worst (1.4*4*2 + 20)*eps*1.6 ~ 6e-6. 5e-6.

@@ -203,7 +203,7 @@ def rules() -> dict[str, Check]:
   # Imported here, not at the top: config files import vit_jax.train.config, which imports
   # this module, and need none of these (models, optimizers, preprocessing, resampling).
   from vit_jax.data import preprocess
-  from vit_jax.models import attention
+  from vit_jax.models import dot_product
   from vit_jax.models import posemb
   from vit_jax.models import vit
   from vit_jax.train import optim
@@ -257,7 +257,7 @@ def rules() -> dict[str, Check]:
     'model.patch_size': _patch_size,
     'model.scan': _flag(optional=True),
     'model.remat_policy': _one_of(vit.REMAT_POLICIES, optional=True),
-    'model.attention_impl': _one_of(attention.IMPLEMENTATIONS, optional=True),
+    'model.attention_impl': _one_of(dot_product.IMPLEMENTATIONS, optional=True),
     'dtype': _one_of(DTYPES),
     # Optimisation.
     'batch': _int_from(1, '; use a positive integer (a multiple of the data-parallel size).'),
