@@ -1,7 +1,14 @@
-"""Shared test helpers: loading config files as `main` does."""
+"""Shared test helpers: loading config files as `main` does; building something slow once per
+test run for every pytest-xdist worker."""
 
+import fcntl
 import importlib.util
+import os
 import pathlib
+import shutil
+import traceback
+
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -20,3 +27,46 @@ def load_config(name: str, arg=None, **overrides):
       node = node[p]
     node[leaf] = value
   return config
+
+
+def build_once(tmp_path_factory, name: str, build) -> pathlib.Path:
+  """A folder `name` that `build(folder)` fills once per test run, shared by all workers.
+
+  `pytest -n 2` runs tests in two worker processes, each with its own session (a session
+  fixture is built once per worker that needs it). The folder lives in the temp root that the
+  workers share (the parent of each worker's basetemp, the standard pytest-xdist recipe); the
+  first worker to get here builds it while holding a file lock (fcntl: no extra package), the
+  other waits for it and reuses it. A build that failed is not retried by the other worker
+  (it fails at once, pointing at the first error). Users of the folder must not change it:
+  copy it first.
+  """
+  base = tmp_path_factory.getbasetemp()
+  root = base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base
+  folder, done, failed = root / name, root / f'{name}.done', root / f'{name}.failed'
+  with open(root / f'{name}.lock', 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes.
+    if failed.exists():
+      pytest.fail(f'building {name} failed earlier in this run:\n{failed.read_text()}')
+    if not done.exists():
+      shutil.rmtree(folder, ignore_errors=True)
+      folder.mkdir()
+      try:
+        build(folder)
+      except BaseException:
+        failed.write_text(traceback.format_exc()[-5000:])
+        raise
+      done.touch()
+  return folder
+
+
+def default_run_config(data_dir):
+  """The README's default job (configs/default.py) shortened from 1,500 to 500 steps, the same
+  recipe otherwise; trained once per test run by conftest's `default_run` fixture."""
+  return load_config(
+    'default',
+    data_dir=data_dir,
+    total_steps=500,
+    warmup_steps=50,
+    eval_every=250,
+    checkpoint_every=250,
+  )

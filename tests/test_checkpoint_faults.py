@@ -17,6 +17,7 @@ from etils import epath
 import numpy as np
 import pytest
 
+from helpers import build_once
 from helpers import load_config
 from helpers import ROOT
 from vit_jax.run import orbax_io
@@ -42,11 +43,14 @@ def tiny_config(data_dir, **overrides):
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory, digits_data_dir):
-  """(workdir with checkpoints 2 and 4, the Run that wrote it)."""
-  workdir = str(tmp_path_factory.mktemp('trained'))
-  run = setup_run.build(tiny_config(digits_data_dir), workdir)
-  loop.train_and_evaluate(run)
-  return workdir, run
+  """(workdir with checkpoints 2 and 4, a Run of its config): trained once per test run, for
+  the tests on either pytest-xdist worker; tests damage a copy (copy_of)."""
+  build = lambda w: loop.train_and_evaluate(setup_run.build(tiny_config(digits_data_dir), str(w)))
+  workdir = build_once(tmp_path_factory, 'faults_trained', build)
+  # The same config's Run (its abstract state), built on an empty workdir: the shared one stays
+  # untouched.
+  run = setup_run.build(tiny_config(digits_data_dir), str(tmp_path_factory.mktemp('unused')))
+  return str(workdir), run
 
 
 def copy_of(trained, tmp_path):
@@ -55,15 +59,21 @@ def copy_of(trained, tmp_path):
   return workdir
 
 
-def truncate_largest_array(step_dir):
+def truncate_arrays(step_dir):
+  """Cuts every array data file of a step to nothing (a crash before the data reached the disk).
+
+  All of them: which file holds which arrays varies from save to save, and the readers that
+  restore params only (predict, export, analyze, fine-tuning) would not notice damage to a
+  file that holds optimizer state only (the largest file, cut in half, was not always enough).
+  """
   folder = os.path.join(step_dir, 'state', 'ocdbt.process_0', 'd')
-  largest = max((os.path.join(folder, n) for n in os.listdir(folder)), key=os.path.getsize)
-  with open(largest, 'r+b') as f:
-    f.truncate(os.path.getsize(largest) // 2)
+  for name in os.listdir(folder):
+    with open(os.path.join(folder, name), 'r+b') as f:
+      f.truncate(0)
 
 
 DAMAGES = {
-  'unreadable-arrays': truncate_largest_array,
+  'unreadable-arrays': truncate_arrays,
   'missing-metadata': lambda d: (d / 'state' / '_METADATA').unlink(),
   'missing-state': lambda d: shutil.rmtree(d / 'state'),
 }
@@ -132,7 +142,7 @@ def test_fallback_resumes_and_completes_with_one_metric_line_per_step(
   trained, tmp_path, digits_data_dir
 ):
   workdir = copy_of(trained, tmp_path)
-  truncate_largest_array(epath.Path(workdir) / 'checkpoints' / '4')
+  truncate_arrays(epath.Path(workdir) / 'checkpoints' / '4')
   assert [r['step'] for r in read_jsonl(workdir) if 'train/loss' in r] == [1, 2, 3, 4]
   final = loop.train_and_evaluate(
     setup_run.build(tiny_config(digits_data_dir, total_steps=6), workdir)
@@ -212,6 +222,8 @@ def test_save_failure_mid_run_exits_in_seconds(tmp_path, digits_data_dir):
     pytest.skip('setpriv is needed to drop the root override of file permissions')
   workdir = tmp_path / 'run'
   os.chmod(tmp_path, 0o777)
+  # The command line's own device count (one per core), not the tests' 8 simulated devices.
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   proc = subprocess.Popen(
     [
       'setpriv',
@@ -229,6 +241,7 @@ def test_save_failure_mid_run_exits_in_seconds(tmp_path, digits_data_dir):
       '--config.batch_eval=32',
     ],
     cwd=ROOT,
+    env=env,
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
     text=True,
@@ -353,7 +366,7 @@ def test_readers_fall_back_to_the_previous_checkpoint_and_move_nothing(
 ):
   workdir = copy_of(trained, tmp_path)
   checkpoints = epath.Path(workdir) / 'checkpoints'
-  truncate_largest_array(checkpoints / '4')
+  truncate_arrays(checkpoints / '4')
   step, warning = _read_with(reader, workdir, tiny_config(digits_data_dir), tmp_path, capsys)
   assert step == 2
   assert len(warning.splitlines()) == 1, warning

@@ -22,10 +22,9 @@ from vit_jax.data import tfds_source
 
 
 @pytest.fixture(scope='module')
-def digits_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp('tfds'))
-  data.get_dataset_info('sklearn_digits', data_dir=path)
-  return path
+def digits_dir(digits_data_dir):
+  """The test run's TFDS data_dir with sklearn_digits prepared (conftest), read only here."""
+  return digits_data_dir
 
 
 @pytest.fixture(scope='module')
@@ -203,11 +202,14 @@ def test_resume_continues_with_exactly_the_next_batch(kind, folder, digits_dir, 
       shuffle_buffer=100,
     )
   args.update(seed=7, process_index=0, process_count=1)
-  reference = _take(data.train_iterator(**args), 14)
-  for k in (3, 9):  # Inside the first epoch, and in a later epoch.
-    it = data.train_iterator(**args)
-    _take(it, k)
-    state = json.loads(json.dumps(it.get_state()))  # Saved with the checkpoint.
+  # The uninterrupted run, saving its state (as with a checkpoint) after 3 batches (inside the
+  # first epoch) and after 9 (in a later epoch).
+  it, reference, states = data.train_iterator(**args), [], {}
+  for i in range(14):
+    if i in (3, 9):
+      states[i] = json.loads(json.dumps(it.get_state()))
+    reference.append(next(it))
+  for k, state in states.items():
     assert state['batches'] == k and state['positions'] == {'0': k * args['global_batch']}
     resumed = data.train_iterator(**args, state=state)
     for i, batch in enumerate(_take(resumed, 14 - k)):

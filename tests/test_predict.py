@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from helpers import build_once
 from helpers import load_config
 from helpers import ROOT
 from vit_jax import models
@@ -48,15 +49,9 @@ def _write_digits(root, split, indices):
     Image.fromarray(pixels).save(folder / f'{i:04d}.png')  # 8x8 grayscale, as the dataset.
 
 
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-  """(workdir, image folder, config): the default recipe (lr 3e-3, no crop) for STEPS steps on
-  400 digits saved as PNGs in class folders."""
-  root = tmp_path_factory.mktemp('digits')
-  _write_digits(root, 'train', range(400))
-  _write_digits(root, 'test', range(1500, 1500 + NUM_TEST))
-  workdir = tmp_path_factory.mktemp('run')
-  config = load_config(
+def _config(root):
+  """The default recipe (lr 3e-3, no crop) for STEPS steps on the image folder `root`."""
+  return load_config(
     'default',
     dataset=str(root),
     total_steps=STEPS,
@@ -70,8 +65,22 @@ def trained(tmp_path_factory):
     pp__area_min=1.0,
     shuffle_buffer=400,
   )
-  loop.train_and_evaluate(setup_run.build(config, str(workdir)))
-  return workdir, root, config
+
+
+def _train(folder):
+  root = folder / 'digits'
+  _write_digits(root, 'train', range(400))
+  _write_digits(root, 'test', range(1500, 1500 + NUM_TEST))
+  loop.train_and_evaluate(setup_run.build(_config(root), str(folder / 'run')))
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """(workdir, image folder, config): the default recipe for STEPS steps on 400 digits saved
+  as PNGs in class folders; trained once per test run (for the tests on either pytest-xdist
+  worker), so tests copy the workdir before changing it."""
+  folder = build_once(tmp_path_factory, 'predict_run', _train)
+  return folder / 'run', folder / 'digits', _config(folder / 'digits')
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -2,12 +2,13 @@
 
 import json
 import os
-import time
+import shutil
 
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
+from helpers import default_run_config
 from helpers import load_config
 from vit_jax import models
 from vit_jax.train import loop
@@ -21,27 +22,19 @@ def read_jsonl(workdir):
     return [json.loads(line) for line in f]
 
 
-def test_default_config_learns(tmp_path, digits_data_dir):
-  # The README's default job, shortened from 1,500 to 500 steps (same recipe otherwise).
-  config = load_config(
-    'default',
-    data_dir=digits_data_dir,
-    total_steps=500,
-    warmup_steps=50,
-    eval_every=250,
-    checkpoint_every=250,
-  )
-  start = time.time()
-  final = loop.train_and_evaluate(setup_run.build(config, str(tmp_path)))
+def test_default_config_learns(default_run, tmp_path, digits_data_dir):
+  # The README's default job, shortened from 1,500 to 500 steps (same recipe otherwise),
+  # trained once for this and the fine-tuning tests (conftest.default_run).
+  workdir, final = default_run
   print(
     f'default config, 500 steps on 8 simulated devices: test accuracy '
-    f'{final["test/accuracy"]:.4f} in {time.time() - start:.0f}s'
+    f'{final["test/accuracy"]:.4f} in {final["seconds"]:.0f}s'
   )
   assert final['test/examples'] == 360  # every test image counted once (batch 128).
   assert final['test/accuracy'] >= 0.9  # chance is 0.1; the full 1,500 steps reach >= 0.95.
   assert final['step'] == 500
 
-  lines = read_jsonl(tmp_path)
+  lines = read_jsonl(workdir)
   train = [l for l in lines if 'train/loss' in l]
   evals = [l for l in lines if 'test/accuracy' in l]
   assert [l['step'] for l in train] == list(range(100, 501, 100))
@@ -57,18 +50,22 @@ def test_default_config_learns(tmp_path, digits_data_dir):
     'test/loss',
   } <= (set(train[-1]) | set(evals[-1]))
   # TensorBoard reads the same numbers.
-  events = event_accumulator.EventAccumulator(str(tmp_path / 'tensorboard'))
+  events = event_accumulator.EventAccumulator(str(workdir / 'tensorboard'))
   events.Reload()
   tb = events.Scalars('test/accuracy')
   assert [e.step for e in tb] == [250, 500]
   assert tb[-1].value == pytest.approx(evals[-1]['test/accuracy'])
-  assert sorted(os.listdir(tmp_path / 'checkpoints'))[:2] == ['250', '500']
-  assert json.loads((tmp_path / 'config.json').read_text())['total_steps'] == 500
+  assert sorted(os.listdir(workdir / 'checkpoints'))[:2] == ['250', '500']
+  assert json.loads((workdir / 'config.json').read_text())['total_steps'] == 500
 
-  # Starting the finished run again restores it and reports the same evaluation.
-  again = loop.train_and_evaluate(setup_run.build(config, str(tmp_path)))
+  # Starting the finished run again (a copy: the run is shared) restores it and reports the
+  # same evaluation.
+  again_dir = tmp_path / 'again'
+  shutil.copytree(workdir, again_dir)
+  config = default_run_config(digits_data_dir)
+  again = loop.train_and_evaluate(setup_run.build(config, str(again_dir)))
   assert again['step'] == 500 and again['test/accuracy'] == final['test/accuracy']
-  assert len([l for l in read_jsonl(tmp_path) if 'train/loss' in l]) == len(train)
+  assert len([l for l in read_jsonl(again_dir) if 'train/loss' in l]) == len(train)
 
 
 def build_error(tmp_path, digits_data_dir, name='default', arg=None, **overrides):

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from helpers import build_once
 from helpers import ROOT
 from vit_jax import models
 from vit_jax.run import orbax_io
@@ -21,7 +22,9 @@ from vit_jax.train import loop
 from vit_jax.train import optim
 from vit_jax.train import state as state_lib
 
-STEPS, EVERY = 240, 20
+# 8 checkpoints: room for the kill points below (the latest kill is at most at step
+# 4 * EVERY + EVERY // 2, after up to 3 tries at a mid-save kill).
+STEPS, EVERY = 80, 10
 
 
 def command(workdir, data_dir):
@@ -35,7 +38,7 @@ def command(workdir, data_dir):
     f'--config.total_steps={STEPS}',
     '--config.warmup_steps=20',
     f'--config.checkpoint_every={EVERY}',
-    '--config.progress_every=10',
+    f'--config.progress_every={EVERY // 2}',
     '--config.eval_every=100000',
     '--config.keep_checkpoints=20',
   ]
@@ -91,9 +94,11 @@ def saved_steps(workdir):
 
 @pytest.fixture(scope='module')
 def uninterrupted(tmp_path_factory, digits_data_dir):
-  workdir = str(tmp_path_factory.mktemp('uninterrupted'))
-  run_to_completion(workdir, digits_data_dir)
-  return orbax_io.load_params(workdir)
+  """Params of the run trained without a stop (trained once per test run, for both tests)."""
+  workdir = build_once(
+    tmp_path_factory, 'resume_uninterrupted', lambda w: run_to_completion(str(w), digits_data_dir)
+  )
+  return orbax_io.load_params(str(workdir))
 
 
 def assert_bit_identical(a, b):

@@ -1,10 +1,11 @@
-"""Transfer through the command line: pre-train on sklearn_digits at 16px, fine-tune on real
-MNIST digits at 28px with `pretrained_path` = the pre-training run's workdir.
+"""Transfer through the command line: fine-tune on real MNIST digits at 28px with
+`pretrained_path` = the workdir of a run pre-trained on sklearn_digits at 16px (the default
+job's 500-step run, conftest.default_run, trained once per test run).
 
 `test_train_finetune.py` covers `.npz` files and the in-process API on one dataset. Whether
 fine-tuning beats training from scratch is measured by `benchmarks/transfer.py` (it needs a
-fully pre-trained model, 1,500 steps: too slow for a test); here the run is short, so the
-fine-tuned parameters are still close to where they started, which shows what was loaded.
+fully pre-trained model, 1,500 steps: too slow for a test); here the fine-tuning is short, so
+the fine-tuned parameters are still close to where they started, which shows what was loaded.
 """
 
 import json
@@ -20,7 +21,6 @@ from vit_jax.run import orbax_io
 from vit_jax.weights import resample
 from vit_jax.weights import tree
 
-PRE_STEPS = 150
 STEPS = 60
 
 
@@ -53,7 +53,7 @@ def _corr(a, b):
 
 
 def test_pretrain_on_digits_then_finetune_on_mnist_at_higher_resolution(
-  tmp_path, shared_dir, digits_data_dir
+  tmp_path, shared_dir, default_run
 ):
   mnist = shared_dir / 'data' / 'mnist'
   images, labels = synthetic.read_mnist_idx(
@@ -64,15 +64,7 @@ def test_pretrain_on_digits_then_finetune_on_mnist_at_higher_resolution(
   synthetic.write_image_folder(folder, 'train', images[:300], labels[:300], names)
   synthetic.write_image_folder(folder, 'test', images[-500:], labels[-500:], names)
 
-  pre, ft = str(tmp_path / 'pre'), str(tmp_path / 'ft')
-  _main(
-    pre,
-    f'data_dir={digits_data_dir}',
-    f'total_steps={PRE_STEPS}',
-    'warmup_steps=15',
-    f'eval_every={PRE_STEPS}',
-    f'checkpoint_every={PRE_STEPS}',
-  )
+  pre, ft = str(default_run[0]), str(tmp_path / 'ft')
   # Seed 1 (pre-training used 0): without the pre-trained params, its initialisation would
   # share nothing with the pre-trained model (correlation ~0 for every kernel, measured).
   final = _main(
