@@ -6,6 +6,7 @@ import importlib.util
 import os
 import pathlib
 import shutil
+import sys
 import traceback
 
 import pytest
@@ -27,6 +28,32 @@ def load_config(name: str, arg=None, **overrides):
       node = node[p]
     node[leaf] = value
   return config
+
+
+def main_command(workdir, data_dir, *flags) -> list[str]:
+  """`python -m vit_jax.main` on the README's default job (configs/default.py) in `workdir`,
+  reading a prepared TFDS `data_dir` (None: the default one), with more `--flag=value`s."""
+  data = [f'--config.data_dir={data_dir}'] if data_dir else []
+  return [
+    sys.executable,
+    '-m',
+    'vit_jax.main',
+    '--config=configs/default.py',
+    f'--workdir={workdir}',
+    *data,
+    *flags,
+  ]
+
+
+def command_env(devices: int | None = None) -> dict[str, str]:
+  """The environment of a command a test starts: `devices` simulated CPU devices, or with None
+  the command's own choice (one per core) rather than the suite's 8; output unbuffered, so
+  that a test can follow it line by line."""
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  if devices:
+    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env['PYTHONUNBUFFERED'] = '1'
+  return env
 
 
 def build_once(tmp_path_factory, name: str, build) -> pathlib.Path:

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 
 from etils import epath
@@ -18,7 +17,9 @@ import numpy as np
 import pytest
 
 from helpers import build_once
+from helpers import command_env
 from helpers import load_config
+from helpers import main_command
 from helpers import ROOT
 from vit_jax.run import orbax_io
 from vit_jax.train import loop
@@ -200,14 +201,7 @@ def as_non_root(*command):
 def test_read_only_checkpoints_refused_at_startup(trained, tmp_path, digits_data_dir):
   workdir = copy_of(trained, tmp_path)
   os.chmod(os.path.join(workdir, 'checkpoints', '4'), 0o555)
-  result = as_non_root(
-    sys.executable,
-    '-m',
-    'vit_jax.main',
-    '--config=configs/default.py',
-    f'--workdir={workdir}',
-    f'--config.data_dir={digits_data_dir}',
-  )
+  result = as_non_root(*main_command(workdir, digits_data_dir))
   assert result.returncode == 2, result.stderr[-2000:]
   assert result.stderr == (
     f'Config error: {workdir}/checkpoints/4 is not writable (Permission '
@@ -222,18 +216,11 @@ def test_save_failure_mid_run_exits_in_seconds(tmp_path, digits_data_dir):
     pytest.skip('setpriv is needed to drop the root override of file permissions')
   workdir = tmp_path / 'run'
   os.chmod(tmp_path, 0o777)
-  # The command line's own device count (one per core), not the tests' 8 simulated devices.
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   proc = subprocess.Popen(
     [
       'setpriv',
       '--bounding-set=-dac_override,-dac_read_search,-fowner',
-      sys.executable,
-      '-m',
-      'vit_jax.main',
-      '--config=configs/default.py',
-      f'--workdir={workdir}',
-      f'--config.data_dir={digits_data_dir}',
+      *main_command(workdir, digits_data_dir),
       '--config.total_steps=2000',
       '--config.checkpoint_every=20',
       '--config.eval_every=100000',
@@ -241,7 +228,7 @@ def test_save_failure_mid_run_exits_in_seconds(tmp_path, digits_data_dir):
       '--config.batch_eval=32',
     ],
     cwd=ROOT,
-    env=env,
+    env=command_env(),  # the command line's own device count (one per core).
     stdout=subprocess.PIPE,
     stderr=subprocess.PIPE,
     text=True,

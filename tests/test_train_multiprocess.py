@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 
 import flax.linen as nn
@@ -25,7 +24,9 @@ import numpy as np
 import pytest
 
 from helpers import build_once
+from helpers import command_env
 from helpers import load_config
+from helpers import main_command
 from helpers import ROOT
 from vit_jax.run import orbax_io
 from vit_jax.train import loop
@@ -63,21 +64,13 @@ def free_port() -> int:
 def launch(workdir, data_dir, processes, devices, sigterm_after=None, expect_code=0):
   """Runs the processes; with sigterm_after, SIGTERMs process 1 once process 0 prints it.
   Returns each process's output (stdout and stderr)."""
-  env = dict(
-    os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}', PYTHONUNBUFFERED='1'
-  )
+  env = command_env(devices)
   port = free_port()
   procs = []
   for i in range(processes):
-    cmd = [
-      sys.executable,
-      '-m',
-      'vit_jax.main',
-      '--config=configs/default.py',
-      f'--workdir={workdir}',
-      f'--config.data_dir={data_dir}',
-      *(f'--config.{k.replace("__", ".")}={v}' for k, v in OVERRIDES.items()),
-    ]
+    cmd = main_command(
+      workdir, data_dir, *(f'--config.{k.replace("__", ".")}={v}' for k, v in OVERRIDES.items())
+    )
     if processes > 1:
       cmd += [
         '--jax_distributed',

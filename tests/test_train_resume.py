@@ -4,7 +4,6 @@ to one that never stopped; checkpoints restore onto another mesh."""
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -13,6 +12,8 @@ import numpy as np
 import pytest
 
 from helpers import build_once
+from helpers import command_env
+from helpers import main_command
 from helpers import ROOT
 from vit_jax import models
 from vit_jax.run import orbax_io
@@ -28,28 +29,21 @@ STEPS, EVERY = 80, 10
 
 
 def command(workdir, data_dir):
-  return [
-    sys.executable,
-    '-m',
-    'vit_jax.main',
-    '--config=configs/default.py',
-    f'--workdir={workdir}',
-    f'--config.data_dir={data_dir}',
+  return main_command(
+    workdir,
+    data_dir,
     f'--config.total_steps={STEPS}',
     '--config.warmup_steps=20',
     f'--config.checkpoint_every={EVERY}',
     f'--config.progress_every={EVERY // 2}',
     '--config.eval_every=100000',
     '--config.keep_checkpoints=20',
-  ]
+  )
 
 
 def environment():
-  env = dict(os.environ)
   # Two simulated devices: a real (2-way data-parallel) mesh, cheaper than eight.
-  env['XLA_FLAGS'] = '--xla_force_host_platform_device_count=2'
-  env['PYTHONUNBUFFERED'] = '1'
-  return env
+  return command_env(devices=2)
 
 
 def run_to_completion(workdir, data_dir):

@@ -11,10 +11,11 @@ the fine-tuned parameters are still close to where they started, which shows wha
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 
+from helpers import command_env
+from helpers import main_command
 from helpers import ROOT
 from vit_jax.data import synthetic
 from vit_jax.run import orbax_io
@@ -25,19 +26,10 @@ STEPS = 60
 
 
 def _main(workdir, *overrides):
-  # The CLI's own device choice (one per core), not the test suite's 8 simulated devices.
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   result = subprocess.run(
-    [
-      sys.executable,
-      '-m',
-      'vit_jax.main',
-      '--config=configs/default.py',
-      f'--workdir={workdir}',
-      *(f'--config.{o}' for o in overrides),
-    ],
+    main_command(workdir, None, *(f'--config.{o}' for o in overrides)),
     cwd=ROOT,
-    env=env,
+    env=command_env(),  # the CLI's own device choice (one per core).
     capture_output=True,
     text=True,
     timeout=600,
