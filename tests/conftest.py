@@ -6,14 +6,17 @@ at the top.
 """
 
 import importlib.util
+import json
 import os
 import pathlib
 import shutil
 import tempfile
+import time
 
 import pytest
 
 from helpers import build_once
+from helpers import default_run_config
 
 os.environ['XLA_FLAGS'] = (
   os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
@@ -60,10 +63,7 @@ def digits_data_dir(tmp_path_factory):
 
 
 def _train_default_run(folder, data_dir):
-  import json
-  import time
-
-  from helpers import default_run_config
+  # vit_jax (and jax) only once XLA_FLAGS and the cache's environment above are set.
   from vit_jax.train import loop
   from vit_jax.train import setup_run
 
@@ -80,8 +80,6 @@ def default_run(tmp_path_factory, digits_data_dir):
   (helpers.default_run_config), trained in-process on the 8 simulated devices once per test
   run: test_train_loop checks it learns, fine-tuning and transfer tests start from it. Shared
   by every test and worker that needs it: copy it before changing anything in it."""
-  import json
-
   folder = build_once(
     tmp_path_factory, 'default_run', lambda f: _train_default_run(f, digits_data_dir)
   )
