@@ -23,6 +23,18 @@ IDS = [p.stem for p in NOTEBOOKS]
 # The GitHub repository the badges open and the install cells clone.
 GITHUB_REPO = 'vit-jax/vit_jax'
 _DEVICE_COUNT_FLAG = re.compile(r'--xla_force_host_platform_device_count=\S+')
+# What each notebook's `parameters` cell is set to here (papermill's convention: a cell after
+# it): the fewest steps and samples that run every cell, on a 2-core CPU in seconds rather than
+# minutes. What the notebooks assert (evaluate() == the trainer's final eval, exports equal
+# to our logits, reloaded params bit-identical) does not depend on them.
+SMALL = {
+  'quickstart': dict(STEPS=20),
+  'analysis': dict(
+    STEPS=20, SIZES=dict(images=16, hessian_batches=1, hessian_iterations=3, landscape_steps=3)
+  ),
+  'finetune': dict(PRETRAIN_STEPS=20, FINETUNE_STEPS=10),
+  'sharding': dict(STEPS=3),
+}
 
 
 def _kernel_env(tmp_path: pathlib.Path) -> dict[str, str]:
@@ -43,9 +55,21 @@ def test_there_are_notebooks():
   assert {'quickstart', 'finetune', 'sharding'} <= set(IDS)
 
 
+def _with_small_parameters(notebook, name):
+  """The notebook with SMALL[name] set in a cell after its `parameters` cell."""
+  tagged = [i for i, c in enumerate(notebook.cells) if 'parameters' in c.metadata.get('tags', [])]
+  assert len(tagged) == 1, f'{name}: one code cell tagged `parameters`, found {len(tagged)}'
+  cell = notebook.cells[tagged[0]]
+  assigned = set(re.findall(r'^([A-Z_]+) = ', cell.source, re.MULTILINE))
+  assert set(SMALL[name]) <= assigned, f'{name}: the parameters cell sets {sorted(assigned)}'
+  source = '\n'.join(f'{k} = {v!r}' for k, v in SMALL[name].items())
+  notebook.cells.insert(tagged[0] + 1, nbformat.v4.new_code_cell(source))
+  return notebook
+
+
 @pytest.mark.parametrize('path', NOTEBOOKS, ids=IDS)
 def test_notebook_runs(path, tmp_path):
-  notebook = nbformat.read(path, as_version=4)
+  notebook = _with_small_parameters(nbformat.read(path, as_version=4), path.stem)
   # A last cell of our own: the kernel is this Python, and vit_jax is this checkout's.
   notebook.cells.append(
     nbformat.v4.new_code_cell(
