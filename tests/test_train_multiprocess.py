@@ -34,7 +34,9 @@ from vit_jax.train import setup_run
 from vit_jax.weights import tree
 
 PREEMPTED = loop.PREEMPTED_EXIT_CODE
-STEPS, CHECKPOINT_EVERY, SIGTERM_AFTER = 40, 20, 5
+# Few steps: a 2-process step waits on gloo collectives, ~4 steps/s on an idle 2-core CPU and a
+# few times slower beside another test's work (pytest -n 2), so the launches' steps dominate.
+STEPS, CHECKPOINT_EVERY, SIGTERM_AFTER = 24, 12, 3
 EPS = 2.0**-23  # float32's machine epsilon: one rounding is within eps / 2, relative.
 # The default job with FSDP over all 4 devices (params and optimizer state sharded across the
 # processes, the batch too) and SGD with momentum (see the equivalence test for why SGD), at a
@@ -129,7 +131,7 @@ def read_jsonl(workdir):
 def test_two_process_training(runs):
   folder, (pre0, pre1, out0, out1), preempted = runs
   workdir = folder / 'two'
-  # Preempted: process 1 got SIGTERM after step 5; both stopped at one step, checkpointed.
+  # Preempted: process 1 got SIGTERM after step 3; both stopped at one step, checkpointed.
   assert 'Preempted (SIGTERM): saved step ' in pre0, pre0[-2000:]
   stopped = int(pre0.split('Preempted (SIGTERM): saved step ')[1].split()[0])
   assert SIGTERM_AFTER < stopped < CHECKPOINT_EVERY, pre0[-2000:]
@@ -141,7 +143,7 @@ def test_two_process_training(runs):
   print(f'2 processes x 2 devices, preempted at step {stopped}: {final}')
   assert final['step'] == STEPS
   assert final['test/examples'] == 360  # 180 + 180, none dropped or doubled.
-  assert final['test/accuracy'] > 0.2  # chance is 0.1; 40 steps only (measured 0.36).
+  assert final['test/accuracy'] > 0.2  # chance is 0.1; 24 steps only (measured 0.34).
   steps = [l['step'] for l in read_jsonl(workdir) if 'train/loss' in l]
   assert steps == list(range(1, STEPS + 1))  # each written once, by process 0 only.
   assert f'step {STEPS}/{STEPS}' in out0 and f'step {STEPS}/{STEPS}' not in out1
