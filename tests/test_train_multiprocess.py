@@ -41,7 +41,11 @@ EPS = 2.0**-23  # float32's machine epsilon: one rounding is within eps / 2, rel
 # The default job with FSDP over all 4 devices (params and optimizer state sharded across the
 # processes, the batch too) and SGD with momentum (see the equivalence test for why SGD), at a
 # learning rate that learns in a few steps; every step logged, for the per-step comparison.
+# 2 encoder blocks, not 4: what is checked is 2 processes = 1, not the model's size, and process 1
+# compiles cold in every launch (JAX's persistent cache is written by process 0 only, and its keys
+# differ per process on CPU).
 OVERRIDES = dict(
+  model__num_layers=2,
   mesh__data=1,
   mesh__fsdp=4,
   sharding_rules='fsdp',
@@ -143,7 +147,7 @@ def test_two_process_training(runs):
   print(f'2 processes x 2 devices, preempted at step {stopped}: {final}')
   assert final['step'] == STEPS
   assert final['test/examples'] == 360  # 180 + 180, none dropped or doubled.
-  assert final['test/accuracy'] > 0.2  # chance is 0.1; 24 steps only (measured 0.34).
+  assert final['test/accuracy'] > 0.2  # chance is 0.1; 24 steps, 2 blocks (measured 0.27).
   steps = [l['step'] for l in read_jsonl(workdir) if 'train/loss' in l]
   assert steps == list(range(1, STEPS + 1))  # each written once, by process 0 only.
   assert f'step {STEPS}/{STEPS}' in out0 and f'step {STEPS}/{STEPS}' not in out1
@@ -197,7 +201,7 @@ def test_two_processes_fsdp_train_as_one_process(runs, digits_data_dir):
   two = tree.flatten(orbax_io.load_params(str(folder / 'two')))
   one = tree.flatten(orbax_io.load_params(str(folder / 'one')))
   init = _initial_params(digits_data_dir)
-  assert sorted(two) == sorted(one) == sorted(init) and len(one) == 71  # 4 blocks of 16, 7 more.
+  assert sorted(two) == sorted(one) == sorted(init) and len(one) == 39  # 2 blocks of 16, 7 more.
   norm = lambda x: float(np.linalg.norm(x))
   change = {k: norm(one[k] - init[k]) for k in one}
   # The init really is the runs' starting point: kernels moved by far less than their size (a
