@@ -2,7 +2,7 @@
 to one that never stopped; checkpoints restore onto another mesh.
 
 The stops are one sequence on one workdir (each restart resumes what the stop before left),
-so that the suite starts the ~12 s `python -m vit_jax.main` launch as few times as it can.
+so that the suite starts `python -m vit_jax.main` (~10 s of startup each) as few times as it can.
 """
 
 import os
@@ -165,6 +165,7 @@ def test_sigkill_at_five_points_and_sigterm_then_restart_is_bit_identical(
   output = run.stop_when(lambda: any(target in line for line in run.lines), signal.SIGTERM)
   assert run.proc.returncode == loop.PREEMPTED_EXIT_CODE, output[-3000:]
   assert not os.path.exists(os.path.join(workdir, 'final_metrics.json'))  # Not finished.
+  assert 'Preempted (SIGTERM): saved step' in output, output[-3000:]
   preempted_at = int(output.split('Preempted (SIGTERM): saved step ')[1].split()[0])
   assert after_save + EVERY // 2 <= preempted_at < STEPS and preempted_at in saved_steps(workdir)
 
