@@ -19,9 +19,18 @@ Triton (installed with CUDA builds of PyTorch; timm and torch.compile import it)
 process when it loads after TensorFlow >= 2.20, whose LLVM is then in the global symbol table
 (tensorflow#124205); before it, it is fine. Where Triton is installed it is imported first
 (~0.5 s), so that timm works beside our pipelines in one process, imported in either order.
+
+Keras is not imported with TensorFlow. TensorFlow >= 2.16's `__init__` imports
+`keras.src.optimizers` eagerly (only to register Keras optimizers for SavedModels) and skips it
+on ImportError; tf.data never needs it, and it is 1.1-1.6 s of every process's start (Intel
+Xeon and AMD EPYC, 2 cores: TF import 5.4-5.9 s -> 3.8-4.3 s). Keras is refused during that one
+import and stays importable: `tf.keras` and `import keras` load it when first used, as usual.
 """
 
+import contextlib
 import functools
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import logging
 import os
@@ -40,7 +49,8 @@ def tf():
       import triton  # noqa: F401
     except Exception:
       pass  # A broken Triton only matters to those who import it later, as without us.
-  import tensorflow as tf_module
+  with _keras_deferred():
+    import tensorflow as tf_module
 
   for kind in ('GPU', 'TPU'):
     try:
@@ -58,6 +68,41 @@ def tf():
   tf_module.get_logger().setLevel('ERROR')
   tf_module.autograph.set_verbosity(0)
   return tf_module
+
+
+class _RefuseToLoad(importlib.abc.Loader):
+  def create_module(self, spec):
+    return None
+
+  def exec_module(self, module):
+    raise ImportError(f'{module.__name__} is imported on first use, not with TensorFlow')
+
+
+class _KerasFinder(importlib.abc.MetaPathFinder):
+  """Finds `keras` where it is (TensorFlow reads its folder) with a loader that refuses."""
+
+  def find_spec(self, name, path=None, target=None):
+    if name != 'keras':
+      return None
+    spec = importlib.machinery.PathFinder.find_spec(name, path)
+    if spec is not None:
+      spec.loader = _RefuseToLoad()
+    return spec
+
+
+@contextlib.contextmanager
+def _keras_deferred():
+  """Keras unloadable inside the block, unless it is imported already (see the docstring)."""
+  if 'keras' in sys.modules or 'tensorflow' in sys.modules:
+    yield
+    return
+  finder = _KerasFinder()
+  sys.meta_path.insert(0, finder)
+  try:
+    yield
+  finally:
+    sys.meta_path.remove(finder)
+    sys.modules.pop('keras', None)  # a failed import leaves nothing; be sure of it.
 
 
 @functools.cache
