@@ -17,9 +17,10 @@ import pytest
 
 from helpers import build_once
 from helpers import default_run_config
+from helpers import TEST_XLA_FLAGS
 
 os.environ['XLA_FLAGS'] = (
-  os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=8'
+  f'{os.environ.get("XLA_FLAGS", "")} {TEST_XLA_FLAGS} --xla_force_host_platform_device_count=8'
 ).strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 

@@ -13,21 +13,18 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from helpers import command_env
 from helpers import ROOT
 from vit_jax import models
 from vit_jax.data import synthetic
 from vit_jax.weights import released
 
 
-def _env():
-  return {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-
-
 def _analyze(*args):
   return subprocess.run(
     [sys.executable, '-m', 'vit_jax.analyze', *args],
     cwd=ROOT,
-    env=_env(),
+    env=command_env(),
     capture_output=True,
     text=True,
     timeout=600,

@@ -1,16 +1,17 @@
 """The benchmark scripts run (tiny settings; speed itself is measured by running them)."""
 
-import os
 import pathlib
 import subprocess
 import sys
+
+from helpers import command_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_vs_timm_prints_a_table_row_without_timm():
   # The script's own device choice (one per core), not the test suite's 8 fake devices.
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env = command_env()
   out = subprocess.run(
     [
       sys.executable,
