@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from helpers import command_env
+
 CORE_MODULES = [
   'vit_jax',
   'vit_jax.models',
@@ -115,7 +117,7 @@ print(int(restored.step), loaded)
   import tempfile
 
   # Two devices: a real (2-way FSDP) mesh, cheaper to compile for than the tests' eight.
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  env = command_env(devices=2)
   with tempfile.TemporaryDirectory() as tmp:
     code = code.replace('PATH', f'{tmp}/m.npz').replace('DIR', tmp)
     result = subprocess.run(
