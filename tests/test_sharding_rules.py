@@ -40,7 +40,9 @@ def test_activations_resolve_like_parameters():
   assert sharding.constrain(x, OUT_PROJ) is x  # Outside `activate`: untouched.
 
 
-def test_replicating_an_undivided_dimension_warns_once(caplog):
+def test_replicating_an_undivided_dimension_warns_once(caplog, monkeypatch):
+  # Each case is logged once per process: forget the cases earlier tests in this worker logged.
+  monkeypatch.setattr(sharding, '_WARNED', set())
   mesh = _mesh(model=2)
   rules = config_lib.SHARDING_RULES['tp']
   with caplog.at_level(logging.WARNING):
