@@ -72,7 +72,7 @@ if importlib.util.find_spec('triton') is not None:
 
 
 def test_a_process_after_our_tensorflow_import():
-  """Keras is not loaded with TensorFlow (1.1-1.6 s of every start) but `tf.keras` and `import
+  """Keras is not loaded with TensorFlow (~2 s of every start) but `tf.keras` and `import
   keras` work after it; Triton, which segfaults loading after TensorFlow (tensorflow#124205),
   imports (tf() imports it first). One fresh process: both depend on what was imported before."""
   result = subprocess.run(
