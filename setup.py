@@ -14,6 +14,10 @@ INSTALL_REQUIRES = [
   'jax>=0.9',
   'matplotlib>=3.8',  # figures of `python -m vit_jax.analyze` (imported only there).
   'ml-collections>=1.0',
+  # JAX's and TensorFlow's extra dtypes. 0.7.0 registers its NumPy ufunc loops in ~1.0 s at
+  # every import (0.6.0: 0.1 s; numpy 2.3 and 2.4 alike), ~1.5 s of every command's start
+  # (measured on a 2-core Intel Xeon).
+  'ml_dtypes>=0.5,!=0.7.0',
   'numpy>=1.26',
   'optax>=0.2.5',
   'orbax-checkpoint>=0.11.28',
