@@ -14,6 +14,7 @@ jax.distributed.initialize() (cluster auto-detection on Cloud TPU, SLURM, Open M
 give `--coordinator_address=host:port --num_processes=N --process_id=i` explicitly.
 """
 
+import gc
 import os
 import sys
 
@@ -105,6 +106,10 @@ def main(argv):
     run = setup_run.build(_CONFIG.value, _WORKDIR.value)
   except setup_run.ConfigError as e:
     _config_error(str(e))
+  # What exists now (JAX, TensorFlow and their modules, the model, the input pipeline) lives as
+  # long as the run: out of the garbage collector's sight, its full collections no longer walk
+  # it again and again during training.
+  gc.freeze()
   try:
     final = loop.train_and_evaluate(run)
   except loop.NonFiniteLossError as e:
