@@ -11,17 +11,22 @@ import json
 import os
 import pathlib
 import shutil
+import subprocess
 import tempfile
 import time
 
 import pytest
 
 from helpers import build_once
-from helpers import default_run_config
-from helpers import TEST_XLA_FLAGS
+from helpers import command_env
+from helpers import DEFAULT_RUN
+from helpers import IN_PROCESS_XLA_FLAGS
+from helpers import main_command
+from helpers import ROOT
 
 os.environ['XLA_FLAGS'] = (
-  f'{os.environ.get("XLA_FLAGS", "")} {TEST_XLA_FLAGS} --xla_force_host_platform_device_count=8'
+  f'{os.environ.get("XLA_FLAGS", "")} {IN_PROCESS_XLA_FLAGS} '
+  '--xla_force_host_platform_device_count=8'
 ).strip()
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -65,23 +70,31 @@ def digits_data_dir(tmp_path_factory):
 
 
 def _train_default_run(folder, data_dir):
-  # vit_jax (and jax) only once XLA_FLAGS and the cache's environment above are set.
-  from vit_jax.train import loop
-  from vit_jax.train import setup_run
-
   start = time.time()
-  final = loop.train_and_evaluate(
-    setup_run.build(default_run_config(data_dir), str(folder / 'workdir'))
+  result = subprocess.run(
+    main_command(
+      folder / 'workdir', data_dir, *(f'--config.{k}={v}' for k, v in DEFAULT_RUN.items())
+    ),
+    cwd=ROOT,
+    env=command_env(),
+    capture_output=True,
+    text=True,
+    timeout=1200,
+    check=False,
   )
+  if result.returncode:
+    raise RuntimeError(f'the default run failed ({result.returncode}):\n{result.stderr[-3000:]}')
+  final = json.loads((folder / 'workdir' / 'final_metrics.json').read_text())
   (folder / 'final.json').write_text(json.dumps(dict(final, seconds=time.time() - start)))
 
 
 @pytest.fixture(scope='session')
 def default_run(tmp_path_factory, digits_data_dir):
   """(workdir, final metrics + 'seconds') of the README's default job shortened to 500 steps
-  (helpers.default_run_config), trained in-process on the 8 simulated devices once per test
-  run: test_train_loop checks it learns, fine-tuning and transfer tests start from it. Shared
-  by every test and worker that needs it: copy it before changing anything in it."""
+  (helpers.DEFAULT_RUN), run once per test run as the README runs it: `python -m vit_jax.main`
+  with its own device count (one per core; helpers.command_env). test_train_loop checks it
+  learns, fine-tuning and transfer tests start from it. Shared by every test and worker that
+  needs it: copy it before changing anything in it."""
   folder = build_once(
     tmp_path_factory, 'default_run', lambda f: _train_default_run(f, digits_data_dir)
   )

@@ -12,12 +12,19 @@ import traceback
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# XLA:CPU compiles each fused kernel with LLVM at -O1 in every process of the test run, rather
-# than at -O2 (XLA's default, what users run). A test run compiles far more than it computes:
-# LLVM was ~20% of the run's CPU (perf, 2-core Intel Xeon), and -O1 halves it (a tiny ViT's
-# sharded init 3.9 -> 1.7 s, train step 3.7 -> 2.7 s) with the default job's steps as fast.
-# Both are IEEE float32 code: the tests' tolerances follow from float32 rounding either way.
+# How XLA:CPU compiles in the test run. Users run XLA's default (LLVM -O2); both are IEEE float32
+# code, so the tests' tolerances, which follow from float32 rounding, hold either way. A test run
+# compiles far more than it computes (perf, 2-core Intel Xeon: LLVM was ~20% of its CPU at -O2).
+# - Commands that tests start (command_env: `python -m vit_jax.main`, `analyze`...) run up to a
+#   few hundred steps: -O1, which halves LLVM's time with steps as fast as at -O2 (a tiny ViT's
+#   sharded init compile 3.9 -> 1.7 s, its train step 3.7 -> 2.7 s).
+# - The pytest workers' own tests (and the notebooks' kernels, which inherit their environment)
+#   compile many programs and run each for a few steps: -O0 compiles ~25% faster still (two
+#   sharded tiny-ViT trainings: 21.3 -> 16.2 s CPU, mean of 3) and runs ~45% slower, which only
+#   long runs would pay (none runs in-process: the 500-step default run is a command,
+#   conftest.default_run).
 TEST_XLA_FLAGS = '--xla_backend_optimization_level=1'
+IN_PROCESS_XLA_FLAGS = '--xla_backend_optimization_level=0'
 
 
 def load_config(name: str, arg=None, **overrides):
@@ -93,14 +100,11 @@ def build_once(tmp_path_factory, name: str, build) -> pathlib.Path:
   return folder
 
 
+# The README's default job (configs/default.py) shortened from 1,500 to 500 steps, the same
+# recipe otherwise; trained once per test run by conftest's `default_run` fixture.
+DEFAULT_RUN = dict(total_steps=500, warmup_steps=50, eval_every=250, checkpoint_every=250)
+
+
 def default_run_config(data_dir):
-  """The README's default job (configs/default.py) shortened from 1,500 to 500 steps, the same
-  recipe otherwise; trained once per test run by conftest's `default_run` fixture."""
-  return load_config(
-    'default',
-    data_dir=data_dir,
-    total_steps=500,
-    warmup_steps=50,
-    eval_every=250,
-    checkpoint_every=250,
-  )
+  """The config of conftest's `default_run` (DEFAULT_RUN), as `main` loads it."""
+  return load_config('default', data_dir=data_dir, **DEFAULT_RUN)

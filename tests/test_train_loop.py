@@ -1,4 +1,5 @@
-"""The main job end to end (in-process): the default config learns; metrics; bad configs."""
+"""The main job end to end: the default config learns (the README command, conftest.default_run);
+metrics; bad configs (in-process)."""
 
 import json
 import os
@@ -27,7 +28,7 @@ def test_default_config_learns(default_run, tmp_path, digits_data_dir):
   # trained once for this and the fine-tuning tests (conftest.default_run).
   workdir, final = default_run
   print(
-    f'default config, 500 steps on 8 simulated devices: test accuracy '
+    f'default config, 500 steps (the README command, a device per core): test accuracy '
     f'{final["test/accuracy"]:.4f} in {final["seconds"]:.0f}s'
   )
   assert final['test/examples'] == 360  # every test image counted once (batch 128).
@@ -59,7 +60,8 @@ def test_default_config_learns(default_run, tmp_path, digits_data_dir):
   assert json.loads((workdir / 'config.json').read_text())['total_steps'] == 500
 
   # Starting the finished run again (a copy: the run is shared) restores it and reports the
-  # same evaluation.
+  # same evaluation; here on this process's 8 devices, whose logits differ from the run's by
+  # float32 rounding: no prediction changes unless two classes' logits tie within it.
   again_dir = tmp_path / 'again'
   shutil.copytree(workdir, again_dir)
   config = default_run_config(digits_data_dir)

@@ -32,13 +32,13 @@ from vit_jax.train import state as state_lib
 STEPS, EVERY = 80, 10
 
 
-def command(workdir, data_dir):
+def command(workdir, data_dir, checkpoint_every=EVERY):
   return main_command(
     workdir,
     data_dir,
     f'--config.total_steps={STEPS}',
     '--config.warmup_steps=20',
-    f'--config.checkpoint_every={EVERY}',
+    f'--config.checkpoint_every={checkpoint_every}',
     f'--config.progress_every={EVERY // 2}',
     '--config.eval_every=100000',
     '--config.keep_checkpoints=20',
@@ -50,9 +50,9 @@ def environment():
   return command_env(devices=2)
 
 
-def run_to_completion(workdir, data_dir):
+def run_to_completion(workdir, data_dir, checkpoint_every=EVERY):
   result = subprocess.run(
-    command(workdir, data_dir),
+    command(workdir, data_dir, checkpoint_every),
     cwd=ROOT,
     env=environment(),
     capture_output=True,
@@ -73,9 +73,12 @@ def saved_steps(workdir):
 
 @pytest.fixture(scope='module')
 def uninterrupted(tmp_path_factory, digits_data_dir):
-  """Params of the run trained without a stop (trained once per test run)."""
+  """Params of the run trained without a stop (trained once per test run). Saved at the end
+  only: saving reads the state and changes nothing in it (~0.5 s a save)."""
   workdir = build_once(
-    tmp_path_factory, 'resume_uninterrupted', lambda w: run_to_completion(str(w), digits_data_dir)
+    tmp_path_factory,
+    'resume_uninterrupted',
+    lambda w: run_to_completion(str(w), digits_data_dir, checkpoint_every=STEPS),
   )
   return orbax_io.load_params(str(workdir))
 
