@@ -83,6 +83,19 @@ def test_negative_learning_rate_on_the_command_line(tmp_path):
   assert not workdir.exists()
 
 
+def test_fewer_steps_than_the_warm_up_on_the_command_line(tmp_path):
+  # The default job warms up for 100 steps: a shorter run says which flag to add.
+  workdir = tmp_path / 'work'
+  result = run_main(
+    '--config=configs/default.py', f'--workdir={workdir}', '--config.total_steps=100'
+  )
+  assert _one_error_line(result) == (
+    'Config error: config.warmup_steps=100 must be < config.total_steps=100; '
+    'e.g. --config.warmup_steps=10 (a tenth of the steps).'
+  )
+  assert not workdir.exists()
+
+
 @pytest.mark.parametrize(
   'field, value, message',
   [

@@ -179,6 +179,17 @@ def _pretrained(config, abstract_params) -> Optional[dict]:
   return params
 
 
+def _check_warmup(config) -> None:
+  """A shorter run than the config's warm-up (e.g. --config.total_steps=100 on the default job,
+  which warms up for 100 steps) is refused with the flag that fixes it."""
+  warmup, total = config.warmup_steps, config.total_steps
+  if warmup >= total:
+    raise ConfigError(
+      f'config.warmup_steps={warmup} must be < config.total_steps={total}; '
+      f'e.g. --config.warmup_steps={total // 10} (a tenth of the steps).'
+    )
+
+
 def build(config, workdir: str) -> Run:
   """Validates `config` and builds mesh, data info, model, optimizer and abstract state.
 
@@ -193,6 +204,7 @@ def build(config, workdir: str) -> Run:
   except ValueError as e:
     raise ConfigError(f'config.mesh / config.sharding_rules: {e}') from None
   _check_batches(config, mesh, rules)
+  _check_warmup(config)
   try:  # before the dataset: its first use may prepare it (TFDS writes its data_dir).
     schedule = optim.make_schedule(
       config.base_lr, config.total_steps, config.warmup_steps, config.decay_type
