@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from helpers import command_env
 from helpers import load_config
 from helpers import ROOT
 from test_main_cli import run_main
@@ -92,6 +93,31 @@ def test_fewer_steps_than_the_warm_up_on_the_command_line(tmp_path):
   assert _one_error_line(result) == (
     'Config error: config.warmup_steps=100 must be < config.total_steps=100; '
     'e.g. --config.warmup_steps=10 (a tenth of the steps).'
+  )
+  assert not workdir.exists()
+
+
+def test_readme_sharding_example_on_one_cpu_device_says_how_to_simulate_eight(tmp_path):
+  # README's 2-way data x 4-way FSDP example, as written, on a CPU without simulated devices.
+  readme = (ROOT / 'README.md').read_text()
+  example = readme.split('devices as 2-way data x 4-way FSDP:\n\n```bash\n')[1].split('```')[0]
+  args = example.replace('\\\n', ' ').split()[3:]  # after `python -m vit_jax.main`
+  workdir = tmp_path / 'work'
+  env = command_env()
+  env['XLA_FLAGS'] += ' --xla_force_host_platform_device_count=1'
+  result = subprocess.run(
+    [sys.executable, '-m', 'vit_jax.main', *[a.replace('DIR', str(workdir)) for a in args]],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
+  assert _one_error_line(result) == (
+    "Config error: config.mesh / config.sharding_rules: mesh {'data': 2, 'fsdp': 4, 'model': 1}: "
+    'sizes multiply to 8 but there are 1 devices; make the product 1 (or use -1). On a CPU, '
+    'XLA_FLAGS=--xla_force_host_platform_device_count=8 before the command simulates 8 devices.'
   )
   assert not workdir.exists()
 

@@ -53,9 +53,16 @@ def make_mesh(axes: Mapping[str, int], devices: Optional[Sequence[Any]] = None) 
       )
     sizes[sizes.index(-1)] = len(devices) // known
   if math.prod(sizes) != len(devices):
+    hint = ''
+    if math.prod(sizes) > len(devices) and devices[0].platform == 'cpu':
+      # CPU devices are simulated; JAX reads their count once, when it starts.
+      hint = (
+        f' On a CPU, XLA_FLAGS=--xla_force_host_platform_device_count={math.prod(sizes)} before'
+        f' the command simulates {math.prod(sizes)} devices.'
+      )
     raise ValueError(
       f'mesh {dict(axes)}: sizes multiply to {math.prod(sizes)} but there are '
-      f'{len(devices)} devices; make the product {len(devices)} (or use -1).'
+      f'{len(devices)} devices; make the product {len(devices)} (or use -1).{hint}'
     )
   return jax.make_mesh(
     tuple(sizes), tuple(names), axis_types=(AxisType.Auto,) * len(names), devices=devices
