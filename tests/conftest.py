@@ -11,18 +11,15 @@ import json
 import os
 import pathlib
 import shutil
-import subprocess
 import tempfile
 import time
 
 import pytest
 
 from helpers import build_once
-from helpers import command_env
 from helpers import DEFAULT_RUN
 from helpers import IN_PROCESS_XLA_FLAGS
-from helpers import main_command
-from helpers import ROOT
+from helpers import train_command
 
 os.environ['XLA_FLAGS'] = (
   f'{os.environ.get("XLA_FLAGS", "")} {IN_PROCESS_XLA_FLAGS} '
@@ -71,20 +68,7 @@ def digits_data_dir(tmp_path_factory):
 
 def _train_default_run(folder, data_dir):
   start = time.time()
-  result = subprocess.run(
-    main_command(
-      folder / 'workdir', data_dir, *(f'--config.{k}={v}' for k, v in DEFAULT_RUN.items())
-    ),
-    cwd=ROOT,
-    env=command_env(),
-    capture_output=True,
-    text=True,
-    timeout=1200,
-    check=False,
-  )
-  if result.returncode:
-    raise RuntimeError(f'the default run failed ({result.returncode}):\n{result.stderr[-3000:]}')
-  final = json.loads((folder / 'workdir' / 'final_metrics.json').read_text())
+  final = train_command(folder / 'workdir', data_dir, **DEFAULT_RUN)
   (folder / 'final.json').write_text(json.dumps(dict(final, seconds=time.time() - start)))
 
 

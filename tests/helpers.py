@@ -3,9 +3,11 @@ test run for every pytest-xdist worker."""
 
 import fcntl
 import importlib.util
+import json
 import os
 import pathlib
 import shutil
+import subprocess
 import sys
 import traceback
 
@@ -68,6 +70,30 @@ def command_env(devices: int | None = None) -> dict[str, str]:
     env['XLA_FLAGS'] += f' --xla_force_host_platform_device_count={devices}'
   env['PYTHONUNBUFFERED'] = '1'
   return env
+
+
+def run_command(argv, *, devices: int | None = None, timeout: float = 600):
+  """Runs `argv` (e.g. main_command(...)) from the checkout's root in command_env(devices);
+  the finished process, with its stdout and stderr as text."""
+  return subprocess.run(
+    argv,
+    cwd=ROOT,
+    env=command_env(devices),
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    check=False,
+  )
+
+
+def train_command(workdir, data_dir, **config) -> dict:
+  """`python -m vit_jax.main` on the default job with `--config.<key>=<value>` for each of
+  `config` (a '__' in a key is a '.'); its final_metrics.json. Fails with the end of stderr."""
+  flags = (f'--config.{k.replace("__", ".")}={v}' for k, v in config.items())
+  result = run_command(main_command(workdir, data_dir, *flags), timeout=1200)
+  if result.returncode:
+    raise RuntimeError(f'{result.args} exited {result.returncode}:\n{result.stderr[-3000:]}')
+  return json.loads((pathlib.Path(workdir) / 'final_metrics.json').read_text())
 
 
 def build_once(tmp_path_factory, name: str, build) -> pathlib.Path:

@@ -6,7 +6,6 @@ import functools
 import io
 import json
 import shutil
-import subprocess
 import sys
 
 import flax
@@ -17,7 +16,8 @@ import pytest
 
 from helpers import build_once
 from helpers import load_config
-from helpers import ROOT
+from helpers import run_command
+from helpers import train_command
 from vit_jax import models
 from vit_jax import predict
 from vit_jax.inference import labels
@@ -26,8 +26,6 @@ from vit_jax.models import layers
 from vit_jax.run import orbax_io
 from vit_jax.run import workdir as workdir_lib
 from vit_jax.train import config as config_lib
-from vit_jax.train import loop
-from vit_jax.train import setup_run
 from vit_jax.weights import released
 
 # Class folder names whose sorted order (eight, five, four, ...) is not the digits' order, so
@@ -49,10 +47,9 @@ def _write_digits(root, split, indices):
     Image.fromarray(pixels).save(folder / f'{i:04d}.png')  # 8x8 grayscale, as the dataset.
 
 
-def _config(root):
+def _recipe(root):
   """The default recipe (lr 3e-3, no crop) for STEPS steps on the image folder `root`."""
-  return load_config(
-    'default',
+  return dict(
     dataset=str(root),
     total_steps=STEPS,
     warmup_steps=10,
@@ -67,11 +64,16 @@ def _config(root):
   )
 
 
+def _config(root):
+  return load_config('default', **_recipe(root))
+
+
 def _train(folder):
+  """Trains as a user would, with `python -m vit_jax.main` (a device per core)."""
   root = folder / 'digits'
   _write_digits(root, 'train', range(400))
   _write_digits(root, 'test', range(1500, 1500 + NUM_TEST))
-  loop.train_and_evaluate(setup_run.build(_config(root), str(folder / 'run')))
+  train_command(folder / 'run', None, **_recipe(root))
 
 
 @pytest.fixture(scope='module')
@@ -370,13 +372,8 @@ def test_bad_input_is_one_line_with_exit_code_2(trained, tmp_path):
 
 
 def test_module_entry_point_exit_code(tmp_path):
-  result = subprocess.run(
-    [sys.executable, '-m', 'vit_jax.predict', f'--checkpoint={tmp_path}/nope.npz', 'x.png'],
-    cwd=ROOT,
-    capture_output=True,
-    text=True,
-    timeout=120,
-    check=False,
+  result = run_command(
+    [sys.executable, '-m', 'vit_jax.predict', f'--checkpoint={tmp_path}/nope.npz', 'x.png']
   )
   assert result.returncode == 2
   assert result.stderr.strip() == 'Error: x.png does not exist; pass image files or folders.'

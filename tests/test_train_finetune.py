@@ -2,7 +2,8 @@
 different resolution: position embeddings resampled, new head, training improves.
 
 Both start from the default job's 500-step run (conftest.default_run, trained once per test
-run; test_train_loop checks that it learnt)."""
+run; test_train_loop checks that it learnt): the `.npz` through the command line, the Orbax run
+through the in-process API."""
 
 import json
 import os
@@ -10,6 +11,7 @@ import os
 import numpy as np
 
 from helpers import load_config
+from helpers import train_command
 from vit_jax.run import orbax_io
 from vit_jax.train import loop
 from vit_jax.train import setup_run
@@ -34,8 +36,9 @@ def test_finetune_from_npz_at_new_resolution(tmp_path, digits_data_dir, default_
   assert params['Transformer']['posembed_input']['pos_embedding'].shape == (1, 16, 64)
 
   # Fine-tune at 24px (6x6 grid): SGD as in the fine-tuning recipe.
+  # As a user would: `python -m vit_jax.main` (the other test covers the in-process API).
   ft = tmp_path / 'ft'
-  final = train(
+  final = train_command(
     ft,
     digits_data_dir,
     pretrained_path=str(tmp_path / 'pre.npz'),
