@@ -7,6 +7,7 @@ Each of --runs is an --out folder of `python -m vit_jax.analyze`. Writes DIR/hes
 per noise frequency) for the models that have them, and prints a table of the summary numbers.
 """
 
+import collections
 import json
 import os
 import sys
@@ -24,8 +25,16 @@ _OUT = flags.DEFINE_string('out', None, 'Folder for the comparison figures.')
 
 
 def load(folders) -> dict[str, dict[str, Any]]:
-  """{model label: {analysis: its JSON}} for every analysis JSON in each folder."""
-  models = {}
+  """{model label: {analysis: its JSON}} for every analysis JSON in each folder.
+
+  A label is the analysis' own (the --label or model name of vit_jax.analyze); runs that share
+  one (every small config of one model name does) are labelled by their folder names instead.
+
+  Raises:
+    ValueError: (one line) a folder without analyses, or two runs that neither their labels
+      nor their folder names tell apart.
+  """
+  runs = []
   for folder in folders:
     numbers = {}
     for name in sorted(os.listdir(folder)):
@@ -36,7 +45,17 @@ def load(folders) -> dict[str, dict[str, Any]]:
       raise ValueError(
         f'{folder} holds no analysis JSON; pass --out folders of python -m vit_jax.analyze.'
       )
-    label = next(iter(numbers.values()))['model']  # the --label of vit_jax.analyze.
+    runs.append((folder, next(iter(numbers.values()))['model'], numbers))
+  counts = collections.Counter(label for _, label, _ in runs)
+  models = {}
+  for folder, label, numbers in runs:
+    if counts[label] > 1:
+      label = os.path.basename(os.path.normpath(folder))
+    if label in models:
+      raise ValueError(
+        f'two of --runs are both called {label!r} (by label and by folder name); rerun '
+        'python -m vit_jax.analyze with --label=NAME for each, or give them distinct folders.'
+      )
     models[label] = numbers
   return models
 
