@@ -146,7 +146,18 @@ def test_edge_values_pass(field, value):
       0,
       'config.accum_steps=0; use a positive number of micro-batches (1: no accumulation).',
     ),
-    ('total_steps', 0, 'config.total_steps=0 must be a positive number of steps.'),
+    (
+      'total_steps',
+      0,
+      'config.total_steps=0 must be a positive number of steps, at most 2,147,483,647 (JAX '
+      'counts steps in int32).',
+    ),
+    (  # an int32 overflow in the schedule, as a traceback, before.
+      'total_steps',
+      10**12,
+      'config.total_steps=1000000000000 must be a positive number of steps, at most '
+      '2,147,483,647 (JAX counts steps in int32).',
+    ),
     ('decay_type', 'exp', "config.decay_type='exp'; use one of ('cosine', 'linear', 'constant')."),
     ('optim__name', 'lamb', "config.optim.name='lamb'; use one of ('sgd', 'adamw')."),
     (

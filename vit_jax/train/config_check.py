@@ -132,8 +132,15 @@ def _rate(tail: str = '; use a rate in [0, 1).', optional: bool = False) -> Chec
   return _rule(lambda v: _is_number(v) and 0 <= v < 1, tail, optional)
 
 
+# JAX counts steps in int32 (its default integer width): a step past this would overflow.
+MAX_STEPS = 2**31 - 1
+
+
 def _steps() -> Check:
-  return _int_from(1, ' must be a positive number of steps.')
+  return _rule(
+    lambda v: _is_int(v) and 1 <= v <= MAX_STEPS,
+    f' must be a positive number of steps, at most {MAX_STEPS:,} (JAX counts steps in int32).',
+  )
 
 
 def _group(value) -> Optional[str]:
@@ -264,7 +271,9 @@ def rules() -> dict[str, Check]:
     'batch_eval': _int_from(1, '; use a positive integer (a multiple of the data-parallel size).'),
     'accum_steps': _int_from(1, '; use a positive number of micro-batches (1: no accumulation).'),
     'total_steps': _steps(),
-    'warmup_steps': _int_from(0, ' must be >= 0 (0: no warm-up).'),
+    'warmup_steps': _rule(
+      lambda v: _is_int(v) and 0 <= v <= MAX_STEPS, ' must be >= 0 (0: no warm-up).'
+    ),
     'base_lr': _rule(lambda v: _is_number(v) and v > 0, ' must be > 0.'),
     'decay_type': _one_of(optim.DECAY_TYPES),
     'grad_norm_clip': _rule(
