@@ -19,6 +19,7 @@ import pytest
 from helpers import build_once
 from helpers import DEFAULT_RUN
 from helpers import IN_PROCESS_XLA_FLAGS
+from helpers import ROOT
 from helpers import train_command
 
 os.environ['XLA_FLAGS'] = (
@@ -68,21 +69,25 @@ def digits_data_dir(tmp_path_factory):
 
 def _train_default_run(folder, data_dir):
   start = time.time()
-  final = train_command(folder / 'workdir', data_dir, **DEFAULT_RUN)
+  # A relative --workdir, as users type one (the command runs in the checkout's root).
+  workdir = os.path.relpath(folder / 'workdir', ROOT)
+  final, printed = train_command(workdir, data_dir, **DEFAULT_RUN)
   (folder / 'final.json').write_text(json.dumps(dict(final, seconds=time.time() - start)))
+  (folder / 'stdout.txt').write_text(printed)
 
 
 @pytest.fixture(scope='session')
 def default_run(tmp_path_factory, digits_data_dir):
-  """(workdir, final metrics + 'seconds') of the README's default job shortened to 500 steps
-  (helpers.DEFAULT_RUN), run once per test run as the README runs it: `python -m vit_jax.main`
-  with its own device count (one per core; helpers.command_env). test_train_loop checks it
-  learns, fine-tuning and transfer tests start from it. Shared by every test and worker that
-  needs it: copy it before changing anything in it."""
+  """(workdir, final metrics + 'seconds' + 'printed', its stdout) of the README's default job
+  shortened to 500 steps (helpers.DEFAULT_RUN), run once per test run as the README runs it:
+  `python -m vit_jax.main` with its own device count (one per core; helpers.command_env).
+  test_train_loop checks it learns, fine-tuning and transfer tests start from it. Shared by
+  every test and worker that needs it: copy it before changing anything in it."""
   folder = build_once(
     tmp_path_factory, 'default_run', lambda f: _train_default_run(f, digits_data_dir)
   )
-  return folder / 'workdir', json.loads((folder / 'final.json').read_text())
+  final = json.loads((folder / 'final.json').read_text())
+  return folder / 'workdir', dict(final, printed=(folder / 'stdout.txt').read_text())
 
 
 def pytest_configure(config):

@@ -86,14 +86,15 @@ def run_command(argv, *, devices: int | None = None, timeout: float = 600):
   )
 
 
-def train_command(workdir, data_dir, **config) -> dict:
+def train_command(workdir, data_dir, **config) -> tuple[dict, str]:
   """`python -m vit_jax.main` on the default job with `--config.<key>=<value>` for each of
-  `config` (a '__' in a key is a '.'); its final_metrics.json. Fails with the end of stderr."""
+  `config` (a '__' in a key is a '.'): (its final_metrics.json, what it printed). Fails with
+  the end of stderr."""
   flags = (f'--config.{k.replace("__", ".")}={v}' for k, v in config.items())
   result = run_command(main_command(workdir, data_dir, *flags), timeout=1200)
   if result.returncode:
     raise RuntimeError(f'{result.args} exited {result.returncode}:\n{result.stderr[-3000:]}')
-  return json.loads((pathlib.Path(workdir) / 'final_metrics.json').read_text())
+  return json.loads((ROOT / workdir / 'final_metrics.json').read_text()), result.stdout
 
 
 def build_once(tmp_path_factory, name: str, build) -> pathlib.Path:
@@ -129,8 +130,3 @@ def build_once(tmp_path_factory, name: str, build) -> pathlib.Path:
 # The README's default job (configs/default.py) shortened from 1,500 to 500 steps, the same
 # recipe otherwise; trained once per test run by conftest's `default_run` fixture.
 DEFAULT_RUN = dict(total_steps=500, warmup_steps=50, eval_every=250, checkpoint_every=250)
-
-
-def default_run_config(data_dir):
-  """The config of conftest's `default_run` (DEFAULT_RUN), as `main` loads it."""
-  return load_config('default', data_dir=data_dir, **DEFAULT_RUN)

@@ -1,6 +1,7 @@
 """The main job from Python (vit_jax.experiment): config files, training, metrics, evaluation."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -41,7 +42,7 @@ def test_load_config_errors_are_one_line(tmp_path):
   assert '\n' not in str(e.value)
 
 
-def test_train_read_metrics_and_evaluate(tmp_path, digits_data_dir):
+def test_train_read_metrics_and_evaluate(tmp_path, digits_data_dir, monkeypatch):
   config = experiment.load_config(DEFAULT)
   config.data_dir = digits_data_dir
   config.total_steps, config.warmup_steps = 30, 5
@@ -49,9 +50,17 @@ def test_train_read_metrics_and_evaluate(tmp_path, digits_data_dir):
   config.progress_every, config.eval_every, config.checkpoint_every = 10, 15, 15
   workdir = str(tmp_path / 'run')
 
-  final = experiment.train(config, workdir)
+  monkeypatch.chdir(tmp_path)  # a relative workdir (Orbax saves only to absolute paths).
+  final = experiment.train(config, 'run')
   assert final['step'] == 30 and final['test/examples'] == 360
-  assert json.loads((tmp_path / 'run' / 'final_metrics.json').read_text()) == final
+  final_json = (tmp_path / 'run' / 'final_metrics.json').read_text()
+  assert json.loads(final_json) == final
+  assert sorted(os.listdir(tmp_path / 'run' / 'checkpoints')) == ['15', '30']
+  # Trained again, the finished run is left as it is: the same results, nothing rewritten
+  # (it evaluated again and wrote a final_metrics.json without its train/* values, before).
+  files = {p: p.read_bytes() for p in (tmp_path / 'run').glob('*.json*')}
+  assert experiment.train(config, workdir) == final
+  assert {p: p.read_bytes() for p in (tmp_path / 'run').glob('*.json*')} == files
 
   curves = experiment.read_metrics(workdir)
   steps, losses = curves['train/loss']

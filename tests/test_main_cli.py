@@ -42,6 +42,47 @@ def test_config_error_is_one_line_with_exit_code_2(tmp_path, digits_data_dir):
   assert len(errors) == 1 and 'config.batch=100 is not divisible' in errors[0]
 
 
+@pytest.mark.parametrize(
+  'workdir',
+  [
+    ['--workdir='],  # trained 500 steps, then failed its first save (Orbax: not absolute).
+    [],  # absl's "flag 'config.total_steps' is defined twice": another flag named.
+  ],
+)
+def test_missing_or_empty_workdir_is_one_line_before_anything_runs(tmp_path, workdir):
+  result = subprocess.run(
+    [sys.executable, '-m', 'vit_jax.main', f'--config={ROOT}/configs/default.py', *workdir]
+    + ['--config.total_steps=20', '--config.warmup_steps=2'],
+    cwd=tmp_path,  # where an empty workdir would write.
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
+  assert (result.returncode, result.stdout, result.stderr) == (
+    2,
+    '',
+    'Error: --workdir is missing or empty; pass the folder for checkpoints and metrics, '
+    'e.g. --workdir=/tmp/vit_run.\n',
+  )
+  assert not list(tmp_path.iterdir())
+
+
+def test_a_finished_run_is_left_as_it_is(tmp_path):
+  final = tmp_path / 'final_metrics.json'
+  final.write_text('{"step": 1500, "test/accuracy": 0.97}')
+  metrics = tmp_path / 'metrics.jsonl'
+  metrics.write_text('{"step": 1500, "test/accuracy": 0.97}\n')
+  result = run_main('--config=configs/default.py', f'--workdir={tmp_path}')
+  assert (result.returncode, result.stderr) == (0, ''), result.stderr
+  assert result.stdout == (
+    f'Nothing to do: the run in {tmp_path} finished at step 1500 and is left as it is; pass a '
+    'new --workdir to train again, or a larger --config.total_steps to train on.\n'
+  )
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['final_metrics.json', 'metrics.jsonl']
+  assert final.read_text() == '{"step": 1500, "test/accuracy": 0.97}'
+
+
 def _leaf_fields(config, prefix=''):
   for key, value in config.items():
     if hasattr(value, 'items') and key != 'mesh':

@@ -1,5 +1,6 @@
-"""Checkpoints: a run killed (SIGKILL) or preempted (SIGTERM) and restarted ends bit-identical
-to one that never stopped; checkpoints restore onto another mesh.
+"""Checkpoints: a run killed (SIGKILL), preempted (SIGTERM) or interrupted (Ctrl-C, once or
+twice) and restarted ends bit-identical to one that never stopped; checkpoints restore onto
+another mesh.
 
 The stops are one sequence on one workdir (each restart resumes what the stop before left),
 so that the suite starts `python -m vit_jax.main` (~10 s of startup each) as few times as it can.
@@ -27,8 +28,8 @@ from vit_jax.train import loop
 from vit_jax.train import optim
 from vit_jax.train import state as state_lib
 
-# 8 checkpoints: room for the kill points below (the latest kill is at most at step
-# 4 * EVERY + EVERY // 2, after up to 3 tries at a mid-save kill).
+# 8 checkpoints: room for the stops below (the latest is at most ~6 * EVERY, after up to 3
+# tries at a mid-save kill).
 STEPS, EVERY = 80, 10
 
 
@@ -111,16 +112,27 @@ class Started:
     """SIGKILLs the process as soon as condition() holds (polled every ~2 ms)."""
     return self.stop_when(condition, signal.SIGKILL, timeout)
 
-  def stop_when(self, condition, sig, timeout=300):
-    """Sends `sig` as soon as condition() holds; returns the output once the process ended."""
+  def stop_when(self, condition, sig, timeout=300, again_after=None):
+    """Sends `sig` as soon as condition() holds (and again `again_after` seconds later, if the
+    process still runs then); returns the output once the process ended."""
     deadline = time.time() + timeout
     while not condition() and self.proc.poll() is None and time.time() < deadline:
       time.sleep(0.002)
     assert self.proc.poll() is None, ''.join(self.lines)[-3000:]
     self.proc.send_signal(sig)
+    if again_after is not None:
+      time.sleep(again_after)
+      if self.proc.poll() is None:
+        self.proc.send_signal(sig)
     self.proc.wait(timeout=120)
     self._reader.join(timeout=60)
     return ''.join(self.lines)
+
+
+def progress_after(step):
+  """The first progress line's step at least half a checkpoint interval after `step`."""
+  every = EVERY // 2
+  return -(-(step + every) // every) * every
 
 
 def tmp_checkpoints(workdir):
@@ -128,12 +140,12 @@ def tmp_checkpoints(workdir):
   return [n for n in os.listdir(directory) if 'tmp' in n] if os.path.isdir(directory) else []
 
 
-def test_sigkill_at_five_points_and_sigterm_then_restart_is_bit_identical(
+def test_sigkill_at_five_points_sigterm_and_ctrl_c_then_restart_is_bit_identical(
   tmp_path, digits_data_dir, uninterrupted
 ):
   """Killed (1) while compiling, (2) mid-save, (3) just after a save completed, (4) between
-  checkpoints and (5) right after a resume, (6) preempted with SIGTERM, then run to the end:
-  bit-identical params."""
+  checkpoints and (5) right after a resume, (6) preempted with SIGTERM, (7) interrupted with
+  Ctrl-C, (8) with Ctrl-C twice, then run to the end: bit-identical params."""
   workdir = str(tmp_path)
   config_json = os.path.join(workdir, 'config.json')
   run = Started(workdir, digits_data_dir)  # (1) Before any step: a fresh start again.
@@ -172,8 +184,29 @@ def test_sigkill_at_five_points_and_sigterm_then_restart_is_bit_identical(
   preempted_at = int(output.split('Preempted (SIGTERM): saved step ')[1].split()[0])
   assert after_save + EVERY // 2 <= preempted_at < STEPS and preempted_at in saved_steps(workdir)
 
+  # (7) Ctrl-C once: the same as SIGTERM, with the exit code of an interrupted command (a
+  # 43-line traceback after ~20 s and nothing saved, before).
+  run = Started(workdir, digits_data_dir)
+  target = f'step {progress_after(preempted_at)}/'
+  output = run.stop_when(lambda: any(target in line for line in run.lines), signal.SIGINT)
+  assert run.proc.returncode == 130 and 'Traceback' not in output, output[-3000:]
+  interrupted_at = int(output.split('Interrupted (Ctrl-C): saved step ')[1].split()[0])
+  assert preempted_at < interrupted_at < STEPS and interrupted_at in saved_steps(workdir)
+
+  # (8) Ctrl-C twice, 20 ms apart: the second one lands in the save the first asked for, or
+  # after it; either way one line, exit 130, and the resume below stays bit-identical.
+  run = Started(workdir, digits_data_dir)
+  target = f'step {progress_after(interrupted_at)}/'
+  output = run.stop_when(
+    lambda: any(target in line for line in run.lines), signal.SIGINT, again_after=0.02
+  )
+  assert run.proc.returncode == 130 and 'Traceback' not in output, output[-3000:]
+  last = output.rstrip().splitlines()[-1]
+  assert last.startswith(('Stopped (Ctrl-C) without saving; ', 'Interrupted (Ctrl-C): saved')), last
+  interrupted_at = max(saved_steps(workdir))
+
   output = run_to_completion(workdir, digits_data_dir)
-  assert f'Resumed from {workdir}/checkpoints at step {preempted_at}' in output
+  assert f'Resumed from {workdir}/checkpoints at step {interrupted_at}' in output
   assert_bit_identical(orbax_io.load_params(workdir), uninterrupted)
 
 

@@ -47,7 +47,8 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict[str, Any]:
 
   Returns:
     The last values: 'train/<name>' and '<split>/<name>' (e.g. 'test/accuracy', 0..1) and
-    'step'; 'preempted_at' when a SIGTERM stopped the run (rerun to resume).
+    'step'; 'preempted_at' and 'stopped_by' when a SIGTERM or Ctrl-C stopped the run (rerun to
+    resume).
   """
   final = loop.train_and_evaluate(setup_run.build(config, os.fspath(workdir)))
   if 'preempted_at' not in final:

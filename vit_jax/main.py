@@ -6,9 +6,10 @@ r"""Trains and evaluates a model from a config.
 
 The workdir receives `checkpoints/` (Orbax; rerunning the same command resumes),
 `metrics.jsonl`, `tensorboard/` event files, `config.json` and, once finished,
-`final_metrics.json`. Exit codes: 0 finished, 2 config error, 3 non-finite loss, 4 checkpoint
-error (damaged beyond fallback, disk full, permissions), 75 preempted
-(SIGTERM; checkpointed, rerun to resume).
+`final_metrics.json`; a finished run is left as it is. Exit codes: 0 finished, 2 config error,
+3 non-finite loss, 4 checkpoint error (damaged beyond fallback, disk full, permissions),
+75 preempted (SIGTERM), 130 interrupted (Ctrl-C): both checkpointed, rerun to resume; a second
+Ctrl-C stops at once, without saving.
 Multi-host (one process per host): add `--jax_distributed`, which calls
 jax.distributed.initialize() (cluster auto-detection on Cloud TPU, SLURM, Open MPI, k8s), or
 give `--coordinator_address=host:port --num_processes=N --process_id=i` explicitly.
@@ -17,6 +18,7 @@ give `--coordinator_address=host:port --num_processes=N --process_id=i` explicit
 import gc
 import os
 import sys
+import time
 
 from absl import app
 from absl import flags
@@ -26,10 +28,14 @@ from ml_collections import config_flags
 
 from vit_jax.data import stderr_filter
 from vit_jax.run import orbax_io
+from vit_jax.run import workdir as workdir_lib
 from vit_jax.system import cpu_devices
+from vit_jax.system import quiet_logs
 from vit_jax.train import config as config_lib
 from vit_jax.train import config_check
 from vit_jax.train import loop
+from vit_jax.train import metrics
+from vit_jax.train import preemption
 from vit_jax.train import setup_run
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -47,7 +53,7 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'For --jax_distributed.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'For --jax_distributed.')
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.mark_flags_as_required(['config'])
 
 
 def _split_cpu(config) -> None:
@@ -63,9 +69,19 @@ def _split_cpu(config) -> None:
     cpu_devices.split_host(batch_sizes)
 
 
-def _config_error(message: str):
-  print(f'Config error: {message}', file=sys.stderr)
+def _config_error(message: str, prefix: str = 'Config error'):
+  print(f'{prefix}: {message}', file=sys.stderr)
   sys.exit(2)
+
+
+def _exit_now(message: str, code: int):
+  """Prints `message` and exits without waiting for other threads (e.g. an Orbax save's, which
+  can wait minutes for signals that never come); metrics and logs are closed already."""
+  print(message, file=sys.stderr)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  stderr_filter.drain()
+  os._exit(code)
 
 
 def _parse_flags(argv):
@@ -78,7 +94,15 @@ def _parse_flags(argv):
       _config_error(message)
     if not isinstance(e, flags.Error):
       raise
-    return app.parse_flags_with_usage(argv)  # absl's usage message and exit code.
+    # One line, not absl's usage path: it would parse the flags again, and the config's
+    # override flags would fail that ("defined twice") whatever the first error was.
+    _config_error(f'{quiet_logs.first_line(e)}; see --help.', prefix='Error')
+  if not (_WORKDIR.value or '').strip():
+    _config_error(
+      '--workdir is missing or empty; pass the folder for checkpoints and metrics, e.g. '
+      '--workdir=/tmp/vit_run.',
+      prefix='Error',
+    )
   try:  # The flag's value reports a failed load when it is first used.
     message = config_check.check_added_fields(_CONFIG.value, config_lib.base_config())
   except (IOError, ValueError) as e:
@@ -91,6 +115,18 @@ def _parse_flags(argv):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    _train(_CONFIG.value, workdir_lib.absolute(_WORKDIR.value))
+  except KeyboardInterrupt:  # before training started, or a second Ctrl-C during it.
+    _exit_now(
+      'Stopped (Ctrl-C) without saving; rerunning the same command resumes from the last '
+      'checkpoint, if any.',
+      preemption.EXIT_CODES['SIGINT'],
+    )
+
+
+def _train(config, workdir: str):
+  start = time.time()
   if _DISTRIBUTED.value:
     # Collectives between CPU processes (tests, CPU clusters); accelerators use their own.
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
@@ -100,10 +136,25 @@ def main(argv):
       process_id=_PROCESS_ID.value,
     )
   else:
-    _split_cpu(_CONFIG.value)
+    _split_cpu(config)
   logging.set_verbosity(logging.WARNING)
   try:
-    run = setup_run.build(_CONFIG.value, _WORKDIR.value)
+    config_check.validate(config)  # before total_steps is compared (setup_run checks the rest).
+    done = workdir_lib.finished(workdir, config.total_steps)
+  except setup_run.ConfigError as e:
+    _config_error(str(e))
+  except workdir_lib.RunFileError as e:
+    _config_error(str(e), prefix='Error')
+  if done is not None:  # started again (by hand or by a script): nothing trains or is rewritten.
+    if jax.process_index() == 0:
+      print(
+        f'Nothing to do: the run in {workdir} finished at step {done["step"]} and is left as '
+        'it is; pass a new --workdir to train again, or a larger --config.total_steps to train '
+        'on.'
+      )
+    return
+  try:
+    run = setup_run.build(config, workdir)
   except setup_run.ConfigError as e:
     _config_error(str(e))
   # What exists now (JAX, TensorFlow and their modules, the model, the input pipeline) lives as
@@ -116,16 +167,12 @@ def main(argv):
     print(f'Error: {e}', file=sys.stderr)
     sys.exit(3)
   except orbax_io.CheckpointError as e:
-    print(f'Checkpoint error: {e}', file=sys.stderr)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    stderr_filter.drain()
-    # Not sys.exit: the threads of a failed Orbax save can wait minutes for signals that never
-    # come, and the interpreter would wait for them (metrics and logs are closed already).
-    os._exit(4)
-  if 'preempted_at' in final:
-    sys.exit(loop.PREEMPTED_EXIT_CODE)  # Checkpointed; rerunning the command resumes.
+    _exit_now(f'Checkpoint error: {e}', 4)
+  if 'preempted_at' in final:  # Checkpointed; rerunning the command resumes.
+    sys.exit(preemption.EXIT_CODES[final['stopped_by']])
   loop.dump_final(run.workdir, final)
+  if jax.process_index() == 0:
+    print(metrics.summary_line(run.workdir, final, seconds=time.time() - start))
 
 
 if __name__ == '__main__':

@@ -13,6 +13,7 @@ Files go through etils.epath, so `gs://` workdirs work. Only process 0 writes th
 """
 
 import json
+import os
 from typing import Any, Optional, Sequence
 
 from etils import epath
@@ -31,9 +32,18 @@ class RunFileError(ValueError):
   """A run's file that cannot be used; the message says which file and what to do."""
 
 
+def absolute(workdir) -> str:
+  """`workdir` as an absolute path (a URL such as gs://... as it is): Orbax saves only to
+  absolute paths, and a run that resumes from another directory must find the same folder."""
+  workdir = os.fspath(workdir)
+  if '://' in workdir:
+    return workdir
+  return os.path.abspath(os.path.expanduser(workdir))
+
+
 def path(workdir, name: str) -> epath.Path:
-  """WORKDIR/<name> (one of the names above)."""
-  return epath.Path(workdir) / name
+  """WORKDIR/<name> (one of the names above), absolute."""
+  return epath.Path(absolute(workdir)) / name
 
 
 def root_of(folder) -> epath.Path:
@@ -170,3 +180,10 @@ def write_final(workdir, final: dict[str, Any]) -> None:
 def read_final(workdir) -> Optional[dict[str, Any]]:
   """final_metrics.json; None while the run has not finished."""
   return _read_json(path(workdir, FINAL_METRICS), 'delete it and rerun to finish the run')
+
+
+def finished(workdir, total_steps: int) -> Optional[dict[str, Any]]:
+  """final_metrics.json of a run that finished at `total_steps` or later; None otherwise
+  (not finished, or asked now to train on to more steps)."""
+  final = read_final(workdir)
+  return final if final is not None and final.get('step', -1) >= total_steps else None

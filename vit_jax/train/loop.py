@@ -27,10 +27,9 @@ from vit_jax.train import state as state_lib
 from vit_jax.train import step as step_lib
 from vit_jax.train import throughput
 
-# Exit code of a preempted run (after its checkpoint): EX_TEMPFAIL of sysexits.h, "try again";
-# schedulers requeue on it (see vit_jax.launch's SLURM script). Only a finished run writes
-# final_metrics.json.
-PREEMPTED_EXIT_CODE = 75
+# Exit code of a preempted run (after its checkpoint); schedulers requeue on it (see
+# vit_jax.launch's SLURM script). Only a finished run writes final_metrics.json.
+PREEMPTED_EXIT_CODE = preemption_lib.EXIT_CODES['SIGTERM']
 
 
 class NonFiniteLossError(RuntimeError):
@@ -300,8 +299,11 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
           eta = timer.eta(c.total_steps - step, lap.seconds_per_step, upcoming)
         writer.write_train(step, values, throughput=speed, eta_seconds=eta)
 
-      if step >= c.total_steps:  # a finished run started again: report its results.
-        run_evals()
+      if step >= c.total_steps:  # a finished run started again: its results as recorded.
+        recorded = workdir_lib.finished(run.workdir, c.total_steps)
+        if recorded is None:  # e.g. killed while writing final_metrics.json: evaluate again.
+          run_evals()
+        final.update(recorded or {})
       while step < c.total_steps:
         batch = next(train_iter)
         if step + 1 == first_step:
@@ -329,10 +331,10 @@ def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
         if preemption.reached(step):
           save()
           writer.log(
-            f'Preempted (SIGTERM): saved step {step} to {ckpt.directory}; rerun the '
-            'same command to resume.'
+            f'{preemption_lib.CAUSES[preemption.requested]}: saved step {step} to '
+            f'{ckpt.directory}; rerun the same command to resume.'
           )
-          final['preempted_at'] = step
+          final['preempted_at'], final['stopped_by'] = step, preemption.requested
           break
       trace.stop(wait_for=state)  # a run that ended inside the traced steps.
       final['step'] = step

@@ -64,6 +64,23 @@ def _format_duration(seconds: float) -> str:
   return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
 
 
+def summary_line(workdir, final: Mapping[str, float], seconds: Optional[float] = None) -> str:
+  """One line on a finished run: its step and test accuracy, where its files are and the
+  command that classifies images with it."""
+  root = workdir_lib.absolute(workdir)
+  scores = [
+    f'{k} {final[k]:.4f}' for k in sorted(final) if k.endswith('/accuracy') and k[:6] != 'train/'
+  ]
+  took = f' in {_format_duration(seconds)}' if seconds is not None else ''
+  return (
+    f'Finished step {final.get("step")}{took}: {", ".join(scores) or "no eval"}. '
+    f'Checkpoints: {workdir_lib.path(root, workdir_lib.CHECKPOINTS)}; metrics: '
+    f'{workdir_lib.path(root, workdir_lib.METRICS)}; TensorBoard: tensorboard '
+    f'--logdir={workdir_lib.path(root, workdir_lib.TENSORBOARD)}. Try: python -m '
+    f'vit_jax.predict --checkpoint={root} IMAGES...'
+  )
+
+
 class MetricWriter:
   """Writes train/eval metrics of the main process to stdout, TensorBoard and metrics.jsonl."""
 

@@ -197,6 +197,7 @@ def build(config, workdir: str) -> Run:
   model; the workdir is created last, so that a config error leaves no empty workdir behind.
   """
   config_check.validate(config)
+  workdir = workdir_lib.absolute(workdir)
   try:
     mesh = sharding.make_mesh(dict(config.mesh))
     rules = config_lib.sharding_rules(config.sharding_rules)
