@@ -1,6 +1,7 @@
 """The command line: locked configs, one-line config errors before anything compiles, every
 config field read somewhere, and the inference-time mode."""
 
+import os
 import re
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import pytest
 
 from helpers import ROOT
 from vit_jax import inference_time
+from vit_jax.run import workdir as workdir_lib
 from vit_jax.train import config as config_lib
 
 
@@ -81,6 +83,48 @@ def test_a_finished_run_is_left_as_it_is(tmp_path):
   )
   assert sorted(p.name for p in tmp_path.iterdir()) == ['final_metrics.json', 'metrics.jsonl']
   assert final.read_text() == '{"step": 1500, "test/accuracy": 0.97}'
+
+
+def test_a_second_job_on_a_workdir_in_use_is_refused(tmp_path, digits_data_dir):
+  # Both jobs ran, before: metrics.jsonl twice over, a config.json that did not match the
+  # checkpoints, and one died with a misleading error.
+  with workdir_lib.locked(tmp_path):  # a first job, training there.
+    result = run_main(
+      '--config=configs/default.py', f'--workdir={tmp_path}', f'--config.data_dir={digits_data_dir}'
+    )
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert re.fullmatch(
+    rf'Error: {re.escape(str(tmp_path))} is in use by another run \(pid {os.getpid()} on \S+\); '
+    r'wait for it to end \(or stop it\), or pass another --workdir\.\n',
+    result.stderr,
+  ), result.stderr
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['.lock', 'checkpoints']
+  assert not list((tmp_path / 'checkpoints').iterdir())
+
+
+def test_the_lock_of_a_killed_run_is_free(tmp_path):
+  holder = subprocess.Popen(
+    [
+      sys.executable,
+      '-c',
+      'from vit_jax.run import workdir\n'
+      f'with workdir.locked({str(tmp_path)!r}):\n'
+      "  print('held', flush=True)\n"
+      '  input()',
+    ],
+    stdin=subprocess.PIPE,
+    stdout=subprocess.PIPE,
+    text=True,
+  )
+  assert holder.stdout.readline() == 'held\n'
+  with pytest.raises(workdir_lib.WorkdirInUseError, match=f'pid {holder.pid} on '):
+    with workdir_lib.locked(tmp_path):
+      pass
+  holder.kill()  # SIGKILL: nothing of it runs any more; the kernel drops its lock.
+  holder.wait()
+  with workdir_lib.locked(tmp_path):
+    with workdir_lib.locked(tmp_path):  # the process's own lock, again: no deadlock.
+      pass
 
 
 def _leaf_fields(config, prefix=''):

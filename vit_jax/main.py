@@ -168,6 +168,8 @@ def _train(config, workdir: str):
     sys.exit(3)
   except orbax_io.CheckpointError as e:
     _exit_now(f'Checkpoint error: {e}', 4)
+  except workdir_lib.WorkdirInUseError as e:
+    _config_error(str(e), prefix='Error')
   if 'preempted_at' in final:  # Checkpointed; rerunning the command resumes.
     sys.exit(preemption.EXIT_CODES[final['stopped_by']])
   loop.dump_final(run.workdir, final)

@@ -8,12 +8,17 @@
       tensorboard/            event files of the same scalars
       profile/                jax.profiler traces (config.profile_steps)
       final_metrics.json      the last metrics, once the run finished
+      .lock                   held while a run trains here (see `locked`)
 
 Files go through etils.epath, so `gs://` workdirs work. Only process 0 writes them.
 """
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
+import socket
 from typing import Any, Optional, Sequence
 
 from etils import epath
@@ -26,10 +31,64 @@ METRICS = 'metrics.jsonl'
 TENSORBOARD = 'tensorboard'
 PROFILE = 'profile'
 FINAL_METRICS = 'final_metrics.json'
+LOCK = '.lock'
 
 
 class RunFileError(ValueError):
   """A run's file that cannot be used; the message says which file and what to do."""
+
+
+class WorkdirInUseError(RunFileError):
+  """Another process trains in the workdir (it holds its lock)."""
+
+
+# Lock files this process holds -> their open files (a run inside a run's lock: no new lock).
+_HELD: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def locked(workdir):
+  """Holds WORKDIR/.lock while a run trains there: a second job on the same workdir would
+  interleave its checkpoints and metrics with the first's, so it is refused instead.
+
+  An flock(2) lock, which the kernel releases when its process ends however it ends (kill -9
+  included): no stale lock is ever left to delete. Local disks and NFS; object stores
+  (gs://...) have no such lock, and on a filesystem without locks the run goes on unlocked:
+  there, one job per workdir is the scheduler's to ensure.
+
+  Raises:
+    WorkdirInUseError: (one line) another process holds the lock.
+  """
+  root = absolute(workdir)
+  file = os.path.join(root, LOCK)
+  if '://' in root or file in _HELD:
+    yield
+    return
+  os.makedirs(root, exist_ok=True)
+  with open(file, 'a+') as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      held = True
+    except OSError as e:
+      if e.errno not in (errno.EAGAIN, errno.EACCES):
+        held = False  # no locks on this filesystem (e.g. ENOLCK).
+      else:
+        f.seek(0)
+        holder = f.read().strip() or 'another process'
+        raise WorkdirInUseError(
+          f'{root} is in use by another run ({holder}); wait for it to end (or stop it), or '
+          'pass another --workdir.'
+        ) from None
+    if held:
+      f.seek(0)
+      f.truncate()
+      f.write(f'pid {os.getpid()} on {socket.gethostname()}')
+      f.flush()
+      _HELD[file] = f
+    try:
+      yield
+    finally:
+      _HELD.pop(file, None)  # closing the file releases the lock.
 
 
 def absolute(workdir) -> str:

@@ -8,6 +8,7 @@ position, so that a run killed at any moment and restarted ends with the same pa
 one that never stopped.
 """
 
+import contextlib
 import math
 import time
 from typing import Any, Optional
@@ -221,7 +222,16 @@ def _save_config(run: setup_run.Run) -> None:
 
 
 def train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
-  """Trains to config.total_steps (or until preempted); returns the last metrics."""
+  """Trains to config.total_steps (or until preempted); returns the last metrics.
+
+  Raises:
+    workdir_lib.WorkdirInUseError: another process trains in the workdir (nothing written).
+  """
+  with workdir_lib.locked(run.workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    return _train_and_evaluate(run)
+
+
+def _train_and_evaluate(run: setup_run.Run) -> dict[str, Any]:
   c = run.config
   writer = metrics_lib.MetricWriter(
     run.workdir, total_steps=c.total_steps, is_main=jax.process_index() == 0
