@@ -139,7 +139,7 @@ def test_linear_embedding_stays_linear(align, old, new):
   np.testing.assert_allclose(np.diff(inner, 2, axis=1), 0, atol=1e-12)
 
 
-def test_corners_alignment_equals_scipy_zoom_of_the_original():
+def test_corners_alignment_equals_scipy_zoom_of_the_original_and_big_vision():
   grid = np.random.default_rng(0).normal(size=(14, 14, 5))
   ours = resample.resample_grid(grid, (24, 24), 'corners')
   original = scipy.ndimage.zoom(grid, (24 / 14, 24 / 14, 1), order=1)

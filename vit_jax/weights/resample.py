@@ -4,14 +4,15 @@ Pure NumPy (float64 internally): runs once on the host when params are loaded.
 
 Alignment. Two conventions exist for where the samples of a resized grid sit:
   'corners'    the first and last samples of the old and new grids coincide (align_corners=True).
-               This is what the original `vision_transformer` did with
-               `scipy.ndimage.zoom(order=1)`, and therefore how every released fine-tuned
+               This is what the original `vision_transformer` and big_vision do
+               (`scipy.ndimage.zoom(order=1)`), and therefore how every released fine-tuned
                checkpoint (e.g. ViT-B_16 at 384px) was made. It is our default, so that
                fine-tuning from a released pre-trained file reproduces the original numbers.
   'half_pixel' samples sit at patch centres: new sample j looks at old position
-               (j + 0.5) * n_old / n_new - 0.5, clamped at the borders (as jax.image.resize,
-               big_vision and timm do). Geometrically exact for the image area each patch
-               covers; choose it to match models fine-tuned with those tools.
+               (j + 0.5) * n_old / n_new - 0.5, clamped at the borders (as jax.image.resize
+               and PyTorch's interpolate(align_corners=False) do; timm resamples that way,
+               bicubic by default). Geometrically exact for the image area each patch covers;
+               choose it to match models fine-tuned with those tools.
 Both are bilinear: a grid that is linear in (row, column) stays linear ('corners' exactly,
 'half_pixel' away from the clamped border when upsampling).
 """
