@@ -15,6 +15,7 @@ import torch
 
 import convert_helpers as h
 from vit_jax import export
+from vit_jax.system import quiet_logs
 from vit_jax.weights import fit
 from vit_jax.weights import released
 from vit_jax.weights import sources
@@ -210,3 +211,21 @@ def test_damaged_safetensors_is_one_line(tmp_path, keep):
     tensor_files.read(path)
   message = str(e.value)
   assert message.startswith(f'{path} is not a readable .safetensors file (') and '\n' not in message
+
+
+def test_a_pickled_module_is_one_plain_line(tmp_path):
+  # torch's own error: several lines with terminal colour codes, urging to load it unsafely.
+  path = tmp_path / 'model.pth'
+  torch.save(torch.nn.Linear(2, 2), path)
+  with pytest.raises(ValueError) as e:
+    tensor_files.read(path)
+  assert str(e.value) == (
+    f'{path} holds pickled Python objects besides tensors (e.g. a whole module saved with '
+    'torch.save(model)), which are not loaded: unpickling can run code. Save '
+    'model.state_dict() instead.'
+  )
+
+
+def test_error_lines_lose_terminal_colour_codes():
+  error = RuntimeError('\x1b[1mdo this only if you trust it\x1b[0m.\nmore')
+  assert quiet_logs.first_line(error) == 'do this only if you trust it.'

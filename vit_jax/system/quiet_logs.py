@@ -3,6 +3,7 @@
 import contextlib
 import gc
 import logging
+import re
 import sys
 
 
@@ -48,7 +49,12 @@ def unraisable_silenced():
     sys.unraisablehook = hook
 
 
+# Terminal colour and style codes (ESC [ ... m), which some libraries put in their messages.
+_ANSI_STYLE = re.compile(r'\x1b\[[0-9;]*m')
+
+
 def first_line(error: BaseException, limit: int = 200) -> str:
-  """An error's message, first line only (at most `limit` characters), or its type's name."""
-  text = (getattr(error, 'message', None) or str(error)).strip()
+  """An error's message, first line only (at most `limit` characters, no terminal colour
+  codes), or its type's name."""
+  text = _ANSI_STYLE.sub('', getattr(error, 'message', None) or str(error)).strip()
   return (text.splitlines()[0] if text else type(error).__name__)[:limit]

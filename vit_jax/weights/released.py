@@ -56,10 +56,23 @@ def load(path: tree.PathLike, layout: str = layouts.LOOP) -> dict:
     raise FileNotFoundError(f'Checkpoint {path} does not exist; check the path (local or gs://).')
   data = path.read_bytes() if not _is_local(path) else None
   source = io.BytesIO(data) if data is not None else os.fspath(path)
+  head = data[:4] if data is not None else _head(source)
+  if head[:2] != _ZIP_MAGIC:  # numpy would try it as a pickle and speak of allow_pickle.
+    what = f'it starts with {head!r}, not a zip archive' if head else 'it is empty'
+    raise ValueError(
+      f'{path} is not an .npz file ({what}); released checkpoints are NumPy .npz files.'
+    )
   try:
     with np.load(source, allow_pickle=False) as npz:
       flat = {k: _fix_array(k, npz[k]) for k in npz.files}
-  except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+  except ValueError as e:
+    if 'allow_pickle' not in str(e):
+      raise ValueError(f'{path} is not a readable .npz checkpoint (ValueError: {e}).') from None
+    raise ValueError(
+      f'{path} holds pickled Python objects, which are not loaded (unpickling can run code); '
+      'released checkpoints hold plain arrays only.'
+    ) from None
+  except (OSError, zipfile.BadZipFile, EOFError) as e:
     raise ValueError(
       f'{path} is not a readable .npz checkpoint ({type(e).__name__}: {e}); '
       'released checkpoints are NumPy .npz files.'
@@ -86,6 +99,14 @@ def save(path: tree.PathLike, params: tree.Params) -> None:
     os.replace(tmp, path)
   else:
     path.write_bytes(buffer.getvalue())
+
+
+_ZIP_MAGIC = b'PK'  # an .npz is a zip archive of .npy files (PK\x05\x06 when empty).
+
+
+def _head(file: str) -> bytes:
+  with open(file, 'rb') as f:
+    return f.read(4)
 
 
 def _is_local(path: epath.Path) -> bool:

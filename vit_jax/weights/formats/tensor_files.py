@@ -13,6 +13,8 @@ from typing import Mapping
 import ml_dtypes  # also registers the dtype name 'bfloat16' that safetensors' NumPy reads use.
 import numpy as np
 
+from vit_jax.system import quiet_logs
+
 SAFETENSORS = ('.safetensors',)
 TORCH = ('.pth', '.pt', '.bin')
 
@@ -38,8 +40,7 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
   try:
     return safetensors_numpy.load_file(path)
   except (safetensors.SafetensorError, OSError, ValueError, TypeError) as e:
-    first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ''
-    detail = f'{type(e).__name__}: {first}' if first else type(e).__name__
+    detail = f'{type(e).__name__}: {quiet_logs.first_line(e, 160)}'
     raise ValueError(f'{path} is not a readable .safetensors file ({detail}).') from None
 
 
@@ -59,8 +60,15 @@ def _read_torch(path: str) -> dict[str, np.ndarray]:
   try:
     state = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # pickle, zip and torch errors alike
-    first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-    raise ValueError(f'{path} is not a readable PyTorch state_dict ({first}).') from None
+    if 'weights only load failed' in str(e).lower():
+      raise ValueError(
+        f'{path} holds pickled Python objects besides tensors (e.g. a whole module saved with '
+        'torch.save(model)), which are not loaded: unpickling can run code. Save '
+        'model.state_dict() instead.'
+      ) from None
+    raise ValueError(
+      f'{path} is not a readable PyTorch state_dict ({quiet_logs.first_line(e, 160)}).'
+    ) from None
   for wrapper in ('state_dict', 'model'):  # training checkpoints wrap the weights.
     if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
       state = state[wrapper]
