@@ -37,6 +37,11 @@ SMALL = {
 }
 
 
+# The figures each notebook shows, as PNG outputs (its text promises each one). Headless, the
+# analysis notebook showed none of its 9 before: bare Figure objects print as text.
+IMAGES = {'analysis': 9, 'quickstart': 2, 'finetune': 1, 'sharding': 0}
+
+
 def _kernel_env(tmp_path: pathlib.Path) -> dict[str, str]:
   env = dict(os.environ)
   # conftest.py simulates 8 devices for the tests; a notebook decides that for itself.
@@ -52,7 +57,21 @@ def _kernel_env(tmp_path: pathlib.Path) -> dict[str, str]:
 
 
 def test_there_are_notebooks():
-  assert {'quickstart', 'finetune', 'sharding'} <= set(IDS)
+  assert set(IMAGES) == set(IDS)
+
+
+def test_the_analysis_notebook_reads_the_runs_images_as_analyze_does():
+  # Its own train_iterator calls used the defaults (5% crops, flips), not the run's recipe:
+  # a chance-level loss (2.30) at the parameters of an 88% model.
+  code = '\n'.join(
+    c.source
+    for c in nbformat.read(ROOT / 'colabs' / 'analysis.ipynb', 4).cells
+    if c.cell_type == 'code'
+  )
+  assert 'train_iterator' not in code and 'eval_iterator' not in code
+  assert 'run_data.RunData.from_workdir(WORKDIR' in code
+  assert "RUN_DATA.eval_batch(SIZES['images'])" in code
+  assert "RUN_DATA.train_batches(16, SIZES['hessian_batches'])" in code
 
 
 def _with_small_parameters(notebook, name):
@@ -92,6 +111,14 @@ def test_notebook_runs(path, tmp_path):
     pytest.fail(f'{path.name}: a cell failed:\n{e}', pytrace=False)
   seconds = time.perf_counter() - start
   print(f'{path.name}: {seconds:.0f}s')
+  images = [
+    i
+    for i, cell in enumerate(notebook.cells)
+    if cell.cell_type == 'code'
+    for output in cell.outputs
+    if len(output.get('data', {}).get('image/png', '')) > 1000  # base64 of a real PNG.
+  ]
+  assert len(images) == IMAGES[path.stem], f'{path.name}: PNGs in cells {images}'
   executable, package = notebook.cells[-1].outputs[0]['text'].split()
   assert os.path.realpath(executable) == os.path.realpath(sys.executable)
   assert package == str(ROOT / 'vit_jax' / '__init__.py')

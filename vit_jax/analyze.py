@@ -23,6 +23,7 @@ From Python: `analyze.run(analyze.Options(checkpoint=..., out=..., what=('filter
 """
 
 import dataclasses
+import functools
 import io
 import json
 import sys
@@ -34,8 +35,8 @@ from absl import flags
 from absl import logging
 from etils import epath
 import jax
-import numpy as np
 
+from vit_jax.analysis import run_data
 from vit_jax.inference import predictor as predictor_lib
 from vit_jax.run import workdir
 
@@ -114,70 +115,6 @@ class AnalyzeError(ValueError):
   """Bad input; one line saying what to pass instead."""
 
 
-class _Data:
-  """The images and training batches the analyses read, loaded on first use."""
-
-  def __init__(self, options: Options, config, size):
-    self.options = options
-    self.config = config or {}
-    self.size = size
-    self.dataset = options.dataset or self.config.get('dataset')
-    self.data_dir = options.data_dir or self.config.get('data_dir')
-    self._eval = None
-
-  def _check(self):
-    if not self.dataset:
-      raise AnalyzeError('this analysis needs images: pass --dataset=TFDS_NAME or an image folder.')
-
-  def eval_batch(self):
-    """(images float32 [n, size, size, 3] in [-1, 1], labels int32 [n]): a random sample of
-    num_images from the split (folders and TFDS splits are often sorted by class), resized
-    whole to the model's size, no augmentation."""
-    if self._eval is None:
-      self._check()
-      from vit_jax import data  # TensorFlow
-
-      split = self.options.split or self.config.get('test_split', 'test')
-      it = data.train_iterator(
-        self.dataset,
-        split,
-        global_batch=self.options.num_images,
-        crop=self.size,
-        seed=self.options.seed,
-        data_dir=self.data_dir,
-        area_range=(1.0, 1.0),
-        aspect_range=(1.0, 1.0),
-        flip=False,
-        shuffle_buffer=10_000,
-      )
-      batch = next(iter(it))
-      self._eval = (np.asarray(batch['image']), np.asarray(batch['label']))
-    return self._eval
-
-  def train_batches(self, batch_size: int, count: int):
-    """`count` augmented training batches {'image', 'label'} (the run's augmentation)."""
-    self._check()
-    from vit_jax import data  # TensorFlow
-
-    pp = self.config.get('pp', {})
-    split = self.options.train_split or self.config.get('train_split', 'train')
-    it = data.train_iterator(
-      self.dataset,
-      split,
-      global_batch=batch_size,
-      crop=self.size,
-      seed=self.options.seed,
-      data_dir=self.data_dir,
-      area_range=(pp.get('area_min', 0.05), 1.0),
-      flip=pp.get('flip', True),
-      shuffle_buffer=10_000,
-    )
-    return [
-      {'image': np.asarray(b['image']), 'label': np.asarray(b['label'])}
-      for b, _ in zip(it, range(count))
-    ]
-
-
 def run(options: Options) -> dict[str, str]:
   """Runs the analyses in `options.what`, writes their files to `options.out` (local or
   gs://); returns name -> status ('<files> (<seconds> s)' or 'skipped: <why>').
@@ -203,7 +140,11 @@ def run(options: Options) -> dict[str, str]:
     raise AnalyzeError(str(e)) from None
   model, params = pred.model, pred.params
   label = o.label or pred.about['model']
-  data = _Data(o, config, pred.image_size)
+  # The run's images, preprocessed as it trained (the one helper colabs/analysis.ipynb uses).
+  data = run_data.RunData(
+    config, pred.image_size, dataset=o.dataset, data_dir=o.data_dir, seed=o.seed
+  )
+  eval_batch = functools.cache(lambda: data.eval_batch(o.num_images, o.split))
   out = epath.Path(out)  # local or gs://, as the run's files.
   out.mkdir(parents=True, exist_ok=True)
   captured = None
@@ -216,7 +157,7 @@ def run(options: Options) -> dict[str, str]:
       elif name == 'posemb':
         result = report.posemb(model, params, pred.image_size)
       elif name in ('attention_distance', 'rollout', 'fourier'):
-        images, _ = data.eval_batch()
+        images, _ = eval_batch()
         if captured is None:
           captured = capture.run(model, params, images)
         if name == 'attention_distance':
@@ -226,20 +167,22 @@ def run(options: Options) -> dict[str, str]:
         else:
           result = report.fourier(captured, label)
       elif name == 'noise':
-        images, labels = data.eval_batch()
+        images, labels = eval_batch()
         forward = jax.jit(lambda x: model.apply({'params': params}, x, train=False))
         result = report.noise(forward, images, labels, eps=o.noise_eps, seed=o.seed, label=label)
       elif name == 'hessian':
         wd = o.weight_decay
         if wd is None:
           wd = float((config or {}).get('optim', {}).get('weight_decay', 0.0) or 0.0)
-        batches = data.train_batches(o.hessian_batch, o.hessian_batches)
+        batches = data.train_batches(o.hessian_batch, o.hessian_batches, o.train_split)
         result = report.hessian(model, params, batches, weight_decay=wd, label=label, seed=o.seed)
       else:
-        batches = data.train_batches(o.hessian_batch * 4, o.landscape_batches)
+        batches = data.train_batches(o.hessian_batch * 4, o.landscape_batches, o.train_split)
         result = report.landscape(
           model, params, batches, steps=o.landscape_steps, seed=o.seed, label=label
         )
+    except run_data.NoImagesError as e:
+      raise AnalyzeError(str(e)) from None
     except report.NotApplicable as e:
       status[name] = f'skipped: {e}'
       print(f'{name}: skipped ({e})', flush=True)

@@ -11,12 +11,14 @@
   plot_variance              HDVW's companion measure: feature-map variance vs depth.
   plot_noise                 HDVW Fig. 2b: accuracy drop under band noise vs its frequency.
 
-Every function builds a `matplotlib.figure.Figure` directly (no pyplot global state), so it
-works headless: `fig.savefig('x.png')`.
+Every function builds a `Figure` (a `matplotlib.figure.Figure`) directly, without pyplot's
+global state, so it works headless (`fig.savefig('x.png')`) and shows as a PNG when it is a
+notebook cell's value (Jupyter, Colab, a headless kernel alike).
 """
 
 from collections.abc import Mapping
 from collections.abc import Sequence
+import io
 
 import matplotlib
 from matplotlib import cm
@@ -24,6 +26,20 @@ from matplotlib import colors as mcolors
 from matplotlib import figure as mfigure
 from matplotlib import ticker
 import numpy as np
+
+
+class Figure(mfigure.Figure):
+  """A matplotlib Figure that a notebook shows as a PNG when a cell returns it.
+
+  IPython shows a bare Figure as a PNG only once pyplot's inline backend has registered a
+  formatter for it; without pyplot (as here), it showed `<Figure size 640x480 with 2 Axes>`.
+  """
+
+  def _repr_png_(self) -> bytes:
+    png = io.BytesIO()
+    self.savefig(png, format='png', dpi=100, bbox_inches='tight')
+    return png.getvalue()
+
 
 KINDS = ('embedding', 'attention', 'mlp')
 # Marker, colour and legend entry of each kind of sub-block.
@@ -49,14 +65,14 @@ def _as_display_image(image: np.ndarray) -> tuple[np.ndarray, str | None]:
   return image.mean(axis=-1), 'gray'
 
 
-def plot_filters(images, ncols: int = 7) -> mfigure.Figure:
+def plot_filters(images, ncols: int = 7) -> Figure:
   """Grid of filter images [k, P, P, C] in [0, 1] (from `filters.filter_images`), k axes."""
   images = np.asarray(images, np.float64)
   if images.ndim != 4:
     raise ValueError(f'filter images must be [k, P, P, C], got shape {images.shape}.')
   count = len(images)
   nrows = -(-count // ncols)
-  fig = mfigure.Figure(figsize=(1.1 * ncols, 1.1 * nrows + 0.6), layout='constrained')
+  fig = Figure(figsize=(1.1 * ncols, 1.1 * nrows + 0.6), layout='constrained')
   for index, image in enumerate(images):
     ax = fig.add_subplot(nrows, ncols, index + 1)
     pixels, cmap = _as_display_image(image)
@@ -67,7 +83,7 @@ def plot_filters(images, ncols: int = 7) -> mfigure.Figure:
   return fig
 
 
-def plot_position_similarity(similarity) -> mfigure.Figure:
+def plot_position_similarity(similarity) -> Figure:
   """h x w grid of h x w tiles; tile (i, j) is patch (i, j)'s similarity with every patch.
 
   Args:
@@ -80,7 +96,7 @@ def plot_position_similarity(similarity) -> mfigure.Figure:
   if similarity.ndim != 4 or similarity.shape[:2] != similarity.shape[2:]:
     raise ValueError(f'similarity must be [h, w, h, w], got shape {similarity.shape}.')
   h, w = similarity.shape[:2]
-  fig = mfigure.Figure(figsize=(0.45 * w + 1.6, 0.45 * h + 0.8), layout='constrained')
+  fig = Figure(figsize=(0.45 * w + 1.6, 0.45 * h + 0.8), layout='constrained')
   axes = fig.subplots(h, w, squeeze=False, gridspec_kw={'wspace': 0.02, 'hspace': 0.02})
   for i in range(h):
     for j in range(w):
@@ -99,7 +115,7 @@ def plot_position_similarity(similarity) -> mfigure.Figure:
   return fig
 
 
-def plot_attention_distance(distances, label: str | None = None) -> mfigure.Figure:
+def plot_attention_distance(distances, label: str | None = None) -> Figure:
   """Mean attention distance [L, N] (pixels) against layer 1..L, one dot per head.
 
   Args:
@@ -113,7 +129,7 @@ def plot_attention_distance(distances, label: str | None = None) -> mfigure.Figu
   if distances.ndim != 2:
     raise ValueError(f'distances must be [L, N] (layers, heads), got shape {distances.shape}.')
   num_layers, num_heads = distances.shape
-  fig = mfigure.Figure(figsize=(5, 4), layout='constrained')
+  fig = Figure(figsize=(5, 4), layout='constrained')
   ax = fig.add_subplot()
   palette = matplotlib.colormaps['tab20' if num_heads > 10 else 'tab10']
   layers = np.arange(1, num_layers + 1)
@@ -132,7 +148,7 @@ def plot_attention_distance(distances, label: str | None = None) -> mfigure.Figu
   return fig
 
 
-def plot_rollout(images, maps) -> mfigure.Figure:
+def plot_rollout(images, maps) -> Figure:
   """Images above, images weighted by their attention-rollout map below (2 x B axes).
 
   Args:
@@ -147,7 +163,7 @@ def plot_rollout(images, maps) -> mfigure.Figure:
       f'{images.shape} and {maps.shape}.'
     )
   count = len(images)
-  fig = mfigure.Figure(figsize=(1.8 * count, 3.8), layout='constrained')
+  fig = Figure(figsize=(1.8 * count, 3.8), layout='constrained')
   axes = fig.subplots(2, count, squeeze=False)
   for b in range(count):
     pixels, cmap = _as_display_image(images[b])
@@ -177,13 +193,13 @@ def _check_depth_series(depth, values, kinds) -> tuple[np.ndarray, np.ndarray, l
   return depth, values, kinds
 
 
-def _plot_by_depth(depth, values, kinds, ylabel: str, title: str | None) -> mfigure.Figure:
+def _plot_by_depth(depth, values, kinds, ylabel: str, title: str | None) -> Figure:
   """One axes: values vs depth, a marker per kind, attention sub-blocks shaded as in HDVW.
 
   Attention point s shades the span [depth[s-1], depth[s]], the depth its sub-block covers.
   """
   depth, values, kinds = _check_depth_series(depth, values, kinds)
-  fig = mfigure.Figure(figsize=(4.5, 3.5), layout='constrained')
+  fig = Figure(figsize=(4.5, 3.5), layout='constrained')
   ax = fig.add_subplot()
   for s, kind in enumerate(kinds):
     if kind == 'attention':
@@ -204,7 +220,7 @@ def _plot_by_depth(depth, values, kinds, ylabel: str, title: str | None) -> mfig
   return fig
 
 
-def plot_fourier(depth, values, kinds: Sequence[str], title: str | None = None) -> mfigure.Figure:
+def plot_fourier(depth, values, kinds: Sequence[str], title: str | None = None) -> Figure:
   """Δlog amplitude of the highest frequency against normalised depth (HDVW Fig. 2a right).
 
   Args:
@@ -221,14 +237,12 @@ def plot_fourier(depth, values, kinds: Sequence[str], title: str | None = None) 
   return _plot_by_depth(depth, values, kinds, 'Δ Log amplitude', title)
 
 
-def plot_variance(
-  depth, variances, kinds: Sequence[str], title: str | None = None
-) -> mfigure.Figure:
+def plot_variance(depth, variances, kinds: Sequence[str], title: str | None = None) -> Figure:
   """Feature-map variance against normalised depth, laid out like `plot_fourier`."""
   return _plot_by_depth(depth, variances, kinds, 'Feature map variance', title)
 
 
-def plot_fourier_curves(frequencies, curves, depth, title: str | None = None) -> mfigure.Figure:
+def plot_fourier_curves(frequencies, curves, depth, title: str | None = None) -> Figure:
   """Δlog amplitude against frequency, one curve per feature map coloured by depth.
 
   Args:
@@ -248,7 +262,7 @@ def plot_fourier_curves(frequencies, curves, depth, title: str | None = None) ->
       f'curves must be [S, K] = [{len(depth)}, {len(frequencies)}] (depths, '
       f'frequencies), got shape {curves.shape}.'
     )
-  fig = mfigure.Figure(figsize=(4.5, 3.5), layout='constrained')
+  fig = Figure(figsize=(4.5, 3.5), layout='constrained')
   ax = fig.add_subplot()
   norm = mcolors.Normalize(depth.min(), max(depth.max(), depth.min() + 1e-12))
   cmap = matplotlib.colormaps['plasma']
@@ -266,7 +280,7 @@ def plot_fourier_curves(frequencies, curves, depth, title: str | None = None) ->
 
 def plot_noise(
   frequencies, accuracy_drop: Mapping[str, Sequence[float]], title: str | None = None
-) -> mfigure.Figure:
+) -> Figure:
   """Accuracy drop under band noise against its centre frequency, one line per model.
 
   Args:
@@ -278,7 +292,7 @@ def plot_noise(
     A figure with one axes: a line per model (labelled with its name) and a zero line.
   """
   frequencies = np.asarray(frequencies, np.float64)
-  fig = mfigure.Figure(figsize=(4.5, 3.5), layout='constrained')
+  fig = Figure(figsize=(4.5, 3.5), layout='constrained')
   ax = fig.add_subplot()
   ax.axhline(0, color='0.6', lw=0.8)
   for name, drop in accuracy_drop.items():

@@ -3,20 +3,20 @@
 "How Do Vision Transformers Work?" (Park & Kim, ICLR 2022) shows, per model, a histogram of the
 top Hessian eigenvalues pooled over mini-batches on a log density axis (negative eigenvalues
 left of zero), and the loss on a filter-normalised 2-D slice as a 3-D surface. The figures are
-built on `matplotlib.figure.Figure` directly (no pyplot state), so they render headless:
+built as `figures.Figure` (no pyplot state), so they render headless and in notebooks:
 `fig.savefig('x.png')`.
 """
 
 from typing import Mapping
 
-from matplotlib import figure as mpl_figure
 import numpy as np
 
+from vit_jax.analysis import figures
 from vit_jax.analysis import hessian
 from vit_jax.analysis import landscape
 
 
-def plot_hessian_spectra(spectra: Mapping[str, np.ndarray], bins: int = 60) -> mpl_figure.Figure:
+def plot_hessian_spectra(spectra: Mapping[str, np.ndarray], bins: int = 60) -> figures.Figure:
   """Histogram of pooled top-k Hessian eigenvalues per model (HDVW Fig. 1/4).
 
   Args:
@@ -37,7 +37,7 @@ def plot_hessian_spectra(spectra: Mapping[str, np.ndarray], bins: int = 60) -> m
   pad = 0.02 * (hi - lo) if hi > lo else max(1.0, abs(lo)) * 0.1
   edges = np.linspace(lo - pad, hi + pad, bins + 1)
 
-  fig = mpl_figure.Figure(figsize=(6, 4), layout='constrained')
+  fig = figures.Figure(figsize=(6, 4), layout='constrained')
   ax = fig.add_subplot()
   for name, values in pooled.items():
     s = hessian.spectrum_summary(values)
@@ -51,7 +51,7 @@ def plot_hessian_spectra(spectra: Mapping[str, np.ndarray], bins: int = 60) -> m
   return fig
 
 
-def plot_loss_surface(surface: landscape.Surface, title: str) -> mpl_figure.Figure:
+def plot_loss_surface(surface: landscape.Surface, title: str) -> figures.Figure:
   """A loss surface as a filled contour map and a 3-D surface (HDVW Fig. 1).
 
   Args:
@@ -71,7 +71,7 @@ def plot_loss_surface(surface: landscape.Surface, title: str) -> mpl_figure.Figu
     )
   a, b = np.meshgrid(coords, coords, indexing='ij')  # a[i, j] = coords[i], b[i, j] = coords[j]
 
-  fig = mpl_figure.Figure(figsize=(10, 4.2), layout='constrained')
+  fig = figures.Figure(figsize=(10, 4.2), layout='constrained')
   fig.suptitle(title)
   ax = fig.add_subplot(1, 2, 1)
   filled = ax.contourf(a, b, losses, levels=20, cmap='viridis')
