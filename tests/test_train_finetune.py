@@ -38,7 +38,7 @@ def test_finetune_from_npz_at_new_resolution(tmp_path, digits_data_dir, default_
   # Fine-tune at 24px (6x6 grid): SGD as in the fine-tuning recipe.
   # As a user would: `python -m vit_jax.main` (the other test covers the in-process API).
   ft = tmp_path / 'ft'
-  final = train_command(
+  final, _ = train_command(
     ft,
     digits_data_dir,
     pretrained_path=str(tmp_path / 'pre.npz'),
