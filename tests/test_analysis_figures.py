@@ -69,11 +69,15 @@ def test_plot_rollout(tmp_path):
   maps = np.zeros((3, 16, 16))
   maps[:, 4:8, 4:8] = 1
   fig = figures.plot_rollout(images, maps)
-  assert len(fig.axes) == 6
-  overlay = fig.axes[1].images[0].get_array()  # Row-major axes: [0, 1] is image 1's input.
-  # float64 products with 0/1 maps: exact.
-  np.testing.assert_array_equal(fig.axes[3].images[0].get_array(), images[0] * maps[0][..., None])
-  np.testing.assert_array_equal(overlay, images[1])
+  assert len(fig.axes) == 6 + 1  # the colour bar of the maps.
+  np.testing.assert_array_equal(fig.axes[1].images[0].get_array(), images[1])  # [0, 1]: input 1.
+  # Below: the input in grey under the map as a heatmap (the product of the two, before,
+  # looked like the input). The mean of 3 float64 values: one rounding each, 1e-15.
+  grey, heat = fig.axes[3].images
+  np.testing.assert_allclose(grey.get_array(), images[0].mean(-1), rtol=1e-15)
+  np.testing.assert_array_equal(heat.get_array(), maps[0])
+  assert heat.get_cmap().name == 'inferno' and heat.get_clim() == (0, 1)
+  assert fig.axes[-1].get_ylabel() == 'Rollout (max = 1)'
   saves(fig, tmp_path, 'rollout')
 
 
@@ -117,3 +121,78 @@ def test_plot_noise(tmp_path):
     labelled['ResNet-50'].get_ydata(), 100 * drops['ResNet-50'], rtol=1e-15
   )
   saves(fig, tmp_path, 'noise')
+
+
+def _readable(fig, source):
+  """What a reader needs without the code: a heading naming the source, axes labels on
+  every plot, a colour bar wherever colour carries a value. Returns the problems."""
+  problems = []
+  title = fig.get_suptitle().splitlines()
+  if len(title) != 2 or title[1] != source:
+    problems.append(f'suptitle {title}: a heading, then {source!r}')
+  colour_bars = [ax for ax in fig.axes if ax.get_label() == '<colorbar>']
+  for ax in fig.axes:
+    if ax in colour_bars or ax.name == '3d':
+      continue
+    images = [i for i in ax.images if i.get_cmap().name != 'gray' and i.get_array().ndim == 2]
+    coloured = images or any(hasattr(c, 'levels') for c in ax.collections)
+    if coloured and not colour_bars:
+      problems.append(f'axes {ax.get_label()!r}: colour carries a value, no colour bar')
+    plots = ax.lines or any(not hasattr(c, 'levels') for c in ax.collections) or ax.patches
+    if plots and not (ax.get_xlabel() and ax.get_ylabel()):
+      problems.append(
+        f'axes {ax.get_title()!r}: x label {ax.get_xlabel()!r}, y {ax.get_ylabel()!r}'
+      )
+  return problems
+
+
+def test_every_figure_of_the_analyses_is_readable_on_its_own():
+  # rollout.png had neither heatmap, colour bar nor title; noise.png did not show eps or
+  # explain drops below zero; hessian.png had no title.
+  import flax.linen as nn
+  import jax
+
+  from vit_jax import models
+  from vit_jax.analysis import capture
+  from vit_jax.analysis import landscape
+  from vit_jax.analysis import loss_figures
+  from vit_jax.analysis import report
+
+  images = RNG.uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+  labels = np.arange(4) % 3
+  model = models.get_model('testing', num_classes=3, num_layers=2)
+  params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), images[:1])['params'])
+  captured = capture.run(model, params, images)
+  forward = jax.jit(lambda x: model.apply({'params': params}, x, train=False))
+  batches = [{'image': images, 'label': labels}]
+  results = [
+    report.filters(model, params, num_components=4),
+    report.posemb(model, params, 32),
+    report.attention_distance(captured, 'testing'),
+    report.rollout(captured, images),
+    report.fourier(captured, 'testing'),
+    report.noise(forward, images, labels, eps=0.5, centres=[0.0, np.pi], label='testing'),
+    report.hessian(model, params, batches, max_iter=2, label='testing'),
+  ]
+  surface = landscape.Surface(np.linspace(-1, 1, 3), RNG.uniform(1, 2, (3, 3)))
+  figs = {name: fig for r in results for name, fig in r.captioned('testing, run/7').figures.items()}
+  figs['landscape'] = loss_figures.plot_loss_surface(surface, 'testing')
+  figs['landscape'].caption('testing, run/7')
+  assert sorted(figs) == [
+    'attention_distance',
+    'filters',
+    'fourier',
+    'fourier_curves',
+    'hessian',
+    'landscape',
+    'noise',
+    'posemb',
+    'rollout',
+    'variance',
+  ]
+  problems = {name: _readable(fig, 'testing, run/7') for name, fig in figs.items()}
+  assert {name: p for name, p in problems.items() if p} == {}
+  assert figs['noise'].get_suptitle().startswith('Accuracy drop under band-limited noise (ε = 0.5')
+  assert 'one image of 4 = 25 points' in [t.get_text() for t in figs['noise'].axes[0].texts]
+  figs['rollout'].caption('testing, run/7')  # captioned once, however often it is asked.
+  assert figs['rollout'].get_suptitle().count('testing, run/7') == 1

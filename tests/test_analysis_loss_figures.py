@@ -53,7 +53,7 @@ def test_loss_surface_figure(tmp_path):
   contour, colorbar, surf = fig.axes
   assert surf.name == '3d' and contour.name == 'rectilinear'
   assert colorbar.get_ylabel() == 'loss'
-  assert fig.get_suptitle() == 'ViT-Ti/16'
+  assert fig.get_suptitle() == 'Loss landscape: ViT-Ti/16'
   np.testing.assert_array_equal(contour.get_xlim(), (-1, 1))  # the coordinates' ends, as given.
   (centre,) = [line for line in contour.get_lines() if line.get_label() == 'params']
   np.testing.assert_array_equal(centre.get_xydata(), [[0.0, 0.0]])

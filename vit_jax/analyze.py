@@ -187,6 +187,7 @@ def run(options: Options) -> dict[str, str]:
       status[name] = f'skipped: {e}'
       print(f'{name}: skipped ({e})', flush=True)
       continue
+    result = result.captioned(f'{label}, {pred.about["checkpoint"]}')
     numbers = dict(result.numbers, model=label, checkpoint=pred.about['checkpoint'])
     (out / f'{name}.json').write_text(json.dumps(numbers))
     files = []

@@ -35,6 +35,13 @@ class Figure(mfigure.Figure):
   formatter for it; without pyplot (as here), it showed `<Figure size 640x480 with 2 Axes>`.
   """
 
+  def caption(self, source: str) -> 'Figure':
+    """Names what the figure was computed from (e.g. model and checkpoint) under its title."""
+    title = self.get_suptitle()
+    if source not in title.splitlines():  # captioned once, however often it is asked.
+      self.suptitle(f'{title}\n{source}' if title else source)
+    return self
+
   def _repr_png_(self) -> bytes:
     png = io.BytesIO()
     self.savefig(png, format='png', dpi=100, bbox_inches='tight')
@@ -145,11 +152,13 @@ def plot_attention_distance(distances, label: str | None = None) -> Figure:
     ax.legend(fontsize=6, loc='upper left', bbox_to_anchor=(1.01, 1), markerscale=0.8)
   if label:
     ax.set_title(label)
+  fig.suptitle('Mean attention distance per head')
   return fig
 
 
 def plot_rollout(images, maps) -> Figure:
-  """Images above, images weighted by their attention-rollout map below (2 x B axes).
+  """Images above; below, each image in grey under its attention-rollout map as a heatmap,
+  with a colour bar of the map's values (2 x B axes and the colour bar's).
 
   Args:
     images: [B, H, W, 3] in [0, 1].
@@ -163,18 +172,22 @@ def plot_rollout(images, maps) -> Figure:
       f'{images.shape} and {maps.shape}.'
     )
   count = len(images)
-  fig = Figure(figsize=(1.8 * count, 3.8), layout='constrained')
+  fig = Figure(figsize=(1.8 * count + 0.8, 3.8), layout='constrained')
   axes = fig.subplots(2, count, squeeze=False)
   for b in range(count):
     pixels, cmap = _as_display_image(images[b])
     axes[0, b].imshow(pixels, cmap=cmap, vmin=0, vmax=1)
-    overlay = pixels * (maps[b] if cmap else maps[b][..., None])
-    axes[1, b].imshow(overlay, cmap=cmap, vmin=0, vmax=1)
+    # The map as colour over the input in grey: the image itself stays recognisable and the
+    # colour carries the map's value (a product of the two looked like the input).
+    axes[1, b].imshow(_as_display_image(images[b].mean(-1, keepdims=True))[0], cmap='gray')
+    heat = axes[1, b].imshow(maps[b], cmap='inferno', vmin=0, vmax=1, alpha=0.65)
     for ax in axes[:, b]:
       ax.set_xticks([])
       ax.set_yticks([])
   axes[0, 0].set_ylabel('Input')
-  axes[1, 0].set_ylabel('Attention')
+  axes[1, 0].set_ylabel('Attention rollout')
+  fig.colorbar(heat, ax=axes[1, :], label='Rollout (max = 1)', shrink=0.9)
+  fig.suptitle('Attention rollout: where the output token reads from')
   return fig
 
 
@@ -193,7 +206,7 @@ def _check_depth_series(depth, values, kinds) -> tuple[np.ndarray, np.ndarray, l
   return depth, values, kinds
 
 
-def _plot_by_depth(depth, values, kinds, ylabel: str, title: str | None) -> Figure:
+def _plot_by_depth(depth, values, kinds, ylabel: str, heading: str, title: str | None) -> Figure:
   """One axes: values vs depth, a marker per kind, attention sub-blocks shaded as in HDVW.
 
   Attention point s shades the span [depth[s-1], depth[s]], the depth its sub-block covers.
@@ -217,6 +230,7 @@ def _plot_by_depth(depth, values, kinds, ylabel: str, title: str | None) -> Figu
   ax.legend(fontsize=7)
   if title:
     ax.set_title(title)
+  fig.suptitle(heading)
   return fig
 
 
@@ -234,12 +248,14 @@ def plot_fourier(depth, values, kinds: Sequence[str], title: str | None = None) 
     A figure with one axes: a line through all points, one scatter collection per kind
     present, and one shaded span (patch) per attention point.
   """
-  return _plot_by_depth(depth, values, kinds, 'Δ Log amplitude', title)
+  heading = 'Δ log amplitude of the highest frequency'
+  return _plot_by_depth(depth, values, kinds, 'Δ Log amplitude', heading, title)
 
 
 def plot_variance(depth, variances, kinds: Sequence[str], title: str | None = None) -> Figure:
   """Feature-map variance against normalised depth, laid out like `plot_fourier`."""
-  return _plot_by_depth(depth, variances, kinds, 'Feature map variance', title)
+  heading = 'Feature-map variance'
+  return _plot_by_depth(depth, variances, kinds, 'Feature map variance', heading, title)
 
 
 def plot_fourier_curves(frequencies, curves, depth, title: str | None = None) -> Figure:
@@ -275,11 +291,17 @@ def plot_fourier_curves(frequencies, curves, depth, title: str | None = None) ->
   fig.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label='Normalized depth')
   if title:
     ax.set_title(title)
+  fig.suptitle('Δ log amplitude by frequency, per feature map')
   return fig
 
 
 def plot_noise(
-  frequencies, accuracy_drop: Mapping[str, Sequence[float]], title: str | None = None
+  frequencies,
+  accuracy_drop: Mapping[str, Sequence[float]],
+  title: str | None = None,
+  *,
+  eps: float | None = None,
+  num_images: int | None = None,
 ) -> Figure:
   """Accuracy drop under band noise against its centre frequency, one line per model.
 
@@ -287,6 +309,9 @@ def plot_noise(
     frequencies: [F] centre frequencies in radians (`noise_robustness(...)['frequencies']`).
     accuracy_drop: model name -> [F] clean - noisy accuracy as fractions (plotted in %).
     title: optional title.
+    eps: the noise amplitude, shown in the heading.
+    num_images: images per accuracy, shown as the step one image makes (a drop below zero
+      within a few steps is sampling noise: the noisy images scored a little better).
 
   Returns:
     A figure with one axes: a line per model (labelled with its name) and a zero line.
@@ -305,8 +330,20 @@ def plot_noise(
     ax.plot(frequencies, 100 * drop, marker='o', ms=3, label=name)
   _pi_axis(ax.xaxis)
   ax.set_xlabel('Noise frequency')
-  ax.set_ylabel('Accuracy drop (%)')
+  ax.set_ylabel('Accuracy drop (points; < 0: rose)')
   ax.legend(fontsize=7)
+  if num_images:
+    ax.text(
+      0.99,
+      0.02,
+      f'one image of {num_images} = {100 / num_images:.2g} points',
+      transform=ax.transAxes,
+      ha='right',
+      fontsize=7,
+      color='0.4',
+    )
   if title:
     ax.set_title(title)
+  amplitude = f' (ε = {eps:g} on [-1, 1] pixels)' if eps is not None else ''
+  fig.suptitle(f'Accuracy drop under band-limited noise{amplitude}')
   return fig

@@ -48,6 +48,7 @@ def plot_hessian_spectra(spectra: Mapping[str, np.ndarray], bins: int = 60) -> f
   ax.set_xlabel('Hessian eigenvalue (top-k per mini-batch)')
   ax.set_ylabel('Density')
   ax.legend(fontsize='small')
+  fig.suptitle('Hessian eigenvalue spectrum')
   return fig
 
 
@@ -72,7 +73,7 @@ def plot_loss_surface(surface: landscape.Surface, title: str) -> figures.Figure:
   a, b = np.meshgrid(coords, coords, indexing='ij')  # a[i, j] = coords[i], b[i, j] = coords[j]
 
   fig = figures.Figure(figsize=(10, 4.2), layout='constrained')
-  fig.suptitle(title)
+  fig.suptitle(f'Loss landscape: {title}' if title else 'Loss landscape')
   ax = fig.add_subplot(1, 2, 1)
   filled = ax.contourf(a, b, losses, levels=20, cmap='viridis')
   ax.contour(a, b, losses, levels=20, colors='k', linewidths=0.3)

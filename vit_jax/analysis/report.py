@@ -33,7 +33,14 @@ from vit_jax.analysis import rollout as rollout_lib
 
 class Result(NamedTuple):
   numbers: dict[str, Any]
-  figures: dict[str, Any]  # name -> matplotlib Figure
+  figures: dict[str, Any]  # name -> figures.Figure
+
+  def captioned(self, source: str) -> 'Result':
+    """The same result, each figure naming `source` (e.g. model and checkpoint) under its
+    title."""
+    for figure in self.figures.values():
+      figure.caption(source)
+    return self
 
 
 NotApplicable = capture.NotApplicable
@@ -209,7 +216,11 @@ def noise(
   numbers = dict(result, eps=eps)
   return Result(
     _json(numbers),
-    {'noise': figures.plot_noise(result['frequencies'], {label: result['accuracy_drop']})},
+    {
+      'noise': figures.plot_noise(
+        result['frequencies'], {label: result['accuracy_drop']}, eps=eps, num_images=len(labels)
+      )
+    },
   )
 
 
