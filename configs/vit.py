@@ -4,9 +4,9 @@ r"""Fine-tuning presets with the original ViT hyper-parameters: `configs/vit.py:
       --config.pretrained_path=gs://vit_models/imagenet21k/ViT-B_16.npz
 
 The recipe of the paper (Appendix B.1.1, Table 4) and of the original repo's configs:
-384px, batch 512, SGD with momentum 0.9 (bfloat16 momentum), no weight decay, global-norm
-clipping at 1, 500 warm-up steps then cosine decay, gradient accumulation over 8 micro-batches
-(memory; the result equals the full batch). Steps: 10k (CIFAR), 20k (ImageNet), 500 (Pets,
+384px (378px for ViT-H_14: a multiple of its 14px patches), batch 512, SGD with momentum 0.9
+(bfloat16 momentum), no weight decay, global-norm clipping at 1, 500 warm-up steps then cosine
+decay, gradient accumulation over 8 micro-batches (memory; the result equals the full batch). Steps: 10k (CIFAR), 20k (ImageNet), 500 (Pets,
 Flowers). base_lr was swept over {0.001, 0.003, 0.01, 0.03} in the paper; 0.03 is the
 original repo's default. Override anything with --config.<field>=value.
 
@@ -18,6 +18,7 @@ pre-training, this recipe, two runs each):
   ViT-L_32: cifar10 0.9903 / 0.9909, cifar100 0.9302 / 0.9306, imagenet2012 0.8178 / 0.8201
 """
 
+from vit_jax import models
 from vit_jax.train import config as config_lib
 
 # dataset -> (total_steps, train split, validation split, test split)
@@ -28,6 +29,15 @@ DATASETS = {
   'oxford_iiit_pet': (500, 'train[:90%]', 'train[90%:]', 'test'),
   'oxford_flowers102': (500, 'train', 'validation', 'test'),
 }
+
+
+def _crop(model_name: str, size: int = 384) -> int:
+  """384px, or the largest multiple of the model's patch stride below it: ViT-H_14 gets 378
+  (a 27x27 grid), the grid the original's VALID patch convolution made of 384px inputs."""
+  try:
+    return size - size % models.get_model(model_name).stride
+  except ValueError:  # an unknown name: setup_run reports it with the valid names.
+    return size
 
 
 def get_config(arg: str = 'ViT-B_16,cifar10'):
@@ -43,7 +53,7 @@ def get_config(arg: str = 'ViT-B_16,cifar10'):
   c.model_name = model_name
   c.dataset = dataset
   c.train_split, c.val_split, c.test_split = train_split, val_split, test_split
-  c.pp.crop = 384
+  c.pp.crop = _crop(model_name)
   c.pp.area_min = 0.05
   c.pp.flip = True
   c.total_steps = total_steps

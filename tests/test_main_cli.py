@@ -10,6 +10,7 @@ import pytest
 
 from helpers import ROOT
 from vit_jax import inference_time
+from vit_jax import models
 from vit_jax.run import workdir as workdir_lib
 from vit_jax.train import config as config_lib
 
@@ -167,6 +168,11 @@ def test_all_configs_load_and_lock():
       config.not_a_field = 1
   with pytest.raises(ValueError, match='dataset must be one of'):
     load_config('vit', 'ViT-B_16,mnist')
+  # Every model's fine-tuning preset passes its own crop check (ViT-H_14's 384px did not).
+  for name in models.model_names():
+    crop = load_config('vit', f'{name},cifar10').pp.crop
+    assert crop % models.get_model(name).stride == 0 and 370 < crop <= 384, (name, crop)
+  assert load_config('vit', 'ViT-H_14,cifar10').pp.crop == 378
   pretrain = load_config('pretrain')
   assert (
     pretrain.model_name,
