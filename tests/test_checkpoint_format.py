@@ -59,7 +59,7 @@ def test_save_load_round_trip_is_exact(tmp_path):
 
 
 def test_save_writes_released_numbering_and_boxed_params_work(tmp_path):
-  model = models.get_model('testing', num_classes=3)
+  model = models.get_model('testing', num_classes=3, representation_size=10)
   boxed = model.init(jax.random.key(0), IMAGES)['params']  # LogicallyPartitioned leaves.
   released_lib.save(tmp_path / 'b.npz', boxed)
   with np.load(tmp_path / 'b.npz') as npz:

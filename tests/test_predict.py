@@ -34,6 +34,8 @@ NAMES = ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight',
 SORTED = sorted(NAMES)
 NUM_TEST = 20
 STEPS = 60
+# How predict names configs/default.py's model (models.describe).
+DEFAULT_MODEL = 'ViT-Ti_16 (4 layers, width 64, 4 heads, MLP 128, 4x4 patches, classifier=gap)'
 
 
 def _write_digits(root, split, indices):
@@ -165,8 +167,9 @@ def test_table_and_json_with_an_unreadable_file(trained, tmp_path):
   assert code == 0
   assert err.strip() == f'1 of {NUM_TEST + 1} images could not be read (listed above).'
   lines = table.splitlines()
+  # The default job's model by what it is, not as the registered ViT-Ti_16 it overrides.
   assert lines[0] == (
-    f'{workdir}/checkpoints/{STEPS} (step {STEPS}): ViT-Ti_16, 16px resize, '
+    f'{workdir}/checkpoints/{STEPS} (step {STEPS}): {DEFAULT_MODEL}, 16px resize, '
     f'10 classes, names from labels.json ({root})'
   )
   assert lines[1].split() == ['image', 'rank', 'probability', 'class']
@@ -183,7 +186,7 @@ def test_table_and_json_with_an_unreadable_file(trained, tmp_path):
   report = json.loads(text)
   assert {k: report[k] for k in ('step', 'model', 'image_size', 'num_classes')} == {
     'step': STEPS,
-    'model': 'ViT-Ti_16',
+    'model': DEFAULT_MODEL,
     'image_size': 16,
     'num_classes': 10,
   }
@@ -284,11 +287,11 @@ def test_npz_with_model_and_labels(trained, tmp_path):
 
 
 def test_imagenet_class_names_from_installed_packages(tmp_path):
-  # Without the pre_logits layer that `testing` has (as ViT-B_16's ImageNet-21k files have one
+  # With a pre_logits layer that `testing` lacks (as ViT-B_16's ImageNet-21k files have one
   # that ViT-B_16 lacks): taken from the file.
-  path, _, _ = _npz(tmp_path, 1000, representation_size=None)
+  path, _, _ = _npz(tmp_path, 1000, representation_size=10)
   predictor = predictor_lib.load(str(path), model_name='testing')
-  assert predictor.model.representation_size is None
+  assert predictor.model.representation_size == 10
   image = tmp_path / 'gray.png'
   Image.fromarray(np.full((40, 50, 3), 128, np.uint8)).save(image)
   [result] = predictor.predict([str(image)], top_k=1000)

@@ -232,7 +232,7 @@ def _from_run(
     about={
       'checkpoint': source.path,
       'step': source.step,
-      'model': config['model_name'],
+      'model': models.describe(name, overrides),  # not the bare name of a model it changes.
       'labels': labels_source,
     },
     workdir=str(source.workdir),

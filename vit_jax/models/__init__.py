@@ -10,9 +10,10 @@
 """
 
 from vit_jax.models.mixer import MlpMixer
+from vit_jax.models.registry import describe
 from vit_jax.models.registry import get_model
 from vit_jax.models.registry import MODEL_CONFIGS
 from vit_jax.models.registry import model_names
 from vit_jax.models.vit import VisionTransformer
 
-__all__ = ['MODEL_CONFIGS', 'MlpMixer', 'VisionTransformer', 'get_model', 'model_names']
+__all__ = ['MODEL_CONFIGS', 'MlpMixer', 'VisionTransformer', 'describe', 'get_model', 'model_names']

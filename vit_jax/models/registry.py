@@ -4,7 +4,7 @@ Sizes follow the original `vision_transformer` configs, so that with 224x224 inp
 classes every model has exactly the original's parameter count and loads the released files.
 """
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 
@@ -103,7 +103,8 @@ _register('BiT-R50x1', bit.BiTResNet, block_layers=(3, 4, 6, 3), width=1.0)
 # Bottleneck widths 16-64-128 (x4 out), 28 px -> 4x4 after the last stage: MNIST-sized.
 _register('ResNet-tiny', bit.BiTResNet, block_layers=(2, 2, 2), width=0.25)
 
-# A tiny model for tests and quick experiments (the original's `testing` config).
+# A tiny model for tests and quick experiments: the original's `testing` config (no pre-logits
+# layer; 21,390 parameters at 1,000 classes).
 _register(
   'testing',
   vit.VisionTransformer,
@@ -112,7 +113,6 @@ _register(
   num_layers=1,
   num_heads=2,
   mlp_dim=10,
-  representation_size=10,
 )
 _register(
   'testing-unpooled',
@@ -124,6 +124,54 @@ _register(
   mlp_dim=10,
   classifier='unpooled',
 )
+
+
+# How a model's name shows the fields a config overrides (others as field=value). Fields that
+# do not change what the parameters compute (precision, layout, dropout) are left out.
+_SHORT = {
+  'num_layers': '{} layers',
+  'hidden_size': 'width {}',
+  'num_heads': '{} heads',
+  'mlp_dim': 'MLP {}',
+}
+_NOT_SHOWN = frozenset(
+  {
+    'num_classes',
+    'dtype',
+    'scan',
+    'remat_policy',
+    'attention_impl',
+    'dropout_rate',
+    'attention_dropout_rate',
+    'stochastic_depth',
+  }
+)
+
+
+def describe(name: str, overrides: Mapping[str, Any] | None = None) -> str:
+  """`name`, followed by what `overrides` change in it: the name a model is shown under
+  (predict's header and JSON, the analyses' figures and tables), so that e.g. the default
+  job's small model is not taken for the registered ViT-Ti_16 whose fields it overrides:
+  'ViT-Ti_16 (4 layers, width 64, 4 heads, MLP 128, 4x4 patches, classifier=gap)'."""
+  if name not in MODEL_CONFIGS:
+    return name
+  cls, kwargs = MODEL_CONFIGS[name]
+  fields = cls.__dataclass_fields__
+  order = [*_SHORT, 'patch_size', *sorted(set(overrides or {}) - set(_SHORT) - {'patch_size'})]
+  changes = []
+  for field in order:
+    if field not in (overrides or {}) or field in _NOT_SHOWN or field not in fields:
+      continue
+    value, registered = overrides[field], kwargs.get(field, fields[field].default)
+    if isinstance(value, (list, tuple)):
+      value, registered = tuple(value), tuple(registered or ())
+    if value == registered:
+      continue
+    if field == 'patch_size':
+      changes.append(f'{value[0]}x{value[1]} patches')
+    else:
+      changes.append(_SHORT[field].format(value) if field in _SHORT else f'{field}={value}')
+  return f'{name} ({", ".join(changes)})' if changes else name
 
 
 def model_names() -> list[str]:
