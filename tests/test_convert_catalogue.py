@@ -204,3 +204,28 @@ def test_progress_bar_on_stderr(gcs, capsys):
   captured = capsys.readouterr()
   assert captured.out == ''
   assert '100%' in captured.err and '1.00M/1.00M' in captured.err  # bytes, scaled by 1024.
+
+
+def test_released_names_are_listed_with_their_model_and_url(capsys):
+  from vit_jax.models import summary
+
+  summary.main(['--released', 'i21k+i1k:ViT-B_16*'])
+  assert capsys.readouterr().out.splitlines() == [
+    f'{"i21k+i1k:ViT-B_16":<28} {"ViT-B_16":<16} '
+    'gs://vit_models/imagenet21k+imagenet2012/ViT-B_16.npz',
+    f'{"i21k+i1k:ViT-B_16-224":<28} {"ViT-B_16":<16} '
+    'gs://vit_models/imagenet21k+imagenet2012/ViT-B_16-224.npz',
+  ]
+  summary.main(['--released'])  # every name, each one that the loaders resolve.
+  rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+  assert [name for name, _, _ in rows] == catalogue.names()
+  assert all(catalogue.resolve(name) == url for name, _, url in rows)
+  assert ['augreg:R_Ti_16', 'R+ViT-Ti_16'] in [row[:2] for row in rows]
+  with pytest.raises(SystemExit) as e:
+    summary.main(['--released', 'i22k:*'])
+  assert e.value.code == 2
+  assert (
+    capsys.readouterr()
+    .err.splitlines()[-1]
+    .endswith("error: no released checkpoint matches 'i22k:*'; --released lists all.")
+  )
