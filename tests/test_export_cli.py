@@ -1,6 +1,7 @@
 """`python -m vit_jax.export`: a training workdir or a file out to npz/timm/hf; bad input is one
 line and exit code 2."""
 
+import json
 import subprocess
 import sys
 
@@ -15,9 +16,11 @@ from vit_jax import export
 from vit_jax import models
 from vit_jax.models import layouts
 from vit_jax.run import orbax_io
+from vit_jax.run import workdir as workdir_lib
 from vit_jax.train import config as config_lib
 from vit_jax.train import state as state_lib
 from vit_jax.weights import released
+from vit_jax.weights import spec as spec_lib
 from vit_jax.weights import tree
 
 
@@ -59,6 +62,30 @@ def test_workdir_exports_released_npz_and_timm(tmp_path):
   # The workdir's config gives the model (checked) and the image size.
   export.export(workdir, 'timm', str(tmp_path / 'timm'))
   assert '"img_size": 32' in (tmp_path / 'timm' / 'config.json').read_text()
+
+
+def test_exports_carry_the_runs_class_names(tmp_path):
+  # HF's id2label was LABEL_0..N-1 and timm's pretrained_cfg had none, labels.json or not.
+  import timm
+
+  workdir, flat = scanned_workdir(tmp_path)
+  names = [f'class {chr(97 + i)}' for i in range(spec_lib.num_classes(flat))]
+  workdir_lib.write_labels(
+    workdir,
+    dataset='folder',
+    class_names=names,
+    num_classes=len(names),
+    crop=32,
+    resize_mode='resize',
+    resize_small=None,
+  )
+  export.export(workdir, 'hf', str(tmp_path / 'hf'))
+  config = json.loads((tmp_path / 'hf' / 'config.json').read_text())
+  assert config['id2label'] == {str(i): name for i, name in enumerate(names)}
+  assert config['label2id'] == {name: i for i, name in enumerate(names)}
+  export.export(workdir, 'timm', str(tmp_path / 'timm'))
+  model = timm.create_model(f'local-dir:{tmp_path / "timm"}', pretrained=True)
+  assert model.pretrained_cfg['label_names'] == names
 
 
 def test_model_flag_checks_the_params(tmp_path):

@@ -119,6 +119,8 @@ def export(
   read = sources.read(source, num_heads=num_heads)
   flat, overrides = read.params, {}
   config = workdir.read_config(read.workdir) if read.workdir is not None else None
+  labels = workdir.read_labels(read.workdir) if read.workdir is not None else None
+  class_names = (labels or {}).get('class_names')  # the run's, to name the exported classes.
   if config is not None:  # a vit_jax run: its config names the model and the image size.
     name, overrides = workdir.model_of(config)
     model = model or name
@@ -134,7 +136,7 @@ def export(
       f'classifier {classifier!r} (all tokens out) has no {to} equivalent; export --to=npz instead.'
     )
   spec = spec_lib.infer(flat, image_size)
-  return (timm if to == 'timm' else hf).export(flat, spec, out)
+  return (timm if to == 'timm' else hf).export(flat, spec, out, class_names)
 
 
 def main(argv):

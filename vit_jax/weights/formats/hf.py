@@ -19,7 +19,7 @@ pre_logits, the head left out, as the Hub's own conversion did).
 import json
 import os
 import re
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional, Sequence
 
 from absl import logging
 import numpy as np
@@ -158,7 +158,7 @@ def check_exportable(spec: spec_lib.VitSpec) -> None:
 
 
 def from_params(
-  flat: Mapping[str, Any], spec: spec_lib.VitSpec
+  flat: Mapping[str, Any], spec: spec_lib.VitSpec, class_names: Optional[Sequence[str]] = None
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
   """Flat params -> (state_dict in the Hub's names, config.json dict)."""
   check_exportable(spec)
@@ -198,10 +198,15 @@ def from_params(
     sd['classifier.weight'], sd['classifier.bias'] = tl.linear(
       flat['head/kernel'], flat['head/bias']
     )
-  return sd, _config(spec, classify, with_pooler)
+  return sd, _config(spec, classify, with_pooler, class_names)
 
 
-def _config(spec: spec_lib.VitSpec, classify: bool, with_pooler: bool) -> dict[str, Any]:
+def _config(
+  spec: spec_lib.VitSpec,
+  classify: bool,
+  with_pooler: bool,
+  class_names: Optional[Sequence[str]] = None,
+) -> dict[str, Any]:
   h, w = spec.image_size
   ph, pw = spec.patch_size
   config = {
@@ -226,8 +231,11 @@ def _config(spec: spec_lib.VitSpec, classify: bool, with_pooler: bool) -> dict[s
   if with_pooler:
     config.update(pooler_output_size=spec.representation_size, pooler_act='tanh')
   if classify:
-    config['id2label'] = {str(i): f'LABEL_{i}' for i in range(spec.num_classes)}
-    config['label2id'] = {f'LABEL_{i}': i for i in range(spec.num_classes)}
+    names = list(class_names or (f'LABEL_{i}' for i in range(spec.num_classes)))
+    if len(names) != spec.num_classes:
+      raise ValueError(f'{len(names)} class names for a head of {spec.num_classes} classes.')
+    config['id2label'] = {str(i): name for i, name in enumerate(names)}
+    config['label2id'] = {name: i for i, name in enumerate(names)}
   return config
 
 
@@ -247,12 +255,18 @@ def _preprocessor(spec: spec_lib.VitSpec) -> dict[str, Any]:
   }
 
 
-def export(flat: Mapping[str, Any], spec: spec_lib.VitSpec, out: str) -> str:
+def export(
+  flat: Mapping[str, Any],
+  spec: spec_lib.VitSpec,
+  out: str,
+  class_names: Optional[Sequence[str]] = None,
+) -> str:
   """Writes a Hugging Face folder (config.json, model.safetensors, preprocessor_config.json);
-  returns how to load it (one Python line)."""
+  returns how to load it (one Python line). `class_names` become the config's id2label
+  (default: LABEL_0, ...)."""
   if tensor_files.is_tensor_file(out):
     raise ValueError(f'--out={out}: a Hugging Face checkpoint is a folder; pass a directory.')
-  state_dict, config = from_params(flat, spec)
+  state_dict, config = from_params(flat, spec, class_names)
   os.makedirs(out, exist_ok=True)
   tensor_files.write(os.path.join(out, 'model.safetensors'), state_dict)
   for name, content in (('config.json', config), ('preprocessor_config.json', _preprocessor(spec))):

@@ -17,7 +17,7 @@ released files' one); old timm state_dicts with `pre_logits.fc` still import.
 import json
 import os
 import re
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -258,9 +258,17 @@ def overlay(spec: spec_lib.VitSpec, file: str) -> dict[str, Any]:
   return dict(file=file, num_classes=spec.num_classes, custom_load=False)
 
 
-def hub_config(spec: spec_lib.VitSpec) -> dict[str, Any]:
-  """timm's `config.json` (its Hugging Face Hub format) for `timm.create_model('local-dir:..')`."""
+def hub_config(
+  spec: spec_lib.VitSpec, class_names: Optional[Sequence[str]] = None
+) -> dict[str, Any]:
+  """timm's `config.json` (its Hugging Face Hub format) for `timm.create_model('local-dir:..')`;
+  `class_names` go to pretrained_cfg's label_names (model.pretrained_cfg['label_names'])."""
   h, w = spec.image_size
+  names = {}
+  if class_names is not None:
+    if len(class_names) != spec.num_classes:
+      raise ValueError(f'{len(class_names)} class names for a head of {spec.num_classes} classes.')
+    names = {'label_names': list(class_names)}
   return {
     'architecture': ARCHITECTURE,
     'num_classes': spec.num_classes,
@@ -282,15 +290,22 @@ def hub_config(spec: spec_lib.VitSpec) -> dict[str, Any]:
       'pool_size': None,
       'first_conv': 'patch_embed.proj',
       'classifier': 'head',
+      **names,
     },
   }
 
 
-def export(flat: Mapping[str, Any], spec: spec_lib.VitSpec, out: str) -> str:
+def export(
+  flat: Mapping[str, Any],
+  spec: spec_lib.VitSpec,
+  out: str,
+  class_names: Optional[Sequence[str]] = None,
+) -> str:
   """Writes a timm checkpoint; returns how to load it (one Python line).
 
-  `out` ending in .safetensors / .pth / .bin: that one state_dict file. Otherwise a folder in
-  timm's Hub layout: `model.safetensors` + `config.json`, loaded by
+  `out` ending in .safetensors / .pth / .bin: that one state_dict file (no room for class
+  names). Otherwise a folder in timm's Hub layout: `model.safetensors` + `config.json` (with
+  `class_names` as pretrained_cfg's label_names), loaded by
   `timm.create_model('local-dir:OUT', pretrained=True)`.
   """
   state_dict = from_params(flat, spec)
@@ -305,7 +320,7 @@ def export(flat: Mapping[str, Any], spec: spec_lib.VitSpec, out: str) -> str:
   os.makedirs(out, exist_ok=True)
   tensor_files.write(os.path.join(out, 'model.safetensors'), state_dict)
   with open(os.path.join(out, 'config.json'), 'w', encoding='utf-8') as f:
-    json.dump(hub_config(spec), f, indent=2)
+    json.dump(hub_config(spec, class_names), f, indent=2)
   return f"timm.create_model('local-dir:{out}', pretrained=True)"
 
 
