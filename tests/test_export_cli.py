@@ -151,6 +151,12 @@ def test_command_line(tmp_path):
   errors = [line for line in bad.stderr.splitlines() if line.startswith('Error: ')]
   assert errors == [bad.stderr.strip().splitlines()[-1]] and len(errors) == 1
   assert "classifier 'gap'" in errors[0] and 'export --to=timm' in errors[0]
+  # A run's workdir (Orbax): the one line, no INFO lines (JAX's backend probing, Orbax's
+  # restore: 9 of them, before).
+  workdir, _ = scanned_workdir(tmp_path)
+  done = run(f'--checkpoint={workdir}', '--to=npz', f'--out={tmp_path}/w.npz')
+  assert (done.returncode, done.stderr) == (0, ''), done.stderr[-2000:]
+  assert done.stdout.startswith(f'Wrote {tmp_path}/w.npz; load it with: ')
   missing = run('--to=hf')
   assert missing.returncode == 2 and missing.stderr.strip() == (
     'Error: --checkpoint is required: python -m vit_jax.export --checkpoint=WORKDIR|file.npz '

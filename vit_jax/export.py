@@ -24,6 +24,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import numpy as np
 
@@ -140,6 +141,9 @@ def export(
 
 
 def main(argv):
+  # JAX's and Orbax's INFO lines (backend probing, one per restore step) are not the user's
+  # business; warnings (e.g. a damaged checkpoint passed over) still show.
+  logging.set_verbosity(logging.WARNING)
   try:
     if len(argv) > 1:
       raise ExportError(
