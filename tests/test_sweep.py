@@ -82,6 +82,12 @@ def test_finished_runs_are_not_run_again_and_the_table_is_saved(tmp_path):
   )
   assert result.returncode == 0, result.stderr
   assert '$' not in result.stdout  # nothing was trained.
+  assert result.stdout.splitlines()[:4] == [  # where the sweep is (nothing said so, before).
+    'run 1/4 posemb=none_seed=0: finished already, kept',
+    'run 2/4 posemb=none_seed=1: finished already, kept',
+    'run 3/4 posemb=learn_seed=0: finished already, kept',
+    'run 4/4 posemb=learn_seed=1: finished already, kept',
+  ]
   assert '| learn | 0.7500 ± 0.0707 | 2 |' in result.stdout  # 0.7 and 0.8.
   saved = json.loads((tmp_path / 'runs' / 'results.json').read_text())
   # Means of 2 float64 values, written to JSON exactly (shortest repr): <= 2 roundings.
@@ -106,3 +112,16 @@ def test_finished_runs_are_not_run_again_and_the_table_is_saved(tmp_path):
   assert result.returncode == 0, result.stderr
   assert '| none | 0.6000 ± 0.0000 | 1 |' in result.stdout
   assert '| learn | 0.7000 ± 0.0000 | 1 |' in result.stdout
+
+
+def test_progress_lines_give_the_sweeps_eta_from_its_trained_runs():
+  assert sweep.progress_line(1, 8, 'seed=0', False, [], 8) == (
+    'run 1/8 seed=0: training (8 to train; ETA after this one)'
+  )
+  # Two runs took 100 s and 140 s: 120 s per run, 6 left to train -> 12 minutes.
+  assert sweep.progress_line(3, 8, 'seed=2', False, [100.0, 140.0], 6) == (
+    'run 3/8 seed=2: training (6 to train; sweep ETA 0:12:00 at 0:02:00 per run)'
+  )
+  assert sweep.progress_line(4, 8, 'seed=3', True, [100.0], 5) == (
+    'run 4/8 seed=3: finished already, kept'
+  )

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from typing import Any, Optional, Sequence
 
 from absl import app
@@ -24,6 +25,7 @@ import numpy as np
 
 from vit_jax.run import workdir as workdir_lib
 from vit_jax.train import config_files
+from vit_jax.train import metrics
 
 _CONFIG = flags.DEFINE_string(
   'config', None, 'Config file with get_sweep: FILE.py[:arg].', required=True
@@ -127,6 +129,22 @@ def markdown_table(rows: Sequence[dict[str, Any]], metric: str) -> str:
   return '\n'.join(lines)
 
 
+def progress_line(
+  k: int, total: int, name: str, finished: bool, took: Sequence[float], to_train: int
+) -> str:
+  """'run k/N name: ...': finished already, or training, with the sweep's ETA once a run has
+  trained (the mean time of this sweep's trained runs times the runs left to train)."""
+  if finished:
+    return f'run {k}/{total} {name}: finished already, kept'
+  if not took:
+    return f'run {k}/{total} {name}: training ({to_train} to train; ETA after this one)'
+  mean = sum(took) / len(took)
+  return (
+    f'run {k}/{total} {name}: training ({to_train} to train; sweep ETA '
+    f'{metrics.format_duration(mean * to_train)} at {metrics.format_duration(mean)} per run)'
+  )
+
+
 def main(argv: Sequence[str], only: Optional[Sequence[str]] = None) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -136,16 +154,22 @@ def main(argv: Sequence[str], only: Optional[Sequence[str]] = None) -> None:
     print(f'Config error: {e}', file=sys.stderr)
     sys.exit(2)
   only = only or _ONLY.value
-  runs = []
-  for overrides in sweep:
-    name = run_name(overrides)
-    if only and not any(part in name for part in only):
-      continue
+  chosen = [o for o in sweep if not only or any(part in run_name(o) for part in only)]
+  workdirs = [os.fspath(epath.Path(_WORKDIR.value) / run_name(o)) for o in chosen]
+  to_train = sum(workdir_lib.read_final(w) is None for w in workdirs)
+  runs, took = [], []
+  for k, (overrides, workdir) in enumerate(zip(chosen, workdirs), 1):
+    done = workdir_lib.read_final(workdir) is not None
+    print(progress_line(k, len(chosen), run_name(overrides), done, took, to_train), flush=True)
+    start = time.time()
     try:
-      final = run_one(_CONFIG.value, overrides, os.fspath(epath.Path(_WORKDIR.value) / name))
+      final = run_one(_CONFIG.value, overrides, workdir)
     except RuntimeError as e:
       print(f'Error: {e}', file=sys.stderr)
       sys.exit(1)
+    if not done:
+      took.append(time.time() - start)
+      to_train -= 1
     runs.append((overrides, final))
   rows = summarize(runs, _METRIC.value)
   table = markdown_table(rows, _METRIC.value)

@@ -59,7 +59,8 @@ class _JsonLines:
       self._file.close()
 
 
-def _format_duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+  """H:MM:SS, as ETAs and wall times are shown."""
   seconds = int(max(seconds, 0))
   return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
 
@@ -71,7 +72,7 @@ def summary_line(workdir, final: Mapping[str, float], seconds: Optional[float] =
   scores = [
     f'{k} {final[k]:.4f}' for k in sorted(final) if k.endswith('/accuracy') and k[:6] != 'train/'
   ]
-  took = f' in {_format_duration(seconds)}' if seconds is not None else ''
+  took = f' in {format_duration(seconds)}' if seconds is not None else ''
   return (
     f'Finished step {final.get("step")}{took}: {", ".join(scores) or "no eval"}. '
     f'Checkpoints: {workdir_lib.path(root, workdir_lib.CHECKPOINTS)}; metrics: '
@@ -156,7 +157,7 @@ class MetricWriter:
     if 'mfu' in throughput:
       line += f' | MFU {100 * throughput["mfu"]:.1f}%'
     if eta_seconds is not None:
-      line += f' | ETA {_format_duration(eta_seconds)}'
+      line += f' | ETA {format_duration(eta_seconds)}'
     self._print(line, progress_step=step)
 
   def write_scalars(self, step: int, values: Mapping[str, float]) -> None:
