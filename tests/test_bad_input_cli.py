@@ -1,6 +1,7 @@
 """Bad command lines: one `Config error:`/`Error:` line, exit code 2, nothing created or
 compiled (every case returns in the time it takes to import the package)."""
 
+import re
 import subprocess
 import sys
 
@@ -176,3 +177,21 @@ def test_inference_time_zero_batch():
     _one_error_line(run_inference_time('--model=testing', '--batch=0'), prefix='Error: ')
     == 'Error: --batch=0; pass an integer >= 1.'
   )
+
+
+def test_inference_time_sizes_itself_to_the_cpu_and_shows_progress():
+  # README's command measured ViT-B_16 at batch 64 for 23 steps on 2 cores: 8 minutes with
+  # nothing printed. On a CPU: batch 8, 1 + 5 steps, each step on stderr as it ends.
+  result = run_inference_time('--model=testing', '--image_size=32')
+  assert result.returncode == 0, result.stderr[-2000:]
+  progress = result.stderr.splitlines()
+  assert re.fullmatch(r'testing, batch 8 over \d+ device\(s\): compiling\.\.\.', progress[0])
+  assert re.fullmatch(r'compiled in [\d.]+ s', progress[1])
+  assert [line.split(':')[0] for line in progress[2:]] == ['warm-up step 1/1'] + [
+    f'step {i}/5' for i in range(1, 6)
+  ]
+  header, _, row = (
+    [cell.strip() for cell in line.strip('|').split('|')] for line in result.stdout.splitlines()
+  )
+  assert header[:6] == ['model', 'batch', 'size', 'dtype', 'devices', 'steps']
+  assert [row[k] for k in (0, 1, 2, 3, 5)] == ['testing', '8', '32', 'float32', '5']

@@ -1,11 +1,14 @@
 r"""Inference throughput of a model: images/s and images/s/device after warm-up.
 
-  python -m vit_jax.inference_time --model=ViT-B_16 --batch=64 --image_size=224 \
+  python -m vit_jax.inference_time --model=ViT-B_16 [--batch=64] [--image_size=224] \
       [--dtype=bfloat16] [--steps=20] [--warmup=3]
 
 The batch is split over all devices (data parallel, params replicated; on a CPU host one
 device per core, see `vit_jax.system.cpu_devices`); each timed step is one
-jitted forward pass, timed to completion; the median step time is reported.
+jitted forward pass, timed to completion; the median step time is reported as a table row.
+Sizes default to the device: batch 64, 20 steps after 3 on a GPU or TPU; batch 8, 5 steps
+after 1 on a CPU (ViT-B_16 at batch 64 takes ~10 s a step on 2 cores). Progress (compile
+time, each step) goes to stderr as it happens.
 """
 
 import difflib
@@ -15,6 +18,7 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,12 +28,18 @@ from vit_jax.system import cpu_devices
 from vit_jax.system import sharding
 
 _MODEL = flags.DEFINE_string('model', 'ViT-B_16', 'Registered model name.')
-_BATCH = flags.DEFINE_integer('batch', 64, 'Global batch size (divisible by the device count).')
+_BATCH = flags.DEFINE_integer(
+  'batch', None, 'Global batch size, divisible by the device count (default: 64; 8 on a CPU).'
+)
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', 224, 'Input resolution.')
 _NUM_CLASSES = flags.DEFINE_integer('num_classes', 1000, 'Head size.')
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', ['float32', 'bfloat16'], 'Compute dtype.')
-_STEPS = flags.DEFINE_integer('steps', 20, 'Timed steps.')
-_WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps first (compilation, caches).')
+_STEPS = flags.DEFINE_integer('steps', None, 'Timed steps (default: 20; 5 on a CPU).')
+_WARMUP = flags.DEFINE_integer(
+  'warmup', None, 'Untimed steps first: compilation, caches (default: 3; 1 on a CPU).'
+)
+# (batch, steps, warmup) by default: an accelerator's, a CPU's.
+DEFAULTS = {'accelerator': (64, 20, 3), 'cpu': (8, 5, 1)}
 
 
 def measure(
@@ -41,8 +51,11 @@ def measure(
   dtype=jnp.float32,
   steps: int = 20,
   warmup: int = 3,
+  log=None,
 ) -> dict[str, float]:
-  """Median seconds per forward step, images/s and images/s/device."""
+  """Median seconds per forward step, images/s and images/s/device; `log(line)` hears of the
+  compilation and of every step as it ends."""
+  log = log or (lambda line: None)
   devices = jax.device_count()
   if batch % devices:
     raise ValueError(
@@ -63,13 +76,20 @@ def measure(
     lambda p, x: model.apply({'params': p}, x, train=False),
     in_shardings=(replicated, batch_sharding),
   )
-  for _ in range(warmup):
+  log(f'{model_name}, batch {batch} over {devices} device(s): compiling...')
+  start = time.perf_counter()
+  forward = forward.lower(params, images).compile()
+  log(f'compiled in {time.perf_counter() - start:.1f} s')
+  for i in range(warmup):
+    start = time.perf_counter()
     forward(params, images).block_until_ready()
+    log(f'warm-up step {i + 1}/{warmup}: {time.perf_counter() - start:.3f} s')
   times = []
-  for _ in range(steps):
+  for i in range(steps):
     start = time.perf_counter()
     forward(params, images).block_until_ready()
     times.append(time.perf_counter() - start)
+    log(f'step {i + 1}/{steps}: {times[-1]:.3f} s')
   median = statistics.median(times)
   return {
     'seconds_per_step': median,
@@ -98,34 +118,43 @@ def _flag_error(argv) -> str | None:
     ('steps', _STEPS.value, 1),
     ('warmup', _WARMUP.value, 0),
   ):
-    if value < low:
+    if value is not None and value < low:
       return f'--{flag}={value}; pass an integer >= {low}.'
   return None
 
 
 def main(argv):
+  logging.set_verbosity(logging.WARNING)  # JAX's backend probing is not the user's business.
   message = _flag_error(argv)
   if message:
     print(f'Error: {message}', file=sys.stderr)
     sys.exit(2)
-  cpu_devices.split_host([_BATCH.value])  # On a CPU host: one device per core.
+  # On a CPU host: one device per core (before JAX starts; nothing on a GPU or TPU).
+  cpu_devices.split_host([_BATCH.value or DEFAULTS['cpu'][0]])
+  kind = 'cpu' if jax.default_backend() == 'cpu' else 'accelerator'
+  batch, steps, warmup = (
+    given if given is not None else default
+    for given, default in zip((_BATCH.value, _STEPS.value, _WARMUP.value), DEFAULTS[kind])
+  )
   try:
     result = measure(
       _MODEL.value,
-      _BATCH.value,
+      batch,
       _IMAGE_SIZE.value,
       num_classes=_NUM_CLASSES.value,
       dtype=jnp.bfloat16 if _DTYPE.value == 'bfloat16' else jnp.float32,
-      steps=_STEPS.value,
-      warmup=_WARMUP.value,
+      steps=steps,
+      warmup=warmup,
+      log=lambda line: print(line, file=sys.stderr, flush=True),
     )
   except ValueError as e:  # batch vs device count, model overrides: before any compile.
     print(f'Error: {e}', file=sys.stderr)
     sys.exit(2)
   print(
-    f'| model | batch | size | dtype | devices | ms/step | img/s | img/s/device |\n'
-    f'| {_MODEL.value} | {_BATCH.value} | {_IMAGE_SIZE.value} | {_DTYPE.value} | '
-    f'{result["devices"]} | {1000 * result["seconds_per_step"]:.2f} | '
+    '| model | batch | size | dtype | devices | steps | ms/step (median) | img/s | img/s/device |\n'
+    '| --- |' + ' ---: |' * 8 + '\n'
+    f'| {_MODEL.value} | {batch} | {_IMAGE_SIZE.value} | {_DTYPE.value} | '
+    f'{result["devices"]} | {steps} | {1000 * result["seconds_per_step"]:.2f} | '
     f'{result["images_per_sec"]:,.1f} | {result["images_per_sec_per_device"]:,.1f} |'
   )
 
