@@ -15,6 +15,7 @@ import pytest
 
 from vit_jax import data
 from vit_jax.data import synthetic
+from vit_jax.system import runtime
 
 UNREADABLE = ('cat/corrupt.jpg', 'cat/zero.jpg', 'dog/notimage.png', 'dog/truncated.jpg')
 
@@ -285,6 +286,7 @@ def test_download_gets_to_the_network_request(tmp_path, monkeypatch):
     raise ConnectionError(f'no network for {url}')
 
   monkeypatch.setattr(downloader._Downloader, '_sync_download', no_network)
+  monkeypatch.setattr(runtime, 'online', lambda **kwargs: True)  # past the network probe.
   with pytest.raises(data.DataError) as excinfo:
     data.get_dataset_info('mnist', data_dir=str(tmp_path), download=True)
   message = _one_line(excinfo)
@@ -295,6 +297,25 @@ def test_download_gets_to_the_network_request(tmp_path, monkeypatch):
     f'--data_dir={tmp_path}` or use an image folder.'
   )
   print(message)
+
+
+def test_offline_download_is_refused_in_seconds_with_where_files_can_come_from(
+  tmp_path, monkeypatch
+):
+  # TFDS retried every download for 3.5 minutes, then advised running the command that failed.
+  probes = []
+  monkeypatch.setattr(runtime, 'online', lambda **kwargs: probes.append(kwargs) or False)
+  with pytest.raises(data.DataError) as excinfo:
+    data.get_dataset_info('cifar10', data_dir=str(tmp_path), download=True)
+  assert probes == [{'timeout': 5.0}]
+  assert _one_line(excinfo) == (
+    "cannot download TFDS dataset 'cifar10': no network (storage.googleapis.com:443 did not "
+    'answer in 5 s). On a machine with network, run `python -m vit_jax.data.prepare cifar10 '
+    f'--data_dir=DIR` and copy DIR here as --data_dir={tmp_path}; or put its downloaded '
+    'archives in --manual_dir=DIR; or use an image folder DIR/<split>/<class>/*.jpg.'
+  )
+  data.get_dataset_info('sklearn_digits', data_dir=str(tmp_path), download=True)  # no network.
+  assert len(probes) == 1
 
 
 _LIBJPEG_SCRIPT = r"""

@@ -13,11 +13,14 @@ from vit_jax.data import errors
 from vit_jax.data import preprocess
 from vit_jax.data import tf_setup
 from vit_jax.system import quiet_logs
+from vit_jax.system import runtime
 
 BUILTIN = 'sklearn_digits'
 FOREVER = 2**62  # Epoch count of the endless stream.
 # Train splits up to this size (TFDS's num_bytes) are read into memory for random access.
 IN_MEMORY_MAX_BYTES = 1 << 30
+# Seconds the download host has to answer before a dataset that needs downloading is refused.
+NETWORK_TIMEOUT = 5.0
 
 
 def _base_name(name: str) -> str:
@@ -75,6 +78,8 @@ class TfdsSource:
         f'--data_dir={self.data_dir}`{manual}, pass download=True, or use an image folder '
         'DIR/<split>/<class>/*.jpg instead.'
       )
+    if _base_name(name) != BUILTIN and not manual_dir:
+      self._check_network()
     logging.info('Preparing TFDS dataset %s in %s.', name, self.data_dir)
     config = tfds.download.DownloadConfig(manual_dir=manual_dir)
     try:
@@ -91,6 +96,19 @@ class TfdsSource:
     # Re-open the builder so that its info (splits, sizes) comes from the prepared files.
     with quiet_logs.absl_errors_only():
       self.builder = tfds.builder(name, data_dir=self.data_dir)
+
+  def _check_network(self):
+    """Offline, TFDS retries each download for minutes before it fails: a probe of a few
+    seconds says so first, with where the files can come from instead."""
+    if runtime.online(timeout=NETWORK_TIMEOUT):
+      return
+    raise errors.DataError(
+      f'cannot download TFDS dataset {self.name!r}: no network ({runtime.RELEASES_HOST}:443 '
+      f'did not answer in {NETWORK_TIMEOUT:g} s). On a machine with network, run `python -m '
+      f'vit_jax.data.prepare {self.name} --data_dir=DIR` and copy DIR here as '
+      f'--data_dir={self.data_dir}; or put its downloaded archives in --manual_dir=DIR; or use '
+      'an image folder DIR/<split>/<class>/*.jpg.'
+    )
 
   def _check_features(self):
     tfds = tf_setup.tfds()
