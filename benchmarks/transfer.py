@@ -1,7 +1,7 @@
 r"""Does pre-training help? Pre-train on sklearn_digits, fine-tune on few MNIST digits at 28px.
 
     python benchmarks/transfer.py --workdir=/tmp/transfer --steps=300,1000 --seeds=0,1,2 \
-        [--mnist_dir=../shared/data/mnist]
+        [--mnist_dir=DIR]
 
 (README.md has the table it printed.)
 
@@ -65,8 +65,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the runs and the MNIST folder go.')
 _MNIST = flags.DEFINE_string(
   'mnist_dir',
-  str(ROOT.parent / 'shared' / 'data' / 'mnist'),
-  'Folder with t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz.',
+  None,
+  'Folder with t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (default: downloaded '
+  'once, see vit_jax.data.mnist_folder).',
 )
 _TRAIN = flags.DEFINE_integer('train_images', 300, 'MNIST training images (target set).')
 _TEST = flags.DEFINE_integer('test_images', 2000, 'MNIST test images (the last ones).')
@@ -185,9 +186,12 @@ def main(argv):
   os.makedirs(workdir, exist_ok=True)
   try:  # (writing is skipped when the folder already holds these splits.)
     root = mnist_folder.write_mnist_folder(
-      _MNIST.value, os.path.join(workdir, 'mnist'), _TRAIN.value, _TEST.value
+      _MNIST.value or mnist_folder.fetch_mnist(),
+      os.path.join(workdir, 'mnist'),
+      _TRAIN.value,
+      _TEST.value,
     )
-  except FileNotFoundError as e:
+  except OSError as e:  # missing files, or offline (catalogue.FetchError): one line.
     sys.exit(str(e))
   pre_dir = os.path.join(workdir, f'pretrain_{_PRE_STEPS.value}')
   pre = run_main(

@@ -1,7 +1,7 @@
 r"""A ViT or a ResNet of similar accuracy trained on real MNIST digits: the models that the
 README's "What the analyses show" section analyses (`python -m vit_jax.analyze`).
 
-  python -m vit_jax.data.mnist_folder --mnist_dir=../shared/data/mnist --out=/tmp/mnist
+  python -m vit_jax.data.mnist_folder --out=/tmp/mnist  # downloads MNIST once
   python -m vit_jax.main --config=configs/mnist.py:/tmp/mnist,vit --workdir=/tmp/mnist_vit
   python -m vit_jax.main --config=configs/mnist.py:/tmp/mnist,resnet --workdir=/tmp/mnist_resnet
   python -m vit_jax.analyze --checkpoint=/tmp/mnist_vit --out=/tmp/mnist_vit/analysis

@@ -4,7 +4,7 @@ The same small ViT (class token, 7x7 grid of 4x4 patches on 28x28 digits) traine
 scratch with each position embedding (POSEMBS), three seeds each, 2,400 steps (or the steps
 after the folder, e.g. `:/tmp/mnist,600`):
 
-  python -m vit_jax.data.mnist_folder --mnist_dir=../shared/data/mnist --out=/tmp/mnist
+  python -m vit_jax.data.mnist_folder --out=/tmp/mnist  # downloads MNIST once
   python -m vit_jax.sweep --config=configs/posemb_ablation.py:/tmp/mnist --workdir=/tmp/ablation
 
 One run: `python -m vit_jax.main --config=configs/posemb_ablation.py:/tmp/mnist

@@ -1,6 +1,11 @@
 r"""MNIST IDX files -> an image folder that training reads offline (train / test splits).
 
-  python -m vit_jax.data.mnist_folder --mnist_dir=../shared/data/mnist --out=/tmp/mnist
+  python -m vit_jax.data.mnist_folder --out=/tmp/mnist [--mnist_dir=DIR]
+
+Without --mnist_dir, MNIST's test-set files (`t10k-*-ubyte.gz`, 10,000 digits: both splits
+are taken from them) are downloaded once from TFDS's public copy (gs://cvdf-datasets/mnist,
+over HTTPS) into $VIT_JAX_CACHE (default ~/.cache/vit_jax), as released checkpoints are;
+offline, one line names the URL and where to put the file.
 
 `train` is the first `num_train` of a fixed permutation of images 0 .. N - num_test - 1, `test`
 the last `num_test` images (disjoint from train), one PNG per image under <split>/<digit>/.
@@ -17,6 +22,19 @@ import numpy as np
 from vit_jax.data import synthetic
 
 FILES = ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')
+# TFDS's copy of the MNIST files (its `mnist` builder downloads from there).
+MIRROR = 'gs://cvdf-datasets/mnist'
+
+
+def fetch_mnist() -> str:
+  """The folder holding FILES, downloaded once into the cache (vit_jax.weights.catalogue).
+
+  Raises:
+    catalogue.FetchError: (one line) offline or not found, naming the URL and the local path.
+  """
+  from vit_jax.weights import catalogue
+
+  return os.path.dirname([catalogue.fetch(f'{MIRROR}/{name}') for name in FILES][0])
 
 
 def write_mnist_folder(
@@ -51,8 +69,9 @@ def main(argv):
   del argv
   f = flags.FLAGS
   try:
-    root = write_mnist_folder(f.mnist_dir, f.out, f.num_train, f.num_test)
-  except (FileNotFoundError, ValueError) as e:
+    mnist_dir = f.mnist_dir or fetch_mnist()
+    root = write_mnist_folder(mnist_dir, f.out, f.num_train, f.num_test)
+  except (FileNotFoundError, ValueError, OSError) as e:
     print(f'Error: {e}', file=sys.stderr)
     sys.exit(2)
   print(f'Wrote {f.num_train} train and {f.num_test} test images to {root}')
@@ -60,7 +79,9 @@ def main(argv):
 
 if __name__ == '__main__':
   # Flags only for the command line: importing the module defines none.
-  flags.DEFINE_string('mnist_dir', '../shared/data/mnist', 'Folder with the IDX files.')
+  flags.DEFINE_string(
+    'mnist_dir', None, f'Folder with {" and ".join(FILES)} (default: downloaded once).'
+  )
   flags.DEFINE_string('out', None, 'Image folder to write.', required=True)
   flags.DEFINE_integer('num_train', 8000, 'Training images.')
   flags.DEFINE_integer('num_test', 2000, 'Test images (the last ones of the file).')
