@@ -366,3 +366,37 @@ def test_libjpeg_noise_is_counted_not_printed(tmp_path):
   assert all(a.bit_length() < b.bit_length() for a, b in zip(counts, counts[1:])), counts
   assert 'extraneous bytes before marker' in err
   assert 'Skipped 1 unreadable images so far' in err and '1.jpg' in err
+
+
+def _png_header(width, height):
+  """An 8-bit RGB PNG that says it holds width x height pixels (and holds none)."""
+  import struct
+  import zlib
+
+  def chunk(kind, data):
+    return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+
+  ihdr = struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)
+  return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', b'') + chunk(b'IEND', b'')
+
+
+def test_images_too_large_to_decode_are_refused_per_file(tmp_path):
+  # A 48 KB PNG of 20000x20000 pixels took 7 GB to predict on.
+  from PIL import Image
+
+  from vit_jax.data import image_files
+
+  huge, bomb, small = tmp_path / 'huge.png', tmp_path / 'bomb.png', tmp_path / 'small.png'
+  huge.write_bytes(_png_header(10000, 10000))
+  bomb.write_bytes(_png_header(20000, 20000))  # past Pillow's own limit, 178,956,970 pixels.
+  Image.fromarray(np.full((40, 30, 3), 200, np.uint8)).save(small)
+  (big, reason), (none, bomb_reason), (image, ok) = image_files.decode(
+    [str(huge), str(bomb), str(small)], crop=16, resize_mode='resize', resize_small=None
+  )
+  assert big is None and reason == (
+    'too large: 10000x10000 pixels, 0.3 GiB decoded (at most 67,108,864 pixels); resize it first'
+  )
+  assert none is None and bomb_reason == (
+    'too large: more than 178,956,970 pixels (at most 67,108,864 pixels); resize it first'
+  )
+  assert ok is None and image.shape == (16, 16, 3)

@@ -7,7 +7,9 @@ error logs off the terminal, and reported with its reason.
 """
 
 import functools
+import io
 from typing import Optional, Sequence
+import warnings
 
 from etils import epath
 import numpy as np
@@ -17,6 +19,29 @@ from vit_jax.data import tf_setup
 from vit_jax.system import quiet_logs
 
 UNDECODABLE = 'not a decodable image (JPEG, PNG, GIF, BMP or WebP)'
+# Decoded images above this many pixels are refused per file: a 48 KB PNG can hold 20000x20000
+# pixels, 1.2 GB as uint8 RGB and several times that while being resized (7 GB, measured).
+MAX_PIXELS = 1 << 26  # 67 megapixels, e.g. 8192 x 8192.
+
+
+def _too_large(data: bytes) -> Optional[str]:
+  """The reason to refuse an image whose header says it has more than MAX_PIXELS; None for
+  others (and for what Pillow cannot parse: TensorFlow's decoder has the last word)."""
+  from PIL import Image
+
+  tail = f'(at most {MAX_PIXELS:,} pixels); resize it first'
+  try:
+    with warnings.catch_warnings():  # Pillow warns above 89M pixels: our reason says it.
+      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+      with Image.open(io.BytesIO(data)) as image:  # reads the header only.
+        width, height = image.size
+  except Image.DecompressionBombError:  # Pillow refuses to parse more than twice its limit.
+    return f'too large: more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels {tail}'
+  except Exception:  # not an image Pillow knows: the decoder reports it.
+    return None
+  if width * height <= MAX_PIXELS:
+    return None
+  return f'too large: {width}x{height} pixels, {width * height * 3 / 2**30:.1f} GiB decoded {tail}'
 
 
 def decode(
@@ -31,11 +56,13 @@ def decode(
     except OSError as e:
       out[i] = (None, quiet_logs.first_line(e))
       continue
-    if data:
+    if not data:
+      out[i] = (None, 'empty file')
+    elif reason := _too_large(data):
+      out[i] = (None, reason)
+    else:
       rows.append(i)
       blobs.append(data)
-    else:
-      out[i] = (None, 'empty file')
   if not rows:
     return out
   tf = tf_setup.tf()
