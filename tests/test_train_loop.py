@@ -5,12 +5,14 @@ import json
 import os
 import re
 
+import jax
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from helpers import load_config
 from vit_jax import models
+from vit_jax.system import runtime
 from vit_jax.train import loop
 from vit_jax.train import setup_run
 from vit_jax.weights import released
@@ -145,3 +147,38 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, digits_data_dir
   assert saved and max(saved) < bad_step
   assert f'The last checkpoint is step {max(saved)} (training loss ' in message
   assert '--config.restore_step=N' in message
+
+
+def test_a_step_larger_than_the_free_memory_is_refused_before_it_runs(
+  tmp_path, digits_data_dir, monkeypatch
+):
+  # ViT-H/14 at batch 512 on a CPU grew to 12 GiB with no output: here, a 1-block default job
+  # with 1 KiB free per device (its step's temporaries alone are larger).
+  monkeypatch.setattr(runtime, 'free_bytes', lambda device: 1 << 10)
+  config = load_config(
+    'default',
+    data_dir=digits_data_dir,
+    total_steps=4,
+    warmup_steps=1,
+    batch=16,
+    model__num_layers=1,
+    test_split='',
+  )
+  with pytest.raises(runtime.OutOfMemoryError) as e:
+    loop.train_and_evaluate(setup_run.build(config, str(tmp_path)))
+  assert re.fullmatch(
+    r'The train step of ViT-Ti_16 at batch 16 needs ([\d.]+) GiB per device \(XLA: '
+    r'[\d.]+ GiB temporaries, [\d.]+ GiB outputs\) but a device has 0\.0 GiB free; lower '
+    r'config\.batch, raise config\.accum_steps, or set config\.model\.remat_policy '
+    r"\(e\.g\. 'nothing_saveable', with config\.model\.scan=True\)\.",
+    str(e.value),
+  ), str(e.value)
+  assert not [s for s in os.listdir(tmp_path / 'checkpoints') if s.isdigit()]  # no step ran.
+  assert (
+    not (tmp_path / 'metrics.jsonl').exists()
+    or 'train/loss' not in (tmp_path / 'metrics.jsonl').read_text()
+  )
+  monkeypatch.undo()  # with the memory there is, the same step fits.
+  runtime.check_step_memory(
+    jax.jit(lambda x: x * 2).lower(np.ones(4)).compile(), 'a step', 'never shown'
+  )

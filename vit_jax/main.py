@@ -6,7 +6,8 @@ r"""Trains and evaluates a model from a config.
 
 The workdir receives `checkpoints/` (Orbax; rerunning the same command resumes),
 `metrics.jsonl`, `tensorboard/` event files, `config.json` and, once finished,
-`final_metrics.json`; a finished run is left as it is. Exit codes: 0 finished, 2 config error,
+`final_metrics.json`; a finished run is left as it is. Exit codes: 0 finished, 2 config error
+(also: a workdir another run trains in, a step larger than the devices' free memory),
 3 non-finite loss, 4 checkpoint error (damaged beyond fallback, disk full, permissions),
 75 preempted (SIGTERM), 130 interrupted (Ctrl-C): both checkpointed, rerun to resume; a second
 Ctrl-C stops at once, without saving.
@@ -31,6 +32,7 @@ from vit_jax.run import orbax_io
 from vit_jax.run import workdir as workdir_lib
 from vit_jax.system import cpu_devices
 from vit_jax.system import quiet_logs
+from vit_jax.system import runtime
 from vit_jax.train import config as config_lib
 from vit_jax.train import config_check
 from vit_jax.train import loop
@@ -168,7 +170,7 @@ def _train(config, workdir: str):
     sys.exit(3)
   except orbax_io.CheckpointError as e:
     _exit_now(f'Checkpoint error: {e}', 4)
-  except workdir_lib.WorkdirInUseError as e:
+  except (workdir_lib.WorkdirInUseError, runtime.OutOfMemoryError) as e:
     _config_error(str(e), prefix='Error')
   if 'preempted_at' in final:  # Checkpointed; rerunning the command resumes.
     sys.exit(preemption.EXIT_CODES[final['stopped_by']])

@@ -64,3 +64,49 @@ def detect(check_network: bool = True, timeout: float = 3.0) -> Runtime:
     device_kind=devices[0].device_kind,
     online=online(timeout=timeout) if check_network else False,
   )
+
+
+class OutOfMemoryError(ValueError):
+  """A compiled step needs more memory than its devices have free; one line on what to do."""
+
+
+def free_bytes(device) -> int | None:
+  """Memory `device` can still allocate: an accelerator's own (limit - in use), a CPU device's
+  share of the host's available memory (MemAvailable; the host's CPU devices share it); None
+  where neither is known."""
+  stats = device.memory_stats() if device.platform != 'cpu' else None
+  if stats and 'bytes_limit' in stats:
+    return int(stats['bytes_limit']) - int(stats.get('bytes_in_use', 0))
+  if device.platform != 'cpu':
+    return None
+  try:
+    with open('/proc/meminfo') as f:
+      available = next(int(l.split()[1]) * 1024 for l in f if l.startswith('MemAvailable:'))
+  except (OSError, StopIteration, ValueError):  # not Linux
+    return None
+  return available // max(jax.local_device_count(), 1)
+
+
+def check_step_memory(compiled, what: str, fix: str) -> None:
+  """Refuses a compiled step that cannot run in the free memory of a device, before it runs
+  (it grew until the OS stopped it: ViT-H/14 at batch 512 took 12 GiB on a CPU, no output).
+
+  XLA's memory analysis of the compiled program gives, per device, its temporaries and the
+  outputs it allocates (the inputs exist already; donated ones are reused).
+
+  Raises:
+    OutOfMemoryError: one line with both sizes and `fix`.
+  """
+  memory = compiled.memory_analysis()
+  free = free_bytes(jax.local_devices()[0])
+  if memory is None or free is None:
+    return
+  need = memory.temp_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
+  if need <= free:
+    return
+  gib = 2**30
+  raise OutOfMemoryError(
+    f'{what} needs {need / gib:.1f} GiB per device (XLA: {memory.temp_size_in_bytes / gib:.1f} '
+    f'GiB temporaries, {(need - memory.temp_size_in_bytes) / gib:.1f} GiB outputs) but a '
+    f'device has {free / gib:.1f} GiB free; {fix}'
+  )

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from vit_jax.run import orbax_io
 from vit_jax.run import workdir as workdir_lib
 from vit_jax.system import cpu_devices
+from vit_jax.system import runtime
 from vit_jax.system import sharding
 from vit_jax.train import metrics as metrics_lib
 from vit_jax.train import preemption as preemption_lib
@@ -116,6 +117,12 @@ def _compile_train_step(run: setup_run.Run, train_step, state, batch, writer, st
   begin = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()
   seconds = time.perf_counter() - begin
+  runtime.check_step_memory(
+    compiled,
+    f'The train step of {c.model_name} at batch {c.batch}',
+    'lower config.batch, raise config.accum_steps, or set config.model.remat_policy '
+    "(e.g. 'nothing_saveable', with config.model.scan=True).",
+  )
   uncounted = 0.0
   if getattr(run.model, 'scan', False):  # XLA counts one layer of a scan over layers.
     uncounted = throughput.uncounted_layer_flops(
