@@ -365,6 +365,17 @@ def test_readers_fall_back_to_the_previous_checkpoint_and_move_nothing(
   assert steps_of(workdir) == [2, 4] and not (checkpoints / 'damaged').exists()
 
 
+def test_export_of_a_checkpoint_without_its_metadata_falls_back_too(
+  trained, tmp_path, digits_data_dir, capsys
+):
+  # It was a 30-line traceback (its missing chunks: a raw OCDBT error), unlike the other readers.
+  workdir = copy_of(trained, tmp_path)
+  (epath.Path(workdir) / 'checkpoints' / '4' / 'state' / '_METADATA').unlink()
+  step, warning = _read_with('export', workdir, tiny_config(digits_data_dir), tmp_path, capsys)
+  assert step == 2 and warning.startswith('Warning: checkpoint step 4') and '\n' not in warning
+  assert 'is damaged (missing metadata' in warning, warning
+
+
 def test_only_real_step_folders_are_orbax_checkpoints(trained, tmp_path):
   workdir = copy_of(trained, tmp_path)
   for path in (workdir, f'{workdir}/checkpoints', f'{workdir}/checkpoints/2'):
