@@ -191,7 +191,7 @@ def main(argv):
       _TRAIN.value,
       _TEST.value,
     )
-  except OSError as e:  # missing files, or offline (catalogue.FetchError): one line.
+  except OSError as e:  # missing files, or offline (downloads.FetchError): one line.
     sys.exit(str(e))
   pre_dir = os.path.join(workdir, f'pretrain_{_PRE_STEPS.value}')
   pre = run_main(

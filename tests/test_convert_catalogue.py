@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import convert_helpers as h
+from vit_jax.system import downloads
 from vit_jax.train import setup_run
 from vit_jax.weights import catalogue
 from vit_jax.weights import fit
@@ -70,7 +71,7 @@ def test_downloaded_once_then_read_from_the_cache(tmp_path, monkeypatch):
   flat = h.random_params(h.vit(), (32, 32))
   released.save(tmp_path / 'served.npz', tree.unflatten(flat))
   monkeypatch.setenv('VIT_JAX_CACHE', str(tmp_path / 'cache'))
-  monkeypatch.setattr(catalogue, 'https_url', lambda url: (tmp_path / 'served.npz').as_uri())
+  monkeypatch.setattr(downloads, 'https_url', lambda url: (tmp_path / 'served.npz').as_uri())
   loaded = sources.load('i21k:ViT-B_16')
   cached = tmp_path / 'cache' / 'vit_models' / 'imagenet21k' / 'ViT-B_16.npz'
   assert cached.is_file() and sorted(loaded) == sorted(flat)
@@ -86,9 +87,9 @@ def test_offline_is_one_line_naming_the_url(tmp_path, monkeypatch):
   monkeypatch.setenv('VIT_JAX_CACHE', str(tmp_path / 'cache'))
   # Port 9 (discard) on localhost: nothing listens, the connection is refused at once.
   monkeypatch.setattr(
-    catalogue, 'https_url', lambda url: url.replace('gs://', 'http://127.0.0.1:9/')
+    downloads, 'https_url', lambda url: url.replace('gs://', 'http://127.0.0.1:9/')
   )
-  with pytest.raises(catalogue.FetchError) as e:
+  with pytest.raises(downloads.FetchError) as e:
     sources.load('augreg:Ti_16')
   message = str(e.value)
   assert '\n' not in message
@@ -107,7 +108,7 @@ def test_offline_is_one_line_naming_the_url(tmp_path, monkeypatch):
   ):
     setup_run._pretrained(config, abstract)
   monkeypatch.undo()
-  assert catalogue.https_url('gs://vit_models/sam/ViT-B_16.npz') == (
+  assert downloads.https_url('gs://vit_models/sam/ViT-B_16.npz') == (
     'https://storage.googleapis.com/vit_models/sam/ViT-B_16.npz'
   )
 
@@ -142,7 +143,7 @@ def gcs(tmp_path, monkeypatch):
   base = f'http://127.0.0.1:{server.server_address[1]}/'
   monkeypatch.setenv('VIT_JAX_CACHE', str(tmp_path / 'cache'))
   monkeypatch.setenv('no_proxy', '127.0.0.1')  # a proxy set for the registries must not see it.
-  monkeypatch.setattr(catalogue, 'https_url', lambda url: url.replace('gs://', base))
+  monkeypatch.setattr(downloads, 'https_url', lambda url: url.replace('gs://', base))
   yield files, requests
   server.shutdown()
   server.server_close()
@@ -160,11 +161,11 @@ BODY = bytes(range(256)) * 4099  # ~1 MiB: several reads of the download loop.
 def test_verified_download_lands_in_the_cache_once(tmp_path, gcs, one_header):
   files, requests = gcs
   files['/vit_models/sam/ViT-B_16.npz'] = (BODY, _md5(BODY), len(BODY), one_header)
-  path = catalogue.fetch('gs://vit_models/sam/ViT-B_16.npz')
+  path = downloads.fetch('gs://vit_models/sam/ViT-B_16.npz')
   assert path == str(tmp_path / 'cache' / 'vit_models' / 'sam' / 'ViT-B_16.npz')
   with open(path, 'rb') as f:
     assert f.read() == BODY
-  assert catalogue.fetch('gs://vit_models/sam/ViT-B_16.npz') == path
+  assert downloads.fetch('gs://vit_models/sam/ViT-B_16.npz') == path
   assert requests == ['/vit_models/sam/ViT-B_16.npz']  # the second fetch read the cache.
   assert sorted(p.name for p in (tmp_path / 'cache').rglob('*') if p.is_file()) == ['ViT-B_16.npz']
 
@@ -173,8 +174,8 @@ def test_wrong_md5_is_one_line_and_leaves_nothing(tmp_path, gcs):
   files, _ = gcs
   wrong = _md5(b'something else')
   files['/vit_models/sam/ViT-B_16.npz'] = (BODY, wrong, len(BODY), True)
-  with pytest.raises(catalogue.FetchError) as e:
-    catalogue.fetch('gs://vit_models/sam/ViT-B_16.npz')
+  with pytest.raises(downloads.FetchError) as e:
+    downloads.fetch('gs://vit_models/sam/ViT-B_16.npz')
   message = str(e.value)
   assert '\n' not in message
   assert message.startswith('could not download http://127.0.0.1:')
@@ -188,8 +189,8 @@ def test_wrong_md5_is_one_line_and_leaves_nothing(tmp_path, gcs):
 def test_short_body_is_one_line_and_leaves_nothing(tmp_path, gcs):
   files, _ = gcs
   files['/vit_models/sam/ViT-B_16.npz'] = (BODY, _md5(BODY), len(BODY) + 100, True)
-  with pytest.raises(catalogue.FetchError) as e:
-    catalogue.fetch('gs://vit_models/sam/ViT-B_16.npz')
+  with pytest.raises(downloads.FetchError) as e:
+    downloads.fetch('gs://vit_models/sam/ViT-B_16.npz')
   message = str(e.value)
   assert '\n' not in message and message.startswith('could not download http://127.0.0.1:')
   assert f'expected {len(BODY) + 100} bytes' in message and f'got {len(BODY)}' in message
@@ -200,32 +201,30 @@ def test_short_body_is_one_line_and_leaves_nothing(tmp_path, gcs):
 def test_progress_bar_on_stderr(gcs, capsys):
   files, _ = gcs
   files['/vit_models/sam/ViT-B_16.npz'] = (BODY, _md5(BODY), len(BODY), True)
-  catalogue.fetch('gs://vit_models/sam/ViT-B_16.npz', progress=True)
+  downloads.fetch('gs://vit_models/sam/ViT-B_16.npz', progress=True)
   captured = capsys.readouterr()
   assert captured.out == ''
   assert '100%' in captured.err and '1.00M/1.00M' in captured.err  # bytes, scaled by 1024.
 
 
 def test_released_names_are_listed_with_their_model_and_url(capsys):
-  from vit_jax.models import summary
-
-  summary.main(['--released', 'i21k+i1k:ViT-B_16*'])
+  catalogue.main(['i21k+i1k:ViT-B_16*'])
   assert capsys.readouterr().out.splitlines() == [
     f'{"i21k+i1k:ViT-B_16":<28} {"ViT-B_16":<16} '
     'gs://vit_models/imagenet21k+imagenet2012/ViT-B_16.npz',
     f'{"i21k+i1k:ViT-B_16-224":<28} {"ViT-B_16":<16} '
     'gs://vit_models/imagenet21k+imagenet2012/ViT-B_16-224.npz',
   ]
-  summary.main(['--released'])  # every name, each one that the loaders resolve.
+  catalogue.main([])  # every name, each one that the loaders resolve.
   rows = [line.split() for line in capsys.readouterr().out.splitlines()]
   assert [name for name, _, _ in rows] == catalogue.names()
   assert all(catalogue.resolve(name) == url for name, _, url in rows)
   assert ['augreg:R_Ti_16', 'R+ViT-Ti_16'] in [row[:2] for row in rows]
   with pytest.raises(SystemExit) as e:
-    summary.main(['--released', 'i22k:*'])
+    catalogue.main(['i22k:*'])
   assert e.value.code == 2
   assert (
     capsys.readouterr()
     .err.splitlines()[-1]
-    .endswith("error: no released checkpoint matches 'i22k:*'; --released lists all.")
+    .endswith("error: no released checkpoint matches 'i22k:*'; leave PATTERN out to list all.")
   )

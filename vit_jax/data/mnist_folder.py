@@ -4,7 +4,7 @@ r"""MNIST IDX files -> an image folder that training reads offline (train / test
 
 Without --mnist_dir, MNIST's test-set files (`t10k-*-ubyte.gz`, 10,000 digits: both splits
 are taken from them) are downloaded once from TFDS's public copy (gs://cvdf-datasets/mnist,
-over HTTPS) into $VIT_JAX_CACHE (default ~/.cache/vit_jax), as released checkpoints are;
+over HTTPS) into $VIT_JAX_CACHE (vit_jax.system.downloads), as released checkpoints are;
 offline, one line names the URL and where to put the file.
 
 `train` is the first `num_train` of a fixed permutation of images 0 .. N - num_test - 1, `test`
@@ -20,6 +20,7 @@ from absl import flags
 import numpy as np
 
 from vit_jax.data import synthetic
+from vit_jax.system import downloads
 
 FILES = ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')
 # TFDS's copy of the MNIST files (its `mnist` builder downloads from there).
@@ -30,11 +31,9 @@ def fetch_mnist() -> str:
   """The folder holding FILES, downloaded once into the cache (vit_jax.weights.catalogue).
 
   Raises:
-    catalogue.FetchError: (one line) offline or not found, naming the URL and the local path.
+    downloads.FetchError: (one line) offline or not found, naming the URL and the local path.
   """
-  from vit_jax.weights import catalogue
-
-  return os.path.dirname([catalogue.fetch(f'{MIRROR}/{name}') for name in FILES][0])
+  return os.path.dirname([downloads.fetch(f'{MIRROR}/{name}') for name in FILES][0])
 
 
 def write_mnist_folder(

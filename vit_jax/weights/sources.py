@@ -22,6 +22,7 @@ import numpy as np
 
 from vit_jax.run import orbax_io
 from vit_jax.run import workdir as workdir_lib
+from vit_jax.system import downloads
 from vit_jax.weights import catalogue
 from vit_jax.weights import released
 from vit_jax.weights import tree
@@ -81,14 +82,14 @@ def read(path: Any, num_heads: Optional[int] = None) -> Source:
       record it; load_pretrained passes the model's).
 
   Raises:
-    FileNotFoundError, ValueError, catalogue.FetchError, orbax_io.CheckpointError: one line
+    FileNotFoundError, ValueError, downloads.FetchError, orbax_io.CheckpointError: one line
       naming the path and the fix.
   """
   path = os.fspath(path)
   kind = identify(path)
   if kind == 'released':
     file, subtree = big_vision.split_subtree(catalogue.resolve(path))
-    local = catalogue.fetch(file) + (f':{subtree}' if subtree else '')
+    local = downloads.fetch(file) + (f':{subtree}' if subtree else '')
     return Source(
       tree.flatten(released.load(local)), local, 'npz', model_name=catalogue.model_name(path)
     )
