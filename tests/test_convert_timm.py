@@ -29,6 +29,9 @@ ARCHS = {
   'gap-nonsquare': (dict(classifier='gap'), (32, 48)),
   'map': (dict(classifier='map'), (32, 32)),
 }
+# timm-only layouts that import as one of ARCHS: DeiT-3's class token without a position
+# (no_embed_class; it loaded wrongly or failed on its grid, before).
+IMPORTS = {**ARCHS, 'token-no-embed-class': (dict(classifier='token'), (32, 32))}
 
 
 def timm_logits(model, x):
@@ -73,14 +76,16 @@ def test_single_state_dict_file_loads_with_pretrained_cfg_overlay(tmp_path, suff
   assert h.relative_error(timm_logits(created, x), h.logits(model, flat, x)) <= h.PARITY
 
 
-@pytest.mark.parametrize('arch', ARCHS)
+@pytest.mark.parametrize('arch', IMPORTS)
 def test_timm_state_dict_imports_with_its_logits(tmp_path, arch):
-  kw, size = ARCHS[arch]
+  kw, size = IMPORTS[arch]
   pool = {
     'token': {},
     'gap': dict(class_token=False, global_pool='avg', fc_norm=False),
     'map': dict(class_token=False, global_pool='map'),
   }[kw['classifier']]
+  if arch == 'token-no-embed-class':
+    pool = dict(no_embed_class=True)
   source = h.randomize_torch(
     timm.create_model(
       timm_convert.ARCHITECTURE,
@@ -134,6 +139,27 @@ def test_what_timm_cannot_hold_is_a_clear_error(tmp_path):
   state['norm.weight'], state['norm.bias'] = np.ones(32), np.zeros(32)
   with pytest.raises(ValueError, match=r'no blocks.0.norm1.weight'):
     timm_convert.to_params(state, 4)
+
+
+def test_register_tokens_are_refused_in_one_line():
+  source = timm.create_model(
+    timm_convert.ARCHITECTURE,
+    img_size=32,
+    patch_size=8,
+    embed_dim=32,
+    depth=1,
+    num_heads=4,
+    num_classes=5,
+    reg_tokens=4,
+    no_embed_class=True,
+  )
+  state = {k: v.numpy() for k, v in source.state_dict().items()}
+  with pytest.raises(ValueError) as e:
+    timm_convert.to_params(state, 4, what='w.safetensors')
+  assert str(e.value) == (
+    'w.safetensors has 4 register tokens (timm reg_tokens), which vit_jax ViTs do not have; '
+    'it cannot be converted.'
+  )
 
 
 def test_old_timm_pre_logits_and_missing_qkv_bias_import():

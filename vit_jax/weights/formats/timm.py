@@ -11,7 +11,9 @@ Linear transpose (see torch_layout). Pooling in timm's terms:
 
 Our MLPs use the tanh approximation of GELU (`act_layer='gelu_tanh'` in timm) and LayerNorm
 eps 1e-6 (timm's ViT default). timm's ViT has no pre-logits layer (its loader drops the
-released files' one); old timm state_dicts with `pre_logits.fc` still import.
+released files' one); old timm state_dicts with `pre_logits.fc` still import. A class token
+without a position of its own (DeiT-3's no_embed_class) imports with a zero class row, the
+same model; register tokens are refused in one line.
 """
 
 import json
@@ -77,7 +79,10 @@ def _put(flat: dict, prefix: str, **arrays) -> None:
 
 
 def to_params(
-  state_dict: Mapping[str, Any], num_heads: int, what: str = 'the timm state_dict'
+  state_dict: Mapping[str, Any],
+  num_heads: int,
+  what: str = 'the timm state_dict',
+  no_embed_class: Optional[bool] = None,
 ) -> dict[str, np.ndarray]:
   """A timm VisionTransformer state_dict (NumPy arrays) -> flat params, released layout.
 
@@ -85,6 +90,8 @@ def to_params(
     state_dict: {timm name: array}.
     num_heads: heads of the model (timm's fused qkv does not record it).
     what: how errors name the source (e.g. its path).
+    no_embed_class: timm's model argument, where known (a Hub folder's config.json); None:
+      told from the position embedding's rows (see _no_embed_class).
 
   Raises:
     ValueError: naming timm parameters that have no equivalent here (fc_norm, layer scale,
@@ -96,10 +103,20 @@ def to_params(
       'normalises each token before the mean (timm fc_norm=False).'
     )
   r = _Reader(state_dict, what)
+  if r.has('reg_token'):  # before the position embedding: it would fail there, misleadingly.
+    raise ValueError(
+      f'{what} has {np.shape(state_dict["reg_token"])[1]} register tokens (timm reg_tokens), '
+      'which vit_jax ViTs do not have; it cannot be converted.'
+    )
   flat = {}
+  posemb = r.pop('pos_embed')
   if r.has('cls_token'):
     flat['cls'] = r.pop('cls_token')
-  flat[_POSEMB] = r.pop('pos_embed')
+    if _no_embed_class(posemb.shape[1]) if no_embed_class is None else no_embed_class:
+      # timm adds the position embedding before it prepends the class token (DeiT-3 style);
+      # ours is added after: a zero class row adds nothing to it, so the two are one model.
+      posemb = np.concatenate([np.zeros_like(posemb[:, :1]), posemb], axis=1)
+  flat[_POSEMB] = posemb
   weight, bias = r.linear('patch_embed.proj')
   _put(flat, 'embedding', kernel=tl.conv(weight), bias=bias)
   layers = sorted({int(m.group(1)) for m in map(_BLOCK.match, state_dict) if m})
@@ -128,6 +145,15 @@ def to_params(
     'register tokens or qk-norm'
   )
   return flat
+
+
+def _no_embed_class(rows: int) -> bool:
+  """Whether a class-token model's position embedding of `rows` rows leaves the class token
+  out (timm no_embed_class=True): a square grid without a class row. Square grids only: a
+  non-square grid of h*w rows is told from one of h*w - 1 rows + a class row by the image
+  size, which a state_dict does not record (it then fails the grid check in one line)."""
+  is_square = lambda n: n > 0 and round(n**0.5) ** 2 == n
+  return is_square(rows) and not is_square(rows - 1)
 
 
 def _map_head_to_params(r: _Reader, flat: dict, num_heads: int) -> None:
@@ -347,4 +373,5 @@ def load_folder(
     raise ValueError(
       f'{folder} has a timm config.json but no model.safetensors or pytorch_model.bin.'
     )
-  return to_params(tensor_files.read(path), heads, what=path)
+  no_embed_class = config.get('model_args', {}).get('no_embed_class')  # None: told by shape.
+  return to_params(tensor_files.read(path), heads, what=path, no_embed_class=no_embed_class)
