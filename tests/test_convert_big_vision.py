@@ -48,6 +48,24 @@ def test_big_vision_checkpoint_loads_as_our_params(tmp_path, kw):
   assert_same(tree_lib.flatten(released.load(tmp_path / 'bv.npz')), flat)
 
 
+@pytest.mark.parametrize('image', [(16, 40), (40, 80)])  # grids 2x5 and 5x10: h*w - 1 square.
+def test_a_non_square_class_token_file_loads_with_explicit_grids(tmp_path, image):
+  # Its 10 (50) rows were taken for a square grid + a class row, and the grids the error
+  # asked for then crashed in a reshape.
+  grid = (image[0] // 8, image[1] // 8)
+  model = h.vit(classifier='token')
+  flat = h.random_params(model, image)
+  flat[POSEMB][:, 0] = 0.0  # big_vision's class token has no position embedding.
+  np.savez(tmp_path / 'bv.npz', **big_vision_tree(flat))
+  init = tree_lib.unflatten(h.random_params(model, image))
+  with pytest.raises(ValueError, match='pass grid=.* and pretrained_grid=.* explicitly'):
+    fit.load_pretrained(tmp_path / 'bv.npz', init, keep_head=True)
+  loaded = fit.load_pretrained(
+    tmp_path / 'bv.npz', init, grid=grid, pretrained_grid=grid, keep_head=True
+  )
+  assert_same(tree_lib.flatten(loaded), flat)
+
+
 def test_sub_model_of_a_two_tower_file(tmp_path):
   flat = h.random_params(h.vit(classifier='map'), (32, 32))
   tree = big_vision_tree(flat, prefix='params/img/')

@@ -136,6 +136,11 @@ class _Grids:
       if value.ndim != 3 or value.shape[2] != new_shape[2]:
         return None
       old = self.pretrained_grid or self._square(value.shape[1] - self.prefix, key)
+      if self.prefix and self.pretrained_grid and value.shape[1] == old[0] * old[1]:
+        # A big_vision class-token file (no class row) of a grid such as 2x5 whose h*w - 1
+        # rows look square to the loader's guess: the explicit grid settles it, with the zero
+        # class row that file's model had.
+        value = np.concatenate([np.zeros_like(value[:, :1]), value], axis=1)
       new = self.grid or self._square(new_shape[1] - self.prefix, key)
       return resample.resample_posemb(value, self.prefix, old, new, align)
     if key in (_POSEMB + 'pos_embedding_row', _POSEMB + 'pos_embedding_col'):
