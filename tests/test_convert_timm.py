@@ -34,6 +34,20 @@ ARCHS = {
 IMPORTS = {**ARCHS, 'token-no-embed-class': (dict(classifier='token'), (32, 32))}
 
 
+def tiny_timm(**kwargs):
+  """A one-block timm ViT at 32px (8px patches, width 32, 4 heads, 5 classes), random init."""
+  return timm.create_model(
+    timm_convert.ARCHITECTURE,
+    img_size=32,
+    patch_size=8,
+    embed_dim=32,
+    depth=1,
+    num_heads=4,
+    num_classes=5,
+    **kwargs,
+  )
+
+
 def timm_logits(model, x):
   with torch.no_grad():
     return model.eval()(h.nchw(x)).numpy()
@@ -121,17 +135,7 @@ def test_what_timm_cannot_hold_is_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match="position embedding 'fixed'"):
     export.export(_saved(tmp_path, flat), 'timm', str(tmp_path / 'out'), image_size=(32, 32))
   # A timm GAP model with fc_norm (timm's default for 'avg') normalises after the mean.
-  fc_norm = timm.create_model(
-    timm_convert.ARCHITECTURE,
-    img_size=32,
-    patch_size=8,
-    embed_dim=32,
-    depth=1,
-    num_heads=4,
-    num_classes=5,
-    class_token=False,
-    global_pool='avg',
-  )
+  fc_norm = tiny_timm(class_token=False, global_pool='avg')
   state = {k: v.numpy() for k, v in fc_norm.state_dict().items()}
   with pytest.raises(ValueError, match='fc_norm'):
     timm_convert.to_params(state, 4)
@@ -142,17 +146,7 @@ def test_what_timm_cannot_hold_is_a_clear_error(tmp_path):
 
 
 def test_register_tokens_are_refused_in_one_line():
-  source = timm.create_model(
-    timm_convert.ARCHITECTURE,
-    img_size=32,
-    patch_size=8,
-    embed_dim=32,
-    depth=1,
-    num_heads=4,
-    num_classes=5,
-    reg_tokens=4,
-    no_embed_class=True,
-  )
+  source = tiny_timm(reg_tokens=4, no_embed_class=True)
   state = {k: v.numpy() for k, v in source.state_dict().items()}
   with pytest.raises(ValueError) as e:
     timm_convert.to_params(state, 4, what='w.safetensors')
@@ -163,16 +157,7 @@ def test_register_tokens_are_refused_in_one_line():
 
 
 def test_old_timm_pre_logits_and_missing_qkv_bias_import():
-  source = timm.create_model(
-    timm_convert.ARCHITECTURE,
-    img_size=32,
-    patch_size=8,
-    embed_dim=32,
-    depth=1,
-    num_heads=4,
-    num_classes=5,
-    qkv_bias=False,
-  )
+  source = tiny_timm(qkv_bias=False)
   state = {k: v.numpy() for k, v in source.state_dict().items()}
   rng = np.random.default_rng(0)
   state['pre_logits.fc.weight'] = rng.normal(size=(16, 32)).astype(np.float32)
