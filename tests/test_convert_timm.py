@@ -6,6 +6,8 @@ non-square image, MAP pooling. timm runs tanh-GELU (act_layer='gelu_tanh'), our 
 LayerNorm eps is 1e-6 in both.
 """
 
+import json
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -240,3 +242,20 @@ def test_a_pickled_module_is_one_plain_line(tmp_path):
 def test_error_lines_lose_terminal_colour_codes():
   error = RuntimeError('\x1b[1mdo this only if you trust it\x1b[0m.\nmore')
   assert quiet_logs.first_line(error) == 'do this only if you trust it.'
+
+
+def test_a_timm_folder_with_exact_gelu_warns_that_outputs_differ(tmp_path, caplog):
+  # It imported silently into our tanh-GELU model (~4e-4 logit error), while HF's loader warned.
+  flat = h.random_params(h.vit(), (32, 32))
+  export.export(_saved(tmp_path, flat), 'timm', str(tmp_path / 'ours'))
+  sources.load(str(tmp_path / 'ours'))  # ours: act_layer='gelu_tanh', the same model.
+  assert not [r for r in caplog.records if 'GELU' in r.getMessage()]
+  config = json.loads((tmp_path / 'ours' / 'config.json').read_text())
+  del config['model_args']['act_layer']  # as timm's Hub folders: the architecture's exact GELU.
+  (tmp_path / 'ours' / 'config.json').write_text(json.dumps(config))
+  sources.load(str(tmp_path / 'ours'))
+  (warning,) = [r.getMessage() for r in caplog.records if 'GELU' in r.getMessage()]
+  assert warning == (
+    f"{tmp_path / 'ours'}: timm builds this model with act_layer='gelu' (exact GELU); vit_jax "
+    'computes tanh-GELU, so outputs differ slightly from the source.'
+  )

@@ -21,6 +21,7 @@ import os
 import re
 from typing import Any, Mapping, Optional, Sequence
 
+from absl import logging
 import numpy as np
 
 from vit_jax.weights import spec as spec_lib
@@ -355,6 +356,14 @@ def load_folder(
 ) -> dict[str, np.ndarray]:
   """A timm Hub-layout folder (config.json + weights) -> flat params."""
   heads = config.get('model_args', {}).get('num_heads') or num_heads
+  act = config.get('model_args', {}).get('act_layer', 'gelu')  # timm's ViT default: exact.
+  if act != 'gelu_tanh':
+    logging.warning(
+      '%s: timm builds this model with act_layer=%r (exact GELU); vit_jax computes tanh-GELU, '
+      'so outputs differ slightly from the source.',
+      folder,
+      act,
+    )
   if heads is None:
     raise ValueError(
       f'{folder}/config.json does not give model_args.num_heads; name the '
