@@ -244,18 +244,25 @@ def test_error_lines_lose_terminal_colour_codes():
   assert quiet_logs.first_line(error) == 'do this only if you trust it.'
 
 
-def test_a_timm_folder_with_exact_gelu_warns_that_outputs_differ(tmp_path, caplog):
-  # It imported silently into our tanh-GELU model (~4e-4 logit error), while HF's loader warned.
+def test_timm_files_with_exact_gelu_warn_that_outputs_differ(tmp_path, caplog):
+  # They imported silently into our tanh-GELU model (~4e-4 logit error); HF's loader warned.
+  def warnings():
+    found = [r.getMessage() for r in caplog.records if 'GELU' in r.getMessage()]
+    caplog.clear()
+    return found
+
   flat = h.random_params(h.vit(), (32, 32))
-  export.export(_saved(tmp_path, flat), 'timm', str(tmp_path / 'ours'))
-  sources.load(str(tmp_path / 'ours'))  # ours: act_layer='gelu_tanh', the same model.
-  assert not [r for r in caplog.records if 'GELU' in r.getMessage()]
+  for out in ('ours', 'ours.safetensors'):  # ours record act_layer='gelu_tanh': the same model.
+    export.export(_saved(tmp_path, flat), 'timm', str(tmp_path / out))
+    sources.load(str(tmp_path / out), num_heads=4)
+    assert warnings() == []
   config = json.loads((tmp_path / 'ours' / 'config.json').read_text())
   del config['model_args']['act_layer']  # as timm's Hub folders: the architecture's exact GELU.
   (tmp_path / 'ours' / 'config.json').write_text(json.dumps(config))
-  sources.load(str(tmp_path / 'ours'))
-  (warning,) = [r.getMessage() for r in caplog.records if 'GELU' in r.getMessage()]
-  assert warning == (
-    f"{tmp_path / 'ours'}: timm builds this model with act_layer='gelu' (exact GELU); vit_jax "
-    'computes tanh-GELU, so outputs differ slightly from the source.'
-  )
+  torch.save(tiny_timm().state_dict(), tmp_path / 'theirs.pth')  # a bare file says nothing.
+  for source in ('ours', 'theirs.pth'):
+    sources.load(str(tmp_path / source), num_heads=4)
+    assert warnings() == [
+      f"{tmp_path / source}: timm builds this model with act_layer='gelu' (exact GELU); "
+      'vit_jax computes tanh-GELU, so outputs differ slightly from the source.'
+    ]

@@ -138,6 +138,7 @@ def _state_dict(
         'name the model (export --model=NAME; load_pretrained takes the heads from '
         'the model it is given).'
       )
+    timm.check_activation(path, tensor_files.metadata(path).get('act_layer'))
     return 'timm', timm.to_params(state_dict, num_heads, what=path)
   if any('embeddings.patch_embeddings' in k for k in state_dict):
     folder_config = _read_config(os.path.dirname(os.path.abspath(path)))

@@ -8,7 +8,7 @@ need PyTorch (imported only here, loaded with `weights_only=True`: tensors, neve
 """
 
 import os
-from typing import Mapping
+from typing import Mapping, Optional
 
 import ml_dtypes  # also registers the dtype name 'bfloat16' that safetensors' NumPy reads use.
 import numpy as np
@@ -87,8 +87,20 @@ def _read_torch(path: str) -> dict[str, np.ndarray]:
   return out
 
 
-def write(path, tensors: Mapping[str, np.ndarray]) -> None:
-  """Writes {name: array} as `.safetensors` (no PyTorch needed) or `.pth` / `.bin`."""
+def metadata(path) -> dict[str, str]:
+  """The string metadata of a `.safetensors` file's header ({} for other files)."""
+  path = os.fspath(path)
+  if not path.endswith(SAFETENSORS):
+    return {}
+  from safetensors import safe_open
+
+  with safe_open(path, framework='np') as f:
+    return dict(f.metadata() or {})
+
+
+def write(path, tensors: Mapping[str, np.ndarray], meta: Optional[Mapping[str, str]] = None):
+  """Writes {name: array} as `.safetensors` (no PyTorch needed; `meta` goes into its header)
+  or `.pth` / `.bin`."""
   path = os.fspath(path)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
@@ -97,7 +109,7 @@ def write(path, tensors: Mapping[str, np.ndarray]) -> None:
     from safetensors import numpy as safetensors_numpy
 
     # 'format': 'pt' is what transformers' loader expects of a PyTorch-side file.
-    safetensors_numpy.save_file(tensors, tmp, metadata={'format': 'pt'})
+    safetensors_numpy.save_file(tensors, tmp, metadata={'format': 'pt', **(meta or {})})
   elif path.endswith(TORCH):
     torch = _torch()
     torch.save({k: _to_torch(torch, v) for k, v in tensors.items()}, tmp)

@@ -9,8 +9,9 @@ Linear transpose (see torch_layout). Pooling in timm's terms:
                 then the mean, as ours; timm's default fc_norm for 'avg' normalises after the mean)
   ours 'map'    class_token=False, global_pool='map' (attn_pool = our MAPHead_0)
 
-Our MLPs use the tanh approximation of GELU (`act_layer='gelu_tanh'` in timm) and LayerNorm
-eps 1e-6 (timm's ViT default). timm's ViT has no pre-logits layer (its loader drops the
+Our MLPs use the tanh approximation of GELU (`act_layer='gelu_tanh'` in timm; our exports
+record it) and LayerNorm eps 1e-6 (timm's ViT default); a file of a model built with timm's
+default exact GELU imports with a warning that outputs differ slightly. timm's ViT has no pre-logits layer (its loader drops the
 released files' one); old timm state_dicts with `pre_logits.fc` still import. A class token
 without a position of its own (DeiT-3's no_embed_class) imports with a zero class row, the
 same model; register tokens are refused in one line.
@@ -338,7 +339,7 @@ def export(
   state_dict = from_params(flat, spec)
   kwargs = ', '.join(f'{k}={v!r}' for k, v in model_kwargs(spec).items())
   if tensor_files.is_tensor_file(out):
-    tensor_files.write(out, state_dict)
+    tensor_files.write(out, state_dict, meta={'act_layer': model_kwargs(spec)['act_layer']})
     cfg = ', '.join(f'{k}={v!r}' for k, v in overlay(spec, out).items())
     return (
       f'timm.create_model({ARCHITECTURE!r}, pretrained=True, '
@@ -351,19 +352,26 @@ def export(
   return f"timm.create_model('local-dir:{out}', pretrained=True)"
 
 
+def check_activation(what: str, act_layer: Optional[str]) -> None:
+  """Warns that outputs differ slightly when the timm model is built with exact GELU: timm's
+  ViT default, so also when the file does not say (a bare state_dict; our exports record
+  act_layer='gelu_tanh', in a Hub folder's model_args or a .safetensors header)."""
+  act = act_layer or 'gelu'
+  if act != 'gelu_tanh':
+    logging.warning(
+      '%s: timm builds this model with act_layer=%r (exact GELU); vit_jax computes tanh-GELU, '
+      'so outputs differ slightly from the source.',
+      what,
+      act,
+    )
+
+
 def load_folder(
   folder: str, config: Mapping[str, Any], num_heads: Optional[int]
 ) -> dict[str, np.ndarray]:
   """A timm Hub-layout folder (config.json + weights) -> flat params."""
   heads = config.get('model_args', {}).get('num_heads') or num_heads
-  act = config.get('model_args', {}).get('act_layer', 'gelu')  # timm's ViT default: exact.
-  if act != 'gelu_tanh':
-    logging.warning(
-      '%s: timm builds this model with act_layer=%r (exact GELU); vit_jax computes tanh-GELU, '
-      'so outputs differ slightly from the source.',
-      folder,
-      act,
-    )
+  check_activation(folder, config.get('model_args', {}).get('act_layer'))
   if heads is None:
     raise ValueError(
       f'{folder}/config.json does not give model_args.num_heads; name the '
