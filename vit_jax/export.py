@@ -119,9 +119,10 @@ def export(
   num_heads = getattr(models.get_model(model), 'num_heads', None) if model else None
   read = sources.read(source, num_heads=num_heads)
   flat, overrides = read.params, {}
-  config = workdir.read_config(read.workdir) if read.workdir is not None else None
-  labels = workdir.read_labels(read.workdir) if read.workdir is not None else None
-  class_names = (labels or {}).get('class_names')  # the run's, to name the exported classes.
+  config, class_names = None, None
+  if read.workdir is not None:  # a run: its config and class names (labels.json).
+    config = workdir.read_config(read.workdir)
+    class_names = (workdir.read_labels(read.workdir) or {}).get('class_names')
   if config is not None:  # a vit_jax run: its config names the model and the image size.
     name, overrides = workdir.model_of(config)
     model = model or name

@@ -156,10 +156,10 @@ def main(argv: Sequence[str], only: Optional[Sequence[str]] = None) -> None:
   only = only or _ONLY.value
   chosen = [o for o in sweep if not only or any(part in run_name(o) for part in only)]
   workdirs = [os.fspath(epath.Path(_WORKDIR.value) / run_name(o)) for o in chosen]
-  to_train = sum(workdir_lib.read_final(w) is None for w in workdirs)
+  finished = [workdir_lib.read_final(w) is not None for w in workdirs]
+  to_train = finished.count(False)
   runs, took = [], []
-  for k, (overrides, workdir) in enumerate(zip(chosen, workdirs), 1):
-    done = workdir_lib.read_final(workdir) is not None
+  for k, (overrides, workdir, done) in enumerate(zip(chosen, workdirs, finished), 1):
     print(progress_line(k, len(chosen), run_name(overrides), done, took, to_train), flush=True)
     start = time.time()
     try:

@@ -70,7 +70,9 @@ def summary_line(workdir, final: Mapping[str, float], seconds: Optional[float] =
   command that classifies images with it."""
   root = workdir_lib.absolute(workdir)
   scores = [
-    f'{k} {final[k]:.4f}' for k in sorted(final) if k.endswith('/accuracy') and k[:6] != 'train/'
+    f'{k} {final[k]:.4f}'
+    for k in sorted(final)
+    if k.endswith('/accuracy') and not k.startswith('train/')
   ]
   took = f' in {format_duration(seconds)}' if seconds is not None else ''
   return (

@@ -17,6 +17,8 @@ Both are bilinear: a grid that is linear in (row, column) stays linear ('corners
 'half_pixel' away from the clamped border when upsampling).
 """
 
+import math
+
 import numpy as np
 
 ALIGNMENTS = ('corners', 'half_pixel')
@@ -51,10 +53,15 @@ def resample_grid(grid: np.ndarray, new_hw: tuple[int, int], align: str = 'corne
   return resample_axis(grid, 1, new_hw[1], align)
 
 
+def is_square(n: int) -> bool:
+  """Whether n cells form a square grid (n >= 1)."""
+  return n >= 1 and math.isqrt(n) ** 2 == n
+
+
 def square_side(n: int, what: str) -> int:
   """Side of a square grid of n cells; a clear error when n is not a square."""
-  side = int(round(np.sqrt(n)))
-  if side * side != n:
+  side = math.isqrt(max(n, 0))
+  if not is_square(n):
     raise ValueError(
       f'{what}: {n} positions do not form a square grid; pass grid=(h, w) and '
       'pretrained_grid=(h, w) explicitly.'

@@ -18,12 +18,13 @@ The stacked `Transformer/encoderblock` (scan) and the Linen block numbering are 
 vit_jax.weights / vit_jax.models.layouts; MAP heads under `MAPHead_0` already have our names.
 """
 
-import math
 import os
 import re
 from typing import Any, Mapping, Optional
 
 import numpy as np
+
+from vit_jax.weights import resample
 
 _SUBTREE = re.compile(r'^(.+\.npz):([\w/.+-]+)$')
 _PREFIXES = ('params/', 'opt/target/')
@@ -67,9 +68,7 @@ def _needs_class_row(n: int) -> bool:
 
   big_vision's files have none; pre-2022 ones had it (square grid + 1 rows).
   """
-  if math.isqrt(n) ** 2 == n:
-    return True
-  return math.isqrt(n - 1) ** 2 != n - 1
+  return resample.is_square(n) or not resample.is_square(n - 1)
 
 
 def normalize(

@@ -25,6 +25,7 @@ from typing import Any, Mapping, Optional, Sequence
 from absl import logging
 import numpy as np
 
+from vit_jax.weights import resample
 from vit_jax.weights import spec as spec_lib
 from vit_jax.weights.formats import tensor_files
 from vit_jax.weights.formats import torch_layout as tl
@@ -154,8 +155,7 @@ def _no_embed_class(rows: int) -> bool:
   out (timm no_embed_class=True): a square grid without a class row. Square grids only: a
   non-square grid of h*w rows is told from one of h*w - 1 rows + a class row by the image
   size, which a state_dict does not record (it then fails the grid check in one line)."""
-  is_square = lambda n: n > 0 and round(n**0.5) ** 2 == n
-  return is_square(rows) and not is_square(rows - 1)
+  return resample.is_square(rows) and not resample.is_square(rows - 1)
 
 
 def _map_head_to_params(r: _Reader, flat: dict, num_heads: int) -> None:
