@@ -119,7 +119,11 @@ def test_notebook_runs(path, tmp_path):
     if len(output.get('data', {}).get('image/png', '')) > 1000  # base64 of a real PNG.
   ]
   assert len(images) == IMAGES[path.stem], f'{path.name}: PNGs in cells {images}'
-  executable, package = notebook.cells[-1].outputs[0]['text'].split()
+  # All of its stdout: the kernel may send the two lines as two messages, and a warning from
+  # an earlier cell's thread may land between them on stderr.
+  printed = ''.join(o['text'] for o in notebook.cells[-1].outputs if o.get('name') == 'stdout')
+  assert len(printed.split()) == 2, notebook.cells[-1].outputs
+  executable, package = printed.split()
   assert os.path.realpath(executable) == os.path.realpath(sys.executable)
   assert package == str(ROOT / 'vit_jax' / '__init__.py')
 
