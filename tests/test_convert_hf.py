@@ -136,3 +136,56 @@ def test_what_hf_cannot_hold_is_a_clear_error(tmp_path):
     export.export(str(tmp_path / 'gap.npz'), 'hf', str(tmp_path / 'out'))
   with pytest.raises(ValueError, match='a Hugging Face checkpoint is a folder'):
     export.export(str(tmp_path / 'gap.npz'), 'hf', str(tmp_path / 'x.safetensors'))
+
+
+def test_hub_configs_of_exact_gelu_import_exactly_and_export_it(tmp_path, caplog):
+  # hidden_act='gelu' (transformers' default, the Hub's Google ViTs) is exact (erf) GELU.
+  config = hf_config(num_labels=5)
+  config.hidden_act = 'gelu'
+  source = h.randomize_torch(transformers.ViTForImageClassification(config))
+  source.save_pretrained(tmp_path / 'hf')
+  x = h.images(SIZE)
+  want = run_hf(source, x)
+  assert sources.read(str(tmp_path / 'hf')).exact_gelu is True
+  model = h.vit(exact_gelu=True)
+  init = tree.unflatten(h.random_params(model, SIZE))
+  loaded = fit.load_pretrained(str(tmp_path / 'hf'), init, keep_head=True, exact_gelu=True)
+  assert h.relative_error(h.logits(model, tree.flatten(loaded), x), want) <= h.PARITY
+  export.export(str(tmp_path / 'hf'), 'hf', str(tmp_path / 'again'), image_size=SIZE)
+  again = transformers.ViTForImageClassification.from_pretrained(tmp_path / 'again')
+  assert again.config.hidden_act == 'gelu'
+  assert h.relative_error(run_hf(again, x), want) <= h.PARITY
+  assert not [r for r in caplog.records if r.levelname == 'WARNING']
+  # Other activations are refused in one line.
+  config = json.loads((tmp_path / 'hf' / 'config.json').read_text())
+  (tmp_path / 'hf' / 'config.json').write_text(json.dumps({**config, 'hidden_act': 'relu'}))
+  with pytest.raises(ValueError) as e:
+    sources.read(str(tmp_path / 'hf'))
+  assert str(e.value) == (
+    f"{tmp_path / 'hf'}: hidden_act='relu'; vit_jax's ViT computes GELU only "
+    '(gelu, gelu_python, gelu_pytorch_tanh, gelu_new, gelu_fast).'
+  )
+
+
+def test_the_hubs_layer_norm_eps_imports_as_the_same_function(tmp_path, caplog):
+  # The Hub's converted Google ViTs say layer_norm_eps=1e-12; ours is 1e-6: below float32
+  # rounding for these tokens, so no warning. A larger eps changes outputs: a warning.
+  for eps, quiet in ((1e-12, True), (1e-3, False)):
+    config = hf_config(num_labels=5)
+    config.layer_norm_eps = eps
+    source = h.randomize_torch(transformers.ViTForImageClassification(config))
+    source.save_pretrained(tmp_path / f'{eps}')
+    model = h.vit()
+    init = tree.unflatten(h.random_params(model, SIZE))
+    loaded = fit.load_pretrained(str(tmp_path / f'{eps}'), init, keep_head=True)
+    x = h.images(SIZE)
+    error = h.relative_error(h.logits(model, tree.flatten(loaded), x), run_hf(source, x))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == 'WARNING']
+    caplog.clear()
+    if quiet:
+      assert error <= h.PARITY and warnings == []
+    else:
+      assert error > h.PARITY and warnings == [
+        f'{tmp_path / f"{eps}"} uses layer_norm_eps=0.001; vit_jax normalises with eps 1e-6, '
+        'so outputs differ slightly from the source.'
+      ]

@@ -2,8 +2,8 @@
 
 Logits must agree to 2e-5 relative (max |diff| / max |logit|; float32 rounding in both, see
 convert_helpers.PARITY) on tiny models with random params everywhere: class token, GAP on a
-non-square image, MAP pooling. timm runs tanh-GELU (act_layer='gelu_tanh'), our MLPs' GELU;
-LayerNorm eps is 1e-6 in both.
+non-square image, MAP pooling. timm runs the original's tanh-GELU (act_layer='gelu_tanh'), or
+its default exact GELU against our `exact_gelu=True`; LayerNorm eps is 1e-6 in both.
 """
 
 import json
@@ -16,8 +16,11 @@ import timm
 import torch
 
 import convert_helpers as h
+from helpers import load_config
 from vit_jax import export
+from vit_jax.inference import predictor as predictor_lib
 from vit_jax.system import quiet_logs
+from vit_jax.train import setup_run
 from vit_jax.weights import fit
 from vit_jax.weights import released
 from vit_jax.weights import sources
@@ -244,25 +247,101 @@ def test_error_lines_lose_terminal_colour_codes():
   assert quiet_logs.first_line(error) == 'do this only if you trust it.'
 
 
-def test_timm_files_with_exact_gelu_warn_that_outputs_differ(tmp_path, caplog):
-  # They imported silently into our tanh-GELU model (~4e-4 logit error); HF's loader warned.
-  def warnings():
-    found = [r.getMessage() for r in caplog.records if 'GELU' in r.getMessage()]
-    caplog.clear()
-    return found
+def exact_timm(**kwargs):
+  """A timm ViT built as timm builds its ViTs by default: exact (erf) GELU, random params."""
+  return h.randomize_torch(timm.create_model(timm_convert.ARCHITECTURE, **kwargs))
 
+
+def gelu_warnings(caplog):
+  found = [r.getMessage() for r in caplog.records if 'GELU' in r.getMessage()]
+  caplog.clear()
+  return found
+
+
+def exact_gelu_warning(path):
+  return (
+    f'{path} computes exact (erf) GELU, the model tanh-GELU, so outputs differ slightly from '
+    'the source; build the model with exact_gelu=True (in a config: '
+    '--config.model.exact_gelu=True).'
+  )
+
+
+def test_timm_files_of_exact_gelu_models_import_exactly(tmp_path, caplog):
+  # They imported into our tanh-GELU model with ~4e-4 logit error; the model now has the field.
+  args = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, mlp_ratio=2)
+  source = exact_timm(num_classes=5, **args)
+  x = h.images((32, 32))
+  want = timm_logits(source, x)
+  torch.save(source.state_dict(), tmp_path / 'bare.pth')  # says nothing: timm's default.
+  timm.models.save_for_hf(source, tmp_path / 'hub', model_args=args, safe_serialization=True)
+  exact, tanh = h.vit(exact_gelu=True), h.vit()
+  init = tree.unflatten(h.random_params(exact, (32, 32)))
+  for path in (str(tmp_path / 'bare.pth'), str(tmp_path / 'hub')):
+    assert sources.read(path, num_heads=4).exact_gelu is True
+    loaded = fit.load_pretrained(path, init, keep_head=True, exact_gelu=True)
+    assert h.relative_error(h.logits(exact, tree.flatten(loaded), x), want) <= h.PARITY
+    assert gelu_warnings(caplog) == []
+    # Into a tanh-GELU model the outputs differ (by far more than float32 rounding), and it says so.
+    loaded = fit.load_pretrained(path, init, keep_head=True)
+    assert h.relative_error(h.logits(tanh, tree.flatten(loaded), x), want) > 5 * h.PARITY
+    assert gelu_warnings(caplog) == [exact_gelu_warning(path)]
+  # Exported again, the form goes with it: timm builds the same function from our folder.
+  export.export(str(tmp_path / 'hub'), 'timm', str(tmp_path / 'again'))
+  config = json.loads((tmp_path / 'again' / 'config.json').read_text())
+  assert config['model_args']['act_layer'] == 'gelu'
+  again = timm.create_model(f'local-dir:{tmp_path / "again"}', pretrained=True)
+  assert h.relative_error(timm_logits(again, x), want) <= h.PARITY
+  # Ours of the original's form record it (act_layer='gelu_tanh') and read back as such.
   flat = h.random_params(h.vit(), (32, 32))
-  for out in ('ours', 'ours.safetensors'):  # ours record act_layer='gelu_tanh': the same model.
+  for out in ('ours', 'ours.safetensors'):
     export.export(_saved(tmp_path, flat), 'timm', str(tmp_path / out))
-    sources.load(str(tmp_path / out), num_heads=4)
-    assert warnings() == []
-  config = json.loads((tmp_path / 'ours' / 'config.json').read_text())
-  del config['model_args']['act_layer']  # as timm's Hub folders: the architecture's exact GELU.
-  (tmp_path / 'ours' / 'config.json').write_text(json.dumps(config))
-  torch.save(tiny_timm().state_dict(), tmp_path / 'theirs.pth')  # a bare file says nothing.
-  for source in ('ours', 'theirs.pth'):
-    sources.load(str(tmp_path / source), num_heads=4)
-    assert warnings() == [
-      f"{tmp_path / source}: timm builds this model with act_layer='gelu' (exact GELU); "
-      'vit_jax computes tanh-GELU, so outputs differ slightly from the source.'
-    ]
+    assert sources.read(str(tmp_path / out), num_heads=4).exact_gelu is False
+  assert gelu_warnings(caplog) == []
+
+
+def test_predict_builds_the_gelu_form_a_timm_folder_says(tmp_path):
+  # The registered `testing` model (tanh-GELU) takes the file's exact GELU.
+  args = dict(img_size=32, patch_size=16, embed_dim=10, depth=1, num_heads=2, mlp_ratio=1)
+  source = exact_timm(num_classes=10, **args)
+  timm.models.save_for_hf(source, tmp_path / 'hub', model_args=args, safe_serialization=True)
+  predictor = predictor_lib.load(str(tmp_path / 'hub'), model_name='testing')
+  assert predictor.model.exact_gelu is True
+  x = h.images((32, 32))
+  got = predictor.model.apply({'params': predictor.params}, x)
+  assert h.relative_error(got, timm_logits(source, x)) <= h.PARITY
+
+
+def test_finetuning_from_an_exact_gelu_timm_file_says_which_model_to_build(
+  tmp_path, digits_data_dir, caplog
+):
+  # A timm file shaped as the default job's model (4 blocks, width 64, 4x4 patches, GAP).
+  source = exact_timm(
+    img_size=16,
+    patch_size=4,
+    embed_dim=64,
+    depth=4,
+    num_heads=4,
+    mlp_ratio=2,
+    num_classes=10,
+    class_token=False,
+    global_pool='avg',
+    fc_norm=False,
+  )
+  path = str(tmp_path / 'pre.pth')
+  torch.save(source.state_dict(), path)
+  config = load_config('default', data_dir=digits_data_dir, pretrained_path=path)
+  assert setup_run.build(config, str(tmp_path / 'a')).model.exact_gelu is False
+  assert gelu_warnings(caplog) == [exact_gelu_warning(path)]
+  config = load_config(
+    'default', data_dir=digits_data_dir, pretrained_path=path, model__exact_gelu=True
+  )
+  assert setup_run.build(config, str(tmp_path / 'b')).model.exact_gelu is True
+  assert gelu_warnings(caplog) == []
+
+
+def test_other_activations_are_refused_in_one_line():
+  with pytest.raises(ValueError) as e:
+    timm_convert.exact_gelu('w.pth', 'quick_gelu')
+  assert str(e.value) == (
+    "w.pth: act_layer='quick_gelu'; vit_jax's ViT computes GELU only ('gelu' or 'gelu_tanh')."
+  )

@@ -20,6 +20,7 @@ checks the params against a registered model instead, `--image_size` gives a non
 Prints how to load the result. Exit code 2, with one line saying what to do, on bad input.
 """
 
+import dataclasses
 import sys
 
 from absl import app
@@ -129,15 +130,23 @@ def export(
     crop = (config.get('pp') or {}).get('crop')
     image_size = image_size or ((crop, crop) if crop else None)
   module = _check_against_model(flat, model, overrides, image_size) if model else None
+  # The GELU form is not in the params: the file says it (timm, HF) or the run's config.
+  exact_gelu = bool(overrides.get('exact_gelu')) if read.exact_gelu is None else read.exact_gelu
   if to == 'npz':
     released.save(out, tree.unflatten(flat))
+    if exact_gelu:
+      logging.warning(
+        '%s computes exact (erf) GELU, which a .npz does not record: build the model that '
+        'loads it with exact_gelu=True.',
+        source,
+      )
     return f'vit_jax.weights.released.load({out!r})'
   classifier = getattr(module, 'classifier', None)
   if classifier in ('unpooled', 'token_unpooled'):  # params alone look like gap / token.
     raise ExportError(
       f'classifier {classifier!r} (all tokens out) has no {to} equivalent; export --to=npz instead.'
     )
-  spec = spec_lib.infer(flat, image_size)
+  spec = dataclasses.replace(spec_lib.infer(flat, image_size), exact_gelu=exact_gelu)
   return (timm if to == 'timm' else hf).export(flat, spec, out, class_names)
 
 

@@ -247,7 +247,7 @@ def _from_file(
   flat = source.params
   num_classes = _num_classes(flat, given)
   model = _model(model_name, num_classes)
-  model = model.clone(**spec.model_fields(flat, model))
+  model = model.clone(**source.model_fields(model))  # the file's head, GELU form, ...
   if not image_size:
     image_size = spec.square_image_size(flat, model.stride)
     if not image_size:

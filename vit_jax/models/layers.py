@@ -108,18 +108,21 @@ class Dense(nn.Module):
 
 
 class MlpBlock(nn.Module):
-  """Transformer MLP: Dense(mlp_dim) -> GELU (tanh approximation) -> Dropout -> Dense -> Dropout.
+  """Transformer MLP: Dense(mlp_dim) -> GELU -> Dropout -> Dense -> Dropout.
 
-  Matches the original: xavier-uniform kernels, biases ~ N(0, 1e-6).
+  Matches the original: xavier-uniform kernels, biases ~ N(0, 1e-6), tanh-approximated GELU.
 
   Attributes:
     mlp_dim: hidden width.
     out_dim: output width; defaults to the input width.
+    exact_gelu: erf GELU instead of the tanh approximation: what timm and Hugging Face build
+      by default, so that their files compute here what they compute there.
   """
 
   mlp_dim: int
   out_dim: Optional[int] = None
   dropout_rate: float = 0.0
+  exact_gelu: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
   # Logical names of the (input, hidden) axes; the Mixer's token MLP uses other names.
@@ -139,7 +142,7 @@ class MlpBlock(nn.Module):
       name=name,
     )
     x = dense(self.mlp_dim, (io_axis, hidden_axis), hidden_axis, 'Dense_0')(x)
-    x = nn.gelu(x)
+    x = nn.gelu(x, approximate=not self.exact_gelu)
     x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
     x = dense(out_dim, (hidden_axis, io_axis), io_axis, 'Dense_1')(x)
     return nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)

@@ -67,6 +67,7 @@ class Encoder1DBlock(nn.Module):
   relative: str = 'bias'
   num_prefix: int = 0
   attention_impl: str = 'auto'
+  exact_gelu: bool = False
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
 
@@ -101,7 +102,11 @@ class Encoder1DBlock(nn.Module):
     self.sow('intermediates', 'residual_attention', x)
     y = layers.layer_norm('LayerNorm_2', self.param_dtype)(x)
     y = layers.MlpBlock(
-      mlp_dim=self.mlp_dim, dropout_rate=self.dropout_rate, name='MlpBlock_3', **kw
+      mlp_dim=self.mlp_dim,
+      dropout_rate=self.dropout_rate,
+      exact_gelu=self.exact_gelu,
+      name='MlpBlock_3',
+      **kw,
     )(y, deterministic=deterministic)
     x = layers.constrain(
       x + drop_path(y, deterministic=deterministic), ('batch', 'length', 'embed')
@@ -129,6 +134,7 @@ class Encoder(nn.Module):
   posemb: str = 'learn'
   num_prefix: int = 0
   attention_impl: str = 'auto'
+  exact_gelu: bool = False
   scan: bool = False
   remat_policy: str = 'none'
   dtype: layers.Dtype = jnp.float32
@@ -155,6 +161,7 @@ class Encoder(nn.Module):
       relative=posemb_lib.RELATIVE.get(self.posemb, 'bias'),
       num_prefix=self.num_prefix,
       attention_impl=self.attention_impl,
+      exact_gelu=self.exact_gelu,
       **kw,
     )
     rates = [
@@ -195,6 +202,7 @@ class MAPHead(nn.Module):
   num_heads: int
   mlp_dim: int
   attention_impl: str = 'auto'
+  exact_gelu: bool = False
   dtype: layers.Dtype = jnp.float32
   param_dtype: layers.Dtype = jnp.float32
 
@@ -215,7 +223,8 @@ class MAPHead(nn.Module):
       **kw,
     )(probe, x)
     y = layers.layer_norm('LayerNorm_0', self.param_dtype)(x)
-    x = x + layers.MlpBlock(mlp_dim=self.mlp_dim, name='MlpBlock_0', **kw)(y)
+    mlp = layers.MlpBlock(mlp_dim=self.mlp_dim, exact_gelu=self.exact_gelu, name='MlpBlock_0', **kw)
+    x = x + mlp(y)
     return x[:, 0]
 
 
@@ -236,6 +245,8 @@ class VisionTransformer(nn.Module):
     dropout_rate, attention_dropout_rate, stochastic_depth: regularisation (train only).
     attention_impl: 'auto' | 'per_head' | 'xla' | 'cudnn' (see attention.py); 'auto' picks the
       fastest for the backend. All compute the same function.
+    exact_gelu: erf GELU in the MLPs (timm's and Hugging Face's default) instead of the
+      original's tanh approximation; set from the file when a timm / HF checkpoint is read.
     scan: run the encoder blocks as one nn.scan (faster compiles; params stacked under
       `Transformer/encoderblock`, see the module docstring). Same function as the loop.
     remat_policy: rematerialise each block in the backward pass: 'none' (default),
@@ -260,6 +271,7 @@ class VisionTransformer(nn.Module):
   stochastic_depth: float = 0.0
   head_bias_init: float = 0.0
   attention_impl: str = 'auto'
+  exact_gelu: bool = False
   scan: bool = False
   remat_policy: str = 'none'
   dtype: layers.Dtype = jnp.float32
@@ -303,6 +315,7 @@ class VisionTransformer(nn.Module):
       posemb=self.posemb,
       num_prefix=num_prefix,
       attention_impl=self.attention_impl,
+      exact_gelu=self.exact_gelu,
       scan=self.scan,
       remat_policy=self.remat_policy,
       name='Transformer',
@@ -318,6 +331,7 @@ class VisionTransformer(nn.Module):
         num_heads=self.num_heads,
         mlp_dim=self.mlp_dim,
         attention_impl=self.attention_impl,
+        exact_gelu=self.exact_gelu,
         name='MAPHead_0',
         **kw,
       )(x)

@@ -76,6 +76,8 @@ def base_config() -> config_dict.ConfigDict:
     ('num_heads', int),
     ('mlp_dim', int),
     ('patch_size', tuple),
+    # ViT only: erf GELU (timm's / Hugging Face's default) instead of the original's tanh form.
+    ('exact_gelu', bool),
     # ViT only: blocks as one nn.scan (fast compiles) and the remat policy
     # ('none', 'nothing_saveable', 'dots_saveable', ...; see models/vit.py).
     ('scan', bool),

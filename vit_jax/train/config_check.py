@@ -262,6 +262,7 @@ def rules() -> dict[str, Check]:
     'model.num_heads': _MODEL_SIZE,
     'model.mlp_dim': _MODEL_SIZE,
     'model.patch_size': _patch_size,
+    'model.exact_gelu': _flag(optional=True),
     'model.scan': _flag(optional=True),
     'model.remat_policy': _one_of(vit.REMAT_POLICIES, optional=True),
     'model.attention_impl': _one_of(dot_product.IMPLEMENTATIONS, optional=True),

@@ -165,14 +165,15 @@ def _dataset_info(config):
   return info
 
 
-def _pretrained(config, abstract_params) -> Optional[dict]:
-  """Host params from config.pretrained_path fitted to the model (head left to the model)."""
+def _pretrained(config, abstract_params, exact_gelu: bool = False) -> Optional[dict]:
+  """Host params from config.pretrained_path fitted to the model (head left to the model);
+  `exact_gelu`: the model's GELU form, compared with what the file says."""
   path = config.pretrained_path
   if not path:
     return None
   zeros = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), abstract_params)
   try:  # Any format (see vit_jax.weights.sources): .npz, released names, timm, HF, workdirs.
-    params = fit.load_pretrained(path, zeros, align=config.pretrained_align)
+    params = fit.load_pretrained(path, zeros, align=config.pretrained_align, exact_gelu=exact_gelu)
   except (ValueError, OSError) as e:
     raise ConfigError(f'config.pretrained_path={path}: {e}') from None
   params.pop('head', None)  # the fresh head of the initialised state is kept.
@@ -223,7 +224,9 @@ def build(config, workdir: str) -> Run:
   resumes = _check_checkpoints(config, workdir, abstract)
   # Pre-trained params only seed a fresh run: a resumed one (e.g. after each preemption) does
   # not read the (maybe multi-GB) file again.
-  pretrained = None if resumes else _pretrained(config, abstract.params)
+  pretrained = (
+    None if resumes else _pretrained(config, abstract.params, getattr(model, 'exact_gelu', False))
+  )
   _check_workdir(workdir)
   return Run(
     config=config,

@@ -25,6 +25,21 @@ def _describe(keys, flat) -> str:
   return tree.listing(f'{k} {tuple(np.shape(flat[k]))}' for k in sorted(keys))
 
 
+def _check_gelu(source: sources.Source, exact_gelu: bool) -> None:
+  if source.exact_gelu is None or source.exact_gelu == exact_gelu:
+    return
+  form = lambda exact: 'exact (erf) GELU' if exact else 'tanh-GELU'
+  logging.warning(
+    '%s computes %s, the model %s, so outputs differ slightly from the source; build the model '
+    'with exact_gelu=%s (in a config: --config.model.exact_gelu=%s).',
+    source.path,
+    form(source.exact_gelu),
+    form(exact_gelu),
+    source.exact_gelu,
+    source.exact_gelu,
+  )
+
+
 def load_pretrained(
   pretrained: Union[tree.PathLike, tree.Params],
   init_params: tree.Params,
@@ -33,6 +48,7 @@ def load_pretrained(
   pretrained_grid: Optional[tuple[int, int]] = None,
   align: str = 'corners',
   keep_head: bool = False,
+  exact_gelu: bool = False,
 ) -> dict[str, Any]:
   """Params for a new model from pre-trained ones (a path or name, or a loaded tree).
 
@@ -51,6 +67,8 @@ def load_pretrained(
     align: 'corners' (the original's scipy.ndimage.zoom(order=1); default) or 'half_pixel'
       for position-embedding resampling; see vit_jax.weights.resample for why.
     keep_head: load `head` (and `pre_logits`) instead of starting a new head.
+    exact_gelu: the new model's GELU form (its `exact_gelu` field); a file that says it
+      computed the other form (timm, Hugging Face) logs a warning saying which to build.
 
   Returns:
     Nested dict of NumPy arrays in the block layout of `init_params`, shaped and typed like
@@ -69,7 +87,9 @@ def load_pretrained(
   if isinstance(pretrained, Mapping):
     restored = tree.flatten_released(pretrained)
   else:
-    restored = sources.load(pretrained, num_heads=spec.num_heads(target))
+    source = sources.read(pretrained, num_heads=spec.num_heads(target))
+    _check_gelu(source, exact_gelu)
+    restored = source.params
   grids = _Grids(restored, target, grid, pretrained_grid)
 
   fresh = () if keep_head else ('head/',)

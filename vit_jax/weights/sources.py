@@ -25,6 +25,7 @@ from vit_jax.run import workdir as workdir_lib
 from vit_jax.system import downloads
 from vit_jax.weights import catalogue
 from vit_jax.weights import released
+from vit_jax.weights import spec
 from vit_jax.weights import tree
 from vit_jax.weights.formats import big_vision
 from vit_jax.weights.formats import hf
@@ -47,6 +48,19 @@ class Source:
   model_name: Optional[str] = None  # the registered model a released name holds.
   step: Optional[int] = None  # a run's checkpoint step.
   workdir: Optional[epath.Path] = None  # a run's folder (vit_jax.run.workdir reads its files).
+  # The GELU form the source computes: True exact (erf; timm's and Hugging Face's default),
+  # False the original's tanh form; None when the file does not say (.npz files; a run's
+  # config.json says it with the rest of its model).
+  exact_gelu: Optional[bool] = None
+
+  def model_fields(self, model: Any) -> dict[str, Any]:
+    """Fields of a registered `model` to change so that it computes what the source did: the
+    params' head, pre-logits layer and position embedding (spec.model_fields) and GELU form."""
+    fields = spec.model_fields(self.params, model)
+    if self.exact_gelu is not None and hasattr(model, 'exact_gelu'):
+      if model.exact_gelu != self.exact_gelu:
+        fields['exact_gelu'] = self.exact_gelu
+    return fields
 
 
 def identify(path: Any) -> Optional[str]:
@@ -96,12 +110,20 @@ def read(path: Any, num_heads: Optional[int] = None) -> Source:
   if kind == 'npz':
     return Source(tree.flatten(released.load(path)), path, 'npz')
   if kind == 'state_dict':
-    kind, params = _state_dict(path, tensor_files.read(path), num_heads)
-    return Source(params, path, kind)
+    kind, params, exact = _state_dict(path, tensor_files.read(path), num_heads)
+    return Source(params, path, kind, exact_gelu=exact)
   if kind == 'hf':
-    return Source(hf.load_folder(path, _read_config(path)), path, 'hf')
+    config = _read_config(path)
+    return Source(hf.load_folder(path, config), path, 'hf', exact_gelu=hf.exact_gelu(path, config))
   if kind == 'timm':
-    return Source(timm.load_folder(path, _read_config(path), num_heads), path, 'timm')
+    config = _read_config(path)
+    act_layer = config.get('model_args', {}).get('act_layer')
+    return Source(
+      timm.load_folder(path, config, num_heads),
+      path,
+      'timm',
+      exact_gelu=timm.exact_gelu(path, act_layer),
+    )
   if kind == 'run':
     params, directory, step = orbax_io.read_params(path)
     return Source(
@@ -129,8 +151,8 @@ def load(path: Any, num_heads: Optional[int] = None) -> dict[str, np.ndarray]:
 
 def _state_dict(
   path: str, state_dict: dict, num_heads: Optional[int]
-) -> tuple[str, dict[str, np.ndarray]]:
-  """('timm' or 'hf', flat params) of a state_dict file."""
+) -> tuple[str, dict[str, np.ndarray], bool]:
+  """('timm' or 'hf', flat params, exact GELU) of a state_dict file."""
   if timm.is_timm(state_dict):
     if num_heads is None:
       raise ValueError(
@@ -138,15 +160,16 @@ def _state_dict(
         'name the model (export --model=NAME; load_pretrained takes the heads from '
         'the model it is given).'
       )
-    timm.check_activation(path, tensor_files.metadata(path).get('act_layer'))
-    return 'timm', timm.to_params(state_dict, num_heads, what=path)
+    exact = timm.exact_gelu(path, tensor_files.metadata(path).get('act_layer'))
+    return 'timm', timm.to_params(state_dict, num_heads, what=path), exact
   if any('embeddings.patch_embeddings' in k for k in state_dict):
     folder_config = _read_config(os.path.dirname(os.path.abspath(path)))
     if folder_config is None or not hf.is_hf_config(folder_config):
       raise ValueError(
         f'{path} holds Hugging Face ViT weights; pass the folder with its config.json instead.'
       )
-    return 'hf', hf.to_params(state_dict, folder_config, what=path)
+    exact = hf.exact_gelu(path, folder_config)
+    return 'hf', hf.to_params(state_dict, folder_config, what=path), exact
   keys = sorted(state_dict)[:5]
   raise ValueError(
     f'{path} is neither a timm nor a Hugging Face ViT state_dict (first keys: {", ".join(keys)}).'

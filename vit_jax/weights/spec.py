@@ -48,6 +48,9 @@ class VitSpec:
   representation_size: Optional[int]
   num_classes: int  # 0: no head (features).
   hybrid: bool  # a ResNet stem feeds the patch embedding.
+  # Exact (erf) GELU instead of the tanh form; not in the params: the run's config or the
+  # source file says (vit_jax.weights.sources.Source.exact_gelu).
+  exact_gelu: bool = False
 
   @property
   def grid(self) -> Optional[tuple[int, int]]:

@@ -9,10 +9,11 @@ Linear transpose (see torch_layout). Pooling in timm's terms:
                 then the mean, as ours; timm's default fc_norm for 'avg' normalises after the mean)
   ours 'map'    class_token=False, global_pool='map' (attn_pool = our MAPHead_0)
 
-Our MLPs use the tanh approximation of GELU (`act_layer='gelu_tanh'` in timm; our exports
-record it) and LayerNorm eps 1e-6 (timm's ViT default); a file of a model built with timm's
-default exact GELU imports with a warning that outputs differ slightly. timm's ViT has no pre-logits layer (its loader drops the
-released files' one); old timm state_dicts with `pre_logits.fc` still import. A class token
+GELU: the original's tanh form is `act_layer='gelu_tanh'` in timm, timm's ViT default 'gelu'
+is the exact (erf) form, which our models compute with `exact_gelu=True`; what a file says (a
+Hub folder's model_args, our .safetensors headers; a bare state_dict: timm's default) is
+`exact_gelu(...)`, and exports write the model's form. LayerNorm eps is 1e-6 in both.
+timm's ViT has no pre-logits layer (its loader drops the released files' one); old timm state_dicts with `pre_logits.fc` still import. A class token
 without a position of its own (DeiT-3's no_embed_class) imports with a zero class row, the
 same model; register tokens are refused in one line.
 """
@@ -22,7 +23,6 @@ import os
 import re
 from typing import Any, Mapping, Optional, Sequence
 
-from absl import logging
 import numpy as np
 
 from vit_jax.weights import resample
@@ -274,7 +274,7 @@ def model_kwargs(spec: spec_lib.VitSpec) -> dict[str, Any]:
     class_token=spec.classifier == 'token',
     global_pool=_POOL[spec.classifier],
     fc_norm=False,
-    act_layer='gelu_tanh',
+    act_layer='gelu' if spec.exact_gelu else 'gelu_tanh',
   )
 
 
@@ -352,18 +352,20 @@ def export(
   return f"timm.create_model('local-dir:{out}', pretrained=True)"
 
 
-def check_activation(what: str, act_layer: Optional[str]) -> None:
-  """Warns that outputs differ slightly when the timm model is built with exact GELU: timm's
-  ViT default, so also when the file does not say (a bare state_dict; our exports record
-  act_layer='gelu_tanh', in a Hub folder's model_args or a .safetensors header)."""
+# timm's act_layer names of the GELU forms -> exact (erf) or not.
+_GELU = {'gelu': True, 'gelu_tanh': False}
+
+
+def exact_gelu(what: str, act_layer: Optional[str]) -> bool:
+  """Whether timm builds the model of `what` with exact (erf) GELU: act_layer 'gelu', timm's
+  ViT default, so also when the file does not say (a bare state_dict); 'gelu_tanh' is the
+  original's form. Any other activation is refused (ValueError, one line)."""
   act = act_layer or 'gelu'
-  if act != 'gelu_tanh':
-    logging.warning(
-      '%s: timm builds this model with act_layer=%r (exact GELU); vit_jax computes tanh-GELU, '
-      'so outputs differ slightly from the source.',
-      what,
-      act,
+  if act not in _GELU:
+    raise ValueError(
+      f"{what}: act_layer={act!r}; vit_jax's ViT computes GELU only ('gelu' or 'gelu_tanh')."
     )
+  return _GELU[act]
 
 
 def load_folder(
@@ -371,7 +373,6 @@ def load_folder(
 ) -> dict[str, np.ndarray]:
   """A timm Hub-layout folder (config.json + weights) -> flat params."""
   heads = config.get('model_args', {}).get('num_heads') or num_heads
-  check_activation(folder, config.get('model_args', {}).get('act_layer'))
   if heads is None:
     raise ValueError(
       f'{folder}/config.json does not give model_args.num_heads; name the '
