@@ -151,7 +151,7 @@ def test_hub_configs_of_exact_gelu_import_exactly_and_export_it(tmp_path, caplog
   init = tree.unflatten(h.random_params(model, SIZE))
   loaded = fit.load_pretrained(str(tmp_path / 'hf'), init, keep_head=True, exact_gelu=True)
   assert h.relative_error(h.logits(model, tree.flatten(loaded), x), want) <= h.PARITY
-  export.export(str(tmp_path / 'hf'), 'hf', str(tmp_path / 'again'), image_size=SIZE)
+  export.export(str(tmp_path / 'hf'), 'hf', str(tmp_path / 'again'))  # config.json: 32x48.
   again = transformers.ViTForImageClassification.from_pretrained(tmp_path / 'again')
   assert again.config.hidden_act == 'gelu'
   assert h.relative_error(run_hf(again, x), want) <= h.PARITY

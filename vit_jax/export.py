@@ -120,6 +120,7 @@ def export(
   num_heads = getattr(models.get_model(model), 'num_heads', None) if model else None
   read = sources.read(source, num_heads=num_heads)
   flat, overrides = read.params, {}
+  image_size = image_size or read.image_size  # a HF / timm folder's config says it.
   config, class_names = None, None
   if read.workdir is not None:  # a run: its config and class names (labels.json).
     config = workdir.read_config(read.workdir)

@@ -52,6 +52,8 @@ class Source:
   # False the original's tanh form; None when the file does not say (.npz files; a run's
   # config.json says it with the rest of its model).
   exact_gelu: Optional[bool] = None
+  # (height, width) a Hugging Face or timm folder's config.json records (None: not recorded).
+  image_size: Optional[tuple[int, int]] = None
 
   def model_fields(self, model: Any) -> dict[str, Any]:
     """Fields of a registered `model` to change so that it computes what the source did: the
@@ -114,7 +116,13 @@ def read(path: Any, num_heads: Optional[int] = None) -> Source:
     return Source(params, path, kind, exact_gelu=exact)
   if kind == 'hf':
     config = _read_config(path)
-    return Source(hf.load_folder(path, config), path, 'hf', exact_gelu=hf.exact_gelu(path, config))
+    return Source(
+      hf.load_folder(path, config),
+      path,
+      'hf',
+      exact_gelu=hf.exact_gelu(path, config),
+      image_size=_pair(config.get('image_size')),
+    )
   if kind == 'timm':
     config = _read_config(path)
     act_layer = config.get('model_args', {}).get('act_layer')
@@ -123,6 +131,7 @@ def read(path: Any, num_heads: Optional[int] = None) -> Source:
       path,
       'timm',
       exact_gelu=timm.exact_gelu(path, act_layer),
+      image_size=_pair(config.get('model_args', {}).get('img_size')),
     )
   if kind == 'run':
     params, directory, step = orbax_io.read_params(path)
@@ -174,6 +183,15 @@ def _state_dict(
   raise ValueError(
     f'{path} is neither a timm nor a Hugging Face ViT state_dict (first keys: {", ".join(keys)}).'
   )
+
+
+def _pair(size: Any) -> Optional[tuple[int, int]]:
+  """A config's image size (one number, or [h, w]) as (h, w); None when it is not one."""
+  if isinstance(size, int) and size > 0:
+    return (size, size)
+  if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(x, int) for x in size):
+    return (size[0], size[1])
+  return None
 
 
 def _read_config(folder: str) -> Optional[dict[str, Any]]:
