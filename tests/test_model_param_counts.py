@@ -1,5 +1,8 @@
 """Every registered model has exactly the original implementation's parameter count."""
 
+import pathlib
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,3 +78,18 @@ def test_a_model_with_overrides_is_named_for_what_it_is():
   assert models.describe('ViT-Ti_16', same) == 'ViT-Ti_16'
   assert models.describe('testing', {'posemb': 'sincos2d'}) == 'testing (posemb=sincos2d)'
   assert models.describe('not-registered', {'num_layers': 2}) == 'not-registered'
+
+
+def test_readmes_table_gives_these_counts():
+  # It said 21,500 for `testing` after the model lost its pre-logits layer (21,390).
+  text = (pathlib.Path(__file__).resolve().parents[1] / 'README.md').read_text()
+  table = text.split('| name | parameters (224px, 1000 classes) |\n')[1].split('\n\n')[0]
+  shown = {}
+  for row in table.splitlines()[1:]:  # after the | --- | line.
+    names, counts = (cell.strip() for cell in row.strip('|').split('|'))
+    if counts.startswith('e.g. '):  # a family of names: one of them with its count.
+      names, counts = counts.removeprefix('e.g. ').rsplit(' ', 1)
+    names = [re.sub(r'\s*\(.*\)', '', name) for name in names.split(' / ')]
+    shown.update(zip(names, (int(c.replace(',', '')) for c in counts.split(' / ')), strict=True))
+  assert len(shown) == 21
+  assert shown == {name: EXPECTED[name] for name in shown}

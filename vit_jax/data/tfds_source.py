@@ -8,6 +8,7 @@ prepared from the copy inside scikit-learn.
 
 import difflib
 import logging
+import os
 
 from vit_jax.data import errors
 from vit_jax.data import preprocess
@@ -36,6 +37,9 @@ class TfdsSource:
   def __init__(self, name: str, *, data_dir=None, manual_dir=None, download=False):
     tfds = tf_setup.tfds()
     self.name = name
+    # `--config.data_dir=~/tensorflow_datasets`: the shell leaves a `~` after `=` as it is.
+    data_dir = os.path.expanduser(data_dir) if data_dir else data_dir
+    manual_dir = os.path.expanduser(manual_dir) if manual_dir else manual_dir
     if _base_name(name) == BUILTIN:
       from vit_jax.data import digits_builder  # noqa: F401
     try:
