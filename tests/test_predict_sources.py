@@ -96,3 +96,11 @@ def test_a_released_name_brings_its_model(files, reference, tmp_path, monkeypatc
   np.testing.assert_array_equal(predictor.probabilities(images), probabilities)
   with pytest.raises(predictor_lib.PredictError, match=r"'i21k:ViT-B_61' is not in the catalogue"):
     predictor_lib.load('i21k:ViT-B_61')
+
+
+def test_a_path_under_home_as_the_shell_passes_it(files, reference, monkeypatch):
+  # `--checkpoint=~/released.npz`: bash expands no `~` after `=`, so it arrives as typed.
+  monkeypatch.setenv('HOME', os.path.dirname(files[0]['npz']))
+  expected, images, probabilities = reference
+  predictor = predictor_lib.load('~/released.npz', model_name='testing')
+  np.testing.assert_array_equal(predictor.probabilities(images), probabilities)

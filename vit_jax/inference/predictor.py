@@ -17,6 +17,7 @@ command lines `python -m vit_jax.predict` and `analyze`.
 
 import dataclasses
 import difflib
+import os
 from typing import Any, Optional, Sequence
 
 from etils import epath
@@ -299,6 +300,7 @@ def load(
 
     if resize_mode not in preprocess.RESIZE_MODES:
       raise PredictError(f'--resize_mode={resize_mode}; use one of {preprocess.RESIZE_MODES}.')
+  checkpoint_path = os.path.expanduser(checkpoint_path)  # the shell leaves `--flag=~/x` as is.
   try:
     kind = sources.identify(checkpoint_path)
   except ValueError as e:  # a catalogue prefix with a name it does not have.

@@ -73,7 +73,7 @@ def identify(path: Any) -> Optional[str]:
   Raises:
     ValueError: a catalogue prefix with a name the catalogue does not have (one line).
   """
-  path = os.fspath(path)
+  path = os.path.expanduser(os.fspath(path))
   if catalogue.resolve(path) is not None:
     return 'released'
   if big_vision.split_subtree(path)[0].endswith('.npz'):
@@ -101,7 +101,7 @@ def read(path: Any, num_heads: Optional[int] = None) -> Source:
     FileNotFoundError, ValueError, downloads.FetchError, orbax_io.CheckpointError: one line
       naming the path and the fix.
   """
-  path = os.fspath(path)
+  path = os.path.expanduser(os.fspath(path))  # `--flag=~/x`: the shell leaves that `~`.
   kind = identify(path)
   if kind == 'released':
     file, subtree = big_vision.split_subtree(catalogue.resolve(path))
