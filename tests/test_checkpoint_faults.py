@@ -24,6 +24,7 @@ from helpers import ROOT
 from vit_jax.run import orbax_io
 from vit_jax.train import loop
 from vit_jax.train import setup_run
+from vit_jax.weights import tree
 
 TINY = dict(
   total_steps=4,
@@ -152,6 +153,27 @@ def test_fallback_resumes_and_completes_with_one_metric_line_per_step(
   assert steps_of(workdir) == [2, 4, 6]
   # Steps 3 and 4 were trained twice (before and after the fallback); each is recorded once.
   assert assert_one_value_per_step(workdir)['train/loss'] == [1, 2, 3, 4, 5, 6]
+
+
+def test_damaged_side_files_resume_bit_identical(trained, tmp_path, digits_data_dir):
+  # Killed between checkpoints 2 and 4 while writing a metrics line, with config.json cut short
+  # and labels.json empty (a full disk or a kill mid-write): the rerun resumes at 2, ends on
+  # the same parameters and rewrites the files whole.
+  workdir = copy_of(trained, tmp_path)
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '4'))
+  side = {n: os.path.join(workdir, n) for n in ('metrics.jsonl', 'config.json', 'labels.json')}
+  text = open(side['metrics.jsonl']).read()
+  open(side['metrics.jsonl'], 'w').write(text[: len(text) - 20])  # the last line cut mid-JSON.
+  open(side['config.json'], 'w').write('{"model_name": "ViT-')
+  open(side['labels.json'], 'w').write('')
+  final = loop.train_and_evaluate(setup_run.build(tiny_config(digits_data_dir), workdir))
+  assert final['step'] == 4 and steps_of(workdir) == [2, 4]
+  resumed, original = orbax_io.load_params(workdir), orbax_io.load_params(trained[0])
+  for key, value in tree.flatten(original).items():
+    np.testing.assert_array_equal(tree.flatten(resumed)[key], value)
+  assert assert_one_value_per_step(workdir)['train/loss'] == [1, 2, 3, 4]  # every line parses.
+  for name in ('config.json', 'labels.json'):
+    assert json.loads(open(side[name]).read()) == json.loads(open(f'{trained[0]}/{name}').read())
 
 
 def test_full_disk_on_save(trained, tmp_path, digits_data_dir, monkeypatch):
@@ -312,7 +334,6 @@ def _read_with(reader, workdir, config, tmp_path, capsys):
   from vit_jax.train import session as session_lib
   from vit_jax.weights import released
   from vit_jax.weights import sources
-  from vit_jax.weights import tree
 
   capsys.readouterr()
   if reader == 'session':

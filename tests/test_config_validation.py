@@ -141,6 +141,11 @@ def test_edge_values_pass(field, value):
     ('dtype', 'float16', "config.dtype='float16'; use one of ('float32', 'bfloat16')."),
     # Optimisation.
     ('batch', 0, 'config.batch=0; use a positive integer (a multiple of the data-parallel size).'),
+    (  # advised "use a multiple of 1", before.
+      'batch',
+      -1,
+      'config.batch=-1; use a positive integer (a multiple of the data-parallel size).',
+    ),
     (
       'accum_steps',
       0,
