@@ -28,6 +28,7 @@ from vit_jax.weights import spec as spec_lib
 from vit_jax.weights import tree
 from vit_jax.weights.formats import tensor_files
 from vit_jax.weights.formats import timm as timm_convert
+from vit_jax.weights.formats import timm_hub
 
 ARCHS = {
   'token': (dict(classifier='token'), (32, 32)),
@@ -42,7 +43,7 @@ IMPORTS = {**ARCHS, 'token-no-embed-class': (dict(classifier='token'), (32, 32))
 def tiny_timm(**kwargs):
   """A one-block timm ViT at 32px (8px patches, width 32, 4 heads, 5 classes), random init."""
   return timm.create_model(
-    timm_convert.ARCHITECTURE,
+    timm_hub.ARCHITECTURE,
     img_size=32,
     patch_size=8,
     embed_dim=32,
@@ -85,12 +86,12 @@ def test_single_state_dict_file_loads_with_pretrained_cfg_overlay(tmp_path, suff
   out = str(tmp_path / f'vit{suffix}')
   how = export.export(_saved(tmp_path, flat), 'timm', out, image_size=size)
   spec = spec_lib.infer(flat, size)
-  kwargs = timm_convert.model_kwargs(spec)
-  overlay = timm_convert.overlay(spec, out)
+  kwargs = timm_hub.model_kwargs(spec)
+  overlay = timm_hub.overlay(spec, out)
   assert f'pretrained_cfg_overlay=dict(file={out!r}, num_classes=5' in how
   assert "act_layer='gelu_tanh'" in how
   created = timm.create_model(
-    timm_convert.ARCHITECTURE, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
+    timm_hub.ARCHITECTURE, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs
   )
   assert h.relative_error(timm_logits(created, x), h.logits(model, flat, x)) <= h.PARITY
 
@@ -107,7 +108,7 @@ def test_timm_state_dict_imports_with_its_logits(tmp_path, arch):
     pool = dict(no_embed_class=True)
   source = h.randomize_torch(
     timm.create_model(
-      timm_convert.ARCHITECTURE,
+      timm_hub.ARCHITECTURE,
       img_size=size,
       patch_size=8,
       embed_dim=32,
@@ -249,7 +250,7 @@ def test_error_lines_lose_terminal_colour_codes():
 
 def exact_timm(**kwargs):
   """A timm ViT built as timm builds its ViTs by default: exact (erf) GELU, random params."""
-  return h.randomize_torch(timm.create_model(timm_convert.ARCHITECTURE, **kwargs))
+  return h.randomize_torch(timm.create_model(timm_hub.ARCHITECTURE, **kwargs))
 
 
 def gelu_warnings(caplog):
@@ -341,7 +342,7 @@ def test_finetuning_from_an_exact_gelu_timm_file_says_which_model_to_build(
 
 def test_other_activations_are_refused_in_one_line():
   with pytest.raises(ValueError) as e:
-    timm_convert.exact_gelu('w.pth', 'quick_gelu')
+    timm_hub.exact_gelu('w.pth', 'quick_gelu')
   assert str(e.value) == (
     "w.pth: act_layer='quick_gelu'; vit_jax's ViT computes GELU only ('gelu' or 'gelu_tanh')."
   )

@@ -16,7 +16,7 @@ from vit_jax.weights import released
 from vit_jax.weights import spec
 from vit_jax.weights import tree
 from vit_jax.weights.formats import hf
-from vit_jax.weights.formats import timm
+from vit_jax.weights.formats import timm_hub
 
 SIZE = 32  # `testing`: 16x16 patches, a 2x2 grid, class token, 2 heads of width 5.
 
@@ -39,9 +39,9 @@ def files(tmp_path_factory):
   np.savez(paths['big_vision'], **{f'params/{k}': v for k, v in flat.items()}, opt=np.ones(3))
   vit = spec.infer(flat)
   paths['timm_folder'] = str(root / 'timm')
-  timm.export(flat, vit, paths['timm_folder'])
+  timm_hub.export(flat, vit, paths['timm_folder'])
   paths['timm_file'] = str(root / 'timm.safetensors')
-  timm.export(flat, vit, paths['timm_file'])
+  timm_hub.export(flat, vit, paths['timm_file'])
   paths['hf_folder'] = str(root / 'hf')
   hf.export(flat, vit, paths['hf_folder'])
   return paths, params

@@ -37,7 +37,7 @@ from vit_jax.weights import sources
 from vit_jax.weights import spec as spec_lib
 from vit_jax.weights import tree
 from vit_jax.weights.formats import hf
-from vit_jax.weights.formats import timm
+from vit_jax.weights.formats import timm_hub
 
 TARGETS = ('hf', 'timm', 'npz')
 FLAGS = flags.FLAGS
@@ -148,7 +148,7 @@ def export(
       f'classifier {classifier!r} (all tokens out) has no {to} equivalent; export --to=npz instead.'
     )
   spec = dataclasses.replace(spec_lib.infer(flat, image_size), exact_gelu=exact_gelu)
-  return (timm if to == 'timm' else hf).export(flat, spec, out, class_names)
+  return (timm_hub if to == 'timm' else hf).export(flat, spec, out, class_names)
 
 
 def main(argv):

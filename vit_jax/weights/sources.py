@@ -31,6 +31,7 @@ from vit_jax.weights.formats import big_vision
 from vit_jax.weights.formats import hf
 from vit_jax.weights.formats import tensor_files
 from vit_jax.weights.formats import timm
+from vit_jax.weights.formats import timm_hub
 
 FORMATS = (
   'a released name (e.g. i21k:ViT-B_16), a .npz[:subtree], .safetensors, .pth or .bin '
@@ -127,10 +128,10 @@ def read(path: Any, num_heads: Optional[int] = None) -> Source:
     config = _read_config(path)
     act_layer = config.get('model_args', {}).get('act_layer')
     return Source(
-      timm.load_folder(path, config, num_heads),
+      timm_hub.load_folder(path, config, num_heads),
       path,
       'timm',
-      exact_gelu=timm.exact_gelu(path, act_layer),
+      exact_gelu=timm_hub.exact_gelu(path, act_layer),
       image_size=_pair(config.get('model_args', {}).get('img_size')),
     )
   if kind == 'run':
@@ -169,7 +170,7 @@ def _state_dict(
         'name the model (export --model=NAME; load_pretrained takes the heads from '
         'the model it is given).'
       )
-    exact = timm.exact_gelu(path, tensor_files.metadata(path).get('act_layer'))
+    exact = timm_hub.exact_gelu(path, tensor_files.metadata(path).get('act_layer'))
     return 'timm', timm.to_params(state_dict, num_heads, what=path), exact
   if any('embeddings.patch_embeddings' in k for k in state_dict):
     folder_config = _read_config(os.path.dirname(os.path.abspath(path)))
