@@ -8,6 +8,10 @@ Each framework runs in its own worker process (benchmarks/vs_timm_workers.py, so
 thread pool spins while the other runs); both build the model and warm up (compile), then the driver alternates rounds:
 vit_jax runs `--steps` steps, then timm does, then the order flips. A round's rate is
 batch * steps / seconds; the table gives the median over rounds and the ratio vit_jax / timm.
+The first line names the CPU (model, cores, the ISA extensions that decide the kernels:
+AVX-512, AVX512-BF16, AMX); `load` is the 1-minute load average when the row ended, the
+benchmark's own ~1 included (one framework runs at a time): well above that, another job
+shared the machine and the row is worth rerunning.
 
 What is timed (random weights and images, 1000 classes):
   infer  one forward pass (vit_jax: jitted `apply`; timm: `eval()` under `inference_mode`).
@@ -142,7 +146,7 @@ def _row(args, model, mode, dtype, batch, attention, remat, infos) -> None:
     f'| {label} | {mode} | {dtype} | {batch} | {jax_rate:,.1f} | '
     f'{"-" if timm_rate is None else f"{timm_rate:,.1f}"} | '
     f'{"-" if timm_rate is None else f"{jax_rate / timm_rate:.2f}x"} | {mfu} | '
-    f'{fmt(jax_runs)} | {fmt(timm_runs)} |',
+    f'{fmt(jax_runs)} | {fmt(timm_runs)} | {os.getloadavg()[0]:.2f} |',
     flush=True,
   )
 
@@ -205,11 +209,16 @@ def main() -> None:
   if unknown and not args.no_timm:
     sys.exit(f'No timm counterpart for {unknown}; choose from {sorted(TIMM_NAMES)}.')
 
+  # The CPU decides the kernels (AVX-512, AVX512-BF16, AMX) and the machines are shared: both
+  # go beside the numbers. cpu_devices imports JAX but starts no backend in this process.
+  from vit_jax.system import cpu_devices
+
+  print(f'CPU: {cpu_devices.describe_cpu()}')
   print(
     '| model | mode | dtype | batch | vit_jax img/s | timm img/s | vit_jax / timm | '
-    'MFU | vit_jax rounds | timm rounds |'
+    'MFU | vit_jax rounds | timm rounds | load |'
   )
-  print('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |')
+  print('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |')
   infos = {}
   variants = [(a, r) for a in args.attention.split(',') for r in args.remat_policy.split(',')]
   for model in args.models.split(','):

@@ -1,12 +1,32 @@
 """The benchmark scripts run (tiny settings; speed itself is measured by running them)."""
 
 import pathlib
+import re
 import subprocess
 import sys
 
 from helpers import command_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_the_cpu_is_described_by_its_model_cores_and_isa():
+  from vit_jax.system import cpu_devices
+
+  cpuinfo = (
+    'processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n'
+    'flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n\n'
+    'processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n'
+  )
+  cores = cpu_devices.cores()
+  assert cpu_devices.describe_cpu(cpuinfo) == (
+    f'Intel(R) Xeon(R) Platinum 8480+, {cores} cores; avx2 avx512f avx512_bf16 amx_tile '
+    'amx_bf16 amx_int8'
+  )
+  zen4 = 'model name\t: AMD EPYC 9R14\nflags\t\t: avx2 avx512f avx512_bf16 avx512_vnni\n'
+  assert cpu_devices.describe_cpu(zen4) == (
+    f'AMD EPYC 9R14, {cores} cores; avx2 avx512f avx512_vnni avx512_bf16 (no AMX)'
+  )
 
 
 def test_vs_timm_prints_a_table_row_without_timm():
@@ -33,7 +53,10 @@ def test_vs_timm_prints_a_table_row_without_timm():
     timeout=300,
     env=env,
   ).stdout
+  # The CPU the numbers come from, and the load beside each row.
+  assert re.fullmatch(r'CPU: .+, \d+ cores; [\w ]*( \(no AMX\))?', out.splitlines()[0])
   rows = [line for line in out.splitlines() if line.startswith('| testing')]
+  assert all(float(r.split(' | ')[-1].rstrip(' |')) >= 0 for r in rows)
   assert [r.split(' | ')[:4] for r in rows] == [
     ['| testing attention=per_head', 'train', 'bfloat16', '2'],
     ['| testing attention=xla', 'train', 'bfloat16', '2'],

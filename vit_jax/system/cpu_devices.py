@@ -36,6 +36,43 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
+# ISA extensions that decide which matmul kernels XLA:CPU and PyTorch can use (bfloat16 and
+# int8 units: AVX512-BF16, AMX), in /proc/cpuinfo's names.
+ISA_FLAGS = (
+  'avx2',
+  'avx512f',
+  'avx512_vnni',
+  'avx512_bf16',
+  'avx512_fp16',
+  'amx_tile',
+  'amx_bf16',
+  'amx_int8',
+)
+
+
+def describe_cpu(cpuinfo: str | None = None) -> str:
+  """The host CPU as benchmarks print it beside their numbers: model, cores this process may
+  use and the ISA_FLAGS it has, e.g. 'Intel(R) Xeon(R) Processor, 2 cores; avx2 avx512f
+  avx512_bf16 (no AMX)'. `cpuinfo`: /proc/cpuinfo's text (read when None; other systems:
+  platform.processor())."""
+  if cpuinfo is None:
+    try:
+      with open('/proc/cpuinfo', encoding='utf-8') as f:
+        cpuinfo = f.read()
+    except OSError:
+      import platform
+
+      return f'{platform.processor() or "unknown CPU"}, {cores()} cores'
+  fields = {}
+  for line in cpuinfo.splitlines():
+    key, _, value = line.partition(':')
+    fields.setdefault(key.strip(), value.strip())  # the first processor's.
+  flags = set(fields.get('flags', '').split())
+  isa = [f for f in ISA_FLAGS if f in flags]
+  amx = '' if 'amx_tile' in flags else ' (no AMX)'
+  return f'{fields.get("model name", "unknown CPU")}, {cores()} cores; {" ".join(isa)}{amx}'
+
+
 def devices_for(batch_sizes: Sequence[int], num_cores: int) -> int:
   """The most devices, at most one per core, that divide every batch size evenly."""
   divisor = math.gcd(*batch_sizes) if batch_sizes else num_cores
