@@ -18,10 +18,15 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+def bash_blocks(text: str) -> list[str]:
+  """The ```bash blocks of a markdown text, as written."""
+  return re.findall(r'```bash\n(.*?)```', text, re.S)
+
+
 def quick_start_blocks():
   text = (ROOT / 'README.md').read_text()
   section = text.split('## Quick start', 1)[1].split('\n## ', 1)[0]
-  return [b.strip().splitlines() for b in re.findall(r'```bash\n(.*?)```', section, re.S)]
+  return [b.strip().splitlines() for b in bash_blocks(section)]
 
 
 def test_readme_has_two_quick_start_commands():
@@ -67,7 +72,7 @@ def readme_commands() -> list[str]:
   """Every command in README's bash blocks as a user types it: continuation lines joined,
   comments (and `# -> output` lines) dropped."""
   commands = []
-  for block in re.findall(r'```bash\n(.*?)```', (ROOT / 'README.md').read_text(), re.S):
+  for block in bash_blocks((ROOT / 'README.md').read_text()):
     for line in block.replace('\\\n', ' ').splitlines():
       line = '' if line.lstrip().startswith('#') else line.split(' #')[0]
       if line.strip():
@@ -135,7 +140,8 @@ INVENTORY = {
   'python -m vit_jax.data.mnist_folder --out=/tmp/mnist': (
     'as written (download cache pre-filled): test_readme_mnist_folder_command_runs_as_written'
   ),
-  'python -m vit_jax.sweep --config=configs/posemb_ablation.py:/tmp/mnist --workdir=/tmp/ablation': (
+  'python -m vit_jax.sweep --config=configs/posemb_ablation.py:/tmp/mnist '
+  '--workdir=/tmp/ablation': (
     'not run: 21 runs of 2,400 steps (~3 h on 2 cores); its runs and table: test_sweep'
   ),
   "pip install -e '.[bench]'": "not run: '.[test]' holds the same packages (timm, torch)",

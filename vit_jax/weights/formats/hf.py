@@ -9,8 +9,9 @@ attention.query`, ...), which every transformers version loads (v5 renames them 
 both those and v5's names (`layers.{i}.attention.q_proj`, ...) are read. `hidden_act` says the
 GELU form ('gelu': exact, our `exact_gelu=True`; 'gelu_pytorch_tanh': the original's tanh
 form), which exports write from the model. LayerNorm eps is ours, 1e-6: the Hub's converted
-Google ViTs' 1e-12 imports as the same function (to float32 rounding), a larger eps warns. No PyTorch or
-transformers is needed on our side: config.json is JSON, the weights safetensors.
+Google ViTs' 1e-12 imports as the same function (to float32 rounding), a larger eps warns.
+No PyTorch or transformers is needed on our side: config.json is JSON, the weights
+safetensors.
 
 Hugging Face's ViT classifies the class token only and has no head after a pre-logits layer:
 GAP / MAP models do not export; a model with pre_logits exports as a ViTModel (pooler =
