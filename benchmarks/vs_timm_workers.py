@@ -26,8 +26,9 @@ def _jax_worker(spec):
 
   if spec['cpu_devices']:
     jax.config.update('jax_num_cpu_devices', spec['cpu_devices'])
-  else:
-    cpu_devices.split_host([spec['batch']])  # What vit_jax.main does on a CPU host.
+  # What vit_jax.main does on a CPU host: one device per core (unless --cpu_devices said how
+  # many) and the XLA:CPU flags for the dtype and CPU.
+  cpu_devices.prepare([spec['dtype']], [spec['batch']])
   import flax.linen as nn
   import jax.numpy as jnp
   import numpy as np

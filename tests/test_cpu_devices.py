@@ -96,3 +96,62 @@ def test_split_host_after_jax_started_changes_nothing():
   assert out == ['0', '1']
   source = open(cpu_devices.__file__, encoding='utf-8').read()
   assert '_src' not in source
+
+
+def test_prepare_splits_and_sets_flags_before_jax_starts_and_nothing_after():
+  code = (
+    'import os, jax; from vit_jax.system import cpu_devices; '
+    'a = cpu_devices.prepare(["float32"], [{batch}]); n = jax.device_count(); '
+    'b = cpu_devices.prepare(["bfloat16"], [{batch}]); '
+    'print(a["cpu_devices"], n, len(a["xla_flags"]), b["cpu_devices"], len(b["xla_flags"]))'
+  )
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env.update(JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  out = subprocess.run(
+    [sys.executable, '-c', code.format(batch=12)],
+    env=env,
+    capture_output=True,
+    text=True,
+    check=True,
+  ).stdout.split()
+  expected = cpu_devices.devices_for([12], cpu_devices.cores())
+  # float32 keeps XLA's defaults on every CPU; once JAX has started nothing changes.
+  assert out == [str(expected), str(expected), '0', '0', '0']
+  # In this process JAX has started (conftest's 8 devices): nothing to do.
+  assert cpu_devices.prepare(['bfloat16'], [8]) == {'cpu_devices': 0, 'xla_flags': ()}
+
+
+def test_shard_batch_spreads_a_divisible_batch_and_jit_follows():
+  import jax
+  import numpy as np
+
+  count = jax.local_device_count()
+  assert count > 1  # conftest's simulated devices.
+  x = np.arange(count * 3 * 2, dtype=np.float32).reshape(count * 3, 2)
+  sharded = cpu_devices.shard_batch(x)
+  assert len(sharded.sharding.device_set) == count
+  params = jax.device_put(np.ones((2, 5), np.float32))  # uncommitted: replicated by jit.
+  y = jax.jit(lambda p, v: v @ p)(params, sharded)
+  assert len(y.sharding.device_set) == count
+  np.testing.assert_allclose(np.asarray(y), x @ np.ones((2, 5)), rtol=1e-6)
+  assert cpu_devices.shard_batch(x[:-1]) is not None
+  assert not hasattr(cpu_devices.shard_batch(x[:-1]), 'sharding')  # not divisible: as given.
+
+
+def test_the_readme_per_core_block_runs_as_written():
+  """README's Python block for a plain jax.jit(model.apply), run as written in a fresh process
+  (plus one line that prints where the logits were computed)."""
+  import re
+
+  from helpers import ROOT
+
+  readme = (ROOT / 'README.md').read_text(encoding='utf-8')
+  (block,) = [b for b in re.findall(r'```python\n(.*?)```', readme, re.S) if 'shard_batch' in b]
+  code = block + 'print(len(logits.sharding.device_set), logits.shape)\n'
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env.update(JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_backend_optimization_level=1')
+  out = subprocess.run(
+    [sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True, cwd=ROOT
+  ).stdout.split('\n')[-2]
+  devices = cpu_devices.devices_for([8], cpu_devices.cores())
+  assert out == f'{devices} (8, 10)'

@@ -8,9 +8,10 @@
     experiment.evaluate(config, '/tmp/run')                 # the newest checkpoint, evaluated
 
 `train` is `python -m vit_jax.main` without what belongs to a process (flags, exit codes,
-jax.distributed, the split of a CPU host into one device per core: call
-`vit_jax.system.cpu_devices.split_host()` before JAX starts for that): the same validation, loop,
-workdir files and resuming. Errors are raised instead of exit codes: setup_run.ConfigError
+jax.distributed): the same validation, loop, workdir files and resuming. Called before JAX
+starts, `train` and `evaluate` split a CPU host into one device per core and set the XLA:CPU
+flags for the config's dtype as the command line does (setup_run.prepare_host); later, JAX's
+devices stay as they are (call `vit_jax.system.cpu_devices.prepare()` first thing to get them). Errors are raised instead of exit codes: setup_run.ConfigError
 (a config that cannot work, one line), loop.NonFiniteLossError, orbax_io.CheckpointError.
 """
 
@@ -50,6 +51,7 @@ def train(config: config_dict.ConfigDict, workdir: str) -> dict[str, Any]:
     'step'; 'preempted_at' and 'stopped_by' when a SIGTERM or Ctrl-C stopped the run (rerun to
     resume).
   """
+  setup_run.prepare_host(config)
   final = loop.train_and_evaluate(setup_run.build(config, os.fspath(workdir)))
   if 'preempted_at' not in final:
     loop.dump_final(os.fspath(workdir), final)

@@ -130,7 +130,7 @@ def main(argv):
     print(f'Error: {message}', file=sys.stderr)
     sys.exit(2)
   # On a CPU host: one device per core (before JAX starts; nothing on a GPU or TPU).
-  cpu_devices.split_host([_BATCH.value or DEFAULTS['cpu'][0]])
+  cpu_devices.prepare([_DTYPE.value], [_BATCH.value or DEFAULTS['cpu'][0]])
   kind = 'cpu' if jax.default_backend() == 'cpu' else 'accelerator'
   batch, steps, warmup = (
     given if given is not None else default

@@ -30,7 +30,6 @@ from ml_collections import config_flags
 from vit_jax.data import stderr_filter
 from vit_jax.run import orbax_io
 from vit_jax.run import workdir as workdir_lib
-from vit_jax.system import cpu_devices
 from vit_jax.system import quiet_logs
 from vit_jax.system import runtime
 from vit_jax.train import config as config_lib
@@ -56,19 +55,6 @@ _COORDINATOR = flags.DEFINE_string(
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'For --jax_distributed.')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'For --jax_distributed.')
 flags.mark_flags_as_required(['config'])
-
-
-def _split_cpu(config) -> None:
-  """One CPU device per core (see vit_jax.system.cpu_devices) where the mesh leaves the count open."""
-  sizes = list(config.mesh.values())
-  if sizes.count(-1) != 1 or any(s not in (-1, 1) for s in sizes):
-    return  # The user sized the mesh; the device count is theirs to choose.
-  accum = max(int(config.accum_steps), 1)
-  batch_sizes = [config.batch, config.batch_eval]
-  if config.batch % accum == 0:
-    batch_sizes.append(config.batch // accum)
-  if all(isinstance(b, int) and b > 0 for b in batch_sizes):
-    cpu_devices.split_host(batch_sizes)
 
 
 def _config_error(message: str, prefix: str = 'Config error'):
@@ -138,7 +124,7 @@ def _train(config, workdir: str):
       process_id=_PROCESS_ID.value,
     )
   else:
-    _split_cpu(config)
+    setup_run.prepare_host(config)  # one device per core, XLA:CPU flags: before JAX starts.
   logging.set_verbosity(logging.WARNING)
   try:
     config_check.validate(config)  # before total_steps is compared (setup_run checks the rest).

@@ -7,9 +7,17 @@ parallel, gradients all-reduced), each core runs whole ops: on a 2-core machine 
 batch 32 ran inference 1.3x and the train step 1.2x faster than on one device with two
 threads (`benchmarks/vs_timm.py --cpu_devices=1` vs `2`).
 
-`python -m vit_jax.main` and `vit_jax.inference_time` call `split_host()` before JAX starts;
-library users can call it too, or set `jax.config.update('jax_num_cpu_devices', N)` (or
-XLA_FLAGS=--xla_force_host_platform_device_count=N) themselves, which it then leaves alone.
+`prepare()` is the one call, first thing in a process (before JAX starts: the device count and
+XLA's flags are read once): one device per core plus the backend flags for the dtype and CPU
+(vit_jax.system.xla_cpu_flags). `python -m vit_jax.main`, `predict`, `analyze`,
+`inference_time`, `experiment`, `Session`, `inference.predictor.load` and the benchmarks call
+it; it leaves a device count the user set (`jax.config.update('jax_num_cpu_devices', N)` or
+XLA_FLAGS=--xla_force_host_platform_device_count=N) alone, and does nothing once JAX has
+started. For a plain `jax.jit(model.apply)`, `shard_batch(images)` spreads the batch over the
+devices and jit follows the input's sharding:
+
+    cpu_devices.prepare()                       # first thing
+    logits = jax.jit(model.apply)(variables, cpu_devices.shard_batch(images))
 """
 
 import math
@@ -19,6 +27,7 @@ from typing import Callable, Sequence
 import jax
 
 from vit_jax.system import host_memory
+from vit_jax.system import xla_cpu_flags
 
 
 def _user_chose() -> bool:
@@ -55,18 +64,11 @@ def describe_cpu(cpuinfo: str | None = None) -> str:
   use and the ISA_FLAGS it has, e.g. 'Intel(R) Xeon(R) Processor, 2 cores; avx2 avx512f
   avx512_bf16 (no AMX)'. `cpuinfo`: /proc/cpuinfo's text (read when None; other systems:
   platform.processor())."""
-  if cpuinfo is None:
-    try:
-      with open('/proc/cpuinfo', encoding='utf-8') as f:
-        cpuinfo = f.read()
-    except OSError:
-      import platform
+  fields = xla_cpu_flags.cpuinfo_fields(cpuinfo)
+  if fields is None:
+    import platform
 
-      return f'{platform.processor() or "unknown CPU"}, {cores()} cores'
-  fields = {}
-  for line in cpuinfo.splitlines():
-    key, _, value = line.partition(':')
-    fields.setdefault(key.strip(), value.strip())  # the first processor's.
+    return f'{platform.processor() or "unknown CPU"}, {cores()} cores'
   flags = set(fields.get('flags', '').split())
   isa = [f for f in ISA_FLAGS if f in flags]
   amx = '' if 'amx_tile' in flags else ' (no AMX)'
@@ -96,6 +98,49 @@ def split_host(batch_sizes: Sequence[int] = ()) -> int:
   if count > 1:
     _patient_collectives()
   return count
+
+
+def prepare(dtypes: Sequence = ('float32',), batch_sizes: Sequence[int] = ()) -> dict:
+  """One device per core (`split_host(batch_sizes)`) and the XLA:CPU flags for a process
+  computing in `dtypes` on this CPU (`xla_cpu_flags.apply`), when JAX computes on the host, has
+  not started yet and is not under jax.distributed.
+
+  Returns:
+    {'cpu_devices': the device count set (0: none set), 'xla_flags': the flags added}.
+  """
+  if (
+    not host_memory.computes_on_cpu()
+    or _jax_started()
+    or jax.distributed.is_initialized()  # each process's devices are the launcher's choice.
+  ):
+    return {'cpu_devices': 0, 'xla_flags': ()}
+  flags = xla_cpu_flags.apply(dtypes)
+  return {'cpu_devices': split_host(batch_sizes), 'xla_flags': flags}
+
+
+def _jax_started() -> bool:
+  """Whether JAX's backends have started, through public API only: JAX refuses to change the
+  device count from then on (setting the same value again is always allowed)."""
+  current = jax.config.jax_num_cpu_devices
+  try:
+    jax.config.update('jax_num_cpu_devices', current + 2)
+  except RuntimeError:
+    return True
+  jax.config.update('jax_num_cpu_devices', current)
+  return False
+
+
+def shard_batch(batch):
+  """`batch` (arrays or a pytree of them, leading axis the batch) spread over the local
+  devices along that axis when there are several and it divides evenly; as it is otherwise.
+  A jitted function given the result runs data-parallel (its other arguments replicated)."""
+  count = jax.local_device_count()
+  leaves = jax.tree.leaves(batch)
+  if count < 2 or not leaves or any(len(x) % count for x in leaves):
+    return batch
+  mesh = jax.sharding.Mesh(jax.local_devices(), ('batch',))
+  spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('batch'))
+  return jax.device_put(batch, spec)
 
 
 # XLA:CPU aborts the process when a device thread waits for the others at a collective (the

@@ -64,6 +64,7 @@ class Session:
         not fit it.
       orbax_io.CheckpointError: `step` is not a complete checkpoint, or none is intact.
     """
+    setup_run.prepare_host(config)  # as the command line, when JAX has not started yet.
     run = setup_run.build(config, workdir)
     ckpt = orbax_io.CheckpointIO(workdir, keep=config.keep_checkpoints)
     try:

@@ -18,6 +18,7 @@ from vit_jax import models
 from vit_jax.run import health
 from vit_jax.run import orbax_io
 from vit_jax.run import workdir as workdir_lib
+from vit_jax.system import cpu_devices
 from vit_jax.system import sharding
 from vit_jax.train import config as config_lib
 from vit_jax.train import config_check
@@ -48,6 +49,24 @@ class Run:
   state_shardings: Any
   batch_sharding: jax.sharding.NamedSharding
   pretrained: Optional[dict] = None  # host params to start from (fine-tuning).
+
+
+def prepare_host(config) -> dict:
+  """Before JAX starts, in a process that trains or evaluates `config` (the CLI, experiment,
+  Session): one CPU device per core where the mesh leaves the count open (a mesh sized by
+  hand keeps the user's count) and the XLA:CPU flags for `config.dtype`; see
+  cpu_devices.prepare."""
+  sizes = list(config.mesh.values())
+  if sizes.count(-1) != 1 or any(s not in (-1, 1) for s in sizes):
+    return {'cpu_devices': 0, 'xla_flags': ()}
+  accum = max(int(config.accum_steps), 1)
+  batch_sizes = [config.batch, config.batch_eval]
+  if config.batch % accum == 0:
+    batch_sizes.append(config.batch // accum)
+  if not all(isinstance(b, int) and b > 0 for b in batch_sizes):
+    return {'cpu_devices': 0, 'xla_flags': ()}  # config_check reports them.
+  dtype = config.dtype if config.dtype in DTYPES else 'float32'
+  return cpu_devices.prepare(dtypes=[dtype], batch_sizes=batch_sizes)
 
 
 def _check_workdir(workdir: str) -> None:
