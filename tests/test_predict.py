@@ -143,6 +143,9 @@ def test_probabilities_match_the_eval_pipeline(trained):
       got[i, t['class']] = t['probability']
   np.testing.assert_allclose(got, expected, atol=1e-5)
   assert [r['top_k'][0]['class'] for r in results] == list(expected.argmax(-1))
+  # 3 images over 8 devices: padded to 8, split, the padding dropped.
+  three = predictor.probabilities(batch['image'][:3])
+  np.testing.assert_allclose(three, expected[:3], atol=1e-5)
   # The run learnt something (0.70 measured; chance is 0.1), so top-1 is not a tie.
   accuracy = np.mean(expected.argmax(-1) == batch['label'][:NUM_TEST])
   print(
@@ -150,6 +153,28 @@ def test_probabilities_match_the_eval_pipeline(trained):
     f'{expected.max():.3f}'
   )
   assert accuracy >= 0.5, accuracy
+
+
+def test_a_fresh_process_predicts_on_one_device_per_core(trained):
+  """`predictor.load` first thing in a process splits a CPU host into one device per core
+  (as the command line does) and the batch over them, with the same probabilities."""
+  workdir, root, _ = trained
+  code = (
+    'import json, sys, jax, numpy as np; from vit_jax.inference import predictor; '
+    'p = predictor.load(sys.argv[1]); '
+    'r = p.predict(sys.argv[2:], top_k=1, batch=5); '
+    'print(json.dumps([jax.local_device_count(), [x["top_k"][0]["probability"] for x in r]]))'
+  )
+  paths = _images(root)[:5]
+  out = run_command([sys.executable, '-c', code, str(workdir), *paths], devices=None)
+  devices, probabilities = json.loads(out.stdout.strip().splitlines()[-1])
+  from vit_jax.system import cpu_devices
+
+  assert devices == cpu_devices.cores()
+  expected = predictor_lib.load(str(workdir)).predict(paths, top_k=1, batch=5)
+  np.testing.assert_allclose(
+    probabilities, [r['top_k'][0]['probability'] for r in expected], atol=1e-5
+  )
 
 
 def _cli(*args):

@@ -39,6 +39,7 @@ import jax
 from vit_jax.analysis import run_data
 from vit_jax.inference import predictor as predictor_lib
 from vit_jax.run import workdir
+from vit_jax.system import cpu_devices
 
 ANALYSES = (
   'filters',
@@ -168,7 +169,11 @@ def run(options: Options) -> dict[str, str]:
           result = report.fourier(captured, label)
       elif name == 'noise':
         images, labels = eval_batch()
-        forward = jax.jit(lambda x: model.apply({'params': params}, x, train=False))
+        apply = jax.jit(lambda x: model.apply({'params': params}, x, train=False))
+
+        def forward(x):
+          return apply(cpu_devices.shard_batch(x))  # over the devices (CPU cores).
+
         result = report.noise(forward, images, labels, eps=o.noise_eps, seed=o.seed, label=label)
       elif name == 'hessian':
         wd = o.weight_decay

@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from vit_jax.system import cpu_devices
+
 # Sown residual names -> the sub-block kind the analyses plot.
 _SUB_BLOCKS = {
   'residual_attention': 'attention',
@@ -72,7 +74,7 @@ def run(model: nn.Module, params: Any, images: Any) -> Captured:
   collected in block order (scanned blocks unstacked)."""
   variables = params if 'params' in params else {'params': params}
   logits, state = jax.jit(lambda v, x: model.apply(v, x, mutable=['intermediates']))(
-    variables, images
+    variables, cpu_devices.shard_batch(images)
   )
   sown = nn.meta.unbox(state.get('intermediates', {}))
   encoder = sown.get('Transformer', sown)

@@ -29,6 +29,7 @@ from vit_jax.analysis import loss_figures
 from vit_jax.analysis import noise as noise_lib
 from vit_jax.analysis import posemb_similarity
 from vit_jax.analysis import rollout as rollout_lib
+from vit_jax.system import cpu_devices
 
 
 class Result(NamedTuple):
@@ -253,6 +254,7 @@ def hessian(
   loss = cross_entropy_loss(model)
   if weight_decay:
     loss = hessian_lib.with_l2(loss, weight_decay)
+  batches = (cpu_devices.shard_batch(b) for b in batches)  # over the devices (CPU cores).
   spectra = hessian_lib.batch_spectra(
     loss, params, batches, k, seed=seed, tol=tol, max_iter=max_iter, progress=progress
   )
@@ -280,7 +282,7 @@ def landscape(
 ) -> Result:
   """B4: loss on a 2-D grid of filter-normalised random directions (HDVW Fig. 1)."""
   loss = cross_entropy_loss(model)
-  batches = [jax.tree.map(jnp.asarray, b) for b in batches]
+  batches = [cpu_devices.shard_batch(jax.tree.map(jnp.asarray, b)) for b in batches]
 
   def mean_loss(p):
     return sum(loss(p, b) for b in batches) / len(batches)

@@ -31,6 +31,7 @@ from vit_jax.inference import labels as labels_lib
 from vit_jax.models import layers
 from vit_jax.models import layouts
 from vit_jax.run import workdir as workdir_lib
+from vit_jax.system import cpu_devices
 from vit_jax.system import quiet_logs
 from vit_jax.weights import catalogue
 from vit_jax.weights import sources
@@ -51,7 +52,8 @@ class PredictError(ValueError):
 
 @dataclasses.dataclass
 class Predictor:
-  """A model with its params on the default device, class names and eval preprocessing."""
+  """A model with its params, class names and eval preprocessing; batches are split over the
+  local devices (one per CPU core when `load` ran before JAX started)."""
 
   model: Any
   params: Any
@@ -86,7 +88,10 @@ class Predictor:
           )
         )
       )
-    return np.asarray(self._forward(self.params, images))
+    # Split over the devices (one per core on a CPU host): pad to a multiple of their count.
+    count, rows = jax.local_device_count(), len(images)
+    padded = np.concatenate([images, np.zeros((-rows % count, *images.shape[1:]), images.dtype)])
+    return np.asarray(self._forward(self.params, cpu_devices.shard_batch(padded)))[:rows]
 
   def predict(
     self, paths: Sequence[str], *, top_k: int = 5, batch: int = 32
@@ -301,6 +306,8 @@ def load(
     if resize_mode not in preprocess.RESIZE_MODES:
       raise PredictError(f'--resize_mode={resize_mode}; use one of {preprocess.RESIZE_MODES}.')
   checkpoint_path = os.path.expanduser(checkpoint_path)  # the shell leaves `--flag=~/x` as is.
+  # Before anything starts JAX: one device per core, XLA:CPU flags for the run's dtype.
+  cpu_devices.prepare(dtypes=[_recorded_dtype(checkpoint_path)])
   try:
     kind = sources.identify(checkpoint_path)
   except ValueError as e:  # a catalogue prefix with a name it does not have.
@@ -326,6 +333,20 @@ def load(
   if source.workdir is not None:
     return _from_run(source, model_name, labels_file, image_size, resize_mode)
   return _from_file(checkpoint_path, source, model_name, labels_file, image_size, resize_mode)
+
+
+def _recorded_dtype(checkpoint_path: str) -> str:
+  """The compute dtype a run's config.json records, for a run's folder (its workdir, checkpoints
+  folder or a step's folder); float32 for anything else (files hold params, not a dtype)."""
+  folder = epath.Path(checkpoint_path)
+  for candidate in (folder, folder.parent, folder.parent.parent):
+    try:
+      config = workdir_lib.read_config(candidate) if candidate.is_dir() else None
+    except (workdir_lib.RunFileError, OSError, ValueError):
+      config = None
+    if config and config.get('dtype') in ('float32', 'bfloat16'):
+      return config['dtype']
+  return 'float32'
 
 
 def _class_names(num_classes: int, labels_file: Optional[str], recorded: Optional[dict]):
