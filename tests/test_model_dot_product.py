@@ -10,6 +10,8 @@ import pytest
 
 from numerics import rel_err
 from numerics import value_and_vjp
+from vit_jax import models
+from vit_jax.models import attention
 from vit_jax.models import dot_product
 from vit_jax.models import layers
 
@@ -211,3 +213,80 @@ def test_resolve_implementation_auto_on_other_backends(
   assert dot_product.resolve_implementation('per_head', dtype, head_dim) == 'per_head'
   if backend == 'gpu':
     assert dot_product.resolve_implementation('cudnn', dtype, head_dim) == 'cudnn'
+
+
+# -- 'auto' falls back to xla where cuDNN refuses -----------------------------------------------
+
+REAL_ATTENTION = jax.nn.dot_product_attention
+
+
+def _gpu_whose_cudnn_refuses(monkeypatch, where):
+  """JAX on a 'gpu' whose cuDNN attention raises NotImplementedError, as jax does at trace time
+  for a configuration it has no kernel for: `where`='always', or 'gradient' (its VJP only, like
+  cuDNN's limit on a bias with an odd sequence length). Accepted calls compute the xla form."""
+
+  def refusing(q, k, v, bias=None, *args, implementation=None, **kw):
+    if implementation != 'cudnn':
+      return REAL_ATTENTION(q, k, v, bias, *args, implementation=implementation, **kw)
+    if where == 'always':
+      raise NotImplementedError('The head dim must be <= 256 and a multiple of 8, but got 4.')
+
+    @jax.custom_vjp
+    def accepted_forward(q, k, v):
+      return REAL_ATTENTION(q, k, v, bias, *args, **kw)
+
+    def fwd(q, k, v):
+      raise NotImplementedError(f'Unsupported sequence length Q {q.shape[1]}, KV {k.shape[1]}.')
+
+    accepted_forward.defvjp(fwd, lambda res, g: None)  # never reached: fwd raises.
+    return accepted_forward(q, k, v)
+
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  monkeypatch.setattr(jax.nn, 'dot_product_attention', refusing)
+
+
+def test_cudnn_refusal_says_why_for_forward_and_gradient_limits(monkeypatch):
+  q = jax.ShapeDtypeStruct((2, 5, 2, 8), jnp.bfloat16)
+  _gpu_whose_cudnn_refuses(monkeypatch, 'always')
+  assert dot_product.cudnn_refusal(q, q, q, None) == (
+    'NotImplementedError: The head dim must be <= 256 and a multiple of 8, but got 4.'
+  )
+  _gpu_whose_cudnn_refuses(monkeypatch, 'gradient')
+  assert dot_product.cudnn_refusal(q, q, q, None) == (
+    'NotImplementedError: Unsupported sequence length Q 5, KV 5.'
+  )
+
+
+def test_auto_attention_falls_back_to_xla_where_cudnn_refuses_and_cudnn_raises(monkeypatch):
+  """'auto' resolves to cudnn (bfloat16, head_dim 8 on a GPU), cuDNN refuses: the module
+  computes exactly the 'xla' result; an explicit 'cudnn' raises jax's error."""
+  _gpu_whose_cudnn_refuses(monkeypatch, 'always')
+  x = jnp.asarray(np.random.default_rng(20).normal(size=(2, 5, 16)), jnp.float32)
+  module = lambda impl: attention.MultiHeadDotProductAttention(
+    num_heads=2, implementation=impl, dtype=jnp.bfloat16
+  )
+  assert dot_product.resolve_implementation('auto', jnp.bfloat16, 8) == 'cudnn'
+  params = module('xla').init(jax.random.key(0), x, x)
+  expected = module('xla').apply(params, x, x)
+  np.testing.assert_array_equal(module('auto').apply(params, x, x), expected)
+  with pytest.raises(NotImplementedError, match='head dim must be'):
+    module('cudnn').apply(params, x, x)
+
+
+def test_auto_attention_falls_back_when_only_cudnns_gradient_refuses(monkeypatch):
+  """cuDNN accepts the forward pass but not its VJP: 'auto' still takes xla, also under remat,
+  where the model is traced forward-only first and differentiated after `attend` returned
+  (catching the error around the forward call would not see it)."""
+  _gpu_whose_cudnn_refuses(monkeypatch, 'gradient')
+  images = jnp.asarray(np.random.default_rng(21).uniform(-1, 1, (2, 8, 8, 3)), jnp.float32)
+  kw = dict(patch_size=(4, 4), hidden_size=16, num_layers=1, num_heads=2, mlp_dim=16)
+  vit = lambda impl: models.VisionTransformer(
+    num_classes=3, attention_impl=impl, dtype=jnp.bfloat16, remat_policy='nothing_saveable', **kw
+  )
+  params = vit('xla').init(jax.random.key(0), images)
+  params = jax.tree.map(lambda p: p + 0.1, params)  # a non-zero head: every gradient flows.
+  grads = lambda impl: jax.jit(jax.grad(lambda p: vit(impl).apply(p, images).sum()))(params)
+  for expected, actual in zip(jax.tree.leaves(grads('xla')), jax.tree.leaves(grads('auto'))):
+    np.testing.assert_array_equal(actual, expected)
+  with pytest.raises(NotImplementedError, match='Unsupported sequence length Q 5, KV 5'):
+    grads('cudnn')

@@ -153,6 +153,9 @@ INVENTORY = {
   '--batch=128,256,512 --attention=cudnn,xla --remat_policy=none,dots_saveable [--scan]': (
     'not run: needs a GPU'
   ),
+  'python -u benchmarks/accelerator_check.py --budget_s=480': (
+    'not run: needs a GPU; its --dry_run: test_dry_run_passes_and_prints_every_part'
+  ),
   'python -m vit_jax.export --checkpoint=/tmp/b16_c10 --to=hf --out=/tmp/b16_hf': (
     'filled with tiny runs and files: test_export_cli, test_convert_hf'
   ),

@@ -115,7 +115,15 @@ class MultiHeadDotProductAttention(nn.Module):
         bias = bias[None]
       self._sow_weights(q.astype(jnp.float32) / np.sqrt(head_dim), k, bias)
       x = dot_product.attend(
-        q, k, v, bias, self.attention_dropout_rate, rng, deterministic, implementation
+        q,
+        k,
+        v,
+        bias,
+        self.attention_dropout_rate,
+        rng,
+        deterministic,
+        implementation,
+        fallback=self.implementation == 'auto',  # to xla where cuDNN refuses the shapes.
       )
       x = (
         jnp.einsum(

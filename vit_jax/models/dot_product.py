@@ -10,17 +10,25 @@ except with attention dropout in training, where each draws its masks its own wa
   'xla'      the batched-heads einsum form via `jax.nn.dot_product_attention` (TPU; GPU float32).
   'cudnn'    `jax.nn.dot_product_attention(implementation='cudnn')`: fused flash attention on
              NVIDIA GPUs (bfloat16/float16, head_dim a multiple of 8).
-  'auto'     per_head on CPU, cudnn on GPU where it applies, else xla.
+  'auto'     per_head on CPU, cudnn on GPU where it applies, else xla; also xla where cuDNN
+             refuses the shapes at trace time, its gradient's limits included (`cudnn_refusal`:
+             e.g. a bias with an odd sequence length, 197 tokens, even in a forward-only
+             program), so 'auto' does not fail where 'xla' runs. An explicit 'cudnn' raises.
 Attention dropout (train only) always takes the explicit softmax path.
 """
 
 import functools
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 IMPLEMENTATIONS = ('auto', 'per_head', 'xla', 'cudnn')
+# What jax raises while tracing a cuDNN attention it cannot run (jax/_src/cudnn/
+# fused_attention_stablehlo.py): NotImplementedError for a dtype, head dim or sequence length
+# outside its kernels, ValueError for a layout or bias shape, RuntimeError without cuDNN.
+CUDNN_REFUSALS = (NotImplementedError, ValueError, RuntimeError)
 
 
 def resolve_implementation(implementation: str, dtype, head_dim: int) -> str:
@@ -49,14 +57,44 @@ def _dropout(weights, rate, rng):
   return jnp.where(keep, weights / (1.0 - rate), 0.0)
 
 
-def attend(q, k, v, bias, dropout_rate, dropout_rng, deterministic, implementation='xla'):
+def cudnn_refusal(q, k, v, bias) -> Optional[str]:
+  """Why cuDNN will not run attention on these operands ('Type: message'), None if it will.
+
+  q [B, T, N, H], k/v [B, S, N, H], bias [1 or B, N, T, S] or None: arrays, tracers or
+  ShapeDtypeStructs. Traces cuDNN's forward pass and gradient abstractly (nothing runs): some
+  limits hold for the gradient only (a bias with an odd T or S), and under jit, remat or scan
+  that is traced after `attend` has returned, where no fallback can catch it.
+  """
+  spec = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)
+  operands = tuple(spec(x) for x in (q, k, v) + (() if bias is None else (bias,)))
+
+  def gradient(*args):
+    fn = lambda q, k, v, *b: jax.nn.dot_product_attention(
+      q, k, v, bias=b[0] if b else None, implementation='cudnn'
+    )
+    out, vjp = jax.vjp(fn, *args)
+    return vjp(out)
+
+  try:
+    jax.eval_shape(gradient, *operands)
+  except CUDNN_REFUSALS as e:
+    return f'{type(e).__name__}: {e}'
+  return None
+
+
+def attend(
+  q, k, v, bias, dropout_rate, dropout_rng, deterministic, implementation='xla', fallback=False
+):
   """softmax(q k^T / sqrt(d) + bias) v for q [B, T, N, H], k/v [B, S, N, H], bias [1 or B, N,
   T, S].
 
-  The batched-heads forms ('xla', 'cudnn'); returns [B, T, N, H] in q's dtype.
+  The batched-heads forms ('xla', 'cudnn'); returns [B, T, N, H] in q's dtype. `fallback`
+  (what 'auto' asks for): 'cudnn' becomes 'xla' where cuDNN refuses the operands.
   """
   if deterministic or dropout_rate == 0.0:
     bias = None if bias is None else bias.astype(q.dtype)
+    if implementation == 'cudnn' and fallback and cudnn_refusal(q, k, v, bias) is not None:
+      implementation = 'xla'
     return jax.nn.dot_product_attention(
       q, k, v, bias=bias, implementation=None if implementation == 'xla' else implementation
     )
