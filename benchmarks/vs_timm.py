@@ -11,7 +11,8 @@ batch * steps / seconds; the table gives the median over rounds and the ratio vi
 The first line names the CPU (model, cores, the ISA extensions that decide the kernels:
 AVX-512, AVX512-BF16, AMX); `load` is the 1-minute load average when the row ended, the
 benchmark's own ~1 included (one framework runs at a time): well above that, another job
-shared the machine and the row is worth rerunning.
+shared the machine and the row is worth rerunning. `peak RSS` is each worker's peak resident
+memory (VmHWM) when its row ended: compile, warm-up and every round.
 
 What is timed (random weights and images, 1000 classes):
   infer  one forward pass (vit_jax: jitted `apply`; timm: `eval()` under `inference_mode`).
@@ -81,6 +82,15 @@ class Worker:
     self.proc.stdin.flush()
     return float(self._expect('TIME'))
 
+  def peak_gb(self) -> float | None:
+    """The worker's peak resident memory so far (VmHWM), GB; None off Linux."""
+    try:
+      with open(f'/proc/{self.proc.pid}/status', encoding='utf-8') as f:
+        line = next(l for l in f if l.startswith('VmHWM:'))
+    except (OSError, StopIteration):
+      return None
+    return int(line.split()[1]) * 1024 / 1e9
+
   def close(self) -> None:
     try:
       self.proc.stdin.write('QUIT\n')
@@ -101,6 +111,8 @@ def _measure(spec: dict, args) -> dict:
       for kind in kinds if r % 2 == 0 else kinds[::-1]:
         time.sleep(args.pause)  # let the other framework's threads go idle.
         rates[kind].append(spec['batch'] * args.steps / workers[kind].run(args.steps))
+    for kind in kinds:
+      workers[kind].info['peak_gb'] = workers[kind].peak_gb()
     return {kind: (statistics.median(v), v, workers[kind].info) for kind, v in rates.items()}
   finally:
     for w in workers.values():
@@ -112,6 +124,10 @@ def _peak(info: dict, override_tflops):
   if override_tflops:
     return override_tflops * 1e12
   return info.get('measured_peak_flops')
+
+
+def _gb(info: dict) -> str:
+  return '-' if info.get('peak_gb') is None else f'{info["peak_gb"]:.1f}'
 
 
 def _row(args, model, mode, dtype, batch, attention, remat, infos) -> None:
@@ -146,7 +162,8 @@ def _row(args, model, mode, dtype, batch, attention, remat, infos) -> None:
     f'| {label} | {mode} | {dtype} | {batch} | {jax_rate:,.1f} | '
     f'{"-" if timm_rate is None else f"{timm_rate:,.1f}"} | '
     f'{"-" if timm_rate is None else f"{jax_rate / timm_rate:.2f}x"} | {mfu} | '
-    f'{fmt(jax_runs)} | {fmt(timm_runs)} | {os.getloadavg()[0]:.2f} |',
+    f'{fmt(jax_runs)} | {fmt(timm_runs)} | {_gb(jax_info)} / {_gb(timm_info)} | '
+    f'{os.getloadavg()[0]:.2f} |',
     flush=True,
   )
 
@@ -212,13 +229,19 @@ def main() -> None:
   # The CPU decides the kernels (AVX-512, AVX512-BF16, AMX) and the machines are shared: both
   # go beside the numbers. cpu_devices imports JAX but starts no backend in this process.
   from vit_jax.system import cpu_devices
+  from vit_jax.system import xla_cpu_flags
 
   print(f'CPU: {cpu_devices.describe_cpu()}')
+  if xla_cpu_flags.user_decides():
+    print(f'XLA:CPU flags: yours, XLA_FLAGS={os.environ["XLA_FLAGS"]}')
+  else:
+    chosen = {d: ' '.join(xla_cpu_flags.choose([d])) for d in args.dtypes.split(',')}
+    print('XLA:CPU flags: ' + '; '.join(f'{d}: {f or "defaults"}' for d, f in chosen.items()))
   print(
     '| model | mode | dtype | batch | vit_jax img/s | timm img/s | vit_jax / timm | '
-    'MFU | vit_jax rounds | timm rounds | load |'
+    'MFU | vit_jax rounds | timm rounds | peak RSS GB (vit_jax / timm) | load |'
   )
-  print('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |')
+  print('| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: | ---: |')
   infos = {}
   variants = [(a, r) for a in args.attention.split(',') for r in args.remat_policy.split(',')]
   for model in args.models.split(','):

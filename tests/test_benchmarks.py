@@ -62,3 +62,28 @@ def test_vs_timm_prints_a_table_row_without_timm():
     ['| testing attention=xla', 'train', 'bfloat16', '2'],
   ]
   assert all(float(r.split(' | ')[4].replace(',', '')) > 0 for r in rows)
+  # The flags chosen per dtype, and vit_jax's worker's peak memory (no timm: '-').
+  assert re.fullmatch(r'XLA:CPU flags: (bfloat16: .+|yours, XLA_FLAGS=.*)', out.splitlines()[1])
+  assert all(re.fullmatch(r'\d+\.\d / -', r.split(' | ')[-2]) for r in rows)
+
+
+def test_bf16_matmul_prints_gflops_per_route():
+  out = subprocess.run(
+    [
+      sys.executable,
+      str(ROOT / 'benchmarks' / 'bf16_matmul.py'),
+      '--shapes=256x128x256',
+      '--routes=xla,xla-eigen,torch',
+      '--repeats=2',
+    ],
+    capture_output=True,
+    text=True,
+    check=True,
+    timeout=300,
+    env=command_env(),
+  ).stdout.splitlines()
+  assert out[0].startswith('CPU: ')
+  assert out[1] == '| shape [MxK]x[KxN] | dtype | xla GFLOP/s | xla-eigen GFLOP/s | torch GFLOP/s |'
+  rows = [line.split(' | ') for line in out if line.startswith('| [256x128]')]
+  assert [r[1] for r in rows] == ['bfloat16', 'float32']
+  assert all(float(v.rstrip(' |')) > 0 for r in rows for v in r[2:])
