@@ -1,5 +1,6 @@
 """One XLA device per core on a CPU host (`vit_jax.system.cpu_devices`), unless the user chose."""
 
+import json
 import os
 import subprocess
 import sys
@@ -99,25 +100,37 @@ def test_split_host_after_jax_started_changes_nothing():
 
 
 def test_prepare_splits_and_sets_flags_before_jax_starts_and_nothing_after():
+  from vit_jax.system import xla_cpu_flags
+
   code = (
-    'import os, jax; from vit_jax.system import cpu_devices; '
-    'a = cpu_devices.prepare(["float32"], [{batch}]); n = jax.device_count(); '
-    'b = cpu_devices.prepare(["bfloat16"], [{batch}]); '
-    'print(a["cpu_devices"], n, len(a["xla_flags"]), b["cpu_devices"], len(b["xla_flags"]))'
+    'import json, os, jax, jax.numpy as jnp; from vit_jax.system import cpu_devices; '
+    'a = cpu_devices.prepare(["{dtype}"], [12]); n = jax.device_count(); '
+    'y = float(jax.jit(lambda x: x @ x)(jnp.ones((4, 4), "{dtype}")).sum()); '
+    'b = cpu_devices.prepare(["float32"], [12]); '
+    'print(json.dumps([a["cpu_devices"], n, a["xla_flags"], os.environ["XLA_FLAGS"], y, b]))'
   )
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   env.update(JAX_PLATFORMS='cpu', XLA_FLAGS='')
-  out = subprocess.run(
-    [sys.executable, '-c', code.format(batch=12)],
-    env=env,
-    capture_output=True,
-    text=True,
-    check=True,
-  ).stdout.split()
   expected = cpu_devices.devices_for([12], cpu_devices.cores())
-  # float32 keeps XLA's defaults on every CPU; once JAX has started nothing changes.
-  assert out == [str(expected), str(expected), '0', '0', '0']
-  # In this process JAX has started (conftest's 8 devices): nothing to do.
+  for dtype in ('float32', 'bfloat16'):
+    out = subprocess.run(
+      [sys.executable, '-c', code.format(dtype=dtype)],
+      env=env,
+      capture_output=True,
+      text=True,
+      check=True,
+    ).stdout
+    devices, count, flags, xla_flags, y, after = json.loads(out.strip().splitlines()[-1])
+    assert devices == count == expected
+    # This CPU's rule for the dtype (float32: none on every CPU), in XLA_FLAGS, which XLA
+    # accepted and computed with; once JAX has started, nothing changes.
+    assert tuple(flags) == xla_cpu_flags.choose([dtype])
+    assert all(f in xla_flags.split() for f in flags) and y == 64.0
+    assert after == {'cpu_devices': 0, 'xla_flags': []}
+  # Once this process's JAX has started (conftest's 8 devices): nothing to do.
+  import jax
+
+  assert jax.device_count() == 8
   assert cpu_devices.prepare(['bfloat16'], [8]) == {'cpu_devices': 0, 'xla_flags': ()}
 
 

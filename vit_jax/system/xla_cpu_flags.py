@@ -1,19 +1,28 @@
 """XLA:CPU backend flags chosen for the dtype and the CPU, not inherited.
 
-XLA:CPU picks its matmul library per op (YNNPACK by default for float32 dots in jax 0.10;
-oneDNN only when asked), and which is fastest depends on the CPU's matrix units. RULES holds
-the settings measured to win (benchmarks/vs_timm.py, ratios to timm on the same machine); any
-CPU and dtype without a row keeps XLA's defaults. What was measured and left at the default:
+XLA:CPU picks a library per op (YNNPACK fusions for dots by default in jax 0.10, oneDNN only
+when asked, its own Eigen kernels otherwise), and which is fastest depends on the CPU's
+matrix units. RULES holds the settings measured to win (benchmarks/vs_timm.py, ratios to timm
+in the same sitting; one device per core, batch 32); any CPU and dtype without a rule keeps
+XLA's defaults. What was measured:
 
-  Intel Xeon, AVX-512 + AVX512-BF16, no AMX (2 cores, Ti/16 batch 32, 2026-12):
-    float32  YNNPACK off (`--xla_cpu_experimental_ynn_fusion_type=`): infer 1.07x -> 0.84x,
-             train 0.73x -> 0.64x timm: worse, default kept.
-    bfloat16 oneDNN dot fusion: infer 0.96x -> 0.97x, train 0.95x -> 0.95x: the same, default.
+  Intel Xeon, AVX-512 + AVX512-BF16, no AMX (2 cores, 2026-12):
+    bfloat16 YNNPACK off, two sittings: Ti/16 infer 0.96x -> 1.14x / 1.12x, train 0.97x /
+             0.96x -> 0.94x / 0.92x (a small loss); S/16 infer 1.05x / 1.02x -> 1.32x /
+             1.17x, train 0.66x / 1.03x -> 1.13x timm autocast bf16, and S/16 train's peak
+             memory 14-16 -> 8.2 GB: RULES. Single bf16 matmuls of ViT-S/16 ([6304x384]x[384x1536]): YNNPACK
+             156 GFLOP/s, Eigen 206, oneDNN 147, torch 187 (benchmarks/bf16_matmul.py).
+    float32  YNNPACK off: infer 1.07x -> 0.84x, train 0.73x -> 0.64x: worse, default kept.
+             oneDNN dot fusion: crashes float32 inference (SIGILL after "partition compile
+             failed"; ViT-Ti/16 and S/16), never used for float32.
+    bfloat16 oneDNN dot fusion: infer 0.96x -> 0.97x, train 0.95x -> 0.95x: no gain.
   Intel Xeon with AMX (issue 21's measurement, one sitting, loaded machine):
     bfloat16 oneDNN dot fusion: train 0.98x -> 1.35x timm bf16 (oneDNN reaches AMX): RULES.
     float32  YNNPACK off: inference +13% (train not measured), not confirmed: default kept;
-             the oneDNN flags crash float32 programs there (SIGILL, "partition compile
-             failed"), so a process that also computes float32 gets no oneDNN flags.
+             oneDNN crashes float32 programs there too.
+  AMD Zen 4 (AVX512-BF16, no AMX): nothing measured against the defaults, so no rule (the
+  Intel rule names its vendor rather than guess).
+A process computing float32 and bfloat16 gets only flags every dtype's rules share.
 
 Where vit_jax owns the process (`main`, `predict`, `analyze`, `inference_time`, the
 benchmarks; `experiment` and `Session` when called before JAX starts) `cpu_devices.prepare`
@@ -31,20 +40,33 @@ import jax.numpy as jnp
 
 @dataclasses.dataclass(frozen=True)
 class Rule:
-  isa: str  # a /proc/cpuinfo flag the CPU must have, e.g. 'amx_bf16'.
+  needs: tuple[str, ...]  # /proc/cpuinfo flags (and 'vendor:<vendor_id>') the CPU must have.
+  lacks: tuple[str, ...]  # flags it must not have.
   dtype: str  # the compute dtype ('float32', 'bfloat16') the flags are for.
   flags: tuple[str, ...]
   why: str
 
+  def matches(self, cpu: frozenset[str], dtype: str) -> bool:
+    return dtype == self.dtype and cpu.issuperset(self.needs) and not cpu.intersection(self.lacks)
+
 
 ONEDNN_DOTS = ('--xla_cpu_use_onednn=true', '--xla_cpu_experimental_onednn_fusion_type=dot')
+YNNPACK_OFF = ('--xla_cpu_experimental_ynn_fusion_type=',)
 
 RULES = (
   Rule(
-    'amx_bf16',
+    ('amx_bf16',),
+    (),
     'bfloat16',
     ONEDNN_DOTS,
     'AMX Xeon, ViT-Ti/16 bf16 train step 0.98x -> 1.35x timm autocast bf16 (issue 21)',
+  ),
+  Rule(
+    ('vendor:GenuineIntel', 'avx512_bf16'),
+    ('amx_bf16',),
+    'bfloat16',
+    YNNPACK_OFF,
+    'Xeon with AVX512-BF16, no AMX: ViT-S/16 bf16 infer 1.05x -> 1.32x, train 0.66x -> 1.13x',
   ),
 )
 
@@ -69,8 +91,11 @@ def cpuinfo_fields(cpuinfo: Optional[str] = None) -> Optional[dict[str, str]]:
 
 
 def cpu_isa(cpuinfo: Optional[str] = None) -> frozenset[str]:
-  """The CPU's ISA flags ('avx512_bf16', 'amx_bf16', ...); empty where unknown."""
-  return frozenset((cpuinfo_fields(cpuinfo) or {}).get('flags', '').split())
+  """The CPU's ISA flags ('avx512_bf16', 'amx_bf16', ...) and 'vendor:<vendor_id>' (e.g.
+  'vendor:GenuineIntel'), as RULES name them; empty where unknown."""
+  fields = cpuinfo_fields(cpuinfo) or {}
+  vendor = [f'vendor:{fields["vendor_id"]}'] if fields.get('vendor_id') else []
+  return frozenset(fields.get('flags', '').split() + vendor)
 
 
 def choose(dtypes: Iterable, isa: Optional[frozenset[str]] = None) -> tuple[str, ...]:
@@ -81,11 +106,9 @@ def choose(dtypes: Iterable, isa: Optional[frozenset[str]] = None) -> tuple[str,
   """
   isa = cpu_isa() if isa is None else isa
   names = {jnp.dtype(d).name for d in dtypes} or {'float32'}
-  per_dtype = [
-    {f for r in RULES if r.dtype == name and r.isa in isa for f in r.flags} for name in names
-  ]
+  per_dtype = [{f for r in RULES if r.matches(isa, name) for f in r.flags} for name in names]
   common = set.intersection(*per_dtype)
-  return tuple(f for r in RULES for f in r.flags if f in common)
+  return tuple(dict.fromkeys(f for r in RULES for f in r.flags if f in common))
 
 
 def known_to_jaxlib(flag: str) -> bool:
