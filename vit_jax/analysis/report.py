@@ -284,7 +284,8 @@ def landscape(
 ) -> Result:
   """B4: loss on a 2-D grid of filter-normalised random directions (HDVW Fig. 1)."""
   loss = cross_entropy_loss(model)
-  batches = [cpu_devices.shard_batch(jax.tree.map(jnp.asarray, b)) for b in batches]
+  # Over the devices (CPU cores) where the batch divides; on the default device otherwise.
+  batches = [jax.tree.map(jnp.asarray, cpu_devices.shard_batch(b)) for b in batches]
 
   def mean_loss(p):
     return sum(loss(p, b) for b in batches) / len(batches)

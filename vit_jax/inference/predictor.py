@@ -89,9 +89,10 @@ class Predictor:
         )
       )
     # Split over the devices (one per core on a CPU host): pad to a multiple of their count.
-    count, rows = jax.local_device_count(), len(images)
-    padded = np.concatenate([images, np.zeros((-rows % count, *images.shape[1:]), images.dtype)])
-    return np.asarray(self._forward(self.params, cpu_devices.shard_batch(padded)))[:rows]
+    rows, pad = len(images), -len(images) % jax.local_device_count()
+    if pad:
+      images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+    return np.asarray(self._forward(self.params, cpu_devices.shard_batch(images)))[:rows]
 
   def predict(
     self, paths: Sequence[str], *, top_k: int = 5, batch: int = 32

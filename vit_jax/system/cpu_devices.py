@@ -100,8 +100,11 @@ def split_host(batch_sizes: Sequence[int] = ()) -> int:
   return count
 
 
-def prepare(dtypes: Sequence = ('float32',), batch_sizes: Sequence[int] = ()) -> dict:
-  """One device per core (`split_host(batch_sizes)`) and the XLA:CPU flags for a process
+def prepare(
+  dtypes: Sequence = ('float32',), batch_sizes: Sequence[int] = (), split: bool = True
+) -> dict:
+  """One device per core (`split_host(batch_sizes)`; not with `split=False`, e.g. for a mesh
+  the user sized) and the XLA:CPU flags for a process
   computing in `dtypes` on this CPU (`xla_cpu_flags.apply`), when JAX computes on the host, has
   not started yet and is not under jax.distributed.
 
@@ -115,7 +118,7 @@ def prepare(dtypes: Sequence = ('float32',), batch_sizes: Sequence[int] = ()) ->
   ):
     return {'cpu_devices': 0, 'xla_flags': ()}
   flags = xla_cpu_flags.apply(dtypes)
-  return {'cpu_devices': split_host(batch_sizes), 'xla_flags': flags}
+  return {'cpu_devices': split_host(batch_sizes) if split else 0, 'xla_flags': flags}
 
 
 def _jax_started() -> bool:

@@ -53,20 +53,21 @@ class Run:
 
 def prepare_host(config) -> dict:
   """Before JAX starts, in a process that trains or evaluates `config` (the CLI, experiment,
-  Session): one CPU device per core where the mesh leaves the count open (a mesh sized by
-  hand keeps the user's count) and the XLA:CPU flags for `config.dtype`; see
+  Session): the XLA:CPU flags for `config.dtype`, and one CPU device per core where the mesh
+  leaves the count open (a mesh sized by hand keeps the user's count); see
   cpu_devices.prepare."""
   sizes = list(config.mesh.values())
-  if sizes.count(-1) != 1 or any(s not in (-1, 1) for s in sizes):
-    return {'cpu_devices': 0, 'xla_flags': ()}
   accum = max(int(config.accum_steps), 1)
   batch_sizes = [config.batch, config.batch_eval]
   if config.batch % accum == 0:
     batch_sizes.append(config.batch // accum)
-  if not all(isinstance(b, int) and b > 0 for b in batch_sizes):
-    return {'cpu_devices': 0, 'xla_flags': ()}  # config_check reports them.
+  split = (
+    sizes.count(-1) == 1
+    and all(s in (-1, 1) for s in sizes)
+    and all(isinstance(b, int) and b > 0 for b in batch_sizes)  # else config_check reports.
+  )
   dtype = config.dtype if config.dtype in DTYPES else 'float32'
-  return cpu_devices.prepare(dtypes=[dtype], batch_sizes=batch_sizes)
+  return cpu_devices.prepare(dtypes=[dtype], batch_sizes=batch_sizes, split=split)
 
 
 def _check_workdir(workdir: str) -> None:
